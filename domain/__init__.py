@@ -1,0 +1,69 @@
+"""modelport's domain: pure values and rules, with no I/O and no framework.
+
+Only the standard library and attrs are imported here (a test enforces it).
+"""
+
+from .errors import (
+    CapabilityMissing,
+    ContextOverflow,
+    DownloadError,
+    EngineUnavailable,
+    InvalidModelName,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    ModelportError,
+    ModelReadOnly,
+    UnsupportedArchitecture,
+)
+from .generation import (
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    FinishReason,
+    GenerationRequest,
+    TokenEvent,
+    Usage,
+    system_and_user,
+)
+from .messages import ChatMessage, ChatSession, Conversation, Role
+from .models import Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
+from .sampling import SamplingPolicy
+from .stopping import StopMatcher
+from .store import FileCheck, PullProgress, SearchHit, VerifyReport
+
+__all__ = [
+    "Capability",
+    "CapabilityMissing",
+    "ChatMessage",
+    "ChatSession",
+    "Completion",
+    "ContextOverflow",
+    "Conversation",
+    "DownloadError",
+    "EmbeddingRequest",
+    "Embeddings",
+    "EngineUnavailable",
+    "FileCheck",
+    "FinishReason",
+    "GenerationRequest",
+    "InvalidModelName",
+    "InvalidRequest",
+    "ModelFile",
+    "ModelFormat",
+    "ModelInfo",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelReadOnly",
+    "ModelRef",
+    "ModelportError",
+    "PullProgress",
+    "Role",
+    "SamplingPolicy",
+    "SearchHit",
+    "StopMatcher",
+    "TokenEvent",
+    "Usage",
+    "VerifyReport",
+    "system_and_user",
+]

@@ -1,0 +1,95 @@
+"""Every error modelport raises on purpose.
+
+Entrypoints map these, and only these, to HTTP statuses and exit codes; anything
+else reaching them is a bug and is reported as one.
+"""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base class: an error a user can act on, with a message worth showing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidModelName(ModelportError, ValueError):
+    """A model reference that cannot be parsed or is unsafe to use as a path."""
+
+
+class ModelNotFound(ModelportError):
+    """The reference is well formed but names nothing in the store."""
+
+    def __init__(self, name: str, hint: str = "") -> None:
+        message = f"model '{name}' not found"
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.name = name
+
+
+class UnsupportedArchitecture(ModelportError):
+    """The weights describe an architecture that no engine here implements."""
+
+    def __init__(self, architecture: str, supported: tuple[str, ...] = ()) -> None:
+        message = f"unsupported architecture '{architecture}'"
+        if supported:
+            message += f"; supported: {', '.join(sorted(supported))}"
+        super().__init__(message)
+        self.architecture = architecture
+        self.supported = supported
+
+
+class EngineUnavailable(ModelportError):
+    """An engine that cannot run here, usually because its extra is not installed."""
+
+    def __init__(self, engine: str, reason: str = "", extra: str | None = None) -> None:
+        message = f"engine '{engine}' is not available"
+        if reason:
+            message += f": {reason}"
+        if extra:
+            message += f"; install it with: pip install 'modelport[{extra}]'"
+        super().__init__(message)
+        self.engine = engine
+        self.extra = extra
+
+
+class ContextOverflow(ModelportError):
+    """The prompt does not fit in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the context window holds "
+            f"{context_length}; shorten the prompt or raise num_ctx"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+class InvalidRequest(ModelportError, ValueError):
+    """A request whose values are out of range, of the wrong type or contradictory."""
+
+
+class CapabilityMissing(InvalidRequest):
+    """The model cannot do what was asked (embeddings from a chat-only model, ...)."""
+
+    def __init__(self, model: str, capability: str) -> None:
+        super().__init__(f"'{model}' does not support {capability}")
+        self.model = model
+        self.capability = capability
+
+
+class ModelLoadError(ModelportError):
+    """The files are there but the engine could not load them (corrupt, truncated,
+    or too large for this machine)."""
+
+
+class ModelReadOnly(ModelportError):
+    """An attempt to change a model the store does not own (a bundled model)."""
+
+
+class DownloadError(ModelportError):
+    """Fetching a model failed; the message says why and what to do."""

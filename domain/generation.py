@@ -1,0 +1,152 @@
+"""Requests to an engine and the events it streams back."""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterable
+
+import attrs
+
+from .errors import InvalidRequest
+from .messages import ChatMessage, Conversation
+from .models import ModelRef
+from .sampling import SamplingPolicy
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end-of-sequence token or a stop string
+    LENGTH = "length"  # max_tokens reached, or the context window is full
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token counts and timings, in nanoseconds as Ollama reports them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    load_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+    total_ns: int = 0
+
+    @property
+    def prompt_rate(self) -> float:
+        """Prompt tokens per second (0 when not measured)."""
+        return _rate(self.prompt_tokens, self.prompt_eval_ns)
+
+    @property
+    def eval_rate(self) -> float:
+        """Generated tokens per second (0 when not measured)."""
+        return _rate(self.completion_tokens, self.eval_ns)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _rate(tokens: int, ns: int) -> float:
+    return tokens / ns * 1e9 if ns > 0 else 0.0
+
+
+def _conversation(value: Conversation | Iterable[ChatMessage]) -> Conversation:
+    return value if isinstance(value, Conversation) else Conversation(messages=tuple(value))
+
+
+@attrs.frozen(kw_only=True)
+class GenerationRequest:
+    """Either a raw ``prompt`` (sent as is) or ``messages`` (rendered through the
+    model's chat template). Never both."""
+
+    model: ModelRef
+    prompt: str = ""
+    messages: Conversation = attrs.field(factory=Conversation, converter=_conversation)
+    sampling: SamplingPolicy = attrs.field(factory=SamplingPolicy)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise InvalidRequest("prompt must be a string")
+        if self.prompt and len(self.messages):
+            raise InvalidRequest("give either a prompt or messages, not both")
+
+    @property
+    def is_chat(self) -> bool:
+        return len(self.messages) > 0
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddingRequest:
+    model: ModelRef
+    inputs: tuple[str, ...] = attrs.field(converter=tuple)
+    truncate: bool = True
+
+    @inputs.validator
+    def _strings(self, _attribute: object, value: tuple) -> None:
+        if not all(isinstance(text, str) for text in value):
+            raise InvalidRequest("embedding inputs must be strings")
+
+
+@attrs.frozen(kw_only=True)
+class TokenEvent:
+    """One step of a generation stream.
+
+    Every event but the last carries a text delta (possibly empty while a multi-byte
+    character or a possible stop string is held back). The last event has
+    ``finish_reason`` and ``usage`` set.
+    """
+
+    text: str = ""
+    token_id: int | None = None
+    logprob: float | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """A whole generation, folded from its events."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    logprobs: tuple[float, ...] = ()
+
+    @classmethod
+    def fold(cls, events: Iterable[TokenEvent]) -> "Completion":
+        parts: list[str] = []
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        for event in events:
+            parts.append(event.text)
+            if event.token_id is not None:
+                tokens.append(event.token_id)
+            if event.logprob is not None:
+                logprobs.append(event.logprob)
+            if event.done:
+                return cls(
+                    text="".join(parts),
+                    token_ids=tuple(tokens),
+                    finish_reason=event.finish_reason,
+                    usage=event.usage or Usage(completion_tokens=len(tokens)),
+                    logprobs=tuple(logprobs),
+                )
+        raise RuntimeError("the generation stream ended without a final event")
+
+
+@attrs.frozen(kw_only=True)
+class Embeddings:
+    model: str
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage = attrs.field(factory=Usage)
+
+
+def system_and_user(prompt: str, system: str | None = None) -> Conversation:
+    """The conversation a one-shot prompt becomes when it goes through a chat template."""
+    messages = (ChatMessage.system(system),) if system else ()
+    return Conversation(messages=messages + (ChatMessage.user(prompt),))

@@ -1,0 +1,173 @@
+"""Chat messages, conversations and saved chat sessions."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+from .errors import InvalidRequest
+from .sampling import SamplingPolicy
+
+DEFAULT_KEPT_TURNS = 10
+
+
+class Role(str, enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+def _role(value: Role | str) -> Role:
+    try:
+        return Role(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise InvalidRequest(
+            f"invalid message role '{value}'; use one of: {', '.join(r.value for r in Role)}"
+        ) from None
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"message content must be a string, not {type(value).__name__}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class ChatMessage:
+    role: Role = attrs.field(converter=_role)
+    content: str = attrs.field(default="", converter=_text)
+    tool_name: str | None = None
+
+    @classmethod
+    def system(cls, content: str) -> "ChatMessage":
+        return cls(role=Role.SYSTEM, content=content)
+
+    @classmethod
+    def user(cls, content: str) -> "ChatMessage":
+        return cls(role=Role.USER, content=content)
+
+    @classmethod
+    def assistant(cls, content: str) -> "ChatMessage":
+        return cls(role=Role.ASSISTANT, content=content)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ChatMessage":
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("each message must be an object with 'role' and 'content'")
+        if "role" not in data:
+            raise InvalidRequest("a message is missing its 'role'")
+        return cls(role=data["role"], content=data.get("content"), tool_name=data.get("tool_name"))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role.value, "content": self.content}
+        if self.tool_name:
+            data["tool_name"] = self.tool_name
+        return data
+
+
+def _messages(values: Iterable[ChatMessage | Mapping[str, Any]]) -> tuple[ChatMessage, ...]:
+    return tuple(m if isinstance(m, ChatMessage) else ChatMessage.from_dict(m) for m in values)
+
+
+@attrs.frozen(kw_only=True)
+class Conversation:
+    """An ordered, immutable list of messages."""
+
+    messages: tuple[ChatMessage, ...] = attrs.field(default=(), converter=_messages)
+
+    def add(self, *messages: ChatMessage) -> "Conversation":
+        return Conversation(messages=self.messages + messages)
+
+    @property
+    def system_prompt(self) -> str | None:
+        systems = [m.content for m in self.messages if m.role is Role.SYSTEM]
+        return systems[0] if systems else None
+
+    def with_system(self, prompt: str | None) -> "Conversation":
+        """Replace every system message by ``prompt`` (or drop them when None)."""
+        rest = tuple(m for m in self.messages if m.role is not Role.SYSTEM)
+        head = (ChatMessage.system(prompt),) if prompt else ()
+        return Conversation(messages=head + rest)
+
+    def last_turns(self, turns: int) -> "Conversation":
+        """The system prompt plus the last ``turns`` user turns and what followed them."""
+        if turns < 1:
+            raise ValueError("keep at least one turn")
+        system = tuple(m for m in self.messages if m.role is Role.SYSTEM)[:1]
+        rest = [m for m in self.messages if m.role is not Role.SYSTEM]
+        user_positions = [i for i, m in enumerate(rest) if m.role is Role.USER]
+        start = user_positions[-turns] if len(user_positions) >= turns else 0
+        return Conversation(messages=system + tuple(rest[start:]))
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __iter__(self):
+        return iter(self.messages)
+
+
+@attrs.frozen(kw_only=True)
+class ChatSession:
+    """A saved chat: the model, its messages and the sampling options in force."""
+
+    id: str = attrs.field(validator=attrs.validators.matches_re(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"))
+    model: str
+    conversation: Conversation = attrs.field(factory=Conversation)
+    sampling: SamplingPolicy = attrs.field(factory=SamplingPolicy)
+    kept_turns: int = attrs.field(default=DEFAULT_KEPT_TURNS, validator=attrs.validators.ge(1))
+
+    def with_user(self, content: str) -> "ChatSession":
+        return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.user(content)))
+
+    def with_reply(self, content: str) -> "ChatSession":
+        return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.assistant(content)))
+
+    def with_system(self, prompt: str | None) -> "ChatSession":
+        return attrs.evolve(self, conversation=self.conversation.with_system(prompt))
+
+    def cleared(self) -> "ChatSession":
+        """Forget the turns, keep the system prompt."""
+        return attrs.evolve(self, conversation=Conversation().with_system(self.conversation.system_prompt))
+
+    @property
+    def context(self) -> Conversation:
+        """What is sent to the model: the system prompt and the last ``kept_turns`` turns."""
+        return self.conversation.last_turns(self.kept_turns)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "model": self.model,
+                "messages": [m.to_dict() for m in self.conversation],
+                "options": self.sampling.to_options(),
+                "kept_turns": self.kept_turns,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "ChatSession":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"not a saved chat session: {exc}") from None
+        if not isinstance(data, dict) or "id" not in data or "model" not in data:
+            raise InvalidRequest("not a saved chat session: 'id' and 'model' are required")
+        try:
+            return cls(
+                id=data["id"],
+                model=data["model"],
+                conversation=Conversation(messages=data.get("messages") or ()),
+                sampling=SamplingPolicy.from_ollama_options(data.get("options") or {}),
+                kept_turns=data.get("kept_turns", DEFAULT_KEPT_TURNS),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"not a saved chat session: {exc}") from None
