@@ -1,0 +1,63 @@
+"""The inference engine port: one loaded model that streams tokens."""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol, Sequence, runtime_checkable
+
+import attrs
+
+from modelport.domain import GenerationRequest, InvalidRequest, ModelInfo, TokenEvent
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def _device(value: str) -> str:
+    value = value.lower()
+    value = "gpu" if value == "cuda" else value
+    if value not in DEVICES:
+        raise InvalidRequest(f"device must be one of {', '.join(DEVICES)} (or cuda), got {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class EngineOptions:
+    """How to load a model; chosen once, at load time."""
+
+    num_ctx: int = 4096
+    device: str = attrs.field(default="auto", converter=_device)
+    device_index: int = 0
+    threads: int | None = None
+
+
+@runtime_checkable
+class InferenceEngine(Protocol):
+    """One model, loaded by one engine.
+
+    ``stream`` yields :class:`TokenEvent` s, the last with a finish reason and usage.
+    Closing the iterator early (``.close()``) cancels the generation. Engines apply
+    the request's stop strings with :class:`~modelport.domain.StopMatcher`.
+    """
+
+    name: str
+
+    def load(self, model: ModelInfo, options: EngineOptions) -> None: ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]: ...
+
+    def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    def unload(self) -> None: ...
+
+    def memory_used(self) -> int:
+        """Bytes held by the loaded model (weights and caches); 0 once unloaded."""
+        ...
+
+
+class EngineFactory(Protocol):
+    """Makes an unloaded engine; the composition root registers one per engine name."""
+
+    def __call__(self) -> InferenceEngine: ...

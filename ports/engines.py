@@ -1,0 +1,200 @@
+"""Choosing an engine for a model, and keeping loaded models resident."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+import attrs
+
+from modelport.domain import EngineUnavailable, ModelFormat, ModelInfo
+from modelport.ports.engine import EngineOptions, InferenceEngine
+
+ENGINE_NAMES = ("auto", "gguf", "jax", "mlx")
+
+
+@attrs.frozen(kw_only=True)
+class EngineSpec:
+    """An engine the composition root knows how to build.
+
+    ``available`` answers cheaply (without importing the engine's library) whether
+    it can run here; ``factory`` builds an unloaded engine.
+    """
+
+    name: str
+    formats: frozenset[ModelFormat] = attrs.field(converter=frozenset)
+    factory: Callable[[], InferenceEngine]
+    available: Callable[[], bool] = lambda: True
+    extra: str | None = None
+
+
+class EngineRegistry:
+    """The engines in order of preference for ``auto``."""
+
+    def __init__(self, specs: Iterable[EngineSpec]) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def spec(self, name: str) -> EngineSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(["auto", *self._specs])
+            raise EngineUnavailable(name, f"unknown engine; choose one of: {known}") from None
+
+    def select(self, model: ModelInfo, requested: str | None = None) -> EngineSpec:
+        """The engine to run ``model``: the one requested, or the first that fits."""
+        if requested and requested != "auto":
+            spec = self.spec(requested)
+            if model.format not in spec.formats:
+                formats = ", ".join(sorted(f.value for f in spec.formats))
+                raise EngineUnavailable(
+                    spec.name, f"it runs {formats} models and '{model.name}' is {model.format.value}"
+                )
+            if not spec.available():
+                raise EngineUnavailable(spec.name, "its library is not installed", spec.extra)
+            return spec
+        fitting = [s for s in self._specs.values() if model.format in s.formats]
+        for spec in fitting:
+            if spec.available():
+                return spec
+        if fitting:
+            first = fitting[0]
+            raise EngineUnavailable(first.name, f"needed for {model.format.value} models", first.extra)
+        raise EngineUnavailable(
+            "auto", f"no engine in this build runs {model.format.value} models like '{model.name}'"
+        )
+
+    def status(self) -> dict[str, bool]:
+        return {name: spec.available() for name, spec in self._specs.items()}
+
+
+@attrs.define
+class Resident:
+    """A loaded model, as :class:`ResidentModels` tracks it."""
+
+    model: ModelInfo
+    engine: InferenceEngine
+    options: EngineOptions
+    loaded_at: float
+    load_ns: int
+    last_used: float
+    in_use: int = 0
+    expires_at: float | None = None
+
+
+class ResidentModels:
+    """Loads models on demand and keeps up to ``max_resident`` of them (LRU).
+
+    Requests for a model that is loading wait for that one load. A model in use is
+    never evicted. Thread safe.
+    """
+
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        *,
+        max_resident: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_resident < 1:
+            raise ValueError("max_resident must be at least 1")
+        self._registry = registry
+        self._max = max_resident
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, Resident] = OrderedDict()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def acquire(
+        self, model: ModelInfo, engine: str | None, options: EngineOptions
+    ) -> tuple[Resident, bool]:
+        """The resident model, loading it if needed; returns (resident, loaded_now).
+
+        Pair each call with :meth:`release`; :meth:`use` does both.
+        """
+        spec = self._registry.select(model, engine)
+        key = model.name
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                resident = self._loaded.get(key)
+                if resident and resident.options == options and resident.engine.name == spec.name:
+                    resident.in_use += 1
+                    resident.last_used = self._clock()
+                    self._loaded.move_to_end(key)
+                    return resident, False
+            if resident is not None:
+                self._drop(key, wait=True)
+            started = time.monotonic_ns()
+            instance = spec.factory()
+            instance.load(model, options)
+            load_ns = time.monotonic_ns() - started
+            now = self._clock()
+            resident = Resident(
+                model=model, engine=instance, options=options, loaded_at=now,
+                load_ns=load_ns, last_used=now, in_use=1,
+            )
+            with self._lock:
+                self._loaded[key] = resident
+                self._loaded.move_to_end(key)
+                self._evict_over_limit()
+            return resident, True
+
+    def release(self, resident: Resident) -> None:
+        with self._lock:
+            resident.in_use = max(0, resident.in_use - 1)
+            resident.last_used = self._clock()
+
+    def use(self, model: ModelInfo, engine: str | None, options: EngineOptions) -> "_Lease":
+        return _Lease(self, model, engine, options)
+
+    def loaded(self) -> list[Resident]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    def unload(self, name: str) -> bool:
+        """Unload ``name`` now (waiting for requests in flight); False if not loaded."""
+        return self._drop(name, wait=True)
+
+    def unload_all(self) -> None:
+        for resident in self.loaded():
+            self._drop(resident.model.name, wait=True)
+
+    def _drop(self, key: str, *, wait: bool) -> bool:
+        with self._lock:
+            resident = self._loaded.pop(key, None)
+        if resident is None:
+            return False
+        while wait and resident.in_use > 0:
+            time.sleep(0.01)
+        resident.engine.unload()
+        return True
+
+    def _evict_over_limit(self) -> None:
+        # Called with the lock held: only idle models go.
+        idle = [k for k, r in self._loaded.items() if r.in_use == 0]
+        while len(self._loaded) > self._max and idle:
+            self._loaded.pop(idle.pop(0)).engine.unload()
+
+
+class _Lease:
+    def __init__(self, owner: ResidentModels, model: ModelInfo, engine: str | None, options: EngineOptions):
+        self._owner, self._args = owner, (model, engine, options)
+        self.resident: Resident | None = None
+        self.loaded_now = False
+
+    def __enter__(self) -> "_Lease":
+        self.resident, self.loaded_now = self._owner.acquire(*self._args)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.resident is not None:
+            self._owner.release(self.resident)
+

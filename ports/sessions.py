@@ -1,0 +1,29 @@
+"""Saved chat sessions, and the clock (injected so tests control time)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from modelport.domain import ChatSession
+
+
+class SessionRepository(Protocol):
+    def save(self, session: ChatSession) -> None: ...
+
+    def get(self, session_id: str) -> ChatSession:
+        """Raises KeyError for an unknown id."""
+        ...
+
+    def list(self) -> list[str]: ...
+
+    def delete(self, session_id: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (wall time, for timestamps)."""
+        ...
+
+    def monotonic_ns(self) -> int:
+        """A monotonic counter in nanoseconds (for durations)."""
+        ...

@@ -1,0 +1,49 @@
+"""Where models live (the store) and where they come from (a source)."""
+
+from __future__ import annotations
+
+from typing import Callable, ContextManager, Iterable, Protocol
+
+from modelport.domain import ModelFile, ModelInfo, ModelRef, PullProgress, SearchHit, VerifyReport
+
+ProgressCallback = Callable[[PullProgress], None]
+
+
+class ModelStore(Protocol):
+    def list(self) -> list[ModelInfo]: ...
+
+    def resolve(self, ref: ModelRef) -> ModelInfo:
+        """The installed model ``ref`` names; raises ModelNotFound."""
+        ...
+
+    def copy(self, source: ModelRef, destination: ModelRef) -> ModelInfo: ...
+
+    def remove(self, ref: ModelRef) -> None: ...
+
+    def verify(self, ref: ModelRef) -> VerifyReport: ...
+
+    def import_path(self, name: ModelRef, path: str) -> ModelInfo:
+        """Add a local GGUF file or Hugging Face folder under ``name``."""
+        ...
+
+    def staging(self, ref: ModelRef) -> ContextManager[str]:
+        """A private folder to download ``ref`` into; on a clean exit its files become
+        the model ``ref`` in one atomic step, on an error nothing is listed."""
+        ...
+
+    def commit(self, ref: ModelRef, folder: str, files: Iterable[ModelFile]) -> ModelInfo:
+        """Record a fully fetched folder as the model ``ref`` (called inside ``staging``)."""
+        ...
+
+
+class ModelSource(Protocol):
+    """A remote catalogue of models, such as the Hugging Face Hub."""
+
+    def fetch(self, ref: ModelRef, folder: str, progress: ProgressCallback) -> list[ModelFile]:
+        """Download what ``ref`` needs into ``folder``; returns the files with sha256."""
+        ...
+
+    def search(
+        self, query: str, *, author: str | None = None, filter: str | None = None,
+        sort: str = "downloads", limit: int = 20,
+    ) -> list[SearchHit]: ...
