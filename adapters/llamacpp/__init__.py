@@ -1,0 +1,5 @@
+"""GGUF models through llama-cpp-python (imported lazily, on load)."""
+
+from .engine import LlamaCppEngine
+
+__all__ = ["LlamaCppEngine"]
