@@ -1,0 +1,178 @@
+"""Settings: flags over environment over ``.env`` over defaults, each value knowing
+where it came from (``modelport config`` shows that)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from modelport.domain import InvalidRequest
+
+DEFAULT_PORT = 11434
+DEFAULT_HOST = "127.0.0.1"
+
+
+def _default_home() -> str:
+    import platformdirs
+
+    return platformdirs.user_cache_dir("modelport", appauthor=False)
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise InvalidRequest(f"{name} must be at least 1, got {value}")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    value = _positive_int("port")(text)
+    if value > 65535:
+        raise InvalidRequest(f"port must be at most 65535, got {value}")
+    return value
+
+
+def _engine(text: str) -> str:
+    text = text.lower()
+    if text not in ("auto", "gguf", "jax", "mlx", "fake"):
+        raise InvalidRequest(f"engine must be auto, gguf, jax or mlx, got {text!r}")
+    return text
+
+
+@attrs.frozen
+class Option:
+    """One setting: its name, environment variables (first wins), default, converter."""
+
+    name: str
+    env: tuple[str, ...]
+    default: Callable[[], str]
+    convert: Callable[[str], Any] = str
+    help: str = ""
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("home", ("MODELPORT_HOME",), _default_home, str, "where models, sessions and caches live"),
+    Option("host", ("MODELPORT_HOST", "OLLAMA_HOST"), lambda: DEFAULT_HOST, str, "server address"),
+    Option("port", ("MODELPORT_PORT",), lambda: str(DEFAULT_PORT), _port, "server port"),
+    Option("engine", ("MODELPORT_ENGINE",), lambda: "auto", _engine, "auto, gguf, jax or mlx"),
+    Option("device", ("MODELPORT_DEVICE",), lambda: "auto", str, "auto, cpu or gpu"),
+    Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
+    Option("mirror", ("MODELPORT_MIRROR", "HF_ENDPOINT"), lambda: "", str, "Hugging Face Hub endpoint"),
+    Option("max_resident_models", ("MODELPORT_MAX_RESIDENT_MODELS",), lambda: "3",
+           _positive_int("max_resident_models"), "models kept loaded at once"),
+    Option("threads", ("MODELPORT_THREADS",), lambda: "4", _positive_int("threads"), "server worker threads"),
+    Option("default_model", ("MODELPORT_DEFAULT_MODEL",), lambda: "smollm2", str, "model for `run` without one"),
+)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    home: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    engine: str = "auto"
+    device: str = "auto"
+    device_index: int = 0
+    mirror: str = ""
+    max_resident_models: int = 3
+    threads: int = 4
+    default_model: str = "smollm2"
+    sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        dotenv: str | os.PathLike[str] | None = ".env",
+    ) -> "Settings":
+        """Resolve every option: flag, then environment, then ``.env``, then default."""
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        environ = os.environ if environ is None else environ
+        dotenv_values = read_dotenv(dotenv) if dotenv else {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:
+            raw, source = _lookup(option, flags, environ, dotenv_values)
+            values[option.name] = option.convert(str(raw)) if raw is not None else None
+            sources[option.name] = source
+        host, port = split_host(values["host"], values["port"])
+        if sources["port"] == "default":
+            values["port"] = port  # a port written into the host (OLLAMA_HOST=h:p)
+        values["host"] = host
+        return cls(sources=sources, **values)
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.home) / "models"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return Path(self.home) / "sessions"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) for every setting."""
+        return [(o.name, str(getattr(self, o.name)), self.sources.get(o.name, "default")) for o in OPTIONS]
+
+
+def _lookup(option: Option, flags: Mapping[str, Any], environ: Mapping[str, str],
+            dotenv: Mapping[str, str]) -> tuple[str | None, str]:
+    if option.name in flags:
+        return flags[option.name], "flag"
+    for variable in option.env:
+        if environ.get(variable):
+            return environ[variable], f"environment ({variable})"
+    for variable in option.env:
+        if dotenv.get(variable):
+            return dotenv[variable], f".env ({variable})"
+    return option.default(), "default"
+
+
+def split_host(host: str, port: int) -> tuple[str, int]:
+    """Accept ``host``, ``host:port``, ``http://host:port`` and ``[::1]:port`` (as OLLAMA_HOST does)."""
+    text = host.strip()
+    for scheme in ("http://", "https://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
+    text = text.rstrip("/")
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        return address, _port(rest[1:]) if rest.startswith(":") else port
+    if text.count(":") == 1:
+        address, _, number = text.partition(":")
+        return address or DEFAULT_HOST, _port(number)
+    return text or DEFAULT_HOST, port
+
+
+def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and '#' comments skipped; quotes stripped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
