@@ -64,6 +64,7 @@ from modelport.domain import (
     Conversation,
     EngineUnavailable,
     GenerationRequest,
+    InvalidModelName,
     InvalidRequest,
     ModelInfo,
     ModelNotFound,
@@ -81,6 +82,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ModelNotFound, EXIT_NOT_FOUND),
     (EngineUnavailable, EXIT_ENGINE),
     (InvalidRequest, EXIT_USAGE),
+    (InvalidModelName, EXIT_USAGE),
     (ModelportError, EXIT_ERROR),
 )
 
