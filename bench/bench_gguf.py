@@ -1,0 +1,96 @@
+"""modelport's GGUF engine against llama-cpp-python itself, same weights, one run.
+
+Measures greedy decode and prompt (prefill) throughput on the bundled SmolLM2-135M
+Q4_1, alternating the two sides so that drift of the machine's speed hits both, and
+prints medians and the ratio ours / llama.cpp.
+
+    python bench/bench_gguf.py [--reps 5] [--decode-tokens 128] [--prompt-tokens 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+from modelport.adapters.filesystem import FilesystemModelStore
+from modelport.domain import Completion, GenerationRequest, ModelRef, SamplingPolicy
+from modelport.entrypoints.bootstrap import bootstrap
+from modelport.entrypoints.config import Settings
+
+
+def filler(tokens: int) -> str:
+    words = "the quick brown fox jumps over the lazy dog and keeps running far away".split()
+    return " ".join(words[i % len(words)] for i in range(tokens))
+
+
+def ours(services, prompt: str, max_tokens: int) -> tuple[float, float]:
+    request = GenerationRequest(
+        model=ModelRef.parse("smollm2"), prompt=prompt,
+        # a seed makes the engine evaluate the prompt afresh: no KV prefix reuse
+        sampling=SamplingPolicy.greedy(max_tokens=max_tokens, seed=0, num_ctx=2048),
+    )
+    usage = Completion.fold(services.generate(request)).usage
+    # eval_ns runs from the first token to the last: count the steps between them,
+    # as the llama.cpp side does
+    decode = (usage.completion_tokens - 1) / usage.eval_ns * 1e9 if usage.completion_tokens > 1 else 0.0
+    return usage.prompt_rate, decode
+
+
+def anchor(llm, prompt: str, max_tokens: int) -> tuple[float, float]:
+    llm.reset()
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    started = time.perf_counter()
+    first = None
+    count = 0
+    for _ in llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        if first is None:
+            first = time.perf_counter()
+        count += 1
+        if count >= max_tokens:
+            break
+    done = time.perf_counter()
+    prefill = len(tokens) / (first - started)
+    decode = (count - 1) / (done - first) if count > 1 else 0.0
+    return prefill, decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=500)
+    args = parser.parse_args()
+
+    import llama_cpp
+
+    home = Path(os.environ.get("TMPDIR", "/tmp")) / "modelport-bench"
+    services = bootstrap(Settings(home=str(home)))
+    info = FilesystemModelStore(home / "models").resolve(ModelRef.parse("smollm2"))
+    threads = os.cpu_count() or 1
+    llm = llama_cpp.Llama(model_path=str(Path(info.location) / info.primary_file), n_ctx=2048,
+                          n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+
+    long_prompt, short_prompt = filler(args.prompt_tokens), "Once upon a time"
+    results: dict[str, list[float]] = {k: [] for k in ("our_prefill", "our_decode", "cpp_prefill", "cpp_decode")}
+    ours(services, short_prompt, 4), anchor(llm, short_prompt, 4)  # warm-up
+    for _ in range(args.reps):
+        results["our_prefill"].append(ours(services, long_prompt, 1)[0])
+        results["cpp_prefill"].append(anchor(llm, long_prompt, 1)[0])
+        results["our_decode"].append(ours(services, short_prompt, args.decode_tokens)[1])
+        results["cpp_decode"].append(anchor(llm, short_prompt, args.decode_tokens)[1])
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"SmolLM2-135M Q4_1, {threads} threads, {args.reps} reps, medians "
+          f"(llama-cpp-python {llama_cpp.__version__})")
+    print(f"{'':28}{'modelport gguf':>16}{'llama.cpp':>12}{'ratio':>8}")
+    print(f"{'prefill tok/s (' + str(args.prompt_tokens) + ' tokens)':28}"
+          f"{med['our_prefill']:16.1f}{med['cpp_prefill']:12.1f}{med['our_prefill'] / med['cpp_prefill']:8.2f}")
+    print(f"{'decode tok/s (' + str(args.decode_tokens) + ' tokens)':28}"
+          f"{med['our_decode']:16.1f}{med['cpp_decode']:12.1f}{med['our_decode'] / med['cpp_decode']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
