@@ -27,12 +27,13 @@ from .generation import (
     system_and_user,
 )
 from .messages import ChatMessage, ChatSession, Conversation, Role
-from .models import Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
+from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
 from .store import FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
+    "DEFAULT_TAG",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",

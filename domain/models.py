@@ -101,6 +101,14 @@ class ModelRef:
         return f"{self.org}{_FOLDER_SEPARATOR}{self.name}" if self.org else self.name
 
     @property
+    def canonical(self) -> str:
+        """The name a store files this model under: ``org/name:tag``, ``latest`` when
+        no tag is given, without the revision."""
+        if self.is_path:
+            return str(self)
+        return f"{self.repo_id}:{self.tag or DEFAULT_TAG}"
+
+    @property
     def untagged(self) -> "ModelRef":
         return attrs.evolve(self, tag=None, revision=None)
 

@@ -27,8 +27,9 @@ class ModelStore(Protocol):
         ...
 
     def staging(self, ref: ModelRef) -> ContextManager[str]:
-        """A private folder to download ``ref`` into; on a clean exit its files become
-        the model ``ref`` in one atomic step, on an error nothing is listed."""
+        """A private folder to download ``ref`` into. Only :meth:`commit`, called inside
+        the block, installs what it holds; whatever is left at the end is deleted, so an
+        error (or a crash) never lists a half-fetched model."""
         ...
 
     def commit(self, ref: ModelRef, folder: str, files: Iterable[ModelFile]) -> ModelInfo:

@@ -22,6 +22,7 @@ from modelport.domain import (
     GenerationRequest,
     InvalidRequest,
     ModelInfo,
+    ModelNotFound,
     ModelportError,
     ModelRef,
     PullProgress,
@@ -130,8 +131,10 @@ class Services:
 
     def remove(self, name: str | ModelRef) -> None:
         ref = _ref(name)
-        info = self.store.resolve(ref)
-        self.resident.unload(info.name)
+        try:
+            self.resident.unload(self.store.resolve(ref).name)
+        except ModelNotFound:
+            pass  # files gone, or not installed: the store still cleans up or says so
         self.store.remove(ref)
 
     def verify(self, name: str | ModelRef) -> VerifyReport:

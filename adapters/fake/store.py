@@ -47,7 +47,7 @@ def fake_model(name: str = "fake:latest", **fields: object) -> ModelInfo:
 
 def _key(ref: ModelRef) -> str:
     """Names match with and without the default ``:latest`` tag."""
-    return str(ref.untagged.with_tag(ref.tag or "latest"))
+    return ref.canonical
 
 
 class InMemoryModelStore:

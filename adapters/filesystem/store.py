@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import attrs
 
 from modelport.domain import (
+    DEFAULT_TAG,
     FileCheck,
     InvalidRequest,
     ModelFile,
@@ -35,7 +36,6 @@ from modelport.domain import (
     ModelRef,
     VerifyReport,
 )
-from modelport.domain.models import DEFAULT_TAG
 
 from .bundled import DEFAULT_BUNDLED, BundledModel
 from .describe import Details, describe_folder, describe_gguf
@@ -48,7 +48,7 @@ STAGING = ".staging"
 
 def canonical_name(ref: ModelRef) -> str:
     """``org/name:tag``, with ``latest`` for a missing tag and no revision."""
-    return str(ref.untagged.with_tag(ref.tag or DEFAULT_TAG))
+    return ref.canonical
 
 
 def model_folder(ref: ModelRef) -> str:

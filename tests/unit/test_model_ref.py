@@ -79,3 +79,12 @@ def test_any_text_parses_or_fails_cleanly(text) -> None:
         folder = ref.folder_name
         assert "/" not in folder and ".." not in folder and "\\" not in folder
         assert not folder.startswith((".", "-"))
+
+
+@pytest.mark.parametrize(
+    "text, canonical",
+    [("smollm2", "smollm2:latest"), ("smollm2:135m", "smollm2:135m"), ("org/m@main", "org/m:latest"),
+     ("org/m:Q4_K_M@v2", "org/m:Q4_K_M")],
+)
+def test_canonical_name(text, canonical) -> None:
+    assert ModelRef.parse(text).canonical == canonical
