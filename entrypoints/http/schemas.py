@@ -1,0 +1,369 @@
+"""Ollama's JSON <-> modelport's domain: the only module that knows the wire names.
+
+Parsing turns a request body into a :class:`Call` (a domain request plus the few
+HTTP-only choices around it); rendering turns domain values into Ollama's shapes.
+Nothing here does I/O or calls a use case.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from modelport.domain import (
+    Capability,
+    ChatMessage,
+    Conversation,
+    FinishReason,
+    GenerationRequest,
+    InvalidRequest,
+    ModelInfo,
+    ModelRef,
+    SamplingPolicy,
+    Usage,
+    system_and_user,
+)
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+RAW_CONFLICT = "raw mode does not support template, system, or context"
+
+Body = Mapping[str, Any]
+Clock = Callable[[], float]
+
+
+# -- requests -------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Call:
+    """A parsed ``/api/generate`` or ``/api/chat`` body.
+
+    ``request`` is None when the body only asks to load (or, with ``keep_alive`` 0,
+    unload) the model. ``needs`` names features the client asked for that no model
+    here offers yet (Ollama's capability names: images, insert, thinking, tools).
+    """
+
+    model: str
+    request: GenerationRequest | None
+    stream: bool = True
+    keep_alive: float | None = None
+    needs: tuple[str, ...] = ()
+
+    @property
+    def unloads(self) -> bool:
+        return self.request is None and self.keep_alive == 0
+
+
+def parse_generate(body: Body) -> Call:
+    """An Ollama ``GenerateRequest``.
+
+    Supported: model, prompt, system, raw, stream, options, keep_alive.
+    Refused with 400 (no model here can honour them yet): non-empty ``images``
+    (vision), ``suffix`` (fill-in-the-middle), ``think`` other than false (thinking),
+    ``format`` "json" or a schema (structured outputs).
+    Accepted and ignored: ``template`` (the model's own chat template is used),
+    ``context`` (deprecated), truncate, shift, logprobs, top_logprobs.
+    ``raw`` with system, template or context is refused, as Ollama does.
+    """
+    model = _model(body)
+    prompt = _optional(body, "prompt", str, "")
+    system = _optional(body, "system", str, "")
+    raw = _optional(body, "raw", bool, False)
+    template = _optional(body, "template", str, "")
+    context = _optional(body, "context", list, [])
+    if raw and (system or template or context):
+        raise InvalidRequest(RAW_CONFLICT)
+    needs = _needs(body, images=_optional(body, "images", list, []))
+    if _optional(body, "suffix", str, ""):
+        needs += ("insert",)
+    request = None
+    if prompt or system:
+        sampling = _sampling(body)
+        if raw:
+            request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling)
+        else:
+            messages = system_and_user(prompt, system or None)
+            request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=sampling)
+    return Call(model=model, request=request, stream=_stream(body),
+                keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
+
+
+def parse_chat(body: Body) -> Call:
+    """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive.
+
+    Refused as in :func:`parse_generate`: images in any message, ``think``,
+    ``format``, and non-empty ``tools`` (no model here calls tools yet).
+    """
+    model = _model(body)
+    raw_messages = _optional(body, "messages", list, [])
+    images = [image for m in raw_messages if isinstance(m, Mapping) for image in m.get("images") or ()]
+    needs = _needs(body, images=images)
+    if _optional(body, "tools", list, []):
+        needs += ("tools",)
+    messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
+    request = None
+    if len(messages):
+        request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=_sampling(body))
+    return Call(model=model, request=request, stream=_stream(body),
+                keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
+
+
+def parse_show(body: Body) -> str:
+    """``/api/show``: ``model``, or the legacy ``name``."""
+    name = body.get("model") or body.get("name")
+    if name is None:
+        raise InvalidRequest("model is required")
+    if not isinstance(name, str):
+        raise InvalidRequest('field "model" must be a string')
+    return name
+
+
+def _model(body: Body) -> str:
+    model = body.get("model")
+    if model is None or model == "":
+        raise InvalidRequest("model is required")
+    if not isinstance(model, str):
+        raise InvalidRequest('field "model" must be a string')
+    ModelRef.parse(model)  # fail early on a malformed name
+    return model
+
+
+def _stream(body: Body) -> bool:
+    return _optional(body, "stream", bool, True)
+
+
+def _sampling(body: Body) -> SamplingPolicy:
+    return SamplingPolicy.from_ollama_options(_optional(body, "options", dict, None))
+
+
+def _needs(body: Body, *, images: list) -> tuple[str, ...]:
+    needs: tuple[str, ...] = ()
+    if images:
+        needs += ("images",)
+    if _wants_thinking(body.get("think")):
+        needs += ("thinking",)
+    if _wants_format(body.get("format")):
+        needs += ("structured outputs (format)",)
+    return needs
+
+
+def _wants_thinking(think: object) -> bool:
+    if think is None or think is False:
+        return False
+    if think is True or think in THINK_LEVELS:
+        return True
+    raise InvalidRequest(f'field "think" must be a boolean or one of {", ".join(THINK_LEVELS)}')
+
+
+def _wants_format(fmt: object) -> bool:
+    if fmt is None or fmt == "":
+        return False
+    if fmt == "json" or isinstance(fmt, dict):
+        return True
+    raise InvalidRequest('field "format" must be "json" or a JSON schema object')
+
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
+
+
+def _optional(body: Body, name: str, kind: type, default: Any) -> Any:
+    """``body[name]`` checked against ``kind``; ``default`` when absent or null."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise InvalidRequest(f'field "{name}" must be {_TYPE_NAMES[kind]}, not {_json_type(value)}')
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number",
+             list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+# -- keep_alive: a number of seconds or a Go duration string ----------------------------
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SECONDS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_keep_alive(value: object) -> float | None:
+    """Seconds to keep the model loaded: None when absent, ``math.inf`` when
+    negative (Ollama: forever). Accepts numbers (seconds) and duration strings
+    ("5m", "1h30m", "-1s"; a bare number string counts as seconds)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidRequest('field "keep_alive" must be a number of seconds or a duration such as "5m"')
+    seconds = float(value) if not isinstance(value, str) else parse_duration(value)
+    if math.isnan(seconds):
+        raise InvalidRequest('field "keep_alive" must be a number of seconds, not NaN')
+    return math.inf if seconds < 0 else seconds
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration string in seconds."""
+    text = text.strip()
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise InvalidRequest(f'invalid duration "{text}" for keep_alive; use e.g. "30s", "5m" or "1h"')
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    return -seconds if match.group(1) == "-" else seconds
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+def rfc3339(timestamp: float) -> str:
+    """``2024-05-04T22:57:36.389358Z``: RFC 3339 in UTC."""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def metrics(usage: Usage) -> dict[str, int]:
+    """Ollama's counts and durations (ns) from a final event's usage."""
+    return {
+        "total_duration": usage.total_ns,
+        "load_duration": usage.load_ns,
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": usage.prompt_eval_ns,
+        "eval_count": usage.completion_tokens,
+        "eval_duration": usage.eval_ns,
+    }
+
+
+@attrs.frozen
+class Reply:
+    """The objects of one ``/api/generate`` or ``/api/chat`` answer."""
+
+    model: str
+    clock: Clock
+    content: Callable[[str], dict[str, Any]]
+
+    @classmethod
+    def generate(cls, model: str, clock: Clock) -> "Reply":
+        return cls(model, clock, lambda text: {"response": text})
+
+    @classmethod
+    def chat(cls, model: str, clock: Clock) -> "Reply":
+        return cls(model, clock, lambda text: {"message": {"role": "assistant", "content": text}})
+
+    def chunk(self, text: str) -> dict[str, Any]:
+        return {**self._head(), **self.content(text), "done": False}
+
+    def final(self, text: str, reason: FinishReason, usage: Usage) -> dict[str, Any]:
+        return {**self._head(), **self.content(text), "done": True,
+                "done_reason": reason.value, **metrics(usage)}
+
+    def done(self, reason: str) -> dict[str, Any]:
+        """The answer to a load or unload request."""
+        return {**self._head(), **self.content(""), "done": True, "done_reason": reason}
+
+    def _head(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": rfc3339(self.clock())}
+
+
+def error(message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+def capabilities(model: ModelInfo) -> list[str]:
+    """Ollama's capability names: chat and completion are both ``completion``."""
+    names = []
+    if model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT):
+        names.append("completion")
+    if model.supports(Capability.EMBEDDING):
+        names.append("embedding")
+    return names
+
+
+def details(model: ModelInfo) -> dict[str, Any]:
+    family = model.family or model.architecture
+    shape: dict[str, Any] = {
+        "parent_model": "",
+        "format": model.format.value,
+        "family": family,
+        "families": [family],
+        "parameter_size": model.parameter_size,
+        "quantization_level": model.quantization or "",
+    }
+    if model.context_length:
+        shape["context_length"] = model.context_length
+    if model.embedding_length:
+        shape["embedding_length"] = model.embedding_length
+    return shape
+
+
+def tag(model: ModelInfo) -> dict[str, Any]:
+    """One entry of ``/api/tags``."""
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": rfc3339(model.modified_at),
+        "size": model.size,
+        "digest": model.digest,
+        "details": details(model),
+        "capabilities": capabilities(model),
+    }
+
+
+def tags(models: list[ModelInfo]) -> dict[str, Any]:
+    return {"models": [tag(m) for m in models]}
+
+
+def show(model: ModelInfo) -> dict[str, Any]:
+    """The ``/api/show`` answer. ``model_info`` is always there: the client requires it."""
+    parameters = parameter_lines(SamplingPolicy())
+    return {
+        "license": model.license or "",
+        "modelfile": modelfile(model, parameters),
+        "parameters": "\n".join(parameters),
+        "template": model.chat_template or "",
+        "details": details(model),
+        "model_info": model_info(model),
+        "capabilities": capabilities(model),
+        "modified_at": rfc3339(model.modified_at),
+    }
+
+
+def parameter_lines(policy: SamplingPolicy) -> list[str]:
+    lines = []
+    for key, value in policy.to_options().items():
+        values = value if isinstance(value, list) else [value]
+        lines += [f'{key} "{v}"' if isinstance(v, str) else f"{key} {v}" for v in values]
+    return lines
+
+
+def modelfile(model: ModelInfo, parameters: list[str]) -> str:
+    lines = ["# Modelfile generated by modelport", f"FROM {model.location}/{model.primary_file}"]
+    if model.chat_template:
+        lines.append(f'TEMPLATE """{model.chat_template}"""')
+    lines += [f"PARAMETER {line}" for line in parameters]
+    return "\n".join(lines) + "\n"
+
+
+def model_info(model: ModelInfo) -> dict[str, Any]:
+    """GGUF-style keys: the stored metadata, then what modelport itself knows."""
+    arch = model.architecture
+    info: dict[str, Any] = {k: v for k, v in model.metadata if _json_scalar(v)}
+    info["general.architecture"] = arch
+    if model.parameter_count:
+        info["general.parameter_count"] = model.parameter_count
+    if model.context_length:
+        info[f"{arch}.context_length"] = model.context_length
+    if model.embedding_length:
+        info[f"{arch}.embedding_length"] = model.embedding_length
+    return info
+
+
+def _json_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))

@@ -1,0 +1,100 @@
+"""Running the HTTP API under gunicorn, from Python (``modelport serve``).
+
+gthread workers: each worker process holds its own loaded models, and its threads
+serve requests side by side (a long generation does not block ``/api/tags``). The
+application is built inside each worker, after the fork, never in the master.
+
+The same application runs under gunicorn's own command line:
+
+    gunicorn --worker-class gthread --threads 4 'modelport.entrypoints.http.app:get_app()'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from gunicorn.app.base import BaseApplication
+
+from modelport.ports import Services
+
+from ..bootstrap import bootstrap
+from ..config import Settings
+
+# With gthread workers this bounds how long a worker's main loop may stay silent
+# (not how long a request may take): only a worker frozen this long is restarted.
+WORKER_TIMEOUT_S = 600
+# How long in-flight requests get to finish after SIGTERM.
+GRACEFUL_TIMEOUT_S = 30
+
+WSGIApp = Callable[..., Any]
+
+
+class ProductionApp:
+    """Builds the application in the worker, and closes its services (unloading the
+    models) when the worker exits."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._services: Services | None = None
+
+    def __call__(self) -> WSGIApp:
+        from .app import create_app
+
+        self._services = bootstrap(self._settings)
+        return create_app(self._services, self._settings)
+
+    def close(self, arbiter: object = None, worker: object = None) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, factory: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> WSGIApp:
+        return self._factory()
+
+
+def gunicorn_options(
+    settings: Settings, *, workers: int = 1, threads: int | None = None, access_log: bool = False
+) -> dict[str, Any]:
+    """gunicorn's settings for ``settings``."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return {
+        "bind": [f"{host}:{settings.port}"],
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads or settings.threads,
+        "timeout": WORKER_TIMEOUT_S,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "preload_app": False,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "proc_name": "modelport",
+    }
+
+
+def serve(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    access_log: bool = False,
+    app_factory: Callable[[], WSGIApp] | None = None,
+) -> None:
+    """Serve until interrupted. ``threads`` defaults to ``settings.threads``;
+    ``app_factory`` (called in each worker) defaults to the production wiring."""
+    options = gunicorn_options(settings, workers=workers, threads=threads, access_log=access_log)
+    if app_factory is None:
+        production = ProductionApp(settings)
+        options["worker_exit"] = production.close
+        app_factory = production
+    _Gunicorn(app_factory, options).run()

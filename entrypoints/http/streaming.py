@@ -1,0 +1,63 @@
+"""Rendering a generation: NDJSON lines while it runs, or one object at the end.
+
+Either way the :class:`GenerationStream` is closed when the answer ends, however it
+ends: when a client disconnects, the WSGI server closes the body iterable, the
+generator below runs its ``finally`` and the generation is cancelled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from typing import Any, Iterator
+
+from modelport.domain import Completion, ModelportError, TokenEvent, Usage
+from modelport.ports import GenerationStream
+
+from .errors import message_of
+from .schemas import Reply, error
+
+NDJSON = "application/x-ndjson"
+log = logging.getLogger("modelport.http")
+
+
+def started(stream: GenerationStream) -> Iterator[TokenEvent]:
+    """Run the generation up to its first event, so that what fails at the start
+    (the prompt is too long, the engine breaks) fails with a real HTTP status."""
+    first = next(stream, None)
+    if first is None:
+        stream.close()
+        raise RuntimeError("the generation stream ended without a final event")
+    return itertools.chain([first], stream)
+
+
+def ndjson(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) -> Iterator[bytes]:
+    """One line per non-empty text delta, then the final line (or an error line)."""
+    try:
+        for event in events:
+            if event.text:
+                yield line(reply.chunk(event.text))
+            if event.finish_reason is not None:
+                yield line(reply.final("", event.finish_reason, event.usage or Usage()))
+                return
+        raise RuntimeError("the generation stream ended without a final event")
+    except Exception as exc:  # the status is already sent: report it in the stream
+        if not isinstance(exc, ModelportError):
+            log.error("generation failed mid-stream", exc_info=exc)
+        yield line(error(message_of(exc)))
+    finally:
+        stream.close()
+
+
+def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) -> dict[str, Any]:
+    """The answer to ``"stream": false``: the whole text and the final metrics."""
+    try:
+        completion = Completion.fold(events)
+    finally:
+        stream.close()
+    return reply.final(completion.text, completion.finish_reason, completion.usage)
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
