@@ -64,6 +64,7 @@ __all__ = [
     "SearchHit",
     "StopMatcher",
     "TokenEvent",
+    "UnsupportedArchitecture",
     "Usage",
     "VerifyReport",
     "system_and_user",

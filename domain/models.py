@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import attrs
 
@@ -174,6 +174,11 @@ class ModelFile:
             raise ValueError(f"model file paths must stay inside the model folder: {value!r}")
 
 
+def _as_pairs(values: Mapping[str, object] | Iterable[tuple[str, object]]) -> tuple[tuple[str, object], ...]:
+    items = values.items() if isinstance(values, Mapping) else values
+    return tuple(sorted((str(k), v) for k, v in items))
+
+
 def _as_capabilities(values: Iterable[Capability | str]) -> frozenset[Capability]:
     return frozenset(Capability(value) for value in values)
 
@@ -208,6 +213,9 @@ class ModelInfo:
     aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     license: str | None = None
     metadata: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=tuple)
+    # The model's own sampling defaults, as Ollama options (a Modelfile's PARAMETERs,
+    # a generation_config.json); a request's options override them.
+    default_options: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=_as_pairs)
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

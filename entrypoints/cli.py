@@ -23,18 +23,18 @@ Commands:
   config     Show every setting, its value and where it came from.
   version    Print the version.
 
-Generation options:
+Generation options (unset ones take the model's defaults, then Ollama's):
   --system=<text>          System prompt.
-  --temperature=<t>        Sampling temperature; 0 is greedy [default: 0.8].
-  --top-k=<k>              Keep the k most likely tokens; 0 keeps all [default: 40].
-  --top-p=<p>              Keep the smallest set of tokens with this probability [default: 0.9].
-  --min-p=<p>              Drop tokens below this fraction of the top one [default: 0.0].
-  --repeat-penalty=<r>     Penalty for repeating recent tokens; 1 is none [default: 1.0].
-  --repeat-last-n=<n>      How many recent tokens the penalty looks at [default: 64].
+  --temperature=<t>        Sampling temperature; 0 is greedy (default 0.8).
+  --top-k=<k>              Keep the k most likely tokens; 0 keeps all (default 40).
+  --top-p=<p>              Keep the smallest set of tokens with this probability (default 0.9).
+  --min-p=<p>              Drop tokens below this fraction of the top one (default 0).
+  --repeat-penalty=<r>     Penalty for repeating recent tokens; 1 is none (default 1).
+  --repeat-last-n=<n>      How many recent tokens the penalty looks at (default 64).
   --seed=<n>               Random seed; the same seed gives the same text.
   --stop=<text>            Stop when this text appears (repeatable).
   --max-tokens=<n>         Generate at most this many tokens.
-  --num-ctx=<n>            Context window in tokens [default: 4096].
+  --num-ctx=<n>            Context window in tokens (default 4096).
   --raw                    Send the prompt as is, without the chat template.
   --verbose                Print timings to stderr when done.
 
@@ -212,8 +212,8 @@ class Cli:
     def _answer(self, model: str, prompt: str) -> int:
         if not prompt.strip():
             raise InvalidRequest("the prompt is empty")
-        sampling = self._sampling()
         ref = ModelRef.parse(model)
+        sampling = self._sampling(model)
         if self.args["--raw"]:
             if self.args["--system"]:
                 raise InvalidRequest("--raw sends the prompt as is; it cannot take --system")
@@ -252,9 +252,8 @@ class Cli:
         conversation = Conversation()
         if self.args["--system"]:
             conversation = conversation.add(ChatMessage.system(self.args["--system"]))
-        sampling = self._sampling()
         ref = ModelRef.parse(model)
-        self.services.show(ref)
+        sampling = self._sampling(model)
         print(f"Chatting with {model}. Type /bye or press Ctrl-D to leave.", file=self.err)
         while True:
             try:
@@ -275,20 +274,15 @@ class Cli:
                 continue
             conversation = conversation.add(ChatMessage.assistant(reply))
 
-    def _sampling(self) -> SamplingPolicy:
-        a = self.args
-        return SamplingPolicy(
-            temperature=_number(a, "--temperature", float),
-            top_k=_number(a, "--top-k", int),
-            top_p=_number(a, "--top-p", float),
-            min_p=_number(a, "--min-p", float),
-            repeat_penalty=_number(a, "--repeat-penalty", float),
-            repeat_last_n=_number(a, "--repeat-last-n", int),
-            seed=_number(a, "--seed", int) if a["--seed"] is not None else None,
-            stop=tuple(a["--stop"] or ()),
-            max_tokens=_number(a, "--max-tokens", int) if a["--max-tokens"] is not None else None,
-            num_ctx=_number(a, "--num-ctx", int),
-        )
+    def _sampling(self, model: str) -> SamplingPolicy:
+        """The flags given, as Ollama options over the model's own defaults."""
+        options: dict[str, Any] = {}
+        for flag, (option, kind) in _SAMPLING_FLAGS.items():
+            if self.args[flag] is not None:
+                options[option] = _number(self.args, flag, kind)
+        if self.args["--stop"]:
+            options["stop"] = list(self.args["--stop"])
+        return self.services.sampling_for(model, options)
 
     # -- server and settings ------------------------------------------------------------
 
@@ -309,6 +303,19 @@ class Cli:
 
     def _print_json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, ensure_ascii=False), file=self.out)
+
+
+_SAMPLING_FLAGS: dict[str, tuple[str, type]] = {
+    "--temperature": ("temperature", float),
+    "--top-k": ("top_k", int),
+    "--top-p": ("top_p", float),
+    "--min-p": ("min_p", float),
+    "--repeat-penalty": ("repeat_penalty", float),
+    "--repeat-last-n": ("repeat_last_n", int),
+    "--seed": ("seed", int),
+    "--max-tokens": ("num_predict", int),
+    "--num-ctx": ("num_ctx", int),
+}
 
 
 def _flags(args: dict[str, Any]) -> dict[str, Any]:

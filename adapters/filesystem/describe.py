@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from modelport.domain import Capability, InvalidRequest, ModelFormat
+from modelport.domain import Capability, InvalidRequest, ModelFormat, SamplingPolicy
 
 from .gguf_header import GGUFHeader, read_gguf_header
 
@@ -41,6 +41,8 @@ class Details:
     capabilities: frozenset[Capability] = frozenset({Capability.COMPLETION})
     license: str | None = None
     metadata: tuple[tuple[str, object], ...] = ()
+    default_options: tuple[tuple[str, object], ...] = attrs.field(
+        default=(), converter=lambda d: tuple(sorted(dict(d).items())))
 
 
 def _capabilities(embedding: bool, chat_template: str | None) -> frozenset[Capability]:
@@ -127,6 +129,7 @@ def describe_folder(folder: str) -> Details:
         chat_template=chat_template,
         capabilities=_capabilities(embedding, chat_template),
         license=_readme_license(folder),
+        default_options=generation_defaults(folder),
         metadata=tuple(
             (key, values[key])
             for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -134,6 +137,35 @@ def describe_folder(folder: str) -> Details:
             if isinstance(values.get(key), (int, float)) and not isinstance(values.get(key), bool)
         ),
     )
+
+
+# generation_config.json key -> Ollama option
+_GENERATION_KEYS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+                    "min_p": "min_p", "repetition_penalty": "repeat_penalty"}
+
+
+def generation_defaults(folder: str) -> dict[str, object]:
+    """The sampling defaults of a folder's generation_config.json, as Ollama options.
+
+    Only sampled decoding counts (``do_sample`` true or absent); values a policy would
+    refuse are dropped, so a bad file never breaks requests.
+    """
+    try:
+        config = _json_object(os.path.join(folder, "generation_config.json"))
+    except (OSError, InvalidRequest, ValueError):
+        return {}
+    if config.get("do_sample") is False:
+        return {}
+    options = {}
+    for key, option in _GENERATION_KEYS.items():
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                SamplingPolicy.from_ollama_options({option: value})
+            except InvalidRequest:
+                continue
+            options[option] = value
+    return options
 
 
 def read_safetensors_header(path: str) -> dict[str, Any]:

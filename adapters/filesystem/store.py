@@ -68,6 +68,7 @@ class _Record:
     files: tuple[ModelFile, ...]
     read_only: bool = False
     aliases: tuple[str, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def primary_path(self) -> str:
@@ -248,7 +249,7 @@ class FilesystemModelStore:
         if path is None:
             return None
         record = _local_record(model.name, path)
-        return attrs.evolve(record, aliases=model.aliases) if record else None
+        return attrs.evolve(record, aliases=model.aliases, options=model.options) if record else None
 
     def _path_record(self, ref: ModelRef) -> _Record:
         record = _local_record(str(ref), os.path.abspath(os.path.expanduser(ref.path or "")))
@@ -326,7 +327,8 @@ class FilesystemModelStore:
             digest=_digest(record.files, mtimes),
             read_only=record.read_only,
             aliases=record.aliases,
-            **attrs.asdict(details, recurse=False),
+            **attrs.asdict(attrs.evolve(details, default_options={**dict(details.default_options),
+                                                                 **dict(record.options)}), recurse=False),
         )
 
 

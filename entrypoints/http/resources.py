@@ -122,7 +122,7 @@ class Inference:
         self,
         services: Services,
         *,
-        parse: Callable[[Body], Call],
+        parse: Callable[[Body, schemas.Policy], Call],
         shape: Callable[[str, Clock], Reply],
         clock: Clock,
         max_body: int = MAX_BODY_BYTES,
@@ -134,7 +134,7 @@ class Inference:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = self._parse(read_json(req, self._max_body))
+        call = self._parse(read_json(req, self._max_body), self._services.sampling_for)
         reply = self._shape(call.model, self._clock)
         self._refuse_what_no_model_offers(call)
         if call.request is None:

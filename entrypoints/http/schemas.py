@@ -58,7 +58,16 @@ class Call:
         return self.request is None and self.keep_alive == 0
 
 
-def parse_generate(body: Body) -> Call:
+Policy = Callable[[str, "Mapping[str, Any] | None"], SamplingPolicy]
+
+
+def default_policy(model: str, options: Mapping[str, Any] | None) -> SamplingPolicy:
+    """Request options over modelport's defaults (the server passes
+    ``Services.sampling_for``, which puts the model's own defaults in between)."""
+    return SamplingPolicy.from_ollama_options(options)
+
+
+def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     """An Ollama ``GenerateRequest``.
 
     Supported: model, prompt, system, raw, stream, options, keep_alive.
@@ -82,7 +91,7 @@ def parse_generate(body: Body) -> Call:
         needs += ("insert",)
     request = None
     if prompt or system:
-        sampling = _sampling(body)
+        sampling = policy(model, _options(body))
         if raw:
             request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling)
         else:
@@ -92,7 +101,7 @@ def parse_generate(body: Body) -> Call:
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
 
-def parse_chat(body: Body) -> Call:
+def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive.
 
     Refused as in :func:`parse_generate`: images in any message, ``think``,
@@ -107,7 +116,8 @@ def parse_chat(body: Body) -> Call:
     messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
     request = None
     if len(messages):
-        request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=_sampling(body))
+        request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
+                                    sampling=policy(model, _options(body)))
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
@@ -136,8 +146,8 @@ def _stream(body: Body) -> bool:
     return _optional(body, "stream", bool, True)
 
 
-def _sampling(body: Body) -> SamplingPolicy:
-    return SamplingPolicy.from_ollama_options(_optional(body, "options", dict, None))
+def _options(body: Body) -> Mapping[str, Any] | None:
+    return _optional(body, "options", dict, None)
 
 
 def _needs(body: Body, *, images: list) -> tuple[str, ...]:
@@ -322,7 +332,8 @@ def tags(models: list[ModelInfo]) -> dict[str, Any]:
 
 def show(model: ModelInfo) -> dict[str, Any]:
     """The ``/api/show`` answer. ``model_info`` is always there: the client requires it."""
-    parameters = parameter_lines(SamplingPolicy())
+    defaults = SamplingPolicy.from_ollama_options(dict(model.default_options))
+    parameters = parameter_lines(defaults)
     return {
         "license": model.license or "",
         "modelfile": modelfile(model, parameters),

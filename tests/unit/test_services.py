@@ -155,3 +155,12 @@ def test_resident_models_evict_the_least_recently_used(settings, engine_box) -> 
         services.complete(GenerationRequest(model=ModelRef.parse(name), prompt="x"))
     assert sorted(r.model.name for r in services.loaded()) == ["m1:latest", "m2:latest"]
     assert engine_box.built[0].model is None  # unloaded
+
+
+def test_sampling_takes_request_options_over_model_defaults_over_ollamas(services, fake_store) -> None:
+    fake_store.add(fake_model("tuned:latest", default_options={"temperature": 0.2, "top_k": 7}))
+    policy = services.sampling_for("tuned", {"top_k": 3, "unknown": 1})
+    assert (policy.temperature, policy.top_k, policy.top_p) == (0.2, 3, 0.9)
+    assert services.sampling_for("fake").temperature == 0.8
+    with pytest.raises(ModelNotFound):
+        services.sampling_for("missing", {})
