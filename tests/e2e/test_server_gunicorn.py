@@ -4,11 +4,8 @@ client: once through gunicorn's command line, once through modelport's ``serve()
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,20 +14,14 @@ from typing import Iterator
 import httpx
 import ollama
 import pytest
+from processes import free_port, serving, stop, wait_until_up
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 REPLY = "The capital of France is Paris."
 GREEDY = {"temperature": 0}
-STARTUP_S = 20
 CLIENT_TIMEOUT_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def command(launcher: str, port: int) -> list[str]:
@@ -40,29 +31,6 @@ def command(launcher: str, port: int) -> list[str]:
     return [sys.executable, str(HERE / "fake_app.py"), str(port)]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    pytest.fail(f"the server did not answer within {STARTUP_S} s:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module", params=["gunicorn", "serve"])
 def url(request, tmp_path_factory) -> Iterator[str]:
     port = free_port()
@@ -70,15 +38,8 @@ def url(request, tmp_path_factory) -> Iterator[str]:
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
            "MODELPORT_HOME": str(tmp_path_factory.mktemp("home"))}
-    with log.open("wb") as output:
-        process = subprocess.Popen(command(request.param, port), env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    try:
-        address = f"http://127.0.0.1:{port}"
-        wait_until_up(address, process, log)
+    with serving(command(request.param, port), port, env, log) as address:
         yield address
-    finally:
-        stop(process)
 
 
 @pytest.fixture
