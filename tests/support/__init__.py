@@ -1,0 +1,1 @@
+"""Helpers the test tiers share: tiny models built on the spot, reference math."""
