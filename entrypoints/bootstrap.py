@@ -88,10 +88,12 @@ def bootstrap(
     """Wire the services. Every argument left out gets the production adapter."""
     settings = settings or Settings.load()
     registry = EngineRegistry(default_engines() if engines is None else engines)
+    store = store if store is not None else build_store(settings)
     return Services(
-        store=store if store is not None else build_store(settings),
+        store=store,
         engines=registry,
-        resident=ResidentModels(registry, max_resident=settings.max_resident_models),
+        resident=ResidentModels(registry, max_resident=settings.max_resident_models,
+                                convert=store.materialize),
         source=source,
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,

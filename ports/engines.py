@@ -13,6 +13,10 @@ from modelport.domain import EngineUnavailable, ModelFormat, ModelInfo
 from modelport.ports.engine import EngineOptions, InferenceEngine
 
 ENGINE_NAMES = ("auto", "gguf", "jax", "mlx")
+# A model in the key's format can be converted by the store into the value's format,
+# so that engines which cannot read the first can still run it.
+CONVERSIONS: dict[ModelFormat, ModelFormat] = {ModelFormat.GGUF: ModelFormat.SAFETENSORS}
+Convert = Callable[[ModelInfo, ModelFormat], ModelInfo]
 
 
 @attrs.frozen(kw_only=True)
@@ -33,8 +37,18 @@ class EngineSpec:
 class EngineRegistry:
     """The engines in order of preference for ``auto``."""
 
-    def __init__(self, specs: Iterable[EngineSpec]) -> None:
+    def __init__(self, specs: Iterable[EngineSpec],
+                 conversions: dict[ModelFormat, ModelFormat] | None = None) -> None:
         self._specs = {spec.name: spec for spec in specs}
+        self._conversions = CONVERSIONS if conversions is None else conversions
+
+    def format_for(self, spec: EngineSpec, model_format: ModelFormat) -> ModelFormat | None:
+        """The format ``spec`` loads a ``model_format`` model in: its own, or the one it
+        is converted to; None when the engine cannot run it at all."""
+        if model_format in spec.formats:
+            return model_format
+        converted = self._conversions.get(model_format)
+        return converted if converted in spec.formats else None
 
     @property
     def names(self) -> list[str]:
@@ -51,7 +65,7 @@ class EngineRegistry:
         """The engine to run ``model``: the one requested, or the first that fits."""
         if requested and requested != "auto":
             spec = self.spec(requested)
-            if model.format not in spec.formats:
+            if self.format_for(spec, model.format) is None:
                 formats = ", ".join(sorted(f.value for f in spec.formats))
                 raise EngineUnavailable(
                     spec.name, f"it runs {formats} models and '{model.name}' is {model.format.value}"
@@ -59,7 +73,9 @@ class EngineRegistry:
             if not spec.available():
                 raise EngineUnavailable(spec.name, "its library is not installed", spec.extra)
             return spec
-        fitting = [s for s in self._specs.values() if model.format in s.formats]
+        native = [s for s in self._specs.values() if model.format in s.formats]
+        converted = [s for s in self._specs.values() if s not in native and self.format_for(s, model.format)]
+        fitting = native + converted
         for spec in fitting:
             if spec.available():
                 return spec
@@ -101,12 +117,14 @@ class ResidentModels:
         *,
         max_resident: int = 3,
         clock: Callable[[], float] = time.time,
+        convert: Convert | None = None,
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
         self._registry = registry
         self._max = max_resident
         self._clock = clock
+        self._convert = convert
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, Resident] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
@@ -134,7 +152,7 @@ class ResidentModels:
                 self._drop(key, wait=True)
             started = time.monotonic_ns()
             instance = spec.factory()
-            instance.load(model, options)
+            instance.load(self._in_format(model, spec), options)
             load_ns = time.monotonic_ns() - started
             now = self._clock()
             resident = Resident(
@@ -146,6 +164,16 @@ class ResidentModels:
                 self._loaded.move_to_end(key)
                 self._evict_over_limit()
             return resident, True
+
+    def _in_format(self, model: ModelInfo, spec: EngineSpec) -> ModelInfo:
+        """``model`` as ``spec`` loads it: converted by the store when needed."""
+        target = self._registry.format_for(spec, model.format)
+        if target is None or target == model.format:
+            return model
+        if self._convert is None:
+            raise EngineUnavailable(spec.name, f"nothing here converts {model.format.value} models "
+                                               f"to {target.value}")
+        return self._convert(model, target)
 
     def release(self, resident: Resident) -> None:
         with self._lock:

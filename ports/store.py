@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, ContextManager, Iterable, Protocol
 
-from modelport.domain import ModelFile, ModelInfo, ModelRef, PullProgress, SearchHit, VerifyReport
+from modelport.domain import ModelFile, ModelFormat, ModelInfo, ModelRef, PullProgress, SearchHit, VerifyReport
 
 ProgressCallback = Callable[[PullProgress], None]
 
@@ -24,6 +24,11 @@ class ModelStore(Protocol):
 
     def import_path(self, name: ModelRef, path: str) -> ModelInfo:
         """Add a local GGUF file or Hugging Face folder under ``name``."""
+        ...
+
+    def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:
+        """``model`` converted to ``format`` (a GGUF as a Hugging Face folder), made once
+        in the store's cache and reused; raises EngineUnavailable when it cannot."""
         ...
 
     def staging(self, ref: ModelRef) -> ContextManager[str]:

@@ -113,7 +113,7 @@ class Services:
     ) -> None:
         self.store = store
         self.engines = engines
-        self.resident = resident or ResidentModels(engines)
+        self.resident = resident or ResidentModels(engines, convert=store.materialize)
         self.source = source
         self.sessions = sessions
         self.default_engine = engine

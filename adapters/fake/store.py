@@ -53,6 +53,7 @@ def _key(ref: ModelRef) -> str:
 class InMemoryModelStore:
     def __init__(self, models: Iterable[ModelInfo] = ()) -> None:
         self.models: dict[str, ModelInfo] = {}
+        self.conversions: list[tuple[str, ModelFormat]] = []
         self._lock = threading.Lock()
         for model in models:
             self.add(model)
@@ -92,6 +93,12 @@ class InMemoryModelStore:
         model = self.resolve(ref)
         checks = [FileCheck(path=f.path, expected=f.sha256, actual=f.sha256) for f in model.files]
         return VerifyReport(model=model.name, checks=checks)
+
+    def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:
+        """Records the conversion; the converted model lives 'in' a pretend cache."""
+        converted = attrs.evolve(model, format=format, location=f"{model.location}/converted-{format.value}")
+        self.conversions.append((model.name, format))
+        return converted
 
     def import_path(self, name: ModelRef, path: str) -> ModelInfo:
         raise InvalidRequest("the in-memory store cannot import files")

@@ -20,12 +20,13 @@ import os
 import secrets
 import tempfile
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import attrs
 
 from modelport.domain import (
     DEFAULT_TAG,
+    EngineUnavailable,
     FileCheck,
     InvalidRequest,
     ModelFile,
@@ -44,6 +45,8 @@ from .gguf_header import MAGIC, read_gguf_header
 from .index import IndexEntry, ModelIndex
 
 STAGING = ".staging"
+CONVERTED = ".converted"
+Converter = Callable[[str, str], object]
 
 
 def canonical_name(ref: ModelRef) -> str:
@@ -83,11 +86,18 @@ class FilesystemModelStore:
     the first write."""
 
     def __init__(
-        self, models_dir: str | os.PathLike[str], bundled: Iterable[BundledModel] = DEFAULT_BUNDLED
+        self,
+        models_dir: str | os.PathLike[str],
+        bundled: Iterable[BundledModel] = DEFAULT_BUNDLED,
+        *,
+        converter: Converter | None = None,
     ) -> None:
+        """``converter(gguf_path, folder)`` writes a GGUF out as a Hugging Face folder;
+        the composition root passes one when the libraries it needs are installed."""
         self.root = os.path.abspath(os.path.expanduser(os.fspath(models_dir)))
         self.bundled = tuple(bundled)
         self._index = ModelIndex(self.root)
+        self._converter = converter
 
     # -- reading ----------------------------------------------------------------------
 
@@ -168,6 +178,39 @@ class FilesystemModelStore:
             aside = self._set_aside(target) if not shared and os.path.lexists(target) else None
         if aside:
             delete(aside)
+
+    def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:
+        """A GGUF model as a Hugging Face folder under ``.converted/``, converted once
+        (under the store's lock, into a temporary folder renamed into place) and reused
+        while the GGUF stays the same (the folder is keyed by its digest)."""
+        if model.format is format:
+            return model
+        if (model.format, format) != (ModelFormat.GGUF, ModelFormat.SAFETENSORS) or self._converter is None:
+            raise EngineUnavailable(
+                "auto", f"cannot convert '{model.name}' from {model.format.value} to {format.value}"
+                + ("" if self._converter else "; converting GGUF files needs modelport[jax]"), "jax")
+        target = os.path.join(self.root, CONVERTED, f"{model.digest[:16]}-{format.value}")
+        if not os.path.isfile(os.path.join(target, "config.json")):
+            with self._index.locked():
+                if not os.path.isfile(os.path.join(target, "config.json")):
+                    self._convert_into(os.path.join(model.location, model.primary_file), target)
+        record = _local_record(model.name, target)
+        assert record is not None, f"the converter left no config.json in {target}"
+        converted = self._info(attrs.evolve(record, aliases=model.aliases,
+                                            options=model.default_options))
+        return attrs.evolve(converted, read_only=True, chat_template=converted.chat_template or model.chat_template)
+
+    def _convert_into(self, gguf_path: str, target: str) -> None:
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+        try:
+            self._converter(gguf_path, scratch)
+            fsync_folder(scratch)
+            os.replace(scratch, target)
+        finally:
+            if os.path.lexists(scratch):
+                delete(scratch)
 
     @contextlib.contextmanager
     def staging(self, ref: ModelRef) -> Iterator[str]:

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import struct
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from modelport.domain import (
     Capability,
     ChatMessage,
     ChatSession,
+    EngineUnavailable,
     InvalidRequest,
     ModelFile,
     ModelFormat,
@@ -562,3 +564,42 @@ def test_session_repository_round_trip(tmp_path) -> None:
     for unknown in ("b-2", "nope", "../sessions/a.1", ""):
         with pytest.raises(KeyError):
             repository.get(unknown)
+
+
+def test_materialize_converts_a_gguf_once_and_reuses_it(tmp_path) -> None:
+    from support import tiny_llama
+
+    calls = []
+
+    def converter(gguf_path: str, folder: str) -> None:
+        calls.append(gguf_path)
+        tiny_llama.build(Path(folder))
+
+    store = FilesystemModelStore(tmp_path / "models", converter=converter)
+    smollm = store.resolve(ref("smollm2"))
+    first = store.materialize(smollm, ModelFormat.SAFETENSORS)
+    again = store.materialize(smollm, ModelFormat.SAFETENSORS)
+    assert len(calls) == 1 and calls[0].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert (first.name, first.format, first.architecture) == ("smollm2:135m", ModelFormat.SAFETENSORS, "llama")
+    assert first.location == again.location and os.path.isfile(os.path.join(first.location, "config.json"))
+    assert first.default_options == smollm.default_options and first.read_only
+    assert store.materialize(smollm, ModelFormat.GGUF) is smollm
+    assert names(store) == ["all-minilm:l6-v2", "smollm2:135m"]  # nothing new is listed
+
+
+def test_a_failed_conversion_leaves_nothing_behind(tmp_path) -> None:
+    def converter(gguf_path: str, folder: str) -> None:
+        (Path(folder) / "half-written").write_text("x")
+        raise RuntimeError("disk full")
+
+    store = FilesystemModelStore(tmp_path / "models", converter=converter)
+    smollm = store.resolve(ref("smollm2"))
+    with pytest.raises(RuntimeError):
+        store.materialize(smollm, ModelFormat.SAFETENSORS)
+    assert os.listdir(tmp_path / "models" / ".converted") == []
+
+
+def test_materialize_without_a_converter_names_the_extra(tmp_path) -> None:
+    store = FilesystemModelStore(tmp_path / "models")
+    with pytest.raises(EngineUnavailable, match=r"modelport\[jax\]"):
+        store.materialize(store.resolve(ref("smollm2")), ModelFormat.SAFETENSORS)

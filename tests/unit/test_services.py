@@ -164,3 +164,21 @@ def test_sampling_takes_request_options_over_model_defaults_over_ollamas(service
     assert services.sampling_for("fake").temperature == 0.8
     with pytest.raises(ModelNotFound):
         services.sampling_for("missing", {})
+
+
+def test_an_engine_that_cannot_read_gguf_gets_the_stores_conversion(settings, fake_store) -> None:
+    from modelport.adapters.fake import FakeEngine, InMemorySessionRepository
+    from modelport.entrypoints.bootstrap import bootstrap
+
+    loaded = []
+
+    class FolderEngine(FakeEngine):
+        def load(self, model, options):
+            loaded.append(model)
+            super().load(model, options)
+
+    spec = EngineSpec(name="folders", formats={ModelFormat.SAFETENSORS}, factory=FolderEngine)
+    services = bootstrap(settings, store=fake_store, engines=[spec], sessions=InMemorySessionRepository())
+    services.complete(GenerationRequest(model=ModelRef.parse("fake"), prompt="x"))
+    assert fake_store.conversions == [("fake:latest", ModelFormat.SAFETENSORS)]
+    assert loaded[0].format is ModelFormat.SAFETENSORS and loaded[0].name == "fake:latest"
