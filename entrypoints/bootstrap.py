@@ -45,9 +45,16 @@ def _mlx_engine():
     return MlxEngine()
 
 
+def _apple_silicon() -> bool:
+    import platform
+
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
 def default_engines() -> list[EngineSpec]:
-    """Every engine modelport ships, in order of preference for ``auto``."""
-    return [
+    """Every engine modelport ships, in order of preference for ``auto``: llama.cpp
+    for GGUF files, then the folder engines (MLX first on Apple silicon)."""
+    specs = [
         EngineSpec(
             name="gguf",
             formats={ModelFormat.GGUF},
@@ -63,6 +70,9 @@ def default_engines() -> list[EngineSpec]:
             extra="mlx",
         ),
     ]
+    if _apple_silicon():
+        specs.sort(key=lambda spec: spec.name != "mlx")
+    return specs
 
 
 def build_store(settings: Settings) -> ModelStore:
