@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from modelport.domain import (
+    Capability,
     CapabilityMissing,
     ContextOverflow,
     EngineUnavailable,
@@ -63,14 +64,20 @@ class LlamaCppEngine:
             raise ModelLoadError(f"'{model.name}': {path} is missing")
         gpu_layers = self._gpu_layers(llama_cpp, options.device)
         threads = options.threads or os.cpu_count() or 1
+        embeds = model.supports(Capability.EMBEDDING)
+        n_ctx = min(options.num_ctx, model.context_length or options.num_ctx)
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path),
-                n_ctx=min(options.num_ctx, model.context_length or options.num_ctx),
+                n_ctx=n_ctx,
+                # an encoder sees each input whole: its batch is its context
+                n_batch=n_ctx if embeds else 512,
+                n_ubatch=n_ctx if embeds else 512,
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_gpu_layers=gpu_layers,
                 main_gpu=options.device_index,
+                embedding=embeds,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -172,7 +179,22 @@ class LlamaCppEngine:
         yield TokenEvent(text=tail, finish_reason=reason, usage=usage)
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
-        raise CapabilityMissing(self._model.name if self._model else "model", "embeddings with the gguf engine yet")
+        """Pooled (as the GGUF says), L2-normalized embeddings, one per text. A text
+        longer than the context is cut to fit when ``truncate``, else refused."""
+        llm = self._loaded()
+        if self._model is None or not self._model.supports(Capability.EMBEDDING):
+            raise CapabilityMissing(self._model.name if self._model else "model", "embeddings")
+        n_ctx = llm.n_ctx()
+        if not truncate:
+            for text in texts:
+                length = len(self.tokenize(text))
+                if length > n_ctx:
+                    raise ContextOverflow(length, n_ctx)
+        if not texts:
+            return []
+        with self._lock:
+            vectors = llm.embed(list(texts), normalize=True, truncate=True)
+        return [[float(x) for x in vector] for vector in vectors]
 
     # -- helpers -----------------------------------------------------------------------
 
