@@ -427,7 +427,8 @@ class Cli:
         return repl.run()
 
     def _sessions(self):
-        if self.args["--url"] or self._services is None:
+        """Saved chats stay on this machine, also when the model runs on a server."""
+        if self.args["--url"]:
             from .bootstrap import build_sessions
 
             return build_sessions(self.settings)

@@ -267,6 +267,20 @@ def test_hardware_parsers() -> None:
     memory = parse_meminfo("MemTotal:       32768000 kB\nMemFree: 1 kB\nMemAvailable:   16384000 kB\n")
     assert memory.total == 32768000 * 1024 and memory.available == 16384000 * 1024
     assert parse_meminfo("nothing here") is None
-    gpus = parse_nvidia_smi("0, NVIDIA H100 80GB HBM3, 81559, 80000\n1, NVIDIA A10, 23028, [N/A]\ngarbage\n")
+    # The first line is what nvidia-smi printed on an H100 machine for this query.
+    gpus = parse_nvidia_smi("0, NVIDIA H100 80GB HBM3, 81559, 81079\n1, NVIDIA A10, 23028, [N/A]\ngarbage\n")
     assert [(g.index, g.name, g.total // 2**20, g.free) for g in gpus] == [
-        (0, "NVIDIA H100 80GB HBM3", 81559, 80000 * 2**20), (1, "NVIDIA A10", 23028, None)]
+        (0, "NVIDIA H100 80GB HBM3", 81559, 81079 * 2**20), (1, "NVIDIA A10", 23028, None)]
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_pull_on_a_terminal_draws_progress_bars(with_source) -> None:
+    out, err = io.StringIO(), Tty()
+    code = main(["pull", "org/tiny"], services=with_source, out=out, err=err, stdin=io.StringIO())
+    drawn = err.getvalue()
+    assert code == EXIT_OK and "\x1b[" in drawn
+    assert "pulling model.safetensors" in drawn and "success" in drawn and "━" in drawn
