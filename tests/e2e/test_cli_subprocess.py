@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,49 @@ def test_bad_input_gives_one_line_and_a_status(tmp_path: Path, args, status, mes
     assert result.returncode == status, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_chat_as_a_pipe_answers_each_line_in_plain_text(tmp_path: Path) -> None:
+    lines = f"{QUESTION}\n/set max_tokens 5\nSay hello.\n"
+    result = modelport("chat", "smollm2", "--temperature", "0", home=tmp_path, stdin=lines)
+    assert result.returncode == 0, result.stderr
+    first, *rest = result.stdout.splitlines()
+    assert first == "The capital of France is Paris." and len(rest) >= 1
+    assert "\x1b" not in result.stdout + result.stderr and ">>>" not in result.stdout
+
+
+def test_show_info_and_verify_the_bundled_model(tmp_path: Path) -> None:
+    shown = json.loads(modelport("show", "smollm2", "--json", home=tmp_path).stdout)
+    assert (shown["name"], shown["quantization"], shown["parameters"]) == ("smollm2:135m", "Q4_1", 134515008)
+    assert shown["default_options"] == {"repeat_penalty": 1.1, "temperature": 0.2, "top_p": 0.9}
+    info = json.loads(modelport("info", "--json", home=tmp_path).stdout)
+    assert info["engines"]["gguf"]["available"] is True and info["paths"]["home"] == str(tmp_path)
+    about = json.loads(modelport("info", "smollm2", "--json", home=tmp_path).stdout)
+    # 2 (K and V) x 30 layers x 3 KV heads x 64 x 4096 tokens x 2 bytes
+    assert about["memory"]["kv_cache"] == 2 * 30 * 3 * 64 * 4096 * 2
+    result = modelport("verify", "smollm2", home=tmp_path)
+    assert result.returncode == 0 and "SmolLM2-135M-Instruct.Q4_1.gguf  ok (no recorded sha256)" in result.stdout
+
+
+def test_catalog_against_a_given_memory(tmp_path: Path) -> None:
+    result = modelport("catalog", "--memory", "1GB", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[3:] if line.strip()}
+    assert rows["smollm2:135m"][-3:] == ["yes", "yes", "(bundled)"]  # fits, installed, bundled
+    assert "llama3.1:8b" not in rows
+
+
+def test_ctrl_c_stops_a_generation_with_status_130(tmp_path: Path) -> None:
+    executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+    process = subprocess.Popen(
+        [executable, "generate", "smollm2", "Write a very long story about a dragon.", "--temperature", "0",
+         "--max-tokens", "2000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MODELPORT_HOME": str(tmp_path)})
+    try:
+        assert process.stdout.read(20)  # the reply has begun
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err

@@ -1,0 +1,422 @@
+"""The interactive chat (``modelport chat``, and ``modelport run`` without a prompt).
+
+On a terminal: a readline prompt with a history file, replies drawn as markdown
+while they stream, Ctrl-C stopping the reply (not the chat), Ctrl-D leaving. With
+stdin not a terminal it works as a pipe: every line (or block between triple
+quotes) is a message, replies are plain text, nothing is drawn.
+
+The conversation is a domain :class:`~modelport.domain.ChatSession`: the model sees
+the system prompt and the last ``kept_turns`` turns (10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+import attrs
+
+from modelport.domain import ChatSession, InvalidRequest, ModelportError
+from modelport.ports import SessionRepository
+
+from .render import MarkdownReply, PlainReply, format_stats, is_terminal
+
+QUOTES = '"""'
+HISTORY_LENGTH = 1000
+
+# /set KEY VALUE: the Ollama option each key sets, and how its value is read.
+SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "temperature": ("temperature", float),
+    "top_p": ("top_p", float),
+    "top_k": ("top_k", int),
+    "min_p": ("min_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
+    "repeat_last_n": ("repeat_last_n", int),
+    "seed": ("seed", int),
+    "max_tokens": ("num_predict", int),
+    "num_ctx": ("num_ctx", int),
+}
+
+HELP = """\
+Type a message and press Enter; put a message of several lines between \"\"\" and \"\"\".
+  /help                 this help
+  /show                 the model, its settings and the system prompt
+  /set KEY VALUE        change a setting: temperature, top_p, top_k, min_p, max_tokens,
+                        repeat_penalty, repeat_last_n, seed, num_ctx, stop (adds one),
+                        system (the system prompt), verbose (on/off)
+  /set                  list the settings
+  /model NAME           talk to another model, keeping the conversation
+  /history              the conversation so far
+  /clear                forget the conversation (the system prompt stays)
+  /save NAME|FILE       save the chat: a NAME goes to the saved sessions, a FILE
+                        (with a / or ending in .json) to that file
+  /load NAME|FILE       continue a saved chat
+  /quit, /bye           leave (Ctrl-D too); Ctrl-C stops a reply"""
+
+
+class Leave(Exception):
+    """Raised by /quit."""
+
+
+class ChatRepl:
+    def __init__(
+        self,
+        services: Any,
+        session: ChatSession,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        out: TextIO,
+        err: TextIO,
+        stdin: TextIO,
+        sessions: SessionRepository | None = None,
+        history_file: str | os.PathLike[str] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.services = services
+        self.session = session
+        self.overrides: dict[str, Any] = dict(overrides or {})
+        self.out, self.err, self.stdin = out, err, stdin
+        self.sessions = sessions
+        self.interactive = _isatty(stdin)
+        self.markdown = self.interactive and is_terminal(out)
+        self.use_readline = self.interactive and stdin is sys.stdin
+        self.history_file = Path(history_file) if history_file else None
+        self.verbose = verbose
+        self.status = 0
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Chat until /quit or end of input; returns the exit status (in a pipe, that
+        of the last error, if any)."""
+        self._open_history()
+        if self.interactive:
+            self._note(f"Chatting with {self.session.model}. /help for help, Ctrl-D or /bye to leave.")
+        try:
+            while True:
+                try:
+                    text = self._next_message()
+                except KeyboardInterrupt:
+                    self._note("\nUse Ctrl-D or /bye to leave.")
+                    continue
+                except EOFError:
+                    if self.interactive:
+                        self._note("")
+                    break
+                if text is None:
+                    continue
+                try:
+                    self._command(text) if _is_command(text) else self._reply(text)
+                except Leave:
+                    break
+        finally:
+            self._save_history()
+        return self.status
+
+    def _next_message(self) -> str | None:
+        """One message (None for an empty line); multi-line between triple quotes."""
+        line = self._read(">>> ")
+        stripped = line.strip()
+        if not stripped:
+            return None
+        if not stripped.startswith(QUOTES):
+            return line.rstrip("\n")
+        body = stripped[len(QUOTES):]
+        if body.rstrip().endswith(QUOTES):
+            return body.rstrip()[: -len(QUOTES)] or None
+        lines = [body] if body else []
+        while True:
+            try:
+                more = self._read("... ")
+            except EOFError:
+                break
+            if more.rstrip().endswith(QUOTES):
+                lines.append(more.rstrip()[: -len(QUOTES)])
+                break
+            lines.append(more)
+        text = "\n".join(lines).strip("\n")
+        return text if text.strip() else None
+
+    def _read(self, prompt: str) -> str:
+        if self.use_readline:
+            return input(prompt)
+        if self.interactive:
+            self.out.write(prompt)
+            self.out.flush()
+        line = self.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    # -- replies --------------------------------------------------------------------
+
+    def _reply(self, text: str) -> None:
+        view = MarkdownReply(self.out) if self.markdown else PlainReply(self.out)
+        turn = None
+        try:
+            with self._spinner():  # loading the model and reading the prompt take a while
+                turn = self.services.chat(self.session, text)
+                events = iter(turn)
+                first = next((e for e in events if e.text or e.done), None)
+            if first is not None:
+                view.feed(first.text)
+            for event in events:
+                view.feed(event.text)
+        except KeyboardInterrupt:
+            view.close()
+            self._note("(stopped)")
+            return
+        except ModelportError as exc:
+            view.close()
+            self._error(exc)
+            return
+        finally:
+            if turn is not None:
+                turn.close()
+        view.close()
+        self.session = turn.session
+        if self.verbose and turn.final is not None and turn.final.usage is not None:
+            print(format_stats(turn.final.usage), file=self.err)
+
+    def _spinner(self):
+        if not self.markdown:
+            return contextlib.nullcontext()
+        from .render import console
+
+        return console(self.err).status("thinking...", spinner="dots")
+
+    # -- slash commands -------------------------------------------------------------------
+
+    def _command(self, line: str) -> None:
+        name, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        handler = {
+            "/help": self._help, "/?": self._help, "/show": self._show, "/set": self._set,
+            "/model": self._model, "/history": self._history, "/clear": self._clear,
+            "/save": self._save, "/load": self._load,
+        }.get(name.lower())
+        if name.lower() in ("/quit", "/bye", "/exit"):
+            raise Leave()
+        if handler is None:
+            self._error(InvalidRequest(f"unknown command {name}; /help lists them"))
+            return
+        try:
+            handler(rest)
+        except ModelportError as exc:
+            self._error(exc)
+        except OSError as exc:
+            self._error(InvalidRequest(f"{name}: {exc}"))
+
+    def _help(self, _rest: str) -> None:
+        print(HELP, file=self.out)
+
+    def _show(self, _rest: str) -> None:
+        info = self.services.show(self.session.model)
+        lines = [
+            ("model", self.session.model),
+            ("architecture", info.architecture),
+            ("parameters", info.parameter_size),
+            ("quantization", info.quantization or ""),
+            ("context length", str(info.context_length or "")),
+            ("session", self.session.id),
+            ("kept turns", str(self.session.kept_turns)),
+            ("system", self.session.conversation.system_prompt or ""),
+        ]
+        for key, value in lines:
+            if value:
+                print(f"  {key:<16}{value}", file=self.out)
+        self._settings()
+
+    def _settings(self) -> None:
+        for key, value in self.session.sampling.to_options().items():
+            print(f"  {key:<16}{value}", file=self.out)
+        print(f"  {'verbose':<16}{'on' if self.verbose else 'off'}", file=self.out)
+
+    def _set(self, rest: str) -> None:
+        key, _, value = rest.partition(" ")
+        key, value = key.lower(), value.strip()
+        if not key:
+            self._settings()
+            return
+        if key == "system":
+            self.session = self.session.with_system(value or None)
+            self._note("System prompt cleared." if not value else "System prompt set.")
+            return
+        if key == "verbose":
+            self.verbose = value.lower() not in ("off", "false", "0", "no")
+            self._note(f"Statistics after each reply: {'on' if self.verbose else 'off'}.")
+            return
+        if key == "stop":
+            stops = list(self.overrides.get("stop") or []) + [value] if value else []
+            self._apply({**self.overrides, "stop": stops})
+            self._note(f"Stop strings: {stops}" if stops else "Stop strings cleared.")
+            return
+        if key not in SET_KEYS:
+            known = ", ".join([*SET_KEYS, "stop", "system", "verbose"])
+            raise InvalidRequest(f"unknown setting '{key}'; one of: {known}")
+        option, kind = SET_KEYS[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            raise InvalidRequest(f"/set {key} needs {'a whole number' if kind is int else 'a number'}, "
+                                 f"got {value!r}") from None
+        self._apply({**self.overrides, option: number})
+        self._note(f"Set {key} to {number}.")
+
+    def _apply(self, overrides: dict[str, Any]) -> None:
+        """Validate the options against the model (raises), then use them."""
+        sampling = self.services.sampling_for(self.session.model, overrides)
+        self.overrides = overrides
+        self.session = attrs.evolve(self.session, sampling=sampling)
+
+    def _model(self, rest: str) -> None:
+        if not rest:
+            print(self.session.model, file=self.out)
+            return
+        info = self.services.show(rest)
+        sampling = self.services.sampling_for(rest, self.overrides)
+        self.session = attrs.evolve(self.session, model=rest, sampling=sampling)
+        self._note(f"Now talking to {info.name}.")
+
+    def _history(self, _rest: str) -> None:
+        messages = list(self.session.conversation)
+        if not messages:
+            print("(no messages yet)", file=self.out)
+            return
+        for message in messages:
+            print(f"{message.role.value}: {message.content}", file=self.out)
+
+    def _clear(self, _rest: str) -> None:
+        self.session = self.session.cleared()
+        self._note("Cleared the conversation.")
+
+    def _save(self, rest: str) -> None:
+        if not rest:
+            raise InvalidRequest("/save needs a name or a file")
+        path = _as_path(rest)
+        if path is not None:
+            write_atomic(path, self.session.to_json())
+            self._note(f"Saved {len(self.session.conversation)} messages to {path}.")
+            return
+        repository = self._repository()
+        try:
+            session = attrs.evolve(self.session, id=rest)
+        except ValueError:
+            raise InvalidRequest(f"'{rest}' cannot name a session: use letters, digits, '.', '_' and '-' "
+                                 "(or a file path with a /)") from None
+        repository.save(session)
+        self.session = session
+        self._note(f"Saved as '{rest}'; /load {rest} or `modelport chat --session {rest}` continues it.")
+
+    def _load(self, rest: str) -> None:
+        if not rest:
+            raise InvalidRequest("/load needs a name or a file")
+        session = load_session(rest, self.sessions)
+        try:
+            self.services.show(session.model)
+        except ModelportError as exc:
+            self._error(exc)
+            self._note(f"Keeping {self.session.model} for the loaded conversation.")
+            session = attrs.evolve(session, model=self.session.model)
+        self.session = session
+        self.overrides = session.sampling.to_options()
+        self._note(f"Loaded {len(session.conversation)} messages ({session.model}).")
+
+    def _repository(self) -> SessionRepository:
+        if self.sessions is None:
+            raise InvalidRequest("no session folder here; give a file path instead")
+        return self.sessions
+
+    # -- history --------------------------------------------------------------------
+
+    def _open_history(self) -> None:
+        if not (self.use_readline and self.history_file):
+            return
+        import readline
+
+        readline.set_history_length(HISTORY_LENGTH)
+        with contextlib.suppress(OSError):
+            readline.read_history_file(self.history_file)
+
+    def _save_history(self) -> None:
+        if not (self.use_readline and self.history_file):
+            return
+        import readline
+
+        try:
+            self.history_file.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(self.history_file)
+        except OSError as exc:
+            print(f"warning: could not write the history file {self.history_file}: {exc}", file=self.err)
+
+    # -- output -------------------------------------------------------------------
+
+    def _note(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def _error(self, exc: BaseException) -> None:
+        print(f"error: {exc}", file=self.err, flush=True)
+        if not self.interactive:
+            from .cli import exit_code
+
+            self.status = exit_code(exc) or 1
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _is_command(text: str) -> bool:
+    return text.startswith("/") and "\n" not in text
+
+
+def _as_path(name: str) -> Path | None:
+    """A file path (it has a separator, starts with ~ or ends in .json), else None."""
+    if "/" in name or os.sep in name or name.startswith("~") or name.lower().endswith(".json"):
+        return Path(name).expanduser()
+    return None
+
+
+def load_session(name: str, sessions: SessionRepository | None) -> ChatSession:
+    """A saved chat from a file, or from the saved sessions by name."""
+    path = _as_path(name)
+    if path is not None:
+        try:
+            return ChatSession.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidRequest(f"no such file: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"cannot read {path}: {exc}") from None
+    if sessions is None:
+        raise InvalidRequest("no session folder here; give a file path instead")
+    try:
+        return sessions.get(name)
+    except KeyError:
+        saved = ", ".join(sessions.list()) or "none"
+        raise InvalidRequest(f"no saved session '{name}' (saved: {saved})") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step: a crash leaves the old file or the new one."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write {path}: {exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
