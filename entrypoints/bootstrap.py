@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Iterable
 
-from modelport.domain import ModelFormat
+from modelport.domain import Capability, ModelFormat
 from modelport.ports import (
     EngineOptions,
     EngineRegistry,
@@ -68,6 +68,7 @@ def default_engines() -> list[EngineSpec]:
             factory=_mlx_engine,
             available=lambda: _installed("mlx") and _installed("mlx_lm"),
             extra="mlx",
+            capabilities={Capability.COMPLETION, Capability.CHAT},
         ),
     ]
     if _apple_silicon():

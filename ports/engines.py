@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 import attrs
 
-from modelport.domain import EngineUnavailable, ModelFormat, ModelInfo
+from modelport.domain import Capability, EngineUnavailable, ModelFormat, ModelInfo
 from modelport.ports.engine import EngineOptions, InferenceEngine
 
 ENGINE_NAMES = ("auto", "gguf", "jax", "mlx")
@@ -32,6 +32,12 @@ class EngineSpec:
     factory: Callable[[], InferenceEngine]
     available: Callable[[], bool] = lambda: True
     extra: str | None = None
+    capabilities: frozenset[Capability] = attrs.field(converter=frozenset, default=frozenset(Capability))
+
+    def serves(self, model: ModelInfo) -> bool:
+        """Whether the engine offers something the model can do (an embedder needs an
+        engine that embeds)."""
+        return bool(self.capabilities & model.capabilities)
 
 
 class EngineRegistry:
@@ -65,6 +71,9 @@ class EngineRegistry:
         """The engine to run ``model``: the one requested, or the first that fits."""
         if requested and requested != "auto":
             spec = self.spec(requested)
+            if not spec.serves(model):
+                wanted = ", ".join(sorted(c.value for c in model.capabilities))
+                raise EngineUnavailable(spec.name, f"it cannot run '{model.name}' ({wanted})")
             if self.format_for(spec, model.format) is None:
                 formats = ", ".join(sorted(f.value for f in spec.formats))
                 raise EngineUnavailable(
@@ -73,8 +82,9 @@ class EngineRegistry:
             if not spec.available():
                 raise EngineUnavailable(spec.name, "its library is not installed", spec.extra)
             return spec
-        native = [s for s in self._specs.values() if model.format in s.formats]
-        converted = [s for s in self._specs.values() if s not in native and self.format_for(s, model.format)]
+        serving = [s for s in self._specs.values() if s.serves(model)]
+        native = [s for s in serving if model.format in s.formats]
+        converted = [s for s in serving if s not in native and self.format_for(s, model.format)]
         fitting = native + converted
         for spec in fitting:
             if spec.available():
@@ -82,8 +92,9 @@ class EngineRegistry:
         if fitting:
             first = fitting[0]
             raise EngineUnavailable(first.name, f"needed for {model.format.value} models", first.extra)
+        wanted = ", ".join(sorted(c.value for c in model.capabilities))
         raise EngineUnavailable(
-            "auto", f"no engine in this build runs {model.format.value} models like '{model.name}'"
+            "auto", f"no engine in this build runs '{model.name}' ({model.format.value}; {wanted})"
         )
 
     def status(self) -> dict[str, bool]:

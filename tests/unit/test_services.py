@@ -182,3 +182,18 @@ def test_an_engine_that_cannot_read_gguf_gets_the_stores_conversion(settings, fa
     services.complete(GenerationRequest(model=ModelRef.parse("fake"), prompt="x"))
     assert fake_store.conversions == [("fake:latest", ModelFormat.SAFETENSORS)]
     assert loaded[0].format is ModelFormat.SAFETENSORS and loaded[0].name == "fake:latest"
+
+
+def test_an_embedder_is_never_given_an_engine_that_cannot_embed() -> None:
+    def never():
+        raise AssertionError("not built")
+
+    chat_only = EngineSpec(name="mlx", formats={ModelFormat.SAFETENSORS}, factory=never,
+                           capabilities={Capability.CHAT, Capability.COMPLETION}, extra="mlx")
+    registry = EngineRegistry([chat_only])
+    embedder = fake_model("e", format=ModelFormat.SAFETENSORS, capabilities={Capability.EMBEDDING})
+    with pytest.raises(EngineUnavailable, match="no engine"):
+        registry.select(embedder)
+    with pytest.raises(EngineUnavailable, match="cannot run 'e' .embedding."):
+        registry.select(embedder, "mlx")
+    assert registry.select(fake_model("c", format=ModelFormat.SAFETENSORS)).name == "mlx"
