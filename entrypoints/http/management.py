@@ -22,6 +22,10 @@ PUSH_REFUSAL = ("push is not supported: modelport does not publish models to a r
                 "copy the model's files (see /api/show) or push them with the Hugging Face tools")
 
 
+NO_SOURCE = ("this server has no model source to pull from; install 'modelport[hub]', "
+             "or import local files with /api/create")
+
+
 class Ps:
     """``/api/ps``: the models loaded in this worker process."""
 
@@ -75,6 +79,8 @@ class Pull:
         body = read_json(req, self._max_body)
         name = schemas.parse_name(body)
         stream = schemas.parse_stream(body)
+        if self._services.source is None:
+            raise falcon.HTTPNotImplemented(description=NO_SOURCE)
         run = Background(lambda report: self._services.pull(name, report))
         if not stream:
             try:
