@@ -119,7 +119,7 @@ def _message(data: object, index: int) -> ChatMessage:
     if not isinstance(data, Mapping):
         raise InvalidRequest(f"messages[{index}] must be an object with 'role' and 'content'")
     role = data.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(f"messages[{index}].role must be one of: {', '.join(ROLES)}")
     if data.get("tool_calls"):
         raise InvalidRequest(f"messages[{index}] has tool_calls, but no model here supports tools")

@@ -76,13 +76,20 @@ ND = "application/x-ndjson"
 SSE = "text/event-stream"
 
 
+def _get_and_head(summary: str, tag: str, **kwargs: Any) -> Schema:
+    get = _operation(summary, tag, statuses=(), **kwargs)
+    head = {**get, "summary": f"{summary} (headers only)",
+            "responses": {"200": {"description": "headers only"}}}
+    return {"get": get, "head": head}
+
+
 def paths() -> dict[str, Schema]:
     o, oa, mp = "ollama", "openai", "modelport"
     name_body = _body({"model": MODEL, "name": MODEL}, ())
     return {
-        "/": {"get": _operation("liveness text", o, media="text/plain", statuses=())},
-        "/api/version": {"get": _operation("the server version", o, statuses=())},
-        "/api/tags": {"get": _operation("installed models", o, statuses=())},
+        "/": _get_and_head("liveness text", o, media="text/plain"),
+        "/api/version": _get_and_head("the server version", o),
+        "/api/tags": _get_and_head("installed models", o),
         "/api/show": {"post": _operation("one model's details", o, name_body)},
         "/api/generate": {"post": _operation("a completion (NDJSON stream unless stream is false)", o,
                                              _body(GENERATE), media=ND)},
@@ -124,10 +131,10 @@ def paths() -> dict[str, Schema]:
         "/v1/models/{model}": {
             "parameters": [{"name": "model", "in": "path", "required": True, "schema": STRING}],
             "get": _operation("one OpenAI model", oa)},
-        "/health": {"get": _operation("status, engines, devices, loaded models, queue", mp, statuses=())},
+        "/health": _get_and_head("status, engines, devices, loaded models, queue", mp),
         "/metrics": {"get": _operation("Prometheus metrics", mp, media="text/plain", statuses=())},
         "/openapi.json": {"get": _operation("this document", mp, statuses=())},
-        "/api/models": {"get": _operation("deprecated alias of /api/tags", mp, statuses=(), deprecated=True)},
+        "/api/models": _get_and_head("deprecated alias of /api/tags", mp, deprecated=True),
         "/v1/generate": {"post": _operation("one generation in modelport's terms", mp, _body(NATIVE))},
         "/v1/generate_stream": {"post": _operation("the same as server-sent events", mp, _body(NATIVE),
                                                    media=SSE)},
