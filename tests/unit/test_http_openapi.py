@@ -4,6 +4,7 @@ schemathesis (in process, against the WSGI app over fakes) never get a 5xx."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import tempfile
 
 import falcon.inspect
@@ -79,3 +80,10 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", APP).exclude(path="/api
                      suppress_health_check=list(hypothesis.HealthCheck))
 def test_generated_requests_never_get_a_server_error(case) -> None:
     case.call_and_validate(headers=LOCAL, checks=[not_a_server_error])
+
+
+def test_every_documented_path_is_in_the_http_guide() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "http-api.md").read_text(encoding="utf-8")
+    document = falcon.testing.TestClient(APP, headers=LOCAL).simulate_get("/openapi.json").json
+    missing = [path for path in document["paths"] if f"`{path.replace('{model}', '{id}')}`" not in guide]
+    assert missing == []
