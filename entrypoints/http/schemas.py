@@ -109,13 +109,15 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive.
 
     Refused as in :func:`parse_generate`: images in any message, ``think``,
-    ``format``, and non-empty ``tools`` (no model here calls tools yet).
+    ``format``, and non-empty ``tools`` or earlier ``tool_calls`` (no model here
+    calls tools yet). ``tool`` messages with ``tool_name`` are accepted.
     """
     model = _model(body)
     raw_messages = _optional(body, "messages", list, [])
     images = [image for m in raw_messages if isinstance(m, Mapping) for image in m.get("images") or ()]
     needs = _needs(body, images=images)
-    if _optional(body, "tools", list, []):
+    if _optional(body, "tools", list, []) or any(isinstance(m, Mapping) and m.get("tool_calls")
+                                                  for m in raw_messages):
         needs += ("tools",)
     messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
     request = None

@@ -397,6 +397,16 @@ def test_chat_refuses_images_and_tools(client) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     result = chat(client, tools=tools)
     assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
+    called = [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": called})
+    assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
+
+
+def test_chat_accepts_tool_results_in_the_history(client, engine_box) -> None:
+    messages = [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "sunny", "tool_name": "w"}]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
+    assert result.status_code == 200
+    assert engine_box.last.prompts[-1] == "<|user|>Weather?\n<|tool|>sunny\n<|assistant|>"
 
 
 # -- routing -----------------------------------------------------------------------------
