@@ -48,15 +48,44 @@ def _engine(text: str) -> str:
     return text
 
 
+def _non_negative_int(name: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a whole number, got {text!r}") from None
+        if value < 0:
+            raise InvalidRequest(f"{name} must be 0 or more, got {value}")
+        return value
+
+    return convert
+
+
+def _keep_alive(text: str) -> float:
+    """Seconds ("300", "5m", "1h30m"); negative means forever (``math.inf``)."""
+    from .http.schemas import parse_keep_alive  # no framework import: schemas is plain Python
+
+    try:
+        value = parse_keep_alive(text)
+    except InvalidRequest:
+        raise InvalidRequest(
+            f"model_ttl must be a number of seconds or a duration such as 5m, 1h or -1, got {text!r}"
+        ) from None
+    assert value is not None
+    return value
+
+
 @attrs.frozen
 class Option:
-    """One setting: its name, environment variables (first wins), default, converter."""
+    """One setting: its name, environment variables (first wins), default, converter.
+    A ``secret`` setting is never printed."""
 
     name: str
     env: tuple[str, ...]
     default: Callable[[], str]
     convert: Callable[[str], Any] = str
     help: str = ""
+    secret: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -71,6 +100,16 @@ OPTIONS: tuple[Option, ...] = (
            _positive_int("max_resident_models"), "models kept loaded at once"),
     Option("threads", ("MODELPORT_THREADS",), lambda: "4", _positive_int("threads"), "server worker threads"),
     Option("default_model", ("MODELPORT_DEFAULT_MODEL",), lambda: "smollm2", str, "model for `run` without one"),
+    Option("model_ttl", ("MODELPORT_MODEL_TTL", "MODELPORT_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), lambda: "5m",
+           _keep_alive, "how long the server keeps an idle model loaded (negative: forever)"),
+    Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: "1",
+           _positive_int("num_parallel"), "generations one model serves at once"),
+    Option("max_queue", ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), lambda: "512",
+           _non_negative_int("max_queue"), "requests waiting for a model before 503"),
+    Option("origins", ("MODELPORT_ORIGINS", "OLLAMA_ORIGINS"), lambda: "", str,
+           "extra CORS origins, comma separated (* for any)"),
+    Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
+           "bearer key the server requires (empty: none)", secret=True),
 )
 
 
@@ -86,6 +125,11 @@ class Settings:
     max_resident_models: int = 3
     threads: int = 4
     default_model: str = "smollm2"
+    model_ttl: float = 300.0
+    num_parallel: int = 1
+    max_queue: int = 512
+    origins: str = ""
+    api_key: str = attrs.field(default="", repr=False)
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
     @classmethod
@@ -127,7 +171,13 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(name, value, source) for every setting."""
-        return [(o.name, str(getattr(self, o.name)), self.sources.get(o.name, "default")) for o in OPTIONS]
+        return [(o.name, self._shown(o), self.sources.get(o.name, "default")) for o in OPTIONS]
+
+    def _shown(self, option: Option) -> str:
+        value = getattr(self, option.name)
+        if option.secret:
+            return "(set)" if value else ""
+        return str(value)
 
 
 def _lookup(option: Option, flags: Mapping[str, Any], environ: Mapping[str, str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -103,7 +104,12 @@ class EngineRegistry:
 
 @attrs.define
 class Resident:
-    """A loaded model, as :class:`ResidentModels` tracks it."""
+    """A loaded model, as :class:`ResidentModels` tracks it.
+
+    ``keep_alive`` is how long the model stays loaded once idle (seconds; None,
+    ``math.inf`` or negative: until evicted). ``expires_at`` is set when the last request using it
+    ends; a model in use never expires.
+    """
 
     model: ModelInfo
     engine: InferenceEngine
@@ -113,13 +119,32 @@ class Resident:
     last_used: float
     in_use: int = 0
     expires_at: float | None = None
+    keep_alive: float | None = None
+
+    def expiry(self, now: float) -> float | None:
+        """When the model will be unloaded if no request comes (None: never).
+        For a model in use, counted from ``now`` as if its requests ended now."""
+        if self.in_use:
+            return _deadline(now, self.keep_alive)
+        return self.expires_at
+
+
+def _deadline(now: float, keep_alive: float | None) -> float | None:
+    """``now + keep_alive``; None (never) for None, infinite or negative values."""
+    if keep_alive is None or keep_alive < 0 or math.isinf(keep_alive):
+        return None
+    return now + keep_alive
 
 
 class ResidentModels:
     """Loads models on demand and keeps up to ``max_resident`` of them (LRU).
 
     Requests for a model that is loading wait for that one load. A model in use is
-    never evicted. Thread safe.
+    never evicted. Each model stays loaded for its ``keep_alive`` once idle (the
+    last request's value, else ``keep_alive`` given here; None: until evicted);
+    0 unloads it as soon as its last request ends. Expired models are unloaded by
+    :meth:`expire`, which every :meth:`acquire` calls first (lazy expiry) and which
+    a background thread may call too. Thread safe.
     """
 
     def __init__(
@@ -129,6 +154,7 @@ class ResidentModels:
         max_resident: int = 3,
         clock: Callable[[], float] = time.time,
         convert: Convert | None = None,
+        keep_alive: float | None = None,
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
@@ -136,18 +162,23 @@ class ResidentModels:
         self._max = max_resident
         self._clock = clock
         self._convert = convert
+        self.keep_alive = keep_alive
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, Resident] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
 
     def acquire(
-        self, model: ModelInfo, engine: str | None, options: EngineOptions
+        self, model: ModelInfo, engine: str | None, options: EngineOptions,
+        keep_alive: float | None = None,
     ) -> tuple[Resident, bool]:
         """The resident model, loading it if needed; returns (resident, loaded_now).
 
-        Pair each call with :meth:`release`; :meth:`use` does both.
+        ``keep_alive`` (seconds, None: keep the model's current value) applies once
+        the model is idle again. Pair each call with :meth:`release`; :meth:`use`
+        does both.
         """
         spec = self._registry.select(model, engine)
+        self.expire()
         key = model.name
         with self._lock:
             gate = self._loading.setdefault(key, threading.Lock())
@@ -157,6 +188,9 @@ class ResidentModels:
                 if resident and resident.options == options and resident.engine.name == spec.name:
                     resident.in_use += 1
                     resident.last_used = self._clock()
+                    resident.expires_at = None
+                    if keep_alive is not None:
+                        resident.keep_alive = keep_alive
                     self._loaded.move_to_end(key)
                     return resident, False
             if resident is not None:
@@ -169,6 +203,7 @@ class ResidentModels:
             resident = Resident(
                 model=model, engine=instance, options=options, loaded_at=now,
                 load_ns=load_ns, last_used=now, in_use=1,
+                keep_alive=self.keep_alive if keep_alive is None else keep_alive,
             )
             with self._lock:
                 self._loaded[key] = resident
@@ -187,12 +222,32 @@ class ResidentModels:
         return self._convert(model, target)
 
     def release(self, resident: Resident) -> None:
+        """End one use; the last use starts the model's keep_alive (0: unload now)."""
         with self._lock:
             resident.in_use = max(0, resident.in_use - 1)
-            resident.last_used = self._clock()
+            resident.last_used = now = self._clock()
+            if resident.in_use == 0:
+                resident.expires_at = _deadline(now, resident.keep_alive)
+            due = resident.in_use == 0 and resident.keep_alive == 0
+        if due:
+            self.expire()
 
-    def use(self, model: ModelInfo, engine: str | None, options: EngineOptions) -> "_Lease":
-        return _Lease(self, model, engine, options)
+    def use(
+        self, model: ModelInfo, engine: str | None, options: EngineOptions,
+        keep_alive: float | None = None,
+    ) -> "_Lease":
+        return _Lease(self, model, engine, options, keep_alive)
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Unload every idle model whose keep_alive has run out; returns their names."""
+        with self._lock:
+            now = self._clock() if now is None else now
+            due = [key for key, r in self._loaded.items()
+                   if r.in_use == 0 and r.expires_at is not None and r.expires_at <= now]
+            gone = [self._loaded.pop(key) for key in due]
+        for resident in gone:
+            resident.engine.unload()
+        return [resident.model.name for resident in gone]
 
     def loaded(self) -> list[Resident]:
         with self._lock:
@@ -224,8 +279,9 @@ class ResidentModels:
 
 
 class _Lease:
-    def __init__(self, owner: ResidentModels, model: ModelInfo, engine: str | None, options: EngineOptions):
-        self._owner, self._args = owner, (model, engine, options)
+    def __init__(self, owner: ResidentModels, model: ModelInfo, engine: str | None, options: EngineOptions,
+                 keep_alive: float | None = None):
+        self._owner, self._args = owner, (model, engine, options, keep_alive)
         self.resident: Resident | None = None
         self.loaded_now = False
 

@@ -134,6 +134,14 @@ class Services:
         base = SamplingPolicy.from_ollama_options(dict(model.default_options))
         return SamplingPolicy.from_ollama_options(options, base=base)
 
+    def sampling_for_openai(self, name: str | ModelRef, body: Mapping[str, Any]) -> SamplingPolicy:
+        """The policy for an OpenAI-style request to ``name``: the request's fields
+        (temperature, top_p, max_tokens, stop, seed ...) over the model's own
+        defaults over modelport's."""
+        model = self.store.resolve(_ref(name))
+        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
+        return SamplingPolicy.from_openai(body, base=base)
+
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
         return self.store.copy(_ref(source), _ref(destination))
 
@@ -169,16 +177,20 @@ class Services:
 
     # -- inference ------------------------------------------------------------------
 
-    def generate(self, request: GenerationRequest, *, engine: str | None = None) -> GenerationStream:
+    def generate(
+        self, request: GenerationRequest, *, engine: str | None = None, keep_alive: float | None = None
+    ) -> GenerationStream:
         """Stream a generation. The model is resolved and loaded before this returns,
-        so errors come out here rather than mid-stream."""
+        so errors come out here rather than mid-stream. ``keep_alive``: seconds the
+        model stays loaded once idle (0: unload after this request; negative or
+        ``math.inf``: until evicted; None: as before)."""
         model = self.store.resolve(request.model)
         if request.is_chat and not model.supports(Capability.CHAT):
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
-        resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options)
+        resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
             events = resident.engine.stream(request)
         except BaseException:
@@ -204,12 +216,14 @@ class Services:
         self.show(model)
         return ChatSession(id=uuid.uuid4().hex[:12], model=model, **fields)  # type: ignore[arg-type]
 
-    def embed(self, request: EmbeddingRequest, *, engine: str | None = None) -> Embeddings:
+    def embed(
+        self, request: EmbeddingRequest, *, engine: str | None = None, keep_alive: float | None = None
+    ) -> Embeddings:
         model = self.store.resolve(request.model)
         if not model.supports(Capability.EMBEDDING):
             raise CapabilityMissing(model.name, "embeddings")
         started = time.monotonic_ns()
-        with self.resident.use(model, engine or self.default_engine, self.engine_options) as lease:
+        with self.resident.use(model, engine or self.default_engine, self.engine_options, keep_alive) as lease:
             assert lease.resident is not None
             vectors = lease.resident.engine.embed(list(request.inputs), truncate=request.truncate)
             prompt_tokens = sum(len(lease.resident.engine.tokenize(t)) for t in request.inputs)
@@ -220,9 +234,11 @@ class Services:
         )
         return Embeddings(model=model.name, vectors=tuple(tuple(v) for v in vectors), usage=usage)
 
-    def load(self, name: str | ModelRef, *, engine: str | None = None) -> Resident:
+    def load(
+        self, name: str | ModelRef, *, engine: str | None = None, keep_alive: float | None = None
+    ) -> Resident:
         model = self.store.resolve(_ref(name))
-        with self.resident.use(model, engine or self.default_engine, self.engine_options) as lease:
+        with self.resident.use(model, engine or self.default_engine, self.engine_options, keep_alive) as lease:
             assert lease.resident is not None
             return lease.resident
 

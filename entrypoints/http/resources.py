@@ -6,15 +6,20 @@ in :mod:`.errors` turn those into statuses.
 
 from __future__ import annotations
 
+import functools
+import glob
 import json
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import falcon
 
-from modelport.domain import CapabilityMissing, InvalidRequest
+from modelport.domain import Capability, CapabilityMissing, InvalidRequest
 from modelport.ports import Services
 
 from . import schemas, streaming
+from .inference import Runner
 from .schemas import Body, Call, Clock, Reply
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -64,17 +69,45 @@ class Version:
 
 
 class Health:
-    def __init__(self, services: Services) -> None:
+    """``/health``: the server is up; which engines can run here, on what, and what
+    is loaded. Never needs the API key."""
+
+    def __init__(self, services: Services, runner: Runner, device: str = "auto") -> None:
         self._services = services
+        self._runner = runner
+        self._device = device
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        admission = self._runner.admission
         resp.media = {
             "status": "ok",
             "engines": self._services.engines.status(),
+            "devices": devices(self._device),
             "loaded": [resident.model.name for resident in self._services.loaded()],
+            "queue": {"active": admission.active, "waiting": admission.waiting,
+                      "max_waiting": admission.max_queue},
         }
 
     on_head = on_get
+
+
+def devices(requested: str) -> dict[str, Any]:
+    """What the server may compute on, found without importing any engine library."""
+    return {"requested": requested, "cpu_count": os.cpu_count() or 1, "gpus": list(_nvidia_gpus())}
+
+
+@functools.lru_cache(maxsize=1)
+def _nvidia_gpus() -> tuple[str, ...]:
+    """NVIDIA GPUs the driver lists (Linux); empty elsewhere."""
+    names = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            text = Path(info).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Model:")), "")
+        names.append(model or "NVIDIA GPU")
+    return tuple(names)
 
 
 class Tags:
@@ -120,14 +153,15 @@ class Inference:
 
     def __init__(
         self,
-        services: Services,
+        runner: Runner,
         *,
         parse: Callable[[Body, schemas.Policy], Call],
         shape: Callable[[str, Clock], Reply],
         clock: Clock,
         max_body: int = MAX_BODY_BYTES,
     ) -> None:
-        self._services = services
+        self._runner = runner
+        self._services = runner.services
         self._parse = parse
         self._shape = shape
         self._clock = clock
@@ -140,8 +174,8 @@ class Inference:
         if call.request is None:
             resp.media = reply.done(self._load_or_unload(call))
             return
-        stream = self._services.generate(call.request)
-        events = streaming.started(stream)
+        events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive,
+                                               started=getattr(req.context, "started", None))
         if call.stream:
             resp.content_type = streaming.NDJSON
             resp.stream = streaming.ndjson(events, stream, reply)
@@ -157,5 +191,42 @@ class Inference:
         if call.unloads:
             self._services.unload(call.model)
             return "unload"
-        self._services.load(call.model)
+        self._services.load(call.model, keep_alive=self._runner.keep_alive_for(call.keep_alive))
         return "load"
+
+
+class Embed:
+    """``/api/embed`` (a batch) and the legacy ``/api/embeddings`` (one prompt)."""
+
+    def __init__(self, runner: Runner, *, legacy: bool = False, max_body: int = MAX_BODY_BYTES) -> None:
+        self._runner = runner
+        self._legacy = legacy
+        self._max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, self._max_body)
+        call = schemas.parse_embeddings(body) if self._legacy else schemas.parse_embed(body)
+        model = self._runner.services.show(call.model)
+        if not call.inputs:
+            resp.media = {"embedding": []} if self._legacy else {"model": call.model, "embeddings": []}
+            return
+        if not model.supports(Capability.EMBEDDING):
+            raise CapabilityMissing(model.name, "embeddings")
+        result = self._runner.embed(call.request, keep_alive=call.keep_alive)
+        if self._legacy:
+            resp.media = {"embedding": list(result.vectors[0])}
+        else:
+            resp.media = {**schemas.embed_reply(result, call.dimensions), "model": call.model}
+
+
+class MetricsPage:
+    """``/metrics``: Prometheus' text format, from this app's own registry."""
+
+    def __init__(self, metrics: Any) -> None:
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = self._metrics.exposition()

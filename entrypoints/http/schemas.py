@@ -18,15 +18,19 @@ from modelport.domain import (
     Capability,
     ChatMessage,
     Conversation,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     GenerationRequest,
     InvalidRequest,
     ModelInfo,
     ModelRef,
+    PullProgress,
     SamplingPolicy,
     Usage,
     system_and_user,
 )
+from modelport.ports import Resident
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 RAW_CONFLICT = "raw mode does not support template, system, or context"
@@ -105,13 +109,15 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive.
 
     Refused as in :func:`parse_generate`: images in any message, ``think``,
-    ``format``, and non-empty ``tools`` (no model here calls tools yet).
+    ``format``, and non-empty ``tools`` or earlier ``tool_calls`` (no model here
+    calls tools yet). ``tool`` messages with ``tool_name`` are accepted.
     """
     model = _model(body)
     raw_messages = _optional(body, "messages", list, [])
     images = [image for m in raw_messages if isinstance(m, Mapping) for image in m.get("images") or ()]
     needs = _needs(body, images=images)
-    if _optional(body, "tools", list, []):
+    if _optional(body, "tools", list, []) or any(isinstance(m, Mapping) and m.get("tool_calls")
+                                                  for m in raw_messages):
         needs += ("tools",)
     messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
     request = None
@@ -144,6 +150,11 @@ def _model(body: Body) -> str:
 
 def _stream(body: Body) -> bool:
     return _optional(body, "stream", bool, True)
+
+
+def parse_stream(body: Body, default: bool = True) -> bool:
+    """``stream`` (Ollama streams unless told not to; OpenAI the other way round)."""
+    return _optional(body, "stream", bool, default)
 
 
 def _options(body: Body) -> Mapping[str, Any] | None:
@@ -378,3 +389,182 @@ def model_info(model: ModelInfo) -> dict[str, Any]:
 
 def _json_scalar(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+# -- embeddings ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class EmbedCall:
+    """A parsed ``/api/embed``, ``/api/embeddings`` or ``/v1/embeddings`` body."""
+
+    model: str
+    inputs: tuple[str, ...]
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: float | None = None
+
+    @property
+    def request(self) -> EmbeddingRequest:
+        return EmbeddingRequest(model=ModelRef.parse(self.model), inputs=self.inputs, truncate=self.truncate)
+
+
+def parse_embed(body: Body) -> EmbedCall:
+    """Ollama's ``EmbedRequest``: ``input`` is a string or a list of strings."""
+    model = _model(body)
+    value = body.get("input")
+    if value is None:
+        inputs: tuple[str, ...] = ()
+    elif isinstance(value, str):
+        inputs = (value,)
+    elif isinstance(value, list) and all(isinstance(text, str) for text in value):
+        inputs = tuple(value)
+    else:
+        raise InvalidRequest("invalid input type: input must be a string or a list of strings")
+    return EmbedCall(model=model, inputs=inputs, truncate=_optional(body, "truncate", bool, True),
+                     dimensions=parse_dimensions(body.get("dimensions")),
+                     keep_alive=parse_keep_alive(body.get("keep_alive")))
+
+
+def parse_embeddings(body: Body) -> EmbedCall:
+    """The legacy ``/api/embeddings``: one ``prompt``."""
+    model = _model(body)
+    prompt = _optional(body, "prompt", str, "")
+    return EmbedCall(model=model, inputs=(prompt,) if prompt else (),
+                     keep_alive=parse_keep_alive(body.get("keep_alive")))
+
+
+def parse_dimensions(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest('field "dimensions" must be a whole number of at least 1')
+    return value
+
+
+def resize(vector: tuple[float, ...], dimensions: int | None) -> list[float]:
+    """The first ``dimensions`` values, normalised again to unit length (Matryoshka
+    truncation); the vector itself when ``dimensions`` is None."""
+    if dimensions is None or dimensions == len(vector):
+        return list(vector)
+    if dimensions > len(vector):
+        raise InvalidRequest(f"dimensions is {dimensions} but the model's embeddings have {len(vector)}")
+    head = vector[:dimensions]
+    norm = math.sqrt(sum(v * v for v in head)) or 1.0
+    return [v / norm for v in head]
+
+
+def embed_reply(embeddings: Embeddings, dimensions: int | None) -> dict[str, Any]:
+    usage = embeddings.usage
+    return {
+        "model": embeddings.model,
+        "embeddings": [resize(v, dimensions) for v in embeddings.vectors],
+        "total_duration": usage.total_ns,
+        "load_duration": usage.load_ns,
+        "prompt_eval_count": usage.prompt_tokens,
+    }
+
+
+# -- model management -----------------------------------------------------------------------
+
+
+def parse_name(body: Body, field: str = "model", legacy: str | None = "name") -> str:
+    """A required model name in ``field`` (or the ``legacy`` field), checked."""
+    name = body.get(field)
+    if name is None and legacy:
+        name = body.get(legacy)
+    if name is None or name == "":
+        raise InvalidRequest(f"{field} is required")
+    if not isinstance(name, str):
+        raise InvalidRequest(f'field "{field}" must be a string')
+    ModelRef.parse(name)
+    return name
+
+
+def parse_copy(body: Body) -> tuple[str, str]:
+    return parse_name(body, "source", None), parse_name(body, "destination", None)
+
+
+@attrs.frozen(kw_only=True)
+class CreateCall:
+    """``/api/create``: a new model from a local path, an installed model, or blobs."""
+
+    model: str
+    source: str | None = None  # "from": an installed model's name or a local path
+    files: tuple[tuple[str, str], ...] = ()  # (file name, sha256 hex digest)
+    stream: bool = True
+
+
+CREATE_UNSUPPORTED = ("quantize", "adapters", "template", "system", "parameters", "messages", "license",
+                      "renderer", "parser")
+
+
+def parse_create(body: Body) -> CreateCall:
+    model = parse_name(body, "model", "name")
+    refused = [key for key in CREATE_UNSUPPORTED if body.get(key) not in (None, "", [], {})]
+    if refused:
+        raise InvalidRequest(f"create does not support {', '.join(refused)} yet; "
+                             "give 'from' (a local GGUF file, a model folder or an installed model) or 'files'")
+    source = _optional(body, "from", str, None) or None
+    files = _optional(body, "files", dict, {})
+    pairs = tuple((name, blob_digest(digest, f'files["{name}"]')) for name, digest in files.items())
+    if not source and not pairs:
+        raise InvalidRequest("create needs 'from' (a local GGUF file, a model folder or an installed model) "
+                             "or 'files' (uploaded blobs)")
+    if source and pairs:
+        raise InvalidRequest("give either 'from' or 'files', not both")
+    return CreateCall(model=model, source=source, files=pairs, stream=_stream(body))
+
+
+_DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
+
+
+def blob_digest(value: object, what: str = "digest") -> str:
+    """The hex part of ``sha256:<64 hex>`` (or ``sha256-<64 hex>``)."""
+    match = _DIGEST.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidRequest(f"{what} must look like sha256:<64 lowercase hex digits>, got {value!r}")
+    return match.group(1)
+
+
+def progress(step: PullProgress) -> dict[str, Any]:
+    """Ollama's ``ProgressResponse``: status, then digest/total/completed when known."""
+    shape: dict[str, Any] = {"status": step.status}
+    if step.digest:
+        shape["digest"] = step.digest if step.digest.startswith("sha256:") else f"sha256:{step.digest}"
+    if step.total is not None:
+        shape["total"] = step.total
+    if step.completed is not None:
+        shape["completed"] = step.completed
+    return shape
+
+
+FOREVER_S = (2**63 - 1) / 1e9  # Go's longest duration, which Ollama reports for "forever"
+
+
+def running(resident: Resident, now: float) -> dict[str, Any]:
+    """One entry of ``/api/ps``."""
+    model = resident.model
+    size = resident.engine.memory_used() or model.size
+    device_bytes = getattr(resident.engine, "device_memory_used", None)
+    size_vram = device_bytes() if callable(device_bytes) else (size if resident.options.device == "gpu" else 0)
+    expiry = resident.expiry(now)
+    return {
+        "name": model.name,
+        "model": model.name,
+        "size": size,
+        "digest": model.digest,
+        "details": details(model),
+        "expires_at": rfc3339(now + FOREVER_S if expiry is None else min(expiry, now + FOREVER_S)),
+        "size_vram": size_vram,
+        "context_length": resident.options.num_ctx,
+    }
+
+
+def ps(residents: list[Resident], now: float) -> dict[str, Any]:
+    """``/api/ps``: the loaded models, the one staying longest first."""
+    def remaining(resident: Resident) -> float:
+        expiry = resident.expiry(now)
+        return math.inf if expiry is None else expiry
+
+    return {"models": [running(r, now) for r in sorted(residents, key=remaining, reverse=True)]}

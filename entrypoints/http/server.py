@@ -36,14 +36,20 @@ class ProductionApp:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._services: Services | None = None
+        self._app: Any = None
 
     def __call__(self) -> WSGIApp:
         from .app import create_app
 
         self._services = bootstrap(self._settings)
-        return create_app(self._services, self._settings)
+        self._app = create_app(self._services, self._settings)
+        self._app.start_reaper()
+        return self._app
 
     def close(self, arbiter: object = None, worker: object = None) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
         if self._services is not None:
             self._services.close()
             self._services = None

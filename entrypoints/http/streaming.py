@@ -1,4 +1,5 @@
-"""Rendering a generation: NDJSON lines while it runs, or one object at the end.
+"""Rendering a generation: NDJSON lines (or server-sent events) while it runs, or
+one object at the end.
 
 Either way the :class:`GenerationStream` is closed when the answer ends, however it
 ends: when a client disconnects, the WSGI server closes the body iterable, the
@@ -43,11 +44,16 @@ def ndjson(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply)
                 return
         raise RuntimeError("the generation stream ended without a final event")
     except Exception as exc:  # the status is already sent: report it in the stream
-        if not isinstance(exc, ModelportError):
-            log.error("generation failed mid-stream", exc_info=exc)
-        yield line(error(message_of(exc)))
+        yield line(error(log_unexpected(exc, "generation")))
     finally:
         stream.close()
+
+
+def log_unexpected(exc: BaseException, what: str) -> str:
+    """The message to send for an error met mid-stream; a bug is logged in full."""
+    if not isinstance(exc, ModelportError):
+        log.error("%s failed mid-stream", what, exc_info=exc)
+    return message_of(exc)
 
 
 def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) -> dict[str, Any]:
@@ -61,3 +67,20 @@ def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) 
 
 def line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+# -- server-sent events (the OpenAI routes and /v1/generate_stream) -----------------------
+
+SSE = "text/event-stream"
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def event(obj: dict[str, Any]) -> bytes:
+    """One SSE event carrying ``obj`` as JSON."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def sse_headers(resp: Any) -> None:
+    resp.content_type = SSE
+    resp.set_header("Cache-Control", "no-cache")
+    resp.set_header("X-Accel-Buffering", "no")  # proxies: do not hold events back

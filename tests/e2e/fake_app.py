@@ -5,17 +5,20 @@
 
 ``fake`` answers "The capital of France is Paris." one character per token;
 ``slow`` answers a reply of 10,000 tokens at 100 tokens a second, so a test can
-tell whether a generation was cancelled.
+tell whether a generation was cancelled; ``embedder`` embeds. The source has one
+repository to pull, ``org/tiny``, and the store "imports" any GGUF file (it records
+a fake model for it), so that create works. Settings come from the environment
+(MODELPORT_HOME, MODELPORT_API_KEY ...), bound to 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
-import tempfile
 
 from modelport.adapters.fake import FakeEngine, InMemoryModelStore, InMemorySessionRepository, fake_model
-from modelport.domain import Capability, ModelFormat
+from modelport.domain import Capability, InvalidRequest, ModelFile, ModelFormat, ModelNotFound, PullProgress
 from modelport.entrypoints.bootstrap import bootstrap
 from modelport.entrypoints.config import Settings
 from modelport.entrypoints.http.app import create_app
@@ -32,13 +35,44 @@ class SlowEngine(FakeEngine):
         super().__init__(SLOW_REPLY, token_delay=0.01)
 
 
+TINY = b"GGUF" + bytes(4092)
+
+
+class ImportingStore(InMemoryModelStore):
+    def import_path(self, name, path):
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if not data.startswith(b"GGUF"):
+            raise InvalidRequest(f"cannot import '{path}': not a GGUF file")
+        model = fake_model(name.canonical, size=len(data), digest=hashlib.sha256(data).hexdigest())
+        self.add(model)
+        return model
+
+
+class TinySource:
+    """One repository, ``org/tiny``: a 4 KiB file sent in four progress steps."""
+
+    def fetch(self, ref, folder, progress):
+        if ref.repo_id != "org/tiny":
+            raise ModelNotFound(str(ref), "the fake source only has org/tiny")
+        digest = hashlib.sha256(TINY).hexdigest()
+        for done in range(0, len(TINY) + 1, 1024):
+            progress(PullProgress(status=f"pulling {digest[:12]}", file="model.gguf", digest=digest,
+                                  total=len(TINY), completed=done))
+        with open(os.path.join(folder, "model.gguf"), "wb") as out:
+            out.write(TINY)
+        return [ModelFile(path="model.gguf", size=len(TINY), sha256=digest)]
+
+    def search(self, query, **filters):
+        return []
+
+
 def settings(port: int = 11434) -> Settings:
-    home = os.environ.get("MODELPORT_HOME") or tempfile.gettempdir()
-    return Settings(home=home, host="127.0.0.1", port=port)
+    return Settings.load({"host": "127.0.0.1", "port": port}, dotenv=None)
 
 
 def store() -> InMemoryModelStore:
-    return InMemoryModelStore([
+    return ImportingStore([
         fake_model("fake:latest", aliases=("fake",)),
         fake_model("embedder:latest", format=ModelFormat.SAFETENSORS,
                    capabilities={Capability.EMBEDDING}, embedding_length=16),
@@ -58,8 +92,11 @@ def engines() -> list[EngineSpec]:
 
 def get_app():
     config = settings()
-    services = bootstrap(config, store=store(), engines=engines(), sessions=InMemorySessionRepository())
-    return create_app(services, config)
+    services = bootstrap(config, store=store(), engines=engines(), source=TinySource(),
+                         sessions=InMemorySessionRepository())
+    app = create_app(services, config)
+    app.start_reaper()
+    return app
 
 
 if __name__ == "__main__":

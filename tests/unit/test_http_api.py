@@ -21,20 +21,21 @@ REPLY = "The capital of France is Paris."
 GREEDY = {"temperature": 0}
 NOW = 1_700_000_000.0
 NOW_TEXT = "2023-11-14T22:13:20.000000Z"
+LOCAL = {"Host": "localhost:11434"}  # the server is bound to loopback: only local names are served
 METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
            "eval_count", "eval_duration")
 
 
 @pytest.fixture
 def client(services, settings) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(services, settings, clock=lambda: NOW))
+    return falcon.testing.TestClient(create_app(services, settings, clock=lambda: NOW), headers=LOCAL)
 
 
 def client_over(settings, fake_store, engine: type[FakeEngine] | Any, **spec: Any) -> falcon.testing.TestClient:
     """A client over services whose one engine is ``engine``."""
     specs = [EngineSpec(name="fake", formats=set(ModelFormat), factory=engine, **spec)]
     services = bootstrap(settings, store=fake_store, engines=specs, sessions=InMemorySessionRepository())
-    return falcon.testing.TestClient(create_app(services, settings))
+    return falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
 
 
 def lines(result: falcon.testing.Result) -> list[dict[str, Any]]:
@@ -85,7 +86,11 @@ def test_version_is_the_package_version(client) -> None:
 
 
 def test_health_lists_engines_and_loaded_models(client) -> None:
-    assert client.simulate_get("/health").json == {"status": "ok", "engines": {"fake": True}, "loaded": []}
+    health = client.simulate_get("/health").json
+    assert (health["status"], health["engines"], health["loaded"]) == ("ok", {"fake": True}, [])
+    assert health["devices"]["requested"] == "auto" and health["devices"]["cpu_count"] >= 1
+    assert isinstance(health["devices"]["gpus"], list)
+    assert health["queue"] == {"active": 0, "waiting": 0, "max_waiting": 512}
     generate(client, prompt="hi", stream=False)
     assert client.simulate_get("/health").json["loaded"] == ["fake:latest"]
 
@@ -336,7 +341,7 @@ def test_a_body_that_is_not_an_object_is_400(client, body: str) -> None:
 
 
 def test_a_body_over_the_limit_is_413(services, settings) -> None:
-    client = falcon.testing.TestClient(create_app(services, settings, max_body=64))
+    client = falcon.testing.TestClient(create_app(services, settings, max_body=64), headers=LOCAL)
     result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "x" * 64})
     assert result.status_code == 413 and "larger than 64 bytes" in result.json["error"]
 
@@ -392,6 +397,16 @@ def test_chat_refuses_images_and_tools(client) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     result = chat(client, tools=tools)
     assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
+    called = [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": called})
+    assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
+
+
+def test_chat_accepts_tool_results_in_the_history(client, engine_box) -> None:
+    messages = [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "sunny", "tool_name": "w"}]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
+    assert result.status_code == 200
+    assert engine_box.last.prompts[-1] == "<|user|>Weather?\n<|tool|>sunny\n<|assistant|>"
 
 
 # -- routing -----------------------------------------------------------------------------
@@ -456,7 +471,7 @@ def test_an_error_before_anything_was_sent_keeps_its_status(settings, fake_store
 def test_a_failed_generation_releases_the_model(settings, fake_store) -> None:
     specs = [EngineSpec(name="fake", formats=set(ModelFormat), factory=BreaksAfterOneToken)]
     services = bootstrap(settings, store=fake_store, engines=specs, sessions=InMemorySessionRepository())
-    client = falcon.testing.TestClient(create_app(services, settings))
+    client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
     generate(client, prompt="hi")
     assert services.loaded()[0].in_use == 0
 
@@ -486,12 +501,12 @@ def test_closing_the_response_cancels_the_generation(services, settings) -> None
     """What gunicorn does when the client goes away: close the body iterable."""
     app = create_app(services, settings)
     environ = falcon.testing.create_environ(
-        method="POST", path="/api/generate", body=json.dumps({"model": "fake", "prompt": "hi"}))
+        method="POST", path="/api/generate", host="localhost", body=json.dumps({"model": "fake", "prompt": "hi"}))
     body = app(environ, lambda status, headers, exc_info=None: None)
     first = next(iter(body))
     assert json.loads(first)["done"] is False
     assert services.loaded()[0].in_use == 1
     body.close()
     assert services.loaded()[0].in_use == 0
-    client = falcon.testing.TestClient(app)
+    client = falcon.testing.TestClient(app, headers=LOCAL)
     assert generate(client, prompt="hi", stream=False).json["response"] == REPLY

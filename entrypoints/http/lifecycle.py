@@ -1,0 +1,53 @@
+"""The background side of the server: unloading models whose keep_alive ran out.
+
+Expiry is lazy (every request that acquires a model first unloads the expired ones,
+and ``/api/ps`` does too) *and* eager: a :class:`Reaper` thread, started by the
+production application, calls :meth:`ResidentModels.expire` every few seconds so an
+idle server gives its memory back without waiting for the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from modelport.ports import ResidentModels
+
+log = logging.getLogger("modelport.http")
+REAP_INTERVAL_S = 5.0
+
+
+class Reaper:
+    """A daemon thread that expires idle models every ``interval`` seconds until
+    :meth:`stop`."""
+
+    def __init__(self, resident: ResidentModels, interval: float = REAP_INTERVAL_S) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self._resident = resident
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelport-reaper", daemon=True)
+
+    def start(self) -> "Reaper":
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                gone = self._resident.expire()
+            except Exception:  # never let the thread die: log and try again later
+                log.exception("unloading expired models failed")
+                continue
+            if gone:
+                log.info("unloaded idle models: %s", ", ".join(gone))

@@ -1,0 +1,227 @@
+"""Ollama's model management routes: pull, push, create, blobs, copy, delete, ps."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import falcon
+
+from modelport.domain import ModelRef, PullProgress
+from modelport.ports import ProgressCallback, Services
+
+from . import schemas
+from .blobs import CHUNK_BYTES, BlobStore
+from .resources import MAX_BODY_BYTES, read_json
+from .schemas import Clock, error, progress
+from .streaming import NDJSON, line, log_unexpected
+
+PUSH_REFUSAL = ("push is not supported: modelport does not publish models to a registry; "
+                "copy the model's files (see /api/show) or push them with the Hugging Face tools")
+
+
+NO_SOURCE = ("this server has no model source to pull from; install 'modelport[hub]', "
+             "or import local files with /api/create")
+
+
+class Ps:
+    """``/api/ps``: the models loaded in this worker process."""
+
+    def __init__(self, services: Services, clock: Clock) -> None:
+        self._services = services
+        self._clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._services.resident.expire()
+        resp.media = schemas.ps(self._services.loaded(), self._clock())
+
+
+class Copy:
+    def __init__(self, services: Services, max_body: int = MAX_BODY_BYTES) -> None:
+        self._services = services
+        self._max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        source, destination = schemas.parse_copy(read_json(req, self._max_body))
+        self._services.copy(source, destination)
+        resp.status = falcon.HTTP_200
+
+
+class Delete:
+    def __init__(self, services: Services, max_body: int = MAX_BODY_BYTES) -> None:
+        self._services = services
+        self._max_body = max_body
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._services.remove(schemas.parse_name(read_json(req, self._max_body)))
+        resp.status = falcon.HTTP_200
+
+
+class Push:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPNotImplemented(description=PUSH_REFUSAL)
+
+
+class Pull:
+    """``/api/pull``: progress lines while the model downloads, then ``success``.
+
+    The download runs in a thread of its own; when the client goes away, the next
+    progress report from the source stops it (and the store discards what it had).
+    """
+
+    def __init__(self, services: Services, max_body: int = MAX_BODY_BYTES) -> None:
+        self._services = services
+        self._max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, self._max_body)
+        name = schemas.parse_name(body)
+        stream = schemas.parse_stream(body)
+        if self._services.source is None:
+            raise falcon.HTTPNotImplemented(description=NO_SOURCE)
+        run = Background(lambda report: self._services.pull(name, report))
+        if not stream:
+            try:
+                for _ in run:
+                    pass
+            finally:
+                run.cancel()
+            resp.media = {"status": "success"}
+            return
+        steps = run.started()
+        resp.content_type = NDJSON
+        resp.stream = _progress_lines(steps, run)
+
+
+def _progress_lines(steps: Iterator[PullProgress], run: "Background") -> Iterator[bytes]:
+    try:
+        for step in steps:
+            yield line(progress(step))
+    except Exception as exc:  # the status is already sent: report it in the stream
+        yield line(error(log_unexpected(exc, "pull")))
+    finally:
+        run.cancel()
+
+
+class Cancelled(Exception):
+    """Raised inside a background task whose client went away."""
+
+
+class Background:
+    """Runs ``work(report)`` in a daemon thread and hands out what it reports, in
+    order; iterating re-raises the error the work ended with. :meth:`cancel` makes
+    the work's next report raise :class:`Cancelled`."""
+
+    _END = object()
+
+    def __init__(self, work: Callable[[ProgressCallback], Any]) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._cancelled = threading.Event()
+        threading.Thread(target=self._run, args=(work,), daemon=True, name="modelport-pull").start()
+
+    def _run(self, work: Callable[[ProgressCallback], Any]) -> None:
+        try:
+            work(self._report)
+        except BaseException as exc:  # handed to the request thread
+            self._queue.put(_Failure(exc))
+        else:
+            self._queue.put(self._END)
+
+    def _report(self, step: PullProgress) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled("the client went away")
+        self._queue.put(step)
+
+    def __iter__(self) -> Iterator[PullProgress]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def started(self) -> Iterator[PullProgress]:
+        """The steps, with the first already taken: what fails at once fails with a
+        real HTTP status."""
+        steps = iter(self)
+        try:
+            first = next(steps)
+        except StopIteration:
+            return iter(())
+        return _prepend(first, steps)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _prepend(first: PullProgress, rest: Iterator[PullProgress]) -> Iterator[PullProgress]:
+    yield first
+    yield from rest
+
+
+class Create:
+    """``/api/create``: a model from a local file or folder, from an installed model
+    (a copy), or from uploaded blobs (``files``)."""
+
+    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES) -> None:
+        self._services = services
+        self._blobs = blobs
+        self._max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        call = schemas.parse_create(read_json(req, self._max_body))
+        steps = self._create(call) + [{"status": "success"}]
+        if call.stream:
+            resp.content_type = NDJSON
+            resp.text = b"".join(line(step) for step in steps).decode()
+        else:
+            resp.media = steps[-1]
+
+    def _create(self, call: schemas.CreateCall) -> list[dict[str, Any]]:
+        if call.files:
+            with self._blobs.assembled(call.files) as folder:
+                self._services.import_model(call.model, str(_importable(folder, call.files)))
+            steps = [{"status": f"using existing layer sha256:{digest}"} for _, digest in call.files]
+            return steps + [{"status": "writing manifest"}]
+        assert call.source is not None
+        if ModelRef.parse(call.source).is_path:
+            self._services.import_model(call.model, call.source)
+            return [{"status": f"importing {call.source}"}, {"status": "writing manifest"}]
+        self._services.copy(call.source, call.model)
+        return [{"status": f"using existing model {call.source}"}, {"status": "writing manifest"}]
+
+
+def _importable(folder: Path, files: tuple[tuple[str, str], ...]) -> Path:
+    """The one GGUF file when that is all there is, else the folder."""
+    if len(files) == 1 and not files[0][0].endswith(".json"):
+        return folder / files[0][0]
+    return folder
+
+
+class Blob:
+    """``/api/blobs/{digest}``: HEAD says whether it is here; POST uploads it."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
+        if not self._blobs.exists(schemas.blob_digest(digest)):
+            raise falcon.HTTPNotFound(description=f"blob {digest} not found")
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
+        hex_digest = schemas.blob_digest(digest)
+        if self._blobs.exists(hex_digest):
+            while req.bounded_stream.read(CHUNK_BYTES):
+                pass  # leave the connection clean for the next request
+            resp.status = falcon.HTTP_200
+            return
+        self._blobs.save(hex_digest, req.bounded_stream)
+        resp.status = falcon.HTTP_201

@@ -1,0 +1,129 @@
+"""The OpenAI-compatible routes driven by the official ``openai`` client, against
+gunicorn on 127.0.0.1 serving the fake app (see fake_app.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import openai
+import pytest
+from processes import free_port, serving
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+REPLY = "The capital of France is Paris."
+USER = [{"role": "user", "content": "Capital of France?"}]
+TIMEOUT_S = 30
+
+
+def start(tmp_path_factory, name: str, **env_extra: str):
+    port = free_port()
+    paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+           "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")), **env_extra}
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
+               "--threads", "4", "fake_app:get_app()"]
+    return serving(command, port, env, log, probe="/health")
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> Iterator[str]:
+    with start(tmp_path_factory, "plain") as address:
+        yield address
+
+
+@pytest.fixture
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="anything", timeout=TIMEOUT_S, max_retries=0)
+
+
+def test_chat_completion(client) -> None:
+    answer = client.chat.completions.create(model="fake", messages=USER, temperature=0)
+    assert answer.choices[0].message.content == REPLY
+    assert (answer.choices[0].message.role, answer.choices[0].finish_reason) == ("assistant", "stop")
+    assert answer.usage.completion_tokens == len(REPLY) and answer.object == "chat.completion"
+
+
+def test_chat_completion_stream_with_usage(client) -> None:
+    chunks = list(client.chat.completions.create(model="fake", messages=USER, temperature=0, stream=True,
+                                                 max_completion_tokens=9,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == REPLY[:9]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 9
+
+
+def test_stop_strings(client) -> None:
+    answer = client.chat.completions.create(model="fake", messages=USER, temperature=0, stop=["France"])
+    assert answer.choices[0].message.content == "The capital of "
+
+
+def test_completion_whole_and_streamed(client) -> None:
+    whole = client.completions.create(model="fake", prompt="Capital?", temperature=0, max_tokens=7)
+    assert (whole.choices[0].text, whole.choices[0].finish_reason) == ("The cap", "length")
+    parts = list(client.completions.create(model="fake", prompt="Capital?", temperature=0, stream=True))
+    assert "".join(p.choices[0].text for p in parts) == REPLY
+
+
+def test_embeddings_in_base64_by_default_and_as_floats(client) -> None:
+    packed = client.embeddings.create(model="embedder", input=["a", "b"])  # the client asks for base64
+    plain = client.embeddings.create(model="embedder", input=["a", "b"], encoding_format="float")
+    assert [len(d.embedding) for d in packed.data] == [16, 16]
+    for mine, theirs in zip(packed.data, plain.data):
+        assert mine.embedding == pytest.approx(theirs.embedding, abs=1e-6)
+    assert packed.usage.prompt_tokens == 2
+
+
+def test_models_list_and_retrieve(client) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert {"fake:latest", "embedder:latest", "slow:latest"} <= ids
+    assert client.models.retrieve("fake:latest").owned_by == "library"
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.models.retrieve("nope")
+    assert raised.value.body["code"] == "model_not_found"
+
+
+def test_errors_are_openai_errors(client) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=USER)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="fake", messages=USER, response_format={"type": "json_object"})
+    assert "json_object" in raised.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="fake", input="a")
+
+
+def test_a_bad_request_is_not_retried(url: str) -> None:
+    response = httpx.post(f"{url}/v1/chat/completions", json={"model": "fake", "messages": []}, timeout=TIMEOUT_S)
+    assert response.status_code == 400 and response.headers["x-should-retry"] == "false"
+
+
+def test_a_stream_the_client_abandons_stops(client) -> None:
+    stream = client.chat.completions.create(model="slow", messages=USER, temperature=0, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()
+    answer = client.chat.completions.create(model="slow", messages=USER, temperature=0, max_tokens=3)
+    assert answer.choices[0].message.content == "tic"
+
+
+@pytest.fixture(scope="module")
+def keyed_url(tmp_path_factory) -> Iterator[str]:
+    with start(tmp_path_factory, "keyed", MODELPORT_API_KEY="s3cret") as address:
+        yield address
+
+
+def test_the_api_key_is_checked(keyed_url: str) -> None:
+    wrong = openai.OpenAI(base_url=f"{keyed_url}/v1", api_key="wrong", timeout=TIMEOUT_S, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    right = openai.OpenAI(base_url=f"{keyed_url}/v1", api_key="s3cret", timeout=TIMEOUT_S, max_retries=0)
+    answer = right.chat.completions.create(model="fake", messages=USER, temperature=0)
+    assert answer.choices[0].message.content == REPLY

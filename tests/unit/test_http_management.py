@@ -1,0 +1,351 @@
+"""Ollama's management routes: pull (from a fake source), push, create, blobs, copy,
+delete, and the embedding routes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+from typing import Any
+
+import falcon.testing
+import pytest
+
+from modelport.adapters.fake import InMemorySessionRepository
+from modelport.adapters.filesystem import FilesystemModelStore
+from modelport.domain import DownloadError, ModelFile, ModelFormat, ModelNotFound, PullProgress
+from modelport.entrypoints.bootstrap import bootstrap
+from modelport.entrypoints.http.app import create_app
+from modelport.ports import EngineSpec
+
+LOCAL = {"Host": "localhost"}
+WAIT_S = 10
+
+
+class FakeSource:
+    """A model source in memory: ``files`` per repository, sent in 3 progress steps each.
+    ``fail_after`` raises a DownloadError after that many bytes; ``endless`` repositories
+    report progress until the reporting raises (the client went away)."""
+
+    def __init__(self, repos: dict[str, dict[str, bytes]], endless: tuple[str, ...] = (),
+                 fail_after: int | None = None) -> None:
+        self.repos = repos
+        self.endless = endless
+        self.fail_after = fail_after
+        self.stopped = threading.Event()
+        self.stopped_by: BaseException | None = None
+
+    def fetch(self, ref, folder: str, progress) -> list[ModelFile]:
+        if ref.repo_id in self.endless:
+            return self._forever(progress)
+        if ref.repo_id not in self.repos:
+            raise ModelNotFound(str(ref), "no such repository on the fake source")
+        files = []
+        for name, data in self.repos[ref.repo_id].items():
+            digest = hashlib.sha256(data).hexdigest()
+            for done in (0, len(data) // 2, len(data)):
+                if self.fail_after is not None and done > self.fail_after:
+                    raise DownloadError(f"connection lost while fetching {name}")
+                progress(PullProgress(status=f"pulling {digest[:12]}", file=name, digest=digest,
+                                      total=len(data), completed=done))
+            with open(os.path.join(folder, name), "wb") as out:
+                out.write(data)
+            files.append(ModelFile(path=name, size=len(data), sha256=digest))
+        return files
+
+    def _forever(self, progress) -> list[ModelFile]:
+        try:
+            while True:
+                progress(PullProgress(status="pulling 000000000000", total=10, completed=1))
+                threading.Event().wait(0.001)
+        except BaseException as exc:
+            self.stopped_by = exc
+            self.stopped.set()
+            raise
+
+    def search(self, query: str, **filters: Any) -> list:
+        return []
+
+
+WEIGHTS = b"w" * 1000
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource({"org/tiny": {"model.gguf": WEIGHTS}}, endless=("org/endless",))
+
+
+@pytest.fixture
+def client(settings, fake_store, engine_box, source) -> falcon.testing.TestClient:
+    spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
+    services = bootstrap(settings, store=fake_store, engines=[spec], source=source,
+                         sessions=InMemorySessionRepository())
+    return falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
+
+
+def lines(result: falcon.testing.Result) -> list[dict[str, Any]]:
+    assert result.headers["content-type"] == "application/x-ndjson"
+    return [json.loads(line) for line in result.text.splitlines()]
+
+
+def tags(client) -> list[str]:
+    return sorted(m["name"] for m in client.simulate_get("/api/tags").json["models"])
+
+
+# -- pull --------------------------------------------------------------------------------------
+
+
+def test_pull_streams_progress_then_success(client) -> None:
+    steps = lines(client.simulate_post("/api/pull", json={"model": "org/tiny"}))
+    digest = hashlib.sha256(WEIGHTS).hexdigest()
+    assert steps[0] == {"status": "pulling manifest"}
+    assert steps[1:4] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
+                           "completed": done} for done in (0, 500, 1000)]
+    assert steps[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
+    assert any(name.startswith("org/tiny") for name in tags(client))
+
+
+def test_pull_without_streaming_answers_success_once(client) -> None:
+    result = client.simulate_post("/api/pull", json={"model": "org/tiny", "stream": False})
+    assert (result.status_code, result.json) == (200, {"status": "success"})
+    assert any(name.startswith("org/tiny") for name in tags(client))
+
+
+def test_pulling_what_the_source_lacks(client) -> None:
+    result = client.simulate_post("/api/pull", json={"model": "org/none", "stream": False})
+    assert result.status_code == 404 and "org/none" in result.json["error"]
+    steps = lines(client.simulate_post("/api/pull", json={"model": "org/none"}))
+    assert steps[0] == {"status": "pulling manifest"} and "org/none" in steps[-1]["error"]
+
+
+def test_a_download_that_fails_midway_ends_with_an_error_and_installs_nothing(settings, fake_store) -> None:
+    source = FakeSource({"org/tiny": {"model.gguf": WEIGHTS}}, fail_after=600)
+    services = bootstrap(settings, store=fake_store, engines=[], source=source,
+                         sessions=InMemorySessionRepository())
+    client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
+    steps = lines(client.simulate_post("/api/pull", json={"model": "org/tiny"}))
+    assert steps[-1] == {"error": "connection lost while fetching model.gguf"}
+    assert not any(name.startswith("org/tiny") for name in tags(client))
+    result = client.simulate_post("/api/pull", json={"model": "org/tiny", "stream": False})
+    assert result.status_code == 502
+
+
+def test_a_client_that_leaves_stops_the_download(settings, fake_store, source) -> None:
+    services = bootstrap(settings, store=fake_store, engines=[], source=source,
+                         sessions=InMemorySessionRepository())
+    app = create_app(services, settings)
+    environ = falcon.testing.create_environ(method="POST", path="/api/pull", host="localhost",
+                                            body=json.dumps({"model": "org/endless"}))
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    assert json.loads(next(chunks)) == {"status": "pulling manifest"}
+    assert json.loads(next(chunks))["status"] == "pulling 000000000000"
+    body.close()
+    assert source.stopped.wait(WAIT_S)
+    assert "went away" in str(source.stopped_by)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({}, 400, "model is required"), ({"model": "not a name"}, 400, "invalid model name"),
+    ({"model": "./local.gguf"}, 400, "local path"), ({"model": "org/tiny", "stream": "no"}, 400, "stream"),
+])
+def test_bad_pull_requests(client, body, status, words) -> None:
+    result = client.simulate_post("/api/pull", json=body)
+    assert result.status_code == status and words in result.json["error"]
+
+
+def test_pull_without_a_source_is_501(services, settings) -> None:
+    client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
+    result = client.simulate_post("/api/pull", json={"model": "org/tiny"})
+    assert result.status_code == 501 and "modelport[hub]" in result.json["error"]
+
+
+def test_push_is_501_with_a_clear_message(client) -> None:
+    result = client.simulate_post("/api/push", json={"model": "fake"})
+    assert result.status_code == 501 and "push is not supported" in result.json["error"]
+
+
+# -- copy and delete ---------------------------------------------------------------------------
+
+
+def test_copy_then_delete(client) -> None:
+    result = client.simulate_post("/api/copy", json={"source": "fake", "destination": "mine:v1"})
+    assert (result.status_code, result.text) == (200, "")
+    assert client.simulate_post("/api/show", json={"model": "mine:v1"}).status_code == 200
+    result = client.simulate_delete("/api/delete", json={"model": "mine:v1"})
+    assert (result.status_code, result.text) == (200, "")
+    assert "mine:v1" not in tags(client)
+    assert client.simulate_delete("/api/delete", json={"model": "mine:v1"}).status_code == 404
+
+
+def test_delete_unloads_a_loaded_model(client) -> None:
+    client.simulate_post("/api/generate", json={"model": "fake"})
+    assert client.simulate_get("/api/ps").json["models"]
+    assert client.simulate_delete("/api/delete", json={"name": "fake"}).status_code == 200
+    assert client.simulate_get("/api/ps").json == {"models": []}
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"source": "nope", "destination": "x"}, 404), ({"source": "fake"}, 400),
+    ({"source": "fake", "destination": "bad name"}, 400), ({"source": 1, "destination": "x"}, 400),
+])
+def test_bad_copies(client, body, status) -> None:
+    assert client.simulate_post("/api/copy", json=body).status_code == status
+
+
+# -- blobs and create, on a real store ------------------------------------------------------
+
+
+def _string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def tiny_gguf() -> bytes:
+    """The smallest GGUF the store accepts: an architecture and one tensor."""
+    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    out += _string("general.architecture") + struct.pack("<I", 8) + _string("llama")
+    out += _string("output_norm.weight") + struct.pack("<IQIQ", 1, 16, 0, 0)
+    return out + bytes(64)
+
+
+@pytest.fixture
+def disk(tmp_path, settings, engine_box):
+    """(client, blobs folder, store) over a filesystem store without bundled models."""
+    store = FilesystemModelStore(tmp_path / "models", bundled=())
+    spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
+    services = bootstrap(settings, store=store, engines=[spec], sessions=InMemorySessionRepository())
+    client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
+    return client, os.path.join(settings.home, "blobs"), store
+
+
+def upload(client, data: bytes, digest: str | None = None) -> tuple[str, falcon.testing.Result]:
+    digest = digest or f"sha256:{hashlib.sha256(data).hexdigest()}"
+    return digest, client.simulate_post(f"/api/blobs/{digest}", body=data,
+                                        headers={"Content-Type": "application/octet-stream"})
+
+
+def test_a_blob_is_stored_under_its_digest(disk) -> None:
+    client, blobs, _ = disk
+    digest = f"sha256:{hashlib.sha256(b'abc').hexdigest()}"
+    assert client.simulate_head(f"/api/blobs/{digest}").status_code == 404
+    _, result = upload(client, b"abc")
+    assert result.status_code == 201
+    assert client.simulate_head(f"/api/blobs/{digest}").status_code == 200
+    assert os.listdir(blobs) == [digest.replace(":", "-")]
+    assert upload(client, b"abc")[1].status_code == 200  # already there
+
+
+def test_a_blob_with_the_wrong_digest_is_refused_and_not_kept(disk) -> None:
+    client, blobs, _ = disk
+    wrong = "sha256:" + "0" * 64
+    _, result = upload(client, b"abc", wrong)
+    assert result.status_code == 400 and "digest mismatch" in result.json["error"]
+    assert os.listdir(blobs) == []
+    assert client.simulate_head(f"/api/blobs/{wrong}").status_code == 404
+
+
+@pytest.mark.parametrize("digest", ["abc", "sha256:xyz", "md5:" + "0" * 32, "sha256:" + "A" * 64])
+def test_a_malformed_digest_is_400(disk, digest) -> None:
+    client, _, _ = disk
+    assert client.simulate_post(f"/api/blobs/{digest}", body=b"x").status_code == 400
+    assert client.simulate_head(f"/api/blobs/{digest}").status_code == 400
+
+
+def test_create_from_an_uploaded_gguf(disk) -> None:
+    client, blobs, store = disk
+    digest, _ = upload(client, tiny_gguf())
+    result = client.simulate_post("/api/create", json={"model": "tiny:q", "files": {"tiny.gguf": digest}})
+    assert lines(result) == [{"status": f"using existing layer {digest}"}, {"status": "writing manifest"},
+                             {"status": "success"}]
+    shown = client.simulate_post("/api/show", json={"model": "tiny:q"}).json
+    assert shown["details"]["format"] == "gguf" and shown["model_info"]["general.architecture"] == "llama"
+    assert sorted(os.listdir(blobs)) == [digest.replace(":", "-")]  # no leftovers
+    generated = client.simulate_post("/api/generate", json={"model": "tiny:q", "prompt": "hi", "raw": True,
+                                                                     "stream": False})
+    assert generated.status_code == 200
+
+
+def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) -> None:
+    client, _, _ = disk
+    path = tmp_path / "local.gguf"
+    path.write_bytes(tiny_gguf())
+    result = client.simulate_post("/api/create", json={"model": "local", "from": str(path), "stream": False})
+    assert (result.status_code, result.json) == (200, {"status": "success"})
+    result = client.simulate_post("/api/create", json={"model": "again", "from": "local", "stream": False})
+    assert result.status_code == 200
+    assert {"local:latest", "again:latest"} <= set(tags(client))
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"model": "x"}, 400, "needs 'from'"),
+    ({"model": "x", "from": "fake", "quantize": "q4_K_M"}, 400, "quantize"),
+    ({"model": "x", "from": "fake", "system": "Be brief."}, 400, "system"),
+    ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "not found; upload it first"),
+    ({"model": "x", "files": {"m.gguf": "nope"}}, 400, "sha256"),
+    ({"model": "x", "from": "/no/such/file.gguf"}, 400, "cannot import"),
+    ({"model": "x", "from": "absent"}, 404, "not found"),
+    ({"from": "fake"}, 400, "model is required"),
+])
+def test_bad_creates(disk, body, status, words) -> None:
+    client, _, _ = disk
+    result = client.simulate_post("/api/create", json=body)
+    assert result.status_code == status and words in result.json["error"], result.text
+
+
+def test_create_refuses_file_names_that_leave_the_folder(disk) -> None:
+    client, _, _ = disk
+    digest, _ = upload(client, tiny_gguf())
+    for name in ("../evil.gguf", "/abs.gguf", "a/../../b.gguf"):
+        result = client.simulate_post("/api/create", json={"model": "x", "files": {name: digest}})
+        assert result.status_code == 400 and "invalid file name" in result.json["error"]
+
+
+def test_create_refuses_a_taken_name(disk, tmp_path) -> None:
+    client, _, _ = disk
+    path = tmp_path / "local.gguf"
+    path.write_bytes(tiny_gguf())
+    body = {"model": "local", "from": str(path), "stream": False}
+    assert client.simulate_post("/api/create", json=body).status_code == 200
+    result = client.simulate_post("/api/create", json=body)
+    assert result.status_code == 400 and "already exists" in result.json["error"]
+
+
+# -- embeddings --------------------------------------------------------------------------------
+
+
+def test_embed_answers_one_vector_per_input(client) -> None:
+    body = client.simulate_post("/api/embed", json={"model": "embedder", "input": ["a", "b"]}).json
+    assert body["model"] == "embedder" and len(body["embeddings"]) == 2
+    assert all(len(v) == 16 for v in body["embeddings"])
+    assert body["prompt_eval_count"] == 2 and body["total_duration"] > 0 and "load_duration" in body
+    single = client.simulate_post("/api/embed", json={"model": "embedder", "input": "a"}).json
+    assert single["embeddings"] == body["embeddings"][:1]
+
+
+def test_legacy_embeddings_answers_one_vector(client) -> None:
+    body = client.simulate_post("/api/embeddings", json={"model": "embedder", "prompt": "a"}).json
+    embed = client.simulate_post("/api/embed", json={"model": "embedder", "input": "a"}).json
+    assert body == {"embedding": embed["embeddings"][0]}
+
+
+def test_empty_inputs_give_empty_answers(client) -> None:
+    assert client.simulate_post("/api/embed", json={"model": "embedder", "input": []}).json == {
+        "model": "embedder", "embeddings": []}
+    assert client.simulate_post("/api/embeddings", json={"model": "embedder", "prompt": ""}).json == {
+        "embedding": []}
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("/api/embed", {"model": "embedder", "input": 5}, 400, "invalid input type"),
+    ("/api/embed", {"model": "embedder", "input": ["a", 1]}, 400, "invalid input type"),
+    ("/api/embed", {"model": "embedder", "input": "a", "dimensions": 0}, 400, "dimensions"),
+    ("/api/embed", {"model": "fake", "input": "a"}, 400, "does not support embeddings"),
+    ("/api/embed", {"model": "nope", "input": "a"}, 404, "not found"),
+    ("/api/embeddings", {"model": "fake", "prompt": "a"}, 400, "does not support embeddings"),
+    ("/api/embeddings", {"model": "embedder", "prompt": 3}, 400, "prompt"),
+])
+def test_bad_embedding_requests(client, path, body, status, words) -> None:
+    result = client.simulate_post(path, json=body)
+    assert result.status_code == status and words in result.json["error"], result.text

@@ -1,0 +1,255 @@
+"""The OpenAI-compatible routes, through falcon's test client, over fakes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+from typing import Any
+
+import falcon.testing
+import pytest
+
+from modelport.adapters.fake import fake_model
+from modelport.entrypoints.http.app import create_app
+
+REPLY = "The capital of France is Paris."
+NOW = 1_700_000_000.0
+LOCAL = {"Host": "localhost:11434"}
+USER = [{"role": "user", "content": "Capital of France?"}]
+
+
+@pytest.fixture
+def client(services, settings) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(services, settings, clock=lambda: NOW), headers=LOCAL)
+
+
+def chat(client, **body: Any) -> falcon.testing.Result:
+    return client.simulate_post("/v1/chat/completions",
+                                json={"model": "fake", "messages": USER, "temperature": 0, **body})
+
+
+def complete(client, **body: Any) -> falcon.testing.Result:
+    return client.simulate_post("/v1/completions", json={"model": "fake", "prompt": "Capital?",
+                                                         "temperature": 0, **body})
+
+
+def events(result: falcon.testing.Result) -> list[Any]:
+    """The SSE data payloads, parsed; the literal [DONE] stays a string."""
+    assert result.headers["content-type"] == "text/event-stream"
+    assert result.text.endswith("\n\n")
+    frames = result.text.split("\n\n")[:-1]
+    assert all(f.startswith("data: ") and "\n" not in f for f in frames), frames
+    return [f[6:] if f == "data: [DONE]" else json.loads(f[6:]) for f in frames]
+
+
+def assert_openai_error(result: falcon.testing.Result, status: int, words: str, kind: str) -> None:
+    assert result.status_code == status, result.text
+    error = result.json["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert words in error["message"] and error["type"] == kind
+    assert result.headers["x-should-retry"] == "false"
+
+
+# -- chat completions ----------------------------------------------------------------------
+
+
+def test_chat_completion_has_openai_shape(client) -> None:
+    body = chat(client).json
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert body["created"] == int(NOW) and body["model"] == "fake"
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": REPLY},
+                                "logprobs": None, "finish_reason": "stop"}]
+    usage = body["usage"]
+    assert usage["completion_tokens"] == len(REPLY)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_chat_stream_is_sse_ending_with_done(client) -> None:
+    first, *middle, finish, done = events(chat(client, stream=True))
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"]["content"] for c in middle) == REPLY
+    assert all(c["choices"][0]["finish_reason"] is None for c in [first, *middle])
+    assert finish["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert done == "[DONE]"
+    assert len({c["id"] for c in [first, *middle, finish]}) == 1
+    assert all(c["object"] == "chat.completion.chunk" and "usage" not in c for c in [first, *middle, finish])
+
+
+def test_include_usage_adds_a_usage_chunk_without_choices(client) -> None:
+    *chunks, usage, done = events(chat(client, stream=True, stream_options={"include_usage": True},
+                                       max_tokens=4))
+    assert all(c["usage"] is None for c in chunks)
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_both_token_limits_are_read(client, field: str) -> None:
+    body = chat(client, **{field: 5}).json
+    assert body["choices"][0]["message"]["content"] == "The c"
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("stop", ["Paris", ["France", "Paris"]])
+def test_stop_as_a_string_or_a_list(client, stop) -> None:
+    assert chat(client, stop=stop).json["choices"][0]["message"]["content"].startswith("The capital of")
+    assert "Paris" not in chat(client, stop=stop).json["choices"][0]["message"]["content"]
+
+
+def test_text_parts_and_developer_messages_are_understood(client, engine_box) -> None:
+    messages = [{"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Capital "}, {"type": "text", "text": "?"}]}]
+    assert chat(client, messages=messages).status_code == 200
+    assert engine_box.last.prompts[-1] == "<|system|>Be brief.\n<|user|>Capital ?\n<|assistant|>"
+
+
+def test_the_models_own_defaults_are_the_base(client, fake_store, engine_box) -> None:
+    fake_store.add(fake_model("greedy:latest", default_options={"temperature": 0.0, "num_predict": 3}))
+    body = client.simulate_post("/v1/chat/completions", json={"model": "greedy", "messages": USER}).json
+    assert body["choices"][0]["message"]["content"] == "The"
+    assert chat(client, model="greedy", max_tokens=5).json["choices"][0]["message"]["content"] == "The c"
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"messages": []}, "messages"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+    ({"response_format": {"type": "json_object"}}, "json_object"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "json_schema"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"n": 2}, "n must be 1"),
+    ({"temperature": -1}, "temperature"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": [1]}, "stop"),
+    ({"stream": "yes"}, "stream"),
+    ({"logprobs": True}, "logprobs"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:;base64,"}}]}]},
+     "images"),
+    ({"model": 7}, "model"),
+])
+def test_bad_chat_requests_are_400_in_openai_shape(client, body, words) -> None:
+    assert_openai_error(chat(client, **body), 400, words, "invalid_request_error")
+
+
+def test_tools_with_tool_choice_none_are_ignored(client) -> None:
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert chat(client, tools=tools, tool_choice="none").json["choices"][0]["message"]["content"] == REPLY
+
+
+def test_unknown_model_is_404_with_a_code(client) -> None:
+    result = chat(client, model="nope")
+    assert_openai_error(result, 404, "model 'nope' not found", "not_found_error")
+    assert (result.json["error"]["param"], result.json["error"]["code"]) == ("model", "model_not_found")
+
+
+def test_a_context_overflow_is_400_before_the_stream(client) -> None:
+    result = chat(client, stream=True, messages=[{"role": "user", "content": "x" * 5000}])
+    assert_openai_error(result, 400, "context window", "invalid_request_error")
+
+
+# -- completions -------------------------------------------------------------------------------
+
+
+def test_completion_sends_the_prompt_raw(client, engine_box) -> None:
+    body = complete(client).json
+    assert engine_box.last.prompts[-1] == "Capital?"
+    assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+    assert body["choices"] == [{"index": 0, "text": REPLY, "logprobs": None, "finish_reason": "stop"}]
+    assert body["usage"]["prompt_tokens"] == len("Capital?")
+
+
+def test_completion_of_several_prompts_gives_one_choice_each(client) -> None:
+    body = complete(client, prompt=["a", "bb"], max_tokens=3).json
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "The"), (1, "The")]
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
+
+
+def test_completion_stream(client) -> None:
+    *chunks, usage, done = events(complete(client, stream=True, max_tokens=4,
+                                           stream_options={"include_usage": True}))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "The "
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert (usage["choices"], usage["usage"]["completion_tokens"], done) == ([], 4, "[DONE]")
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"prompt": [1, 2, 3]}, "token arrays"), ({"prompt": None}, "prompt"), ({"suffix": "x"}, "insert"),
+    ({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 2}, "logprobs"),
+    ({"prompt": ["a", "b"], "stream": True}, "single prompt"),
+])
+def test_bad_completion_requests_are_400(client, body, words) -> None:
+    assert_openai_error(complete(client, **body), 400, words, "invalid_request_error")
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+
+
+def floats(text: str) -> list[float]:
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+def test_embeddings_as_floats_and_as_base64_agree(client) -> None:
+    plain = client.simulate_post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"]}).json
+    packed = client.simulate_post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"],
+                                                         "encoding_format": "base64"}).json
+    assert plain["object"] == "list" and plain["model"] == "embedder"
+    assert [d["index"] for d in plain["data"]] == [0, 1]
+    assert all(d["object"] == "embedding" and len(d["embedding"]) == 16 for d in plain["data"])
+    for mine, theirs in zip(plain["data"], packed["data"]):
+        assert floats(theirs["embedding"]) == pytest.approx(mine["embedding"], abs=1e-6)
+    assert plain["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+
+
+def test_embeddings_with_dimensions_are_cut_and_normalised(client) -> None:
+    data = client.simulate_post("/v1/embeddings", json={"model": "embedder", "input": "a", "dimensions": 4}).json
+    vector = data["data"][0]["embedding"]
+    assert len(vector) == 4 and math.isclose(sum(v * v for v in vector), 1.0)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"input": []}, 400, "invalid input"),
+    ({"input": [[1, 2]]}, 400, "token arrays"),
+    ({"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
+    ({"input": "a", "dimensions": 99}, 400, "dimensions"),
+    ({"model": "fake", "input": "a"}, 400, "does not support embeddings"),
+    ({"model": "nope", "input": "a"}, 404, "not found"),
+])
+def test_bad_embedding_requests(client, body, status, words) -> None:
+    result = client.simulate_post("/v1/embeddings", json={"model": "embedder", **body})
+    assert result.status_code == status and words in result.json["error"]["message"], result.text
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def test_models_list_and_retrieve(client, fake_store) -> None:
+    fake_store.add(fake_model("someorg/thing:q4", modified_at=1_600_000_000.5))
+    listed = client.simulate_get("/v1/models").json
+    assert listed["object"] == "list"
+    entries = {m["id"]: m for m in listed["data"]}
+    assert entries["someorg/thing:q4"] == {"id": "someorg/thing:q4", "object": "model",
+                                            "created": 1_600_000_000, "owned_by": "someorg"}
+    assert entries["fake:latest"]["owned_by"] == "library"
+    assert client.simulate_get("/v1/models/someorg/thing:q4").json == entries["someorg/thing:q4"]
+    assert client.simulate_get("/v1/models/fake").json["id"] == "fake:latest"
+
+
+def test_an_empty_model_list_is_a_list(services, settings, fake_store) -> None:
+    fake_store.models.clear()
+    client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
+    assert client.simulate_get("/v1/models").json == {"object": "list", "data": []}
+
+
+def test_retrieving_an_unknown_model_is_404(client) -> None:
+    assert_openai_error(client.simulate_get("/v1/models/nope"), 404, "not found", "not_found_error")
+
+
+def test_routing_errors_under_v1_have_the_openai_shape(client) -> None:
+    assert_openai_error(client.simulate_get("/v1/nothing"), 404, "not found", "not_found_error")
+    assert_openai_error(client.simulate_get("/v1/chat/completions"), 405, "not allowed", "invalid_request_error")
+    assert_openai_error(client.simulate_post("/v1/chat/completions", body="{"), 400, "invalid JSON",
+                        "invalid_request_error")
