@@ -17,6 +17,7 @@ from modelport.domain import (
     CapabilityMissing,
     ChatSession,
     Completion,
+    DiskUsage,
     EmbeddingRequest,
     Embeddings,
     GenerationRequest,
@@ -147,6 +148,9 @@ class Services:
 
     def verify(self, name: str | ModelRef) -> VerifyReport:
         return self.store.verify(_ref(name))
+
+    def disk_usage(self) -> DiskUsage:
+        return self.store.disk_usage()
 
     def import_model(self, name: str | ModelRef, path: str) -> ModelInfo:
         return self.store.import_path(_ref(name), path)
