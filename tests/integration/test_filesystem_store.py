@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import multiprocessing
 import os
-import struct
 import threading
 import time
 
@@ -16,6 +14,7 @@ import pytest
 
 from modelport.adapters.filesystem import BundledModel, FileSessionRepository, FilesystemModelStore
 from modelport.adapters.filesystem.files import exclusive_lock, unlink_lock
+from support.modelfiles import gguf_bytes, safetensors_bytes
 from modelport.domain import (
     Capability,
     ChatMessage,
@@ -35,44 +34,11 @@ ref = ModelRef.parse
 # -- hand-made model files ------------------------------------------------------------------
 
 
-def _string(text: str) -> bytes:
-    return struct.pack("<Q", len(text.encode())) + text.encode()
-
-
-def gguf_bytes(
-    architecture: str = "llama", chat_template: str | None = "{{ messages }}", file_type: int = 2
-) -> bytes:
-    """A small GGUF file: a few metadata strings and uint32s, two tensors, 64 data bytes."""
-    strings = {"general.architecture": architecture}
-    if chat_template:
-        strings["tokenizer.chat_template"] = chat_template
-    numbers = {"general.file_type": file_type, f"{architecture}.context_length": 256,
-               f"{architecture}.embedding_length": 16}
-    out = b"GGUF" + struct.pack("<IQQ", 3, 2, len(strings) + len(numbers))
-    out += b"".join(_string(k) + struct.pack("<I", 8) + _string(v) for k, v in strings.items())
-    out += b"".join(_string(k) + struct.pack("<II", 4, v) for k, v in numbers.items())
-    out += _string("token_embd.weight") + struct.pack("<IQQIQ", 2, 16, 10, 2, 0)
-    out += _string("output_norm.weight") + struct.pack("<IQIQ", 1, 16, 0, 32)
-    return out + bytes(64)
-
-
 def write_gguf(path, **kwargs) -> str:
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(gguf_bytes(**kwargs))
     return str(path)
-
-
-def safetensors_bytes(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
-    itemsize = {"F32": 4, "F16": 2, "BF16": 2, "U32": 4, "I64": 8}
-    header, offset = {}, 0
-    for name, (dtype, shape) in tensors.items():
-        length = math.prod(shape) * itemsize[dtype]
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + length]}
-        offset += length
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    return struct.pack("<Q", len(blob)) + blob + bytes(offset)
 
 
 def write_hf_folder(folder, config: dict | None = None, tensors=None, files: dict | None = None) -> str:
