@@ -93,8 +93,9 @@ def quantization_of(path: str) -> str | None:
 
 
 def select_files(ref: ModelRef, files: Iterable[RemoteFile]) -> Selection:
-    """What a pull of ``ref`` fetches from a repository holding ``files``."""
-    files = [f for f in files if not _hidden(f.path)]
+    """What a pull of ``ref`` fetches from a repository holding ``files`` (names that
+    would leave the model's folder, and hidden files, are never fetched)."""
+    files = [f for f in files if _safe(f.path) and not _hidden(f.path)]
     tag = None if ref.tag in (None, DEFAULT_TAG) else ref.tag
     weights = [f for f in files if _is_gguf_weights(f.path)]
     has_config = any(f.path == "config.json" for f in files)
@@ -198,6 +199,13 @@ def folder_files(files: Iterable[RemoteFile]) -> list[RemoteFile]:
 
 def _is_gguf_weights(path: str) -> bool:
     return path.lower().endswith(".gguf") and "mmproj" not in posixpath.basename(path).lower()
+
+
+def _safe(path: str) -> bool:
+    """A relative path that stays inside the model's folder (a mirror could list others)."""
+    parts = path.split("/")
+    return bool(path) and "\\" not in path and ":" not in parts[0] and all(
+        part not in ("", ".", "..") for part in parts)
 
 
 def _hidden(path: str) -> bool:

@@ -55,7 +55,7 @@ class RetryPolicy:
     failure and twice as long after each next one, at most ``max_delay``. A download
     that made progress before failing starts counting again."""
 
-    attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     first_delay: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_delay: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
 
@@ -93,8 +93,8 @@ class HubModelSource:
         token = self._token(hub)
         context = _Context(ref=ref, endpoint=self._checked_endpoint(), has_token=bool(token))
         api = hub.HfApi(endpoint=context.endpoint, token=token or False, library_name="modelport")
-        info = self._call(context, lambda: api.model_info(ref.repo_id, revision=ref.revision,
-                                                          files_metadata=True))
+        info = self._call(context, lambda: api.model_info(
+            ref.repo_id, revision=ref.revision, files_metadata=True, timeout=self.timeout))
         selection = select_files(ref, _remote_files(info))
         if selection.note:
             progress(PullProgress(status=selection.note))
@@ -284,12 +284,11 @@ class _Hub:
 
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        import httpx2
         import huggingface_hub
         from huggingface_hub import errors
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-        self.httpx = httpx2
+        self.httpx = _http_library()
         self.errors = errors
         self.HfApi = huggingface_hub.HfApi
         self.hf_hub_url = huggingface_hub.hf_hub_url
@@ -305,6 +304,18 @@ class _Hub:
     def same_origin(self, url: str, other: str) -> bool:
         a, b = self.httpx.URL(url), self.httpx.URL(other)
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _http_library() -> Any:
+    """huggingface_hub's HTTP library: httpx2 from version 2 on, httpx in 1.x."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
 
 
 _HUB: _Hub | None = None

@@ -76,6 +76,7 @@ class Logged:
     path: str
     range: str | None
     authorized: bool
+    query: str = ""
     status: int = 0
     sent: int = 0
 
@@ -209,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(parsed.path)
         self.entry = Logged(server=self.server.role, method=self.command, path=path,  # type: ignore[attr-defined]
                             range=self.headers.get("Range"),
-                            authorized=self.headers.get("Authorization") is not None)
+                            authorized=self.headers.get("Authorization") is not None,
+                            query=parsed.query)
         self.hub._record(self.entry)
         self.send_body = body
         query = urllib.parse.parse_qs(parsed.query)
