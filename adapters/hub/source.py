@@ -284,11 +284,12 @@ class _Hub:
 
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        import httpx2  # huggingface_hub's HTTP library from version 2 on
         import huggingface_hub
         from huggingface_hub import errors
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-        self.httpx = _http_library()
+        self.httpx = httpx2
         self.errors = errors
         self.HfApi = huggingface_hub.HfApi
         self.hf_hub_url = huggingface_hub.hf_hub_url
@@ -304,18 +305,6 @@ class _Hub:
     def same_origin(self, url: str, other: str) -> bool:
         a, b = self.httpx.URL(url), self.httpx.URL(other)
         return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
-
-
-def _http_library() -> Any:
-    """huggingface_hub's HTTP library: httpx2 from version 2 on, httpx in 1.x."""
-    try:
-        import httpx2
-
-        return httpx2
-    except ImportError:
-        import httpx
-
-        return httpx
 
 
 _HUB: _Hub | None = None
