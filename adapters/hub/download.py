@@ -176,7 +176,9 @@ class Workspace:
     def reuse_installed(self, remote: RemoteFile) -> ModelFile | None:
         """Move the installed copy's file into place when it is the same as ``remote``."""
         candidate = os.path.join(self.folder, INSTALLED_FOLDER, remote.path)
-        if not os.path.isfile(candidate) or (remote.size is not None and os.path.getsize(candidate) != remote.size):
+        if not os.path.isfile(candidate):
+            return None
+        if remote.size is not None and os.path.getsize(candidate) != remote.size:
             return None
         sha256, blob = _digests(candidate, git=remote.sha256 is None)
         if not _matches(remote, sha256, blob):

@@ -39,7 +39,8 @@ _SKIPPED_SUFFIXES = (
 )
 _SKIPPED_FOLDERS = {"onnx", "openvino", "coreml", "tflite", "mlpackage"}
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_TRAINING_LEFTOVERS = re.compile(r"(optimizer|scheduler|rng_state.*|training_args|trainer_state)\.(pt|pth|bin|json)$")
+_TRAINING_LEFTOVERS = re.compile(
+    r"(optimizer|scheduler|rng_state.*|training_args|trainer_state)\.(pt|pth|bin|json)$")
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +100,9 @@ def select_files(ref: ModelRef, files: Iterable[RemoteFile]) -> Selection:
     tag = None if ref.tag in (None, DEFAULT_TAG) else ref.tag
     weights = [f for f in files if _is_gguf_weights(f.path)]
     has_config = any(f.path == "config.json" for f in files)
-    if weights and (tag is not None or not has_config):
+    # Some GGUF repositories carry a config.json too: a folder needs weights of its own.
+    has_folder_weights = any(f.path.endswith((".safetensors", *_TORCH_SUFFIXES)) for f in files)
+    if weights and (tag is not None or not has_folder_weights):
         return _select_gguf(ref, files, weights, tag)
     if tag is not None:
         raise InvalidRequest(

@@ -33,7 +33,7 @@ from modelport.domain import (
 )
 
 from .download import DigestMismatch, Incomplete, Workspace, stream_into
-from .selection import RemoteFile, Selection, select_files
+from .selection import RemoteFile, select_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SORT_KEYS = {
@@ -82,7 +82,6 @@ class HubModelSource:
         self.retry = retry
         self.timeout = timeout
         self._sleep = sleep
-        self._api_lock = threading.Lock()
 
     # -- the port ---------------------------------------------------------------------
 
@@ -365,9 +364,7 @@ def _translate(exc: BaseException, context: _Context, file: str | None) -> Model
             f"create a read token at {context.endpoint}/settings/tokens and set HF_TOKEN to it, then pull again")
     if isinstance(exc, errors.RevisionNotFoundError) and ref is not None:
         return ModelNotFound(str(ref), hint=f"'{repo}' has no revision '{ref.revision}' on {context.endpoint}")
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        if ref is None:
-            return ModelNotFound(str(exc).splitlines()[0])
+    if isinstance(exc, errors.RepositoryNotFoundError) and ref is not None:
         private = ("if it is private, check that your token (HF_TOKEN) can read it" if context.has_token
                    else "if it is private, set HF_TOKEN to a token that can read it")
         return ModelNotFound(str(ref), hint=f"no repository '{repo}' on {context.endpoint}; {private}")

@@ -14,7 +14,6 @@ import pytest
 
 from modelport.adapters.filesystem import BundledModel, FileSessionRepository, FilesystemModelStore
 from modelport.adapters.filesystem.files import exclusive_lock, unlink_lock
-from support.modelfiles import gguf_bytes, safetensors_bytes
 from modelport.domain import (
     Capability,
     ChatMessage,
@@ -27,6 +26,7 @@ from modelport.domain import (
     ModelRef,
     SamplingPolicy,
 )
+from support.modelfiles import gguf_bytes, safetensors_bytes
 
 ref = ModelRef.parse
 

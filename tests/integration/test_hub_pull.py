@@ -113,7 +113,8 @@ def test_a_gguf_repo_pulls_the_default_quantization_and_says_what_else_exists(se
                            "pull org/tiny-GGUF:<quantization> for another)")
     weights = progress.of("tiny-Q4_K_M.gguf")
     digest = sha256(files["tiny-Q4_K_M.gguf"])
-    assert {(e.status, e.digest, e.total) for e in weights} == {(f"pulling {digest[:12]}", f"sha256:{digest}", BIG)}
+    assert {(e.status, e.digest, e.total) for e in weights} == {
+        (f"pulling {digest[:12]}", f"sha256:{digest}", BIG)}
     assert weights[-1].completed == BIG and [e.completed for e in weights] == sorted(e.completed for e in weights)
 
     fetched = {e.path.rsplit("/", 1)[-1] for e in hub.requests(method="GET")}
@@ -290,7 +291,8 @@ def test_a_gated_repo_asks_for_a_token_then_for_access(services, store, hub, mon
     with pytest.raises(DownloadError, match="gated model: sign in.*accept its conditions.*set HF_TOKEN"):
         services.pull("org/gated-GGUF")
     hub.tokens.update({"no-access": set(), "granted": {"org/gated-GGUF"}})
-    with pytest.raises(DownloadError, match=r"has no access to it yet: request access at http://127[^ ]*/org/gated-GGUF"):
+    no_access = r"has no access to it yet: request access at http://127[^ ]*/org/gated-GGUF"
+    with pytest.raises(DownloadError, match=no_access):
         services_for(store, hub, token="no-access").pull("org/gated-GGUF")
     assert installed(store) == []
 
@@ -311,7 +313,8 @@ def test_network_down_disk_full_and_a_bad_mirror_are_clear(store, hub, tmp_path)
         services.pull("org/tiny-GGUF")
 
     hub.add_repo("org/huge-GGUF", {"m-Q4_0.gguf": gguf_bytes()}, advertised_sizes={"m-Q4_0.gguf": 1 << 60})
-    with pytest.raises(DownloadError, match=r"no space left for 'org/huge-GGUF': it needs 1152921\.5 TB more but .* free"):
+    too_big = r"no space left for 'org/huge-GGUF': it needs 1152921\.5 TB more but .* free"
+    with pytest.raises(DownloadError, match=too_big):
         services_for(store, hub).pull("org/huge-GGUF")
     assert hub.requests(server="cdn") == []
 

@@ -57,6 +57,8 @@ def test_a_repo_with_both_formats_is_a_folder_unless_a_tag_asks_for_gguf() -> No
     assert chosen("o/m", *paths) == ["config.json", "model.safetensors"]
     assert chosen("o/m:latest", *paths) == ["config.json", "model.safetensors"]
     assert chosen("o/m:Q4_K_M", *paths) == ["m-Q4_K_M.gguf"]
+    # a GGUF repository with a config.json beside (no weights of its own) stays GGUF
+    assert chosen("o/m", "config.json", "m-Q4_K_M.gguf", "m-Q8_0.gguf") == ["m-Q4_K_M.gguf"]
 
 
 def test_a_folder_keeps_pytorch_weights_only_where_there_are_no_safetensors() -> None:

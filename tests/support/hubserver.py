@@ -335,7 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(302, b"", {
                 "Location": f"{self.hub.cdn_url}/lfs/{file.sha256}",
                 "X-Repo-Commit": commit, "X-Linked-Etag": f'"{file.sha256}"',
-                "X-Linked-Size": str(file.listed_size), "ETag": f'"{git_blob_id(b"pointer " + file.sha256.encode())}"',
+                "X-Linked-Size": str(file.listed_size),
+                "ETag": f'"{git_blob_id(b"pointer " + file.sha256.encode())}"',  # the pointer's
             })
             return
         self._send_file(file, {"X-Repo-Commit": commit, "ETag": f'"{file.blob_id}"'})
@@ -367,7 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = end - start + 1
         self.entry.status = status
         self.send_response(status)
-        for key, value in {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}.items():
+        headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
