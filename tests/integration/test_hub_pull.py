@@ -105,6 +105,8 @@ def test_a_gguf_repo_pulls_the_default_quantization_and_says_what_else_exists(se
         "tiny-Q4_K_M.gguf": sha256(files["tiny-Q4_K_M.gguf"]), "README.md": sha256(README)}
     assert sorted(os.listdir(info.location)) == ["README.md", "tiny-Q4_K_M.gguf"]
     assert installed(store) == ["org/tiny-GGUF:latest"]
+    usage = services.disk_usage()
+    assert usage.by_model == (("org/tiny-GGUF:latest", BIG + len(README)),) and usage.partial == 0
 
     statuses = progress.statuses
     assert statuses[0] == "pulling manifest" and statuses[-3:] == [
