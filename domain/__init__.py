@@ -30,7 +30,7 @@ from .messages import ChatMessage, ChatSession, Conversation, Role
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
-from .store import FileCheck, PullProgress, SearchHit, VerifyReport
+from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
     "DEFAULT_TAG",
@@ -41,6 +41,7 @@ __all__ = [
     "Completion",
     "ContextOverflow",
     "Conversation",
+    "DiskUsage",
     "DownloadError",
     "EmbeddingRequest",
     "Embeddings",

@@ -166,6 +166,9 @@ class ModelFile:
     path: str = attrs.field(validator=attrs.validators.min_len(1))
     size: int = attrs.field(validator=attrs.validators.ge(0))
     sha256: str | None = None
+    # The digest the model's source published for this file, "<algorithm>:<hex>": the
+    # Hub's "sha256:..." for LFS files, "git-sha1:..." (the git blob id) for the others.
+    source_digest: str | None = None
 
     @path.validator
     def _relative(self, _attribute: object, value: str) -> None:

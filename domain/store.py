@@ -18,13 +18,19 @@ class PullProgress:
 
 @attrs.frozen(kw_only=True)
 class FileCheck:
+    """One file checked again: its sha256 against the manifest (``expected``) and,
+    where the source published one, against the source's digest (``source``)."""
+
     path: str
     expected: str | None
     actual: str | None
+    source: str | None = None
+    source_actual: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.expected is None or self.expected == self.actual
+        matches_manifest = self.expected is None or self.expected == self.actual
+        return matches_manifest and (self.source is None or self.source == self.source_actual)
 
 
 @attrs.frozen(kw_only=True)
@@ -48,3 +54,19 @@ class SearchHit:
     likes: int = 0
     pipeline_tag: str | None = None
     tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(kw_only=True)
+class DiskUsage:
+    """Bytes on disk under a store's folder; a file hard-linked into several models
+    counts once. ``partial`` is interrupted pulls kept for resuming."""
+
+    root: str
+    models: int = 0
+    partial: int = 0
+    free: int = 0
+    by_model: tuple[tuple[str, int], ...] = attrs.field(default=(), converter=tuple)
+
+    @property
+    def total(self) -> int:
+        return self.models + self.partial

@@ -82,6 +82,16 @@ def build_store(settings: Settings) -> ModelStore:
     return FilesystemModelStore(settings.models_dir)
 
 
+def build_source(settings: Settings) -> ModelSource | None:
+    """The Hugging Face Hub at ``settings.mirror`` (the official Hub when empty), or None
+    without huggingface_hub. Nothing of huggingface_hub is imported until a pull or search."""
+    if not _installed("huggingface_hub"):
+        return None
+    from modelport.adapters.hub import HubModelSource
+
+    return HubModelSource(settings.mirror or None)
+
+
 def build_sessions(settings: Settings) -> SessionRepository:
     from modelport.adapters.filesystem import FileSessionRepository
 
@@ -105,7 +115,7 @@ def bootstrap(
         engines=registry,
         resident=ResidentModels(registry, max_resident=settings.max_resident_models,
                                 convert=store.materialize),
-        source=source,
+        source=source if source is not None else build_source(settings),
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index),

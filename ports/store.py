@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Callable, ContextManager, Iterable, Protocol
 
-from modelport.domain import ModelFile, ModelFormat, ModelInfo, ModelRef, PullProgress, SearchHit, VerifyReport
+from modelport.domain import (
+    DiskUsage,
+    ModelFile,
+    ModelFormat,
+    ModelInfo,
+    ModelRef,
+    PullProgress,
+    SearchHit,
+    VerifyReport,
+)
 
 ProgressCallback = Callable[[PullProgress], None]
 
@@ -33,8 +42,14 @@ class ModelStore(Protocol):
 
     def staging(self, ref: ModelRef) -> ContextManager[str]:
         """A private folder to download ``ref`` into. Only :meth:`commit`, called inside
-        the block, installs what it holds; whatever is left at the end is deleted, so an
-        error (or a crash) never lists a half-fetched model."""
+        the block, installs what it holds, so an error (or a crash) never lists a
+        half-fetched model. A store may keep what an interrupted pull left there for the
+        next pull of ``ref`` to resume, and may offer the installed copy's files under
+        ``.installed/`` in the folder; a second pull of ``ref`` may wait for the first."""
+        ...
+
+    def disk_usage(self) -> DiskUsage:
+        """Bytes used by the installed models and by interrupted pulls; free space."""
         ...
 
     def commit(self, ref: ModelRef, folder: str, files: Iterable[ModelFile]) -> ModelInfo:
@@ -46,7 +61,11 @@ class ModelSource(Protocol):
     """A remote catalogue of models, such as the Hugging Face Hub."""
 
     def fetch(self, ref: ModelRef, folder: str, progress: ProgressCallback) -> list[ModelFile]:
-        """Download what ``ref`` needs into ``folder``; returns the files with sha256."""
+        """Download what ``ref`` needs into ``folder``; returns the files with sha256.
+
+        ``folder`` may already hold files from an interrupted pull: keep those that still
+        match the source, and replace a file (write a new one, rename it over) rather than
+        writing into it, since it may be a hard link to an installed model's file."""
         ...
 
     def search(

@@ -17,6 +17,7 @@ from modelport.domain import (
     CapabilityMissing,
     ChatSession,
     Completion,
+    DiskUsage,
     EmbeddingRequest,
     Embeddings,
     GenerationRequest,
@@ -156,6 +157,9 @@ class Services:
     def verify(self, name: str | ModelRef) -> VerifyReport:
         return self.store.verify(_ref(name))
 
+    def disk_usage(self) -> DiskUsage:
+        return self.store.disk_usage()
+
     def import_model(self, name: str | ModelRef, path: str) -> ModelInfo:
         return self.store.import_path(_ref(name), path)
 
@@ -163,6 +167,10 @@ class Services:
         ref = _ref(name)
         if ref.is_path:
             raise InvalidRequest(f"'{ref}' is a local path; use create to import it")
+        bundled = self._bundled(ref)
+        if bundled is not None:
+            progress(PullProgress(status="success"))  # it comes with modelport: nothing to fetch
+            return bundled
         source = self._require_source()
         progress(PullProgress(status="pulling manifest"))
         with self.store.staging(ref) as folder:
@@ -253,6 +261,16 @@ class Services:
 
     def close(self) -> None:
         self.resident.unload_all()
+
+    def _bundled(self, ref: ModelRef) -> ModelInfo | None:
+        """The read-only (bundled) model a short name like ``smollm2`` means, if any."""
+        if ref.org is not None:
+            return None
+        try:
+            model = self.store.resolve(ref)
+        except ModelNotFound:
+            return None
+        return model if model.read_only else None
 
     def _require_source(self) -> ModelSource:
         if self.source is None:

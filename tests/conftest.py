@@ -61,4 +61,6 @@ def settings(tmp_path) -> Settings:
 def services(settings, fake_store, engine_box):
     """The application, wired by the production bootstrap with fake adapters."""
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    return bootstrap(settings, store=fake_store, engines=[spec], sessions=InMemorySessionRepository())
+    services = bootstrap(settings, store=fake_store, engines=[spec], sessions=InMemorySessionRepository())
+    services.source = None  # never the real Hub from a unit test; tests that pull pass a source
+    return services

@@ -14,6 +14,7 @@ import attrs
 from modelport.domain import (
     Capability,
     ChatSession,
+    DiskUsage,
     FileCheck,
     InvalidRequest,
     ModelFile,
@@ -102,6 +103,10 @@ class InMemoryModelStore:
 
     def import_path(self, name: ModelRef, path: str) -> ModelInfo:
         raise InvalidRequest("the in-memory store cannot import files")
+
+    def disk_usage(self) -> DiskUsage:
+        models = sorted((m.name, m.size) for m in self.list() if not m.read_only)
+        return DiskUsage(root="memory", models=sum(size for _, size in models), by_model=models)
 
     @contextlib.contextmanager
     def staging(self, ref: ModelRef) -> Iterator[str]:

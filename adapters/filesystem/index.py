@@ -44,7 +44,7 @@ class IndexEntry:
             "folder": self.folder,
             "format": self.format.value,
             "primary_file": self.primary_file,
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
+            "files": [_file_dict(f) for f in self.files],
             "added_at": self.added_at,
             "modified_at": self.modified_at,
         }
@@ -59,11 +59,20 @@ class IndexEntry:
             format=data["format"],
             primary_file=data["primary_file"],
             files=[
-                ModelFile(path=f["path"], size=f["size"], sha256=f.get("sha256")) for f in data["files"]
+                ModelFile(path=f["path"], size=f["size"], sha256=f.get("sha256"),
+                          source_digest=f.get("source_digest"))
+                for f in data["files"]
             ],
             added_at=float(data.get("added_at", 0.0)),
             modified_at=float(data.get("modified_at", 0.0)),
         )
+
+
+def _file_dict(file: ModelFile) -> dict[str, Any]:
+    data: dict[str, Any] = {"path": file.path, "size": file.size, "sha256": file.sha256}
+    if file.source_digest:
+        data["source_digest"] = file.source_digest
+    return data
 
 
 class ModelIndex:

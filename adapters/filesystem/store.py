@@ -4,7 +4,11 @@ Layout::
 
     <models_dir>/index.json           the installed models: name, folder, files, sha256
     <models_dir>/.lock                held by every writer of the index
-    <models_dir>/.staging/            downloads, copies and removals in progress
+    <models_dir>/.staging/            work in progress:
+        <org--name+tag>.pull/         a pull, running or interrupted (the next pull resumes it)
+        <org--name+tag>.pull.lock     held while a pull of that model runs
+        <org--name+tag>-<hex>.tmp/    a copy or an import (with its .lock)
+        <org--name+tag>-old-<hex>/    a replaced or removed model, deleted right away
     <models_dir>/<org--name>/         a model, ``org/name`` or ``org/name:latest``
     <models_dir>/<org--name>+<tag>/   a tagged model, ``org/name:Q4_K_M``
 
@@ -19,6 +23,7 @@ import json
 import os
 import secrets
 import tempfile
+import shutil
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -27,6 +32,7 @@ import attrs
 from modelport.domain import (
     DEFAULT_TAG,
     EngineUnavailable,
+    DiskUsage,
     FileCheck,
     InvalidRequest,
     ModelFile,
@@ -40,13 +46,32 @@ from modelport.domain import (
 
 from .bundled import DEFAULT_BUNDLED, BundledModel
 from .describe import Details, describe_folder, describe_gguf
-from .files import delete, folder_files, fsync_folder, link_or_copy, sha256_file
+from .files import (
+    delete,
+    exclusive_lock,
+    file_digests,
+    folder_files,
+    fsync_folder,
+    link_or_copy,
+    sha256_file,
+    tree_size,
+    unlink_lock,
+)
 from .gguf_header import MAGIC, read_gguf_header
 from .index import IndexEntry, ModelIndex
 
 STAGING = ".staging"
 CONVERTED = ".converted"
 Converter = Callable[[str, str], object]
+PULL_SUFFIX = ".pull"
+SCRATCH_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+# Inside a pull's folder: hard links to the installed copy of the model, for reuse.
+INSTALLED = ".installed"
+# An interrupted pull nobody resumed for this long is deleted by the next pull.
+PARTIAL_MAX_AGE_S = 14 * 24 * 3600
+# A leftover from an unknown or older layout is deleted once this old.
+UNKNOWN_MAX_AGE_S = 24 * 3600
 
 
 def canonical_name(ref: ModelRef) -> str:
@@ -113,14 +138,34 @@ class FilesystemModelStore:
         return self._info(record)
 
     def verify(self, ref: ModelRef) -> VerifyReport:
-        """Hash every file again; files without a recorded sha256 only report theirs."""
+        """Hash every file again, against the manifest's sha256 and the digest its source
+        published (the Hub's); files without a recorded sha256 only report theirs."""
         info = self._info(self._path_record(ref) if ref.is_path else self._find(ref))
-        checks = []
-        for file in info.files:
-            path = os.path.join(info.location, file.path)
-            actual = sha256_file(path) if os.path.isfile(path) else None
-            checks.append(FileCheck(path=file.path, expected=file.sha256, actual=actual))
-        return VerifyReport(model=info.name, checks=checks)
+        return VerifyReport(
+            model=info.name, checks=[_check(info.location, file) for file in info.files]
+        )
+
+    def disk_usage(self) -> DiskUsage:
+        """Bytes used by installed models (a file hard-linked into several counts once in
+        ``models``, fully in each model's ``by_model``), by interrupted pulls, and the
+        space left on the store's filesystem."""
+        seen: set[tuple[int, int]] = set()
+        models, by_model = 0, []
+        for entry in sorted(self._index.read().values(), key=lambda e: e.name):
+            own = 0
+            for file in entry.files:
+                stat = _stat(os.path.join(self.root, entry.folder, file.path))
+                if stat is not None:
+                    own += stat.st_size
+                    models += _count_once(stat, seen)
+            by_model.append((entry.name, own))
+        partial = 0
+        for parent, _dirs, names in os.walk(os.path.join(self.root, STAGING)):
+            for name in names:
+                stat = _stat(os.path.join(parent, name))
+                partial += _count_once(stat, seen) if stat is not None else 0
+        return DiskUsage(root=self.root, models=models, partial=partial,
+                         free=_free_space(self.root), by_model=by_model)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -128,7 +173,7 @@ class FilesystemModelStore:
         """A new model ``destination`` sharing ``source``'s files (hard links)."""
         self._check_new_name(destination)
         info = self.resolve(source)
-        with self.staging(destination) as folder:
+        with self._scratch(destination) as folder:
             for file in info.files:
                 link_or_copy(os.path.join(info.location, file.path), os.path.join(folder, file.path))
             return self._commit(
@@ -150,7 +195,7 @@ class FilesystemModelStore:
                 f"cannot import '{path}': expected a GGUF file "
                 "or a Hugging Face model folder with a config.json"
             )
-        with self.staging(name) as folder:
+        with self._scratch(name) as folder:
             files = []
             for src, rel in pairs:
                 target = os.path.join(folder, rel)
@@ -214,15 +259,100 @@ class FilesystemModelStore:
 
     @contextlib.contextmanager
     def staging(self, ref: ModelRef) -> Iterator[str]:
-        """A private folder under ``.staging``; whatever is left in it at the end is deleted."""
-        staging_root = os.path.join(self.root, STAGING)
-        os.makedirs(staging_root, exist_ok=True)
-        folder = tempfile.mkdtemp(prefix=f"{model_folder(ref)}-", dir=staging_root)
+        """The folder a pull of ``ref`` downloads into: ``.staging/<folder>.pull``.
+
+        One pull of a model runs at a time: a second one waits here for the first. Only
+        :meth:`commit` installs what the folder holds. If the block fails (or the process
+        dies) the folder stays, unlisted, and the next pull of ``ref`` gets it back to
+        resume; a block that ends without error and without commit deletes it. While the
+        block runs, ``.installed/`` inside the folder holds hard links to the installed
+        copy of ``ref`` (if any), which a source may reuse instead of downloading again.
+        """
+        folder = os.path.join(self._staging_root(), model_folder(ref) + PULL_SUFFIX)
+        lock = folder + LOCK_SUFFIX
+        with exclusive_lock(lock):
+            self.clean_staging()
+            os.makedirs(folder, exist_ok=True)
+            installed = os.path.join(folder, INSTALLED)
+            delete(installed)
+            self._link_installed(ref, installed)
+            succeeded = False
+            try:
+                yield folder
+                succeeded = True
+            finally:
+                delete(installed)
+                if succeeded:
+                    delete(folder)
+                if not os.path.lexists(folder):
+                    unlink_lock(lock)
+
+    def clean_staging(self, *, partial: bool = False) -> int:
+        """Delete what crashed copies, imports and removals left in ``.staging``, and
+        interrupted pulls older than two weeks (all of them with ``partial``); work in
+        progress is never touched (each holds a lock). Returns the bytes freed."""
+        root = os.path.join(self.root, STAGING)
         try:
-            yield folder
-        finally:
-            if os.path.lexists(folder):
+            names = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return 0
+        freed = 0
+        for name in names:
+            path = os.path.join(root, name)
+            if name.endswith(LOCK_SUFFIX) or not os.path.isdir(path) or os.path.islink(path):
+                continue
+            if name.endswith(PULL_SUFFIX):
+                if not partial and time.time() - _newest_mtime(path) < PARTIAL_MAX_AGE_S:
+                    continue
+            elif not name.endswith(SCRATCH_SUFFIX) and "-old-" in name:
+                with self._index.locked():  # a failed commit may be putting it back
+                    freed += self._delete_if_unlocked(path)
+                continue
+            elif not name.endswith(SCRATCH_SUFFIX):
+                if time.time() - _newest_mtime(path) < UNKNOWN_MAX_AGE_S:
+                    continue
+            freed += self._delete_if_unlocked(path)
+        return freed
+
+    def _delete_if_unlocked(self, path: str) -> int:
+        lock = path + LOCK_SUFFIX
+        with exclusive_lock(lock, blocking=False) as held:
+            if not held:
+                return 0  # someone is working in it
+            size = tree_size(path)
+            delete(path)
+            unlink_lock(lock)
+            return size
+
+    @contextlib.contextmanager
+    def _scratch(self, ref: ModelRef) -> Iterator[str]:
+        """A private folder for a copy or an import, deleted at the end whatever happens."""
+        folder = os.path.join(
+            self._staging_root(), f"{model_folder(ref)}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}"
+        )
+        with exclusive_lock(folder + LOCK_SUFFIX):
+            os.mkdir(folder)
+            try:
+                yield folder
+            finally:
                 delete(folder)
+                unlink_lock(folder + LOCK_SUFFIX)
+
+    def _staging_root(self) -> str:
+        root = os.path.join(self.root, STAGING)
+        os.makedirs(root, exist_ok=True)
+        return root
+
+    def _link_installed(self, ref: ModelRef, target: str) -> None:
+        """Hard-link the installed copy of ``ref`` under ``target`` (nothing is copied)."""
+        entry = self._index.read().get(canonical_name(ref))
+        if entry is None:
+            return
+        for file in entry.files:
+            destination = os.path.join(target, file.path)
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.link(os.path.join(self.root, entry.folder, file.path), destination)
 
     def commit(self, ref: ModelRef, folder: str, files: Iterable[ModelFile]) -> ModelInfo:
         """Move a staged folder into place as ``ref``, replacing an older copy."""
@@ -237,6 +367,7 @@ class FilesystemModelStore:
         staging_root = os.path.realpath(os.path.join(self.root, STAGING))
         if os.path.dirname(os.path.realpath(folder)) != staging_root:
             raise InvalidRequest(f"'{folder}' is not a staging folder of this store")
+        delete(os.path.join(folder, INSTALLED))
         files = _measured(folder, tuple(files))
         if primary_file:
             model_format, primary = _format_of(folder, primary_file), primary_file
@@ -346,8 +477,7 @@ class FilesystemModelStore:
 
     def _set_aside(self, path: str) -> str:
         """Rename ``path`` into ``.staging`` (one atomic step) and return its new name."""
-        aside = os.path.join(self.root, STAGING, f"{os.path.basename(path)}-old-{secrets.token_hex(4)}")
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        aside = os.path.join(self._staging_root(), f"{os.path.basename(path)}-old-{secrets.token_hex(4)}")
         os.rename(path, aside)
         return aside
 
@@ -394,6 +524,52 @@ def _local_record(name: str, path: str) -> _Record | None:
             files=files, read_only=True,
         )
     return None
+
+
+def _check(location: str, file: ModelFile) -> FileCheck:
+    """Hash one file again: sha256, and the source's own digest where it gave one."""
+    path = os.path.join(location, file.path)
+    algorithm, _, _ = (file.source_digest or "").partition(":")
+    source = file.source_digest if algorithm in ("sha256", "git-sha1") else None
+    if not os.path.isfile(path):
+        return FileCheck(path=file.path, expected=file.sha256, actual=None, source=source)
+    sha256, blob = file_digests(path, git=algorithm == "git-sha1")
+    source_actual = {"sha256": f"sha256:{sha256}", "git-sha1": f"git-sha1:{blob}"}.get(algorithm)
+    return FileCheck(path=file.path, expected=file.sha256, actual=sha256, source=source,
+                     source_actual=source_actual if source else None)
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _count_once(stat: os.stat_result, seen: set[tuple[int, int]]) -> int:
+    key = (stat.st_dev, stat.st_ino)
+    if key in seen:
+        return 0
+    seen.add(key)
+    return stat.st_size
+
+
+def _free_space(path: str) -> int:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def _newest_mtime(path: str) -> float:
+    newest = _mtime(path)
+    for parent, _dirs, names in os.walk(path):
+        for name in names:
+            newest = max(newest, _mtime(os.path.join(parent, name)))
+    return newest
 
 
 def _measured(folder: str, files: tuple[ModelFile, ...]) -> tuple[ModelFile, ...]:

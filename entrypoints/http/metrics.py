@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from modelport.domain import TokenEvent
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import multiprocessing
 import os
-import struct
 import threading
 from pathlib import Path
+import time
 
 import pytest
 
 from modelport.adapters.filesystem import BundledModel, FileSessionRepository, FilesystemModelStore
+from modelport.adapters.filesystem.files import exclusive_lock, unlink_lock
 from modelport.domain import (
     Capability,
     ChatMessage,
@@ -28,6 +28,7 @@ from modelport.domain import (
     ModelRef,
     SamplingPolicy,
 )
+from support.modelfiles import gguf_bytes, safetensors_bytes
 
 ref = ModelRef.parse
 
@@ -35,44 +36,11 @@ ref = ModelRef.parse
 # -- hand-made model files ------------------------------------------------------------------
 
 
-def _string(text: str) -> bytes:
-    return struct.pack("<Q", len(text.encode())) + text.encode()
-
-
-def gguf_bytes(
-    architecture: str = "llama", chat_template: str | None = "{{ messages }}", file_type: int = 2
-) -> bytes:
-    """A small GGUF file: a few metadata strings and uint32s, two tensors, 64 data bytes."""
-    strings = {"general.architecture": architecture}
-    if chat_template:
-        strings["tokenizer.chat_template"] = chat_template
-    numbers = {"general.file_type": file_type, f"{architecture}.context_length": 256,
-               f"{architecture}.embedding_length": 16}
-    out = b"GGUF" + struct.pack("<IQQ", 3, 2, len(strings) + len(numbers))
-    out += b"".join(_string(k) + struct.pack("<I", 8) + _string(v) for k, v in strings.items())
-    out += b"".join(_string(k) + struct.pack("<II", 4, v) for k, v in numbers.items())
-    out += _string("token_embd.weight") + struct.pack("<IQQIQ", 2, 16, 10, 2, 0)
-    out += _string("output_norm.weight") + struct.pack("<IQIQ", 1, 16, 0, 32)
-    return out + bytes(64)
-
-
 def write_gguf(path, **kwargs) -> str:
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(gguf_bytes(**kwargs))
     return str(path)
-
-
-def safetensors_bytes(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
-    itemsize = {"F32": 4, "F16": 2, "BF16": 2, "U32": 4, "I64": 8}
-    header, offset = {}, 0
-    for name, (dtype, shape) in tensors.items():
-        length = math.prod(shape) * itemsize[dtype]
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + length]}
-        offset += length
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    return struct.pack("<Q", len(blob)) + blob + bytes(offset)
 
 
 def write_hf_folder(folder, config: dict | None = None, tensors=None, files: dict | None = None) -> str:
@@ -456,17 +424,19 @@ def test_committing_again_replaces_the_older_copy(store, models_dir) -> None:
     assert staging_leftovers(models_dir) == []
 
 
-def test_a_failed_download_lists_nothing_and_leaves_no_folder(store, models_dir) -> None:
+def test_a_failed_pull_lists_nothing_and_the_next_pull_resumes_it(store, models_dir) -> None:
     with pytest.raises(RuntimeError, match="network down"):
         with store.staging(ref("org/repo")) as folder:
             write_gguf(os.path.join(folder, "half.gguf"))
             raise RuntimeError("network down")
     assert names(store) == ["tiny:1m"]
-    assert staging_leftovers(models_dir) == []
     assert not os.path.exists(os.path.join(models_dir, "org--repo"))
-    with store.staging(ref("org/repo")) as folder:
-        pass  # a clean exit without commit installs nothing either
-    assert not os.path.exists(folder) and names(store) == ["tiny:1m"]
+    assert sorted(staging_leftovers(models_dir)) == ["org--repo.pull", "org--repo.pull.lock"]
+
+    with store.staging(ref("org/repo")) as again:
+        assert again == folder and os.listdir(again) == ["half.gguf"]
+    # a clean exit without commit installs nothing and keeps nothing
+    assert names(store) == ["tiny:1m"] and staging_leftovers(models_dir) == []
 
 
 def test_commit_refuses_a_folder_outside_staging_and_an_incomplete_download(store, tmp_path) -> None:
@@ -479,17 +449,21 @@ def test_commit_refuses_a_folder_outside_staging_and_an_incomplete_download(stor
             store.commit(ref("x"), folder, [])
 
 
-def test_two_threads_committing_the_same_model_leave_one_copy(store, models_dir) -> None:
-    barrier = threading.Barrier(2)
+def test_two_pulls_of_one_model_run_one_after_the_other(store, models_dir) -> None:
+    log: list[tuple[str, str]] = []
+    reused: list[list[str]] = []
     errors: list[BaseException] = []
 
     def pull(architecture: str) -> None:
         try:
             with store.staging(ref("org/repo")) as folder:
+                log.append(("enter", architecture))
+                installed = os.path.join(folder, ".installed")
+                reused.append(sorted(os.listdir(installed)) if os.path.isdir(installed) else [])
+                time.sleep(0.2)  # room for the other thread to barge in, were it not locked out
                 path = write_gguf(os.path.join(folder, "model.gguf"), architecture=architecture)
-                barrier.wait(timeout=5)
-                file = ModelFile(path="model.gguf", size=0, sha256=sha256(path))
-                store.commit(ref("org/repo"), folder, [file])
+                store.commit(ref("org/repo"), folder, [ModelFile(path="model.gguf", size=0, sha256=sha256(path))])
+                log.append(("exit", architecture))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -499,11 +473,107 @@ def test_two_threads_committing_the_same_model_leave_one_copy(store, models_dir)
     for thread in threads:
         thread.join(timeout=10)
     assert errors == []
+    assert [step for step, _ in log] == ["enter", "exit", "enter", "exit"]
+    assert log[0][1] == log[1][1] and log[2][1] == log[3][1]
+    # the second pull was offered the first one's files, as hard links
+    assert reused == [[], ["model.gguf"]]
     assert names(store) == ["org/repo:latest", "tiny:1m"]
+    assert store.resolve(ref("org/repo")).architecture == log[-1][1]
     assert store.verify(ref("org/repo")).ok
-    assert store.resolve(ref("org/repo")).architecture in ("llama", "qwen2")
     assert staging_leftovers(models_dir) == []
     assert os.listdir(os.path.join(models_dir, "org--repo")) == ["model.gguf"]
+
+
+def test_clean_staging_deletes_leftovers_but_never_work_in_progress(store, models_dir) -> None:
+    staging = os.path.join(models_dir, ".staging")
+    for name in ("dead-1a2b.tmp", "org--repo-old-3c4d", "live-5e6f.tmp", "org--new.pull", "org--old.pull"):
+        os.makedirs(os.path.join(staging, name))
+        with open(os.path.join(staging, name, "blob"), "wb") as handle:
+            handle.write(bytes(1000))
+    open(os.path.join(staging, "dead-1a2b.tmp.lock"), "w").close()  # its process died
+    two_months_ago = time.time() - 60 * 24 * 3600
+    os.utime(os.path.join(staging, "org--old.pull", "blob"), (two_months_ago, two_months_ago))
+    os.utime(os.path.join(staging, "org--old.pull"), (two_months_ago, two_months_ago))
+
+    with exclusive_lock(os.path.join(staging, "live-5e6f.tmp.lock")):
+        assert store.clean_staging() == 3000
+        assert sorted(staging_leftovers(models_dir)) == ["live-5e6f.tmp", "live-5e6f.tmp.lock",
+                                                         "org--new.pull"]
+        assert store.clean_staging(partial=True) == 1000  # the recent pull too, not the live copy
+        assert sorted(staging_leftovers(models_dir)) == ["live-5e6f.tmp", "live-5e6f.tmp.lock"]
+    assert store.clean_staging() == 1000 and staging_leftovers(models_dir) == []
+
+
+def test_a_lock_file_deleted_by_its_holder_is_not_held_twice(tmp_path) -> None:
+    path = str(tmp_path / "x.lock")
+    holders: list[int] = []
+    overlap: list[bool] = []
+    entered = threading.Event()
+
+    def waiter() -> None:
+        entered.wait(5)
+        with exclusive_lock(path):
+            holders.append(2)
+            overlap.append(len(holders) > 1)
+            time.sleep(0.1)
+            holders.remove(2)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    with exclusive_lock(path):
+        holders.append(1)
+        entered.set()
+        time.sleep(0.1)  # the waiter now blocks on the file about to be deleted
+        unlink_lock(path)
+        holders.remove(1)
+    with exclusive_lock(path):  # the new file: never at the same time as the waiter
+        holders.append(3)
+        overlap.append(len(holders) > 1)
+        holders.remove(3)
+    thread.join(timeout=5)
+    assert overlap == [False, False]
+    with exclusive_lock(path, blocking=False) as held:
+        assert held
+
+
+def test_disk_usage_counts_hard_linked_files_once(store, models_dir, gguf) -> None:
+    assert store.disk_usage().models == 0 and store.disk_usage().free > 0
+    size = os.path.getsize(gguf)
+    store.import_path(ref("mine"), gguf)
+    store.copy(ref("mine"), ref("yours"))
+    with pytest.raises(RuntimeError):
+        with store.staging(ref("org/half")) as folder:
+            with open(os.path.join(folder, "part"), "wb") as handle:
+                handle.write(bytes(500))
+            raise RuntimeError("interrupted")
+    usage = store.disk_usage()
+    assert usage.root == models_dir
+    assert usage.models == size and usage.partial == 500 and usage.total == size + 500
+    assert usage.by_model == (("mine:latest", size), ("yours:latest", size))
+
+
+def test_verify_checks_the_digests_the_source_published(store) -> None:
+    def commit(name: str, digest: str) -> None:
+        with store.staging(ref(name)) as folder:
+            path = os.path.join(folder, "config.json")
+            with open(path, "w") as handle:
+                handle.write("{}")
+            write_gguf(os.path.join(folder, "m.gguf"))
+            files = [ModelFile(path="config.json", size=2, sha256=sha256(path), source_digest=digest),
+                     ModelFile(path="m.gguf", size=0, sha256=sha256(os.path.join(folder, "m.gguf")),
+                               source_digest="sha256:" + sha256(os.path.join(folder, "m.gguf")))]
+            store.commit(ref(name), folder, files)
+
+    blob_id = hashlib.sha1(b"blob 2\0{}").hexdigest()
+    commit("good", f"git-sha1:{blob_id}")
+    report = store.verify(ref("good"))
+    assert report.ok and {c.source_actual for c in report.checks} == {
+        f"git-sha1:{blob_id}", "sha256:" + report.checks[1].actual}
+    commit("bad", "git-sha1:" + "0" * 40)
+    [failure] = store.verify(ref("bad")).failures
+    assert failure.path == "config.json" and failure.expected == failure.actual
+    with open(store._index.path) as handle:  # the manifest keeps the source's digests
+        assert f"git-sha1:{blob_id}" in handle.read()
 
 
 def _commit_many(models_dir: str, prefix: str, count: int) -> None:

@@ -120,7 +120,8 @@ def test_a_failed_pull_installs_nothing(settings, engine_box, tmp_path) -> None:
     code, _, err = run(services, "pull", "org/tiny")
     assert code == EXIT_ERROR and "error: the connection dropped" in err
     assert run(services, "list", "--json")[1].strip() == "[]"
-    assert os.listdir(tmp_path / "models" / ".staging") == []
+    # only the resumable pull folder (and its lock) is left, under .staging, unlisted
+    assert sorted(os.listdir(tmp_path / "models" / ".staging")) == ["org--tiny.pull", "org--tiny.pull.lock"]
 
 
 @pytest.mark.parametrize("argv, code, message", [
