@@ -39,6 +39,12 @@ def _llamacpp_engine():
     return LlamaCppEngine()
 
 
+def _jax_engine():
+    from modelport.adapters.jax import JaxEngine
+
+    return JaxEngine()
+
+
 def default_engines() -> list[EngineSpec]:
     """Every engine modelport ships, in order of preference for ``auto``."""
     return [
@@ -48,6 +54,13 @@ def default_engines() -> list[EngineSpec]:
             factory=_llamacpp_engine,
             available=lambda: _installed("llama_cpp"),
             extra="gguf",
+        ),
+        EngineSpec(
+            name="jax",
+            formats={ModelFormat.SAFETENSORS, ModelFormat.GGUF},
+            factory=_jax_engine,
+            available=lambda: _installed("jax") and _installed("flax"),
+            extra="jax",
         ),
     ]
 
@@ -82,5 +95,6 @@ def bootstrap(
         source=source,
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,
-        engine_options=EngineOptions(device=settings.device, device_index=settings.device_index),
+        engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
+                                     home=settings.home),
     )

