@@ -5,6 +5,8 @@ Usage:
                 [--engine=<name>] [--device=<device>] [--device-index=<i>] [--home=<dir>] [--debug]
   modelport generate <model> <prompt>... [--stop=<text>]... [options]
                 [--engine=<name>] [--device=<device>] [--device-index=<i>] [--home=<dir>] [--debug]
+  modelport embed <model> <text>... [--engine=<name>] [--device=<device>] [--device-index=<i>]
+                [--home=<dir>] [--debug]
   modelport (list | ls) [--json] [--home=<dir>] [--debug]
   modelport show <model> [--json] [--home=<dir>] [--debug]
   modelport serve [--host=<host>] [--port=<port>] [--threads=<n>] [--home=<dir>]
@@ -17,6 +19,7 @@ Commands:
   run        Answer a prompt with a model (the default model when none is named);
              without a prompt, chat with it interactively.
   generate   Answer a prompt once, streaming the reply to stdout.
+  embed      Print the embeddings of the texts as JSON (one vector per text).
   list, ls   List installed and bundled models.
   show       Show what is known about a model.
   serve      Serve the Ollama- and OpenAI-compatible HTTP API with gunicorn.
@@ -65,6 +68,7 @@ from docopt import DocoptExit, docopt
 from modelport.domain import (
     ChatMessage,
     Conversation,
+    EmbeddingRequest,
     EngineUnavailable,
     GenerationRequest,
     InvalidModelName,
@@ -155,7 +159,7 @@ class Cli:
         return self._services
 
     def dispatch(self) -> int:
-        for command in ("run", "generate", "list", "ls", "show", "serve", "config"):
+        for command in ("run", "generate", "embed", "list", "ls", "show", "serve", "config"):
             if self.args.get(command):
                 handler: Callable[[], int] = getattr(self, "cmd_" + ("list" if command == "ls" else command))
                 return handler()
@@ -208,6 +212,12 @@ class Cli:
         if not self.stdin.isatty():
             return self._answer(model, self.stdin.read())
         return self._repl(model)
+
+    def cmd_embed(self) -> int:
+        request = EmbeddingRequest(model=ModelRef.parse(self.args["<model>"]), inputs=self.args["<text>"])
+        result = self.services.embed(request)
+        print(json.dumps({"model": result.model, "embeddings": [list(v) for v in result.vectors]}), file=self.out)
+        return EXIT_OK
 
     def _answer(self, model: str, prompt: str) -> int:
         if not prompt.strip():

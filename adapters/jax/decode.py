@@ -12,7 +12,6 @@ per token); :meth:`Decoder.generate` runs the same step inside one
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import jax
@@ -44,7 +43,7 @@ class Rows:
     history: jax.Array  # (B, S) int32
 
 
-def _prefill(graph, state, cache: KVCache, tokens, lengths, params: SamplerParams, *, spec: SamplerSpec, span: int):
+def _prefill(state, cache: KVCache, tokens, lengths, params: SamplerParams, *, graph, spec: SamplerSpec, span: int):
     """tokens (B, T) right-padded, lengths (B,) -> the first sampled token per row."""
     model = nnx.merge(graph, state)
     b, t = tokens.shape
@@ -57,7 +56,7 @@ def _prefill(graph, state, cache: KVCache, tokens, lengths, params: SamplerParam
     return Rows(token=token, length=lengths, history=history), cache
 
 
-def _step(graph, state, cache: KVCache, rows: Rows, params: SamplerParams, n, *, spec: SamplerSpec, span: int):
+def _step(state, cache: KVCache, rows: Rows, params: SamplerParams, n, *, graph, spec: SamplerSpec, span: int):
     """Feed every row's last token; sample the next. ``n`` numbers the draw."""
     model = nnx.merge(graph, state)
     index = jnp.arange(rows.token.shape[0])
@@ -69,7 +68,7 @@ def _step(graph, state, cache: KVCache, rows: Rows, params: SamplerParams, n, *,
     return Rows(token=token, length=length, history=history), cache
 
 
-def _generate(graph, state, cache: KVCache, rows: Rows, params: SamplerParams, limit, end_ids, *,
+def _generate(state, cache: KVCache, rows: Rows, params: SamplerParams, limit, end_ids, *, graph,
               spec: SamplerSpec, span: int, capacity: int):
     """Up to ``limit`` tokens per row (the first one already in ``rows``) in one
     loop. Returns (tokens (B, capacity), count, cache); a row's tokens end at its
@@ -84,12 +83,30 @@ def _generate(graph, state, cache: KVCache, rows: Rows, params: SamplerParams, l
 
     def body(carry):
         n, rows, out, done, cache = carry
-        rows, cache = _step(graph, state, cache, rows, params, n, spec=spec, span=span)
+        rows, cache = _step(state, cache, rows, params, n, graph=graph, spec=spec, span=span)
         out = out.at[:, n].set(rows.token)
         return n + 1, rows, out, done | jnp.isin(rows.token, end_ids), cache
 
     n, _, out, _, cache = jax.lax.while_loop(more, body, (jnp.int32(1), rows, out, done, cache))
     return out, n, cache
+
+
+def _forward(state, cache: KVCache, tokens, *, graph):
+    """Logits (B, T, V) of whole prompts (no padding), through the cache path."""
+    model = nnx.merge(graph, state)
+    b, t = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    hidden, _ = model(tokens, positions, cache, t)
+    return model.logits(hidden)
+
+
+# One compiled program per graph (model configuration) and shape, shared by every
+# Decoder of that model: a model loaded again does not trace again.
+_STATIC = ("graph", "spec", "span")
+prefill_jit = jax.jit(_prefill, static_argnames=_STATIC, donate_argnames=("cache",))
+step_jit = jax.jit(_step, static_argnames=_STATIC, donate_argnames=("cache",))
+generate_jit = jax.jit(_generate, static_argnames=(*_STATIC, "capacity"), donate_argnames=("cache",))
+forward_jit = jax.jit(_forward, static_argnames=("graph",))
 
 
 class Decoder:
@@ -100,13 +117,9 @@ class Decoder:
         self.graph, self.state = nnx.split(model)
         self.vocab_size = model.cfg.vocab_size
         self.length, self.batch, self.device = length, batch, device
-        layers, kv_heads, head_dim = cache_dims
-        self.cache = KVCache.zeros(layers, batch, length, kv_heads, head_dim, _compute_dtype(self.state), device)
-        donate = dict(donate_argnames=("cache",))
-        self._prefill = jax.jit(functools.partial(_prefill, self.graph), static_argnames=("spec", "span"), **donate)
-        self._step = jax.jit(functools.partial(_step, self.graph), static_argnames=("spec", "span"), **donate)
-        self._generate = jax.jit(functools.partial(_generate, self.graph),
-                                 static_argnames=("spec", "span", "capacity"), **donate)
+        self.cache_dims = cache_dims
+        self.dtype = _compute_dtype(self.state)
+        self.cache = KVCache.zeros(cache_dims[0], batch, length, *cache_dims[1:], self.dtype, device)
 
     @property
     def nbytes(self) -> int:
@@ -122,13 +135,15 @@ class Decoder:
         for i, prompt in enumerate(prompts):
             tokens[i, : len(prompt)] = prompt
         lengths = np.asarray([len(p) for p in prompts], np.int32)
-        rows, self.cache = self._prefill(self.state, self.cache, tokens, lengths, params, spec=spec, span=width)
+        rows, self.cache = prefill_jit(self.state, self.cache, tokens, lengths, params, graph=self.graph, spec=spec,
+                                       span=width)
         return rows
 
     def step(self, rows: Rows, params: SamplerParams, spec: SamplerSpec, n: int, reach: int) -> Rows:
         """One token for every row; ``reach`` bounds the positions the step reads."""
         span = bucket(reach, self.length, MIN_SPAN)
-        rows, self.cache = self._step(self.state, self.cache, rows, params, jnp.int32(n), spec=spec, span=span)
+        rows, self.cache = step_jit(self.state, self.cache, rows, params, jnp.int32(n), graph=self.graph, spec=spec,
+                                    span=span)
         return rows
 
     def generate(self, rows: Rows, params: SamplerParams, spec: SamplerSpec, limit: int,
@@ -137,26 +152,16 @@ class Decoder:
         span = bucket(reach, self.length, MIN_SPAN)
         capacity = bucket(limit, 1 << 30, MIN_BUCKET)
         ends = jnp.asarray(list(end_ids) or [-1], jnp.int32)
-        out, n, self.cache = self._generate(self.state, self.cache, rows, params, jnp.int32(limit), ends,
-                                            spec=spec, span=span, capacity=capacity)
+        out, n, self.cache = generate_jit(self.state, self.cache, rows, params, jnp.int32(limit), ends,
+                                          graph=self.graph, spec=spec, span=span, capacity=capacity)
         return np.asarray(out)[:, : int(n)], int(n)
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits (B, T, V) of a whole batch of equal-length prompts, through the
-        same cache path (for tests and checks). Resets nothing it needs later."""
+        """Logits (B, T, V) float32 of equal-length prompts, each from position 0, in
+        a cache of their own (for checks against other implementations)."""
         b, t = tokens.shape
-        layers, _, _, kv_heads, head_dim = self.cache.k.shape
-        cache = KVCache.zeros(layers, b, t, kv_heads, head_dim, self.cache.k.dtype, self.device)
-        return np.asarray(_forward(self.graph, self.state, cache, jnp.asarray(tokens, jnp.int32)))
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _forward(graph, state, cache: KVCache, tokens):
-    model = nnx.merge(graph, state)
-    b, t = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    hidden, _ = model(tokens, positions, cache, t)
-    return model.logits(hidden)
+        cache = KVCache.zeros(self.cache_dims[0], b, t, *self.cache_dims[1:], self.dtype, self.device)
+        return np.asarray(forward_jit(self.state, cache, jnp.asarray(tokens, jnp.int32), graph=self.graph))
 
 
 def _compute_dtype(state: Any) -> Any:
