@@ -39,6 +39,12 @@ def _llamacpp_engine():
     return LlamaCppEngine()
 
 
+def _jax_engine():
+    from modelport.adapters.jax import JaxEngine
+
+    return JaxEngine()
+
+
 def _mlx_engine():
     from modelport.adapters.mlx import MlxEngine
 
@@ -63,6 +69,13 @@ def default_engines() -> list[EngineSpec]:
             extra="gguf",
         ),
         EngineSpec(
+            name="jax",
+            formats={ModelFormat.SAFETENSORS, ModelFormat.GGUF},
+            factory=_jax_engine,
+            available=lambda: _installed("jax") and _installed("flax"),
+            extra="jax",
+        ),
+        EngineSpec(
             name="mlx",
             formats={ModelFormat.SAFETENSORS, ModelFormat.MLX},
             factory=_mlx_engine,
@@ -79,7 +92,21 @@ def default_engines() -> list[EngineSpec]:
 def build_store(settings: Settings) -> ModelStore:
     from modelport.adapters.filesystem import FilesystemModelStore
 
-    return FilesystemModelStore(settings.models_dir)
+    return FilesystemModelStore(settings.models_dir, converter=_gguf_converter())
+
+
+def _gguf_converter():
+    """GGUF -> Hugging Face folder, for engines that read folders only (mlx); None
+    without the libraries it needs (the jax extra)."""
+    if not (_installed("gguf") and _installed("tokenizers") and _installed("safetensors")):
+        return None
+
+    def convert(gguf_path: str, folder: str) -> None:
+        from modelport.adapters.ggufconvert import materialize_hf_folder
+
+        materialize_hf_folder(gguf_path, folder)
+
+    return convert
 
 
 def build_source(settings: Settings) -> ModelSource | None:
@@ -118,5 +145,6 @@ def bootstrap(
         source=source if source is not None else build_source(settings),
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,
-        engine_options=EngineOptions(device=settings.device, device_index=settings.device_index),
+        engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
+                                     home=settings.home),
     )

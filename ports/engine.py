@@ -9,6 +9,7 @@ import attrs
 from modelport.domain import GenerationRequest, InvalidRequest, ModelInfo, TokenEvent
 
 DEVICES = ("auto", "cpu", "gpu")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _device(value: str) -> str:
@@ -19,14 +20,29 @@ def _device(value: str) -> str:
     return value
 
 
+def _dtype(value: str) -> str:
+    value = value.lower()
+    if value not in DTYPES:
+        raise InvalidRequest(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class EngineOptions:
-    """How to load a model; chosen once, at load time."""
+    """How to load a model; chosen once, at load time.
+
+    ``home`` is modelport's home folder, where engines keep caches (converted
+    models, compiled programs); None lets an engine use ``MODELPORT_HOME`` or the
+    user cache folder. ``dtype`` is the weights' type for engines that choose it
+    (jax); ``auto`` is the engine's default.
+    """
 
     num_ctx: int = 4096
     device: str = attrs.field(default="auto", converter=_device)
     device_index: int = 0
     threads: int | None = None
+    home: str | None = None
+    dtype: str = attrs.field(default="auto", converter=_dtype)
 
 
 @runtime_checkable

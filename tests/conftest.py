@@ -64,3 +64,13 @@ def services(settings, fake_store, engine_box):
     services = bootstrap(settings, store=fake_store, engines=[spec], sessions=InMemorySessionRepository())
     services.source = None  # never the real Hub from a unit test; tests that pull pass a source
     return services
+
+
+@pytest.fixture(scope="session")
+def engine_home(request, tmp_path_factory) -> str:
+    """A modelport home for real engines whose caches outlive one run (GGUFs
+    converted for the jax engine, JAX's compiled programs): under .pytest_cache
+    when pytest's cache is on, else a fresh temporary folder."""
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("modelport-home") if cache is not None else tmp_path_factory.mktemp("home")
+    return str(folder)

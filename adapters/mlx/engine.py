@@ -128,7 +128,7 @@ class MlxEngine:
 
         limit = min(policy.max_tokens or self._num_ctx, self._num_ctx - len(prompt))
         tokenizer = self._tokenizer
-        detokenizer = tokenizer.detokenizer
+        detokenizer = IncrementalDecoder(tokenizer)
         matcher = StopMatcher(policy.stop)
         with self._lock:
             mx.random.seed(policy.seed if policy.seed is not None else time.monotonic_ns() % 2**32)
@@ -158,8 +158,7 @@ class MlxEngine:
                         reason = FinishReason.STOP
                         break
                     produced += 1
-                    detokenizer.add_token(token)
-                    text = matcher.push(detokenizer.last_segment)
+                    text = matcher.push(detokenizer.add(token))
                     yield TokenEvent(text=text, token_id=token, logprob=float(logprobs[token]))
                     if matcher.stopped:
                         reason = FinishReason.STOP
@@ -171,8 +170,7 @@ class MlxEngine:
             finished = time.monotonic_ns()
         tail = ""
         if not matcher.stopped:
-            detokenizer.finalize()
-            tail = matcher.push(detokenizer.last_segment) + matcher.flush()
+            tail = matcher.push(detokenizer.finish()) + matcher.flush()
         usage = Usage(prompt_tokens=len(prompt), completion_tokens=produced,
                       prompt_eval_ns=first_token_at - started, eval_ns=finished - first_token_at)
         yield TokenEvent(text=tail, finish_reason=reason, usage=usage)
@@ -184,6 +182,38 @@ class MlxEngine:
         if self._tokenizer is None:
             raise ModelLoadError("no model is loaded in the mlx engine")
         return self._tokenizer
+
+
+class IncrementalDecoder:
+    """Streamed text whose concatenation equals ``tokenizer.decode`` of all tokens.
+
+    Each step decodes only the last few tokens (from ``prefix`` on) and emits what
+    they add; text ending in a replacement character (an incomplete UTF-8 sequence
+    or byte-level piece) is held back until the next token completes it.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._decode = tokenizer.decode
+        self._ids: list[int] = []
+        self._prefix = 0  # decoding starts here, so spaces between tokens come out right
+        self._read = 0  # tokens up to here have been emitted
+
+    def add(self, token: int) -> str:
+        self._ids.append(token)
+        text = self._decode(self._ids[self._prefix:])
+        if text.endswith("\ufffd"):
+            return ""
+        emitted = self._decode(self._ids[self._prefix:self._read])
+        self._prefix, self._read = self._read, len(self._ids)
+        return text[len(emitted):]
+
+    def finish(self) -> str:
+        if self._read == len(self._ids):
+            return ""
+        text = self._decode(self._ids[self._prefix:])
+        emitted = self._decode(self._ids[self._prefix:self._read])
+        self._read = len(self._ids)
+        return text[len(emitted):]
 
 
 def _eos_ids(config: dict) -> list[int] | None:

