@@ -132,8 +132,9 @@ def main() -> None:
 
     p = {name: statistics.median(v) for name, v in prefill.items()}
     d = {name: statistics.median(v) for name, v in decode.items()}
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"SmolLM2-135M, greedy, {args.reps} reps, medians; JAX {jax.__version__} on {engine._rt.device}, "
-          f"llama-cpp-python {llama_cpp.__version__} on {threads} threads")
+          f"llama-cpp-python {llama_cpp.__version__} on {threads} threads; load average {load}")
     header = ["", "JAX step", "JAX loop", "llama.cpp F32", "llama.cpp Q4_1", "step/F32", "loop/F32"]
     rows = [
         (f"prefill tok/s ({args.prompt_tokens} tokens)", p),

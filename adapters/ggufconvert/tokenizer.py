@@ -78,7 +78,10 @@ def build_tokenizer(get: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
     kinds: list[int] = get("tokenizer.ggml.token_type") or [1] * len(tokens)
     merges = [tuple(merge.split(" ", 1)) for merge in get("tokenizer.ggml.merges") or []]
     vocab = {token: index for index, token in enumerate(tokens)}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    try:
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    except Exception as exc:  # tokenizers raises plain Exceptions
+        raise ModelLoadError(f"the GGUF's vocabulary and merges do not make a tokenizer: {exc}") from None
     tokenizer.pre_tokenizer = PRE_TOKENIZERS[pre]()
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([

@@ -1,7 +1,9 @@
 """Prefill and decode for decoder families, jitted over NNX state.
 
-The model is split once into its graph (static, closed over) and its state (a jit
-argument), so weights are never baked into the compiled program. Prompts are
+The model is split once into its graph and its state. The state's arrays are the
+jit argument (weights are never baked into the compiled program); the graph and the
+state's tree structure are a static argument whose hash is computed once
+(:class:`Structure`), so a call costs no more Python than flattening a tuple. Prompts are
 padded to power-of-two buckets, the attention span (how much of the preallocated
 cache a step reads) is bucketed the same way, and the KV cache is donated to every
 call. :meth:`Decoder.step` runs one token for every row (streaming calls it once
@@ -32,6 +34,27 @@ def bucket(n: int, limit: int, minimum: int = MIN_BUCKET) -> int:
     return min(size, limit)
 
 
+class Structure:
+    """The static half of a split NNX model: its graph and its state's tree
+    structure. jit hashes static arguments on every call, so the hash is kept."""
+
+    def __init__(self, model: nnx.Module) -> None:
+        self.graph, state = nnx.split(model)
+        leaves, self.treedef = jax.tree_util.tree_flatten(state)
+        self.leaves = tuple(leaves)
+        self._hash = hash((self.graph, self.treedef))
+
+    def merge(self, leaves: Sequence[jax.Array]) -> nnx.Module:
+        return nnx.merge(self.graph, jax.tree_util.tree_unflatten(self.treedef, leaves))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, Structure) and self._hash == other._hash
+                                 and self.graph == other.graph and self.treedef == other.treedef)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Rows:
@@ -45,7 +68,7 @@ class Rows:
 
 def _prefill(state, cache: KVCache, tokens, lengths, params: SamplerParams, *, graph, spec: SamplerSpec, span: int):
     """tokens (B, T) right-padded, lengths (B,) -> the first sampled token per row."""
-    model = nnx.merge(graph, state)
+    model = graph.merge(state)
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     hidden, cache = model(tokens, positions, cache, span)
@@ -58,7 +81,7 @@ def _prefill(state, cache: KVCache, tokens, lengths, params: SamplerParams, *, g
 
 def _step(state, cache: KVCache, rows: Rows, params: SamplerParams, n, *, graph, spec: SamplerSpec, span: int):
     """Feed every row's last token; sample the next. ``n`` numbers the draw."""
-    model = nnx.merge(graph, state)
+    model = graph.merge(state)
     index = jnp.arange(rows.token.shape[0])
     history = rows.history.at[index, rows.length].set(rows.token, mode="drop")
     hidden, cache = model(rows.token[:, None], rows.length[:, None], cache, span)
@@ -93,7 +116,7 @@ def _generate(state, cache: KVCache, rows: Rows, params: SamplerParams, limit, e
 
 def _forward(state, cache: KVCache, tokens, *, graph):
     """Logits (B, T, V) of whole prompts (no padding), through the cache path."""
-    model = nnx.merge(graph, state)
+    model = graph.merge(state)
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     hidden, _ = model(tokens, positions, cache, t)
@@ -114,7 +137,8 @@ class Decoder:
 
     def __init__(self, model: nnx.Module, cache_dims: tuple[int, int, int], *, length: int, batch: int = 1,
                  device: Any = None) -> None:
-        self.graph, self.state = nnx.split(model)
+        self.graph = Structure(model)
+        self.state = self.graph.leaves  # the weights: a tuple of arrays
         self.vocab_size = model.cfg.vocab_size
         self.length, self.batch, self.device = length, batch, device
         self.cache_dims = cache_dims

@@ -10,7 +10,6 @@ to power-of-two shapes and the padding is masked out of attention and pooling.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any, Sequence
@@ -22,7 +21,7 @@ from flax import nnx
 
 from modelport.domain import ModelLoadError
 
-from .decode import bucket
+from .decode import Structure, bucket
 
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")
 MAX_BATCH = 32
@@ -56,11 +55,11 @@ class Encoder:
     """An encoder model on a device, with its pooling."""
 
     def __init__(self, model: nnx.Module, folder: str, *, device: Any = None) -> None:
-        self.graph, self.state = nnx.split(model)
+        self.graph = Structure(model)
+        self.state = self.graph.leaves
         self.modes, self.normalize, max_length = sentence_transformers_setup(folder)
         self.max_length = min(max_length or model.cfg.max_position_embeddings, model.cfg.max_position_embeddings)
         self.device = device
-        self._embed = jax.jit(functools.partial(_embed, self.graph), static_argnames=("modes", "normalize"))
 
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """Token lists (each at most ``max_length``) -> vectors (N, D') float32."""
@@ -75,14 +74,17 @@ class Encoder:
         for i, ids in enumerate(batch):
             tokens[i, : len(ids)], valid[i, : len(ids)] = ids, True
         valid[len(batch):, 0] = True  # padding rows: one visible token keeps the math finite
-        out = self._embed(self.state, tokens, valid, modes=self.modes, normalize=self.normalize)
+        out = embed_jit(self.state, tokens, valid, graph=self.graph, modes=self.modes, normalize=self.normalize)
         return np.asarray(out)[: len(batch)]
 
 
-def _embed(graph, state, tokens, valid, *, modes: tuple[str, ...], normalize: bool):
+def _embed(state, tokens, valid, *, graph: Structure, modes: tuple[str, ...], normalize: bool):
     """tokens, valid (B, T) -> pooled (B, D * len(modes)) float32."""
-    hidden = nnx.merge(graph, state)(tokens, valid).astype(jnp.float32)  # (B, T, D)
+    hidden = graph.merge(state)(tokens, valid).astype(jnp.float32)  # (B, T, D)
     return pool(hidden, valid, modes, normalize)
+
+
+embed_jit = jax.jit(_embed, static_argnames=("graph", "modes", "normalize"))
 
 
 def pool(hidden: jax.Array, valid: jax.Array, modes: Sequence[str], normalize: bool) -> jax.Array:

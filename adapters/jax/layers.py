@@ -40,8 +40,10 @@ class Embedding(nnx.Module):
     def __call__(self, ids: Array) -> Array:  # (B, T) -> (B, T, D)
         return jnp.take(self.table[...], ids, axis=0)
 
-    def attend(self, x: Array) -> Array:  # (B, T, D) -> (B, T, V)
-        return jnp.dot(x.astype(self.table.dtype), self.table[...].T)
+    def attend(self, x: Array) -> Array:  # (..., D) -> (..., V)
+        # table @ x.T reads the (V, D) table row by row: no transposed copy of it
+        flat = x.reshape(-1, x.shape[-1]).astype(self.table.dtype)
+        return jnp.dot(self.table[...], flat.T).T.reshape(*x.shape[:-1], -1)
 
 
 class RMSNorm(nnx.Module):

@@ -286,7 +286,6 @@ def test_decode_with_the_cache_equals_the_full_forward_pass(tiny) -> None:
     steps at per-row positions; every step's logits match a full forward pass."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from modelport.adapters.jax.kvcache import KVCache
 
@@ -296,7 +295,7 @@ def test_decode_with_the_cache_equals_the_full_forward_pass(tiny) -> None:
 
     @jax.jit
     def run(state, tokens, positions, cache):
-        model = nnx.merge(graph, state)
+        model = graph.merge(state)
         hidden, cache = model(tokens, positions, cache, 32)
         return model.logits(hidden), cache
 
