@@ -231,7 +231,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
 def update_dotenv(path: str | os.PathLike[str], key: str, value: str) -> None:
     """Set ``key=value`` in a ``.env`` file (created if missing), keeping every other
     line; the file is replaced in one step."""
-    import tempfile
+    from modelport.adapters.filesystem.files import write_atomic
 
     target = Path(path)
     try:
@@ -241,14 +241,4 @@ def update_dotenv(path: str | os.PathLike[str], key: str, value: str) -> None:
     kept = [line for line in lines
             if line.strip().removeprefix("export ").partition("=")[0].strip() != key]
     text = "\n".join([*kept, f"{key}={value}"]) + "\n"
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    write_atomic(str(target), text.encode("utf-8"))

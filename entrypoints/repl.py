@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
@@ -405,18 +404,9 @@ def load_session(name: str, sessions: SessionRepository | None) -> ChatSession:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` in one step: a crash leaves the old file or the new one."""
-    folder = path.parent if str(path.parent) else Path(".")
+    from modelport.adapters.filesystem.files import write_atomic as replace_file
+
     try:
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        replace_file(str(path), text.encode("utf-8"))
     except OSError as exc:
         raise InvalidRequest(f"cannot write {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
