@@ -14,6 +14,7 @@ from .errors import (
     ModelNotFound,
     ModelportError,
     ModelReadOnly,
+    ServerBusy,
     UnsupportedArchitecture,
 )
 from .generation import (
@@ -63,6 +64,7 @@ __all__ = [
     "Role",
     "SamplingPolicy",
     "SearchHit",
+    "ServerBusy",
     "StopMatcher",
     "TokenEvent",
     "UnsupportedArchitecture",

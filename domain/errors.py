@@ -69,6 +69,14 @@ class ContextOverflow(ModelportError):
         self.context_length = context_length
 
 
+class ServerBusy(ModelportError):
+    """Too many requests are already waiting for the model; try again shortly."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"the server is busy: {waiting} requests are already waiting; try again shortly")
+        self.waiting = waiting
+
+
 class InvalidRequest(ModelportError, ValueError):
     """A request whose values are out of range, of the wrong type or contradictory."""
 

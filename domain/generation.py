@@ -22,10 +22,13 @@ class FinishReason(str, enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class Usage:
-    """Token counts and timings, in nanoseconds as Ollama reports them."""
+    """Token counts and timings, in nanoseconds as Ollama reports them.
+    ``cached_tokens``: how many of the prompt tokens were not computed again,
+    found in the cache of an earlier request."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     load_ns: int = 0
     prompt_eval_ns: int = 0
     eval_ns: int = 0

@@ -141,10 +141,10 @@ def bootstrap(
         store=store,
         engines=registry,
         resident=ResidentModels(registry, max_resident=settings.max_resident_models,
-                                convert=store.materialize),
+                                convert=store.materialize, max_queue=settings.max_queue),
         source=source if source is not None else build_source(settings),
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
-                                     home=settings.home),
+                                     home=settings.home, slots=settings.num_parallel),
     )

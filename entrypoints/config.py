@@ -102,8 +102,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_model", ("MODELPORT_DEFAULT_MODEL",), lambda: "smollm2", str, "model for `run` without one"),
     Option("model_ttl", ("MODELPORT_MODEL_TTL", "MODELPORT_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), lambda: "5m",
            _keep_alive, "how long the server keeps an idle model loaded (negative: forever)"),
-    Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: "1",
-           _positive_int("num_parallel"), "generations one model serves at once"),
+    Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: str(default_slots()),
+           _positive_int("num_parallel"), "slots per model: generations decoded together (default: "
+           "twice the CPU count, 2 to 8)"),
     Option("max_queue", ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), lambda: "512",
            _non_negative_int("max_queue"), "requests waiting for a model before 503"),
     Option("origins", ("MODELPORT_ORIGINS", "OLLAMA_ORIGINS"), lambda: "", str,
@@ -111,6 +112,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
            "bearer key the server requires (empty: none)", secret=True),
 )
+
+
+def default_slots() -> int:
+    """Slots per model: decode is bound by reading the weights, so sequences
+    decoded together cost little more than one; each slot holds a KV cache of its
+    own, so a small machine gets fewer."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
 @attrs.frozen(kw_only=True)
@@ -126,7 +134,7 @@ class Settings:
     threads: int = 4
     default_model: str = "smollm2"
     model_ttl: float = 300.0
-    num_parallel: int = 1
+    num_parallel: int = attrs.field(factory=default_slots)
     max_queue: int = 512
     origins: str = ""
     api_key: str = attrs.field(default="", repr=False)

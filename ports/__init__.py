@@ -3,12 +3,24 @@ cases built on them. Imports the domain only."""
 
 from .engine import EngineOptions, InferenceEngine
 from .engines import EngineRegistry, EngineSpec, Resident, ResidentModels
+from .scheduler import Generation, Scheduler, SlotStats
+from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, TokenConstraint
 from .sessions import Clock, SessionRepository
 from .store import ModelSource, ModelStore, ProgressCallback
 from .usecases import ChatTurn, GenerationStream, Services
 
 __all__ = [
     "ChatTurn",
+    "Chunk",
+    "Generation",
+    "Sample",
+    "Scheduler",
+    "SlotEngine",
+    "SlotSampling",
+    "SlotStats",
+    "Step",
+    "TextDecoder",
+    "TokenConstraint",
     "Clock",
     "EngineOptions",
     "EngineRegistry",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
 
 import attrs
 
 from modelport.domain import GenerationRequest, InvalidRequest, ModelInfo, TokenEvent
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
 
 DEVICES = ("auto", "cpu", "gpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -34,7 +37,9 @@ class EngineOptions:
     ``home`` is modelport's home folder, where engines keep caches (converted
     models, compiled programs); None lets an engine use ``MODELPORT_HOME`` or the
     user cache folder. ``dtype`` is the weights' type for engines that choose it
-    (jax); ``auto`` is the engine's default.
+    (jax); ``auto`` is the engine's default. ``slots`` is how many sequences a
+    generating engine decodes together (the generation core's slots); None: the
+    engine's default.
     """
 
     num_ctx: int = 4096
@@ -43,18 +48,23 @@ class EngineOptions:
     threads: int | None = None
     home: str | None = None
     dtype: str = attrs.field(default="auto", converter=_dtype)
+    slots: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
 
 
 @runtime_checkable
 class InferenceEngine(Protocol):
     """One model, loaded by one engine.
 
-    ``stream`` yields :class:`TokenEvent` s, the last with a finish reason and usage.
-    Closing the iterator early (``.close()``) cancels the generation. Engines apply
-    the request's stop strings with :class:`~modelport.domain.StopMatcher`.
+    An engine that generates also implements the step-level port
+    (:class:`~modelport.ports.slots.SlotEngine`) and keeps, once loaded, the one
+    :class:`~modelport.ports.scheduler.Scheduler` that runs its token loop as
+    ``scheduler`` (None for an embedding model). ``stream`` is a thin call into it:
+    it yields :class:`TokenEvent` s, the last with a finish reason and usage;
+    closing the iterator early (``.close()``) cancels the generation.
     """
 
     name: str
+    scheduler: "Scheduler | None"
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None: ...
 
@@ -72,8 +82,3 @@ class InferenceEngine(Protocol):
         """Bytes held by the loaded model (weights and caches); 0 once unloaded."""
         ...
 
-
-class EngineFactory(Protocol):
-    """Makes an unloaded engine; the composition root registers one per engine name."""
-
-    def __call__(self) -> InferenceEngine: ...

@@ -12,8 +12,8 @@ import attrs
 
 from modelport.domain import Capability, EngineUnavailable, ModelFormat, ModelInfo
 from modelport.ports.engine import EngineOptions, InferenceEngine
+from modelport.ports.scheduler import SlotStats
 
-ENGINE_NAMES = ("auto", "gguf", "jax", "mlx")
 # A model in the key's format can be converted by the store into the value's format,
 # so that engines which cannot read the first can still run it.
 CONVERSIONS: dict[ModelFormat, ModelFormat] = {ModelFormat.GGUF: ModelFormat.SAFETENSORS}
@@ -121,6 +121,11 @@ class Resident:
     expires_at: float | None = None
     keep_alive: float | None = None
 
+    def stats(self) -> SlotStats | None:
+        """The model's slots, queue and decode rate (None for an embedding model)."""
+        scheduler = getattr(self.engine, "scheduler", None)
+        return scheduler.stats() if scheduler is not None else None
+
     def expiry(self, now: float) -> float | None:
         """When the model will be unloaded if no request comes (None: never).
         For a model in use, counted from ``now`` as if its requests ended now."""
@@ -155,6 +160,7 @@ class ResidentModels:
         clock: Callable[[], float] = time.time,
         convert: Convert | None = None,
         keep_alive: float | None = None,
+        max_queue: int = 512,
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
@@ -163,6 +169,7 @@ class ResidentModels:
         self._clock = clock
         self._convert = convert
         self.keep_alive = keep_alive
+        self.max_queue = max_queue  # requests that may wait for each model's slots
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, Resident] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
@@ -198,6 +205,9 @@ class ResidentModels:
             started = time.monotonic_ns()
             instance = spec.factory()
             instance.load(self._in_format(model, spec), options)
+            scheduler = getattr(instance, "scheduler", None)
+            if scheduler is not None:
+                scheduler.max_queue = self.max_queue
             load_ns = time.monotonic_ns() - started
             now = self._clock()
             resident = Resident(

@@ -35,6 +35,7 @@ from modelport.domain import (
 )
 from modelport.ports.engine import EngineOptions
 from modelport.ports.engines import EngineRegistry, Resident, ResidentModels
+from modelport.ports.scheduler import SlotStats
 from modelport.ports.sessions import SessionRepository
 from modelport.ports.store import ModelSource, ModelStore, ProgressCallback
 
@@ -200,7 +201,10 @@ class Services:
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
-            events = resident.engine.stream(request)
+            scheduler = resident.engine.scheduler
+            if scheduler is None:
+                raise CapabilityMissing(model.name, "generation (it is an embedding model)")
+            events = scheduler.submit(request)
         except BaseException:
             self.resident.release(resident)
             raise
@@ -255,6 +259,15 @@ class Services:
 
     def loaded(self) -> list[Resident]:
         return self.resident.loaded()
+
+    def activity(self) -> dict[str, SlotStats]:
+        """Each loaded generating model's slots, queue and decode rate, by name."""
+        out = {}
+        for resident in self.resident.loaded():
+            stats = resident.stats()
+            if stats is not None:
+                out[resident.model.name] = stats
+        return out
 
     def tokenize(self, name: str | ModelRef, text: str) -> list[int]:
         return self.load(name).engine.tokenize(text)

@@ -1,10 +1,16 @@
-"""A deterministic engine with a character-level vocabulary.
+"""A deterministic engine with a character-level vocabulary and real slots.
 
 Token ids are Unicode code points. Greedy decoding replays ``reply`` one character
-per token, then ends with an end-of-sequence; with a temperature it draws characters
-of ``reply`` from a PRNG seeded by the request, so the same seed gives the same text.
-Chat messages go through a small ChatML-like template, which makes "the template was
-applied" visible in the prompt token count.
+per token, then ends with an end-of-sequence (token 0); with a temperature, draw
+``n`` of a request is a character of ``reply`` picked by a PRNG seeded with the
+request's seed and ``n``, so the same seed gives the same text whatever runs beside
+it. Chat messages go through a small ChatML-like template, which makes "the template
+was applied" visible in the prompt token count.
+
+It implements the step-level port (:class:`~modelport.ports.SlotEngine`) for the
+generation core: each slot keeps the tokens "in its cache", prompt chunks and
+decode steps are recorded in :attr:`FakeEngine.steps`, and masks are honoured, so
+that the scheduler's own tests run on it without JAX or llama.cpp.
 """
 
 from __future__ import annotations
@@ -14,43 +20,69 @@ import math
 import random
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from modelport.domain import (
     Capability,
     CapabilityMissing,
-    ContextOverflow,
-    FinishReason,
     GenerationRequest,
     ModelInfo,
-    StopMatcher,
+    ModelLoadError,
     TokenEvent,
-    Usage,
 )
-from modelport.ports import EngineOptions
+from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
 
 DEFAULT_REPLY = "The capital of France is Paris."
 EMBEDDING_SIZE = 16
+END = 0  # the end-of-sequence token
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.tokens: list[int] = []  # what the slot's "cache" holds
+        self.pending: int | None = None  # drawn, not yet fed back
+        self.sampling: SlotSampling | None = None
+        self.drawn = 0
+
+
+class _Chars:
+    """The fake's text decoder: one character per token."""
+
+    def push(self, token: int) -> str:
+        return chr(token)
+
+    def flush(self) -> str:
+        return ""
 
 
 class FakeEngine:
     name = "fake"
 
-    def __init__(self, reply: str = DEFAULT_REPLY, *, token_delay: float = 0.0) -> None:
+    def __init__(self, reply: str = DEFAULT_REPLY, *, token_delay: float = 0.0, slots: int = 4) -> None:
         self.reply = reply
         self.token_delay = token_delay
         self.model: ModelInfo | None = None
         self.options: EngineOptions | None = None
         self.prompts: list[str] = []  # every rendered prompt, for tests to inspect
+        self.steps: list[Step] = []  # every step the core ran
         self.loads = 0
+        self.scheduler: Scheduler | None = None
+        self._slot_count = slots
+        self._slots = [_Slot() for _ in range(slots)]
         self._lock = threading.Lock()
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None:
         self.model, self.options = model, options
+        self._slot_count = options.slots or self._slot_count
+        self._slots = [_Slot() for _ in range(self._slot_count)]
         self.loads += 1
+        self.scheduler = Scheduler(self)
 
     def unload(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         self.model = None
+        self.scheduler = None
 
     def memory_used(self) -> int:
         return 0 if self.model is None else 1024 + 4 * len(self.reply)
@@ -68,42 +100,86 @@ class FakeEngine:
         return turns + "<|assistant|>"
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        """One request through the generation core (library use)."""
+        self._loaded()
+        assert self.scheduler is not None
+        return self.scheduler.submit(request)
+
+    # -- the step-level port ---------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return self._slot_count
+
+    @property
+    def context_length(self) -> int:
+        return self.options.num_ctx if self.options else 4096
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         self._loaded()
         prompt = self.render(request)
-        prompt_tokens = len(self.tokenize(prompt))
-        num_ctx = self.options.num_ctx if self.options else request.sampling.num_ctx
-        if prompt_tokens >= num_ctx:
-            raise ContextOverflow(prompt_tokens, num_ctx)
-        self.prompts.append(prompt)
-        return self._generate(request, prompt_tokens, num_ctx)
-
-    def _generate(self, request: GenerationRequest, prompt_tokens: int, num_ctx: int) -> Iterator[TokenEvent]:
-        policy = request.sampling
-        rng = random.Random(policy.seed if policy.seed is not None else time.monotonic_ns())
-        matcher = StopMatcher(policy.stop)
-        limit = min(policy.max_tokens or num_ctx, num_ctx - prompt_tokens)
-        started = time.monotonic_ns()
-        produced = 0
-        reason = FinishReason.STOP
         with self._lock:
-            for position in range(len(self.reply)):
-                if produced >= limit:
-                    reason = FinishReason.LENGTH
-                    break
-                ch = self.reply[position] if policy.is_greedy else rng.choice(self.reply)
-                produced += 1
-                if self.token_delay:
-                    time.sleep(self.token_delay)
-                text = matcher.push(ch)
-                yield TokenEvent(text=text, token_id=ord(ch), logprob=0.0)
-                if matcher.stopped:
-                    break
-        elapsed = time.monotonic_ns() - started
-        usage = Usage(
-            prompt_tokens=prompt_tokens, completion_tokens=produced,
-            prompt_eval_ns=1, eval_ns=max(elapsed, 1),
-        )
-        yield TokenEvent(text=matcher.flush(), finish_reason=reason, usage=usage)
+            self.prompts.append(prompt)
+        return self.tokenize(prompt)
+
+    def is_end(self, token: int) -> bool:
+        return token == END
+
+    def text_decoder(self) -> _Chars:
+        return _Chars()
+
+    def held(self, slot: int) -> Sequence[int]:
+        return tuple(self._slots[slot].tokens)
+
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SlotSampling) -> int:
+        state = self._slots[slot]
+        keep = 0
+        for a, b in zip(state.tokens, prompt[:-1]):
+            if a != b:
+                break
+            keep += 1
+        del state.tokens[keep:]
+        state.pending, state.sampling, state.drawn = None, sampling, 0
+        return keep
+
+    def step(self, step: Step) -> Mapping[int, Sample]:
+        self.steps.append(step)
+        if self.token_delay:
+            time.sleep(self.token_delay)
+        out = {}
+        for chunk in step.chunks:
+            state = self._slots[chunk.slot]
+            if chunk.start != len(state.tokens):
+                raise AssertionError(f"slot {chunk.slot}: chunk at {chunk.start}, cache holds {len(state.tokens)}")
+            state.tokens.extend(chunk.tokens)
+            if chunk.last:
+                out[chunk.slot] = self._draw(state, step.masks.get(chunk.slot))
+        for slot in step.decode:
+            state = self._slots[slot]
+            if state.pending is None:
+                raise AssertionError(f"slot {slot} decodes before its prompt was read")
+            state.tokens.append(state.pending)
+            out[slot] = self._draw(state, step.masks.get(slot))
+        return out
+
+    def end(self, slot: int) -> None:
+        state = self._slots[slot]
+        state.pending, state.sampling = None, None
+
+    def _draw(self, state: _Slot, mask: Sequence[int] | None) -> Sample:
+        assert state.sampling is not None
+        n = state.drawn
+        state.drawn += 1
+        if n >= len(self.reply):
+            token = END
+        elif state.sampling.policy.is_greedy:
+            token = ord(self.reply[n])
+        else:
+            token = ord(random.Random(f"{state.sampling.seed}:{n}").choice(self.reply))
+        if mask is not None and token not in mask:
+            token = min(mask)
+        state.pending = token
+        return Sample(token=token, logprob=0.0)  # the fake's draw is certain
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         model = self._loaded()
@@ -113,7 +189,7 @@ class FakeEngine:
 
     def _loaded(self) -> ModelInfo:
         if self.model is None:
-            raise RuntimeError("FakeEngine: load() a model first")
+            raise ModelLoadError("FakeEngine: load() a model first")
         return self.model
 
 

@@ -20,7 +20,6 @@ from modelport.ports import Services
 from ..bootstrap import bootstrap
 from ..config import Settings
 from . import errors, management, native, openai_resources, resources, schemas, security
-from .admission import Admission
 from .blobs import BlobStore
 from .inference import Runner
 from .lifecycle import REAP_INTERVAL_S, Reaper
@@ -30,8 +29,8 @@ from .schemas import Clock, Reply
 
 
 class App(falcon.App):
-    """A falcon app that also holds what runs beside the routes (the admission
-    queue, the metrics, the reaper thread) and can stop it."""
+    """A falcon app that also holds what runs beside the routes (the metrics, the
+    reaper thread) and can stop it."""
 
     runner: Runner
     metrics: Metrics
@@ -62,9 +61,8 @@ def create_app(
     ``clock`` stamps answers and ``/api/ps``; bodies over ``max_body`` bytes get 413;
     ``hostname`` is this machine's name for the Host check (default: asked of the OS).
     """
-    admission = Admission(parallel=settings.num_parallel, max_queue=settings.max_queue)
-    metrics = Metrics(loaded=lambda: len(services.loaded()), waiting=lambda: admission.waiting)
-    runner = Runner(services, admission, metrics, keep_alive=settings.model_ttl)
+    metrics = Metrics(loaded=lambda: len(services.loaded()), activity=services.activity)
+    runner = Runner(services, metrics, keep_alive=settings.model_ttl)
     middleware = [MetricsMiddleware(metrics), *security.middleware(
         bind_host=settings.host, origins=settings.origins, api_key=settings.api_key, hostname=hostname)]
     app = App(media_type=falcon.MEDIA_JSON, middleware=middleware)

@@ -24,10 +24,9 @@ from modelport.domain import (
     ModelNotFound,
     ModelportError,
     ModelReadOnly,
+    ServerBusy,
     UnsupportedArchitecture,
 )
-
-from .admission import QueueFull
 
 log = logging.getLogger("modelport.http")
 
@@ -41,6 +40,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ModelportError], int], ...] = (
     (ModelReadOnly, 403),
     (DownloadError, 502),
     (EngineUnavailable, 503),
+    (ServerBusy, 503),
 )
 RETRY_AFTER_S = 2  # what a client turned away by a full queue is told to wait
 RETRIABLE = frozenset({408, 409, 429})
@@ -59,7 +59,7 @@ def status_of(error: ModelportError) -> int:
 def message_of(error: BaseException) -> str:
     """What the client is told: the message of a modelport error, only the type of
     anything else (which is a bug, logged in full by the caller)."""
-    if isinstance(error, (ModelportError, QueueFull)):
+    if isinstance(error, ModelportError):
         return str(error)
     return f"internal error: {type(error).__name__}"
 
@@ -87,7 +87,7 @@ def body_for(path: str, message: str, status: int, error: BaseException | None =
 def install(app: falcon.App) -> None:
     """Register the handlers and the serializer on ``app``."""
     app.add_error_handler(ModelportError, _modelport_error)
-    app.add_error_handler(QueueFull, _queue_full)
+    app.add_error_handler(ServerBusy, _queue_full)
     app.add_error_handler(Exception, _unexpected_error)
     app.set_error_serializer(_serialize)
 
@@ -105,7 +105,7 @@ def _modelport_error(req: falcon.Request, resp: falcon.Response, error: Modelpor
     raise _Described(status_of(error), error)
 
 
-def _queue_full(req: falcon.Request, resp: falcon.Response, error: QueueFull,
+def _queue_full(req: falcon.Request, resp: falcon.Response, error: ServerBusy,
                 params: dict[str, Any]) -> None:
     raise _Described(503, error, headers={"Retry-After": str(RETRY_AFTER_S)})
 

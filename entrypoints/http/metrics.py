@@ -8,13 +8,15 @@ text exposition format.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from modelport.domain import TokenEvent
+from modelport.ports import SlotStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -22,10 +24,11 @@ UNMATCHED = "unmatched"
 
 
 class Metrics:
-    """The application's instruments. ``loaded`` and ``waiting`` are read when
-    ``/metrics`` is scraped."""
+    """The application's instruments. ``loaded`` and ``activity`` (each loaded
+    model's slots, queue and decode rate) are read when ``/metrics`` is scraped."""
 
-    def __init__(self, *, loaded: Callable[[], int], waiting: Callable[[], int]) -> None:
+    def __init__(self, *, loaded: Callable[[], int],
+                 activity: Callable[[], Mapping[str, SlotStats]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("modelport_http_requests", "HTTP requests answered.",
@@ -43,7 +46,9 @@ class Metrics:
                                      "Time from a request's arrival to its first generated text.",
                                      ["model"], buckets=FIRST_TOKEN_BUCKETS, registry=r)
         Gauge("modelport_loaded_models", "Models loaded in this worker.", registry=r).set_function(loaded)
-        Gauge("modelport_queue_depth", "Requests waiting for a model.", registry=r).set_function(waiting)
+        Gauge("modelport_queue_depth", "Requests waiting for a model.", registry=r).set_function(
+            lambda: sum(stats.waiting for stats in activity().values()))
+        r.register(_SlotCollector(activity))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -63,6 +68,32 @@ class Metrics:
 
     def count_embedding(self, model: str, prompt_tokens: int) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
+
+
+class _SlotCollector:
+    """Per-model gauges read from the schedulers at scrape time."""
+
+    def __init__(self, activity: Callable[[], Mapping[str, SlotStats]]) -> None:
+        self._activity = activity
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        activity = self._activity()
+        slots = GaugeMetricFamily("modelport_slots", "Slots of each loaded model, by state.",
+                                  labels=["model", "state"])
+        waiting = GaugeMetricFamily("modelport_model_queue_depth", "Requests waiting for a slot, per model.",
+                                    labels=["model"])
+        rate = GaugeMetricFamily("modelport_decode_tokens_per_second",
+                                 "Tokens generated per second over the last 10 s, all slots of a model.",
+                                 labels=["model"])
+        for name, stats in sorted(activity.items()):
+            slots.add_metric([name, "busy"], stats.busy)
+            slots.add_metric([name, "free"], stats.free)
+            waiting.add_metric([name], stats.waiting)
+            rate.add_metric([name], stats.tokens_per_second)
+        yield from (slots, waiting, rate)
 
 
 class MetricsMiddleware:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import falcon
 
 from modelport.domain import Capability, CapabilityMissing, InvalidRequest
-from modelport.ports import Services
+from modelport.ports import Services, SlotStats
 
 from . import schemas, streaming
 from .inference import Runner
@@ -78,17 +78,24 @@ class Health:
         self._device = device
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        admission = self._runner.admission
+        activity = self._services.activity()
         resp.media = {
             "status": "ok",
             "engines": self._services.engines.status(),
             "devices": devices(self._device),
             "loaded": [resident.model.name for resident in self._services.loaded()],
-            "queue": {"active": admission.active, "waiting": admission.waiting,
-                      "max_waiting": admission.max_queue},
+            "queue": {"active": sum(s.busy for s in activity.values()),
+                      "waiting": sum(s.waiting for s in activity.values()),
+                      "max_waiting": self._services.resident.max_queue},
+            "slots": {name: slots(stats) for name, stats in activity.items()},
         }
 
     on_head = on_get
+
+
+def slots(stats: SlotStats) -> dict[str, Any]:
+    return {"total": stats.slots, "busy": stats.busy, "free": stats.free, "waiting": stats.waiting,
+            "tokens_per_second": round(stats.tokens_per_second, 2)}
 
 
 def devices(requested: str) -> dict[str, Any]:
