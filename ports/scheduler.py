@@ -180,8 +180,9 @@ class Scheduler:
         with self._changed:
             if self._closed:
                 raise InvalidRequest("the model is being unloaded; try again")
-            if len(self._waiting) >= self.max_queue and self._free_slots() == 0:
-                raise ServerBusy(len(self._waiting))
+            beyond = len(self._waiting) - self._free_slots()  # those that will wait for a slot
+            if beyond >= self.max_queue:
+                raise ServerBusy(max(beyond, 0))
             job = _Job(next(self._numbers), request, prompt, sampling, limit, constraint, engine.text_decoder())
             self._waiting.append(job)
             self._start_locked()
@@ -261,7 +262,9 @@ class Scheduler:
         self._cancelled.clear()
 
     def _free_slots(self) -> int:
-        return self.engine.slots - len(self._active)
+        """Slots free now or at the next step (a cancelled request's slot is)."""
+        leaving = sum(1 for job in self._cancelled if job.slot is not None)
+        return self.engine.slots - len(self._active) + leaving
 
     def _admit(self) -> None:
         """Give free slots to the waiting jobs, first come first served."""

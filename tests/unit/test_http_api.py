@@ -429,19 +429,15 @@ def test_a_wrong_method_is_a_json_405(client, method: str, path: str) -> None:
 
 
 class BreaksAfterOneToken(FakeEngine):
-    """Streams one token, then fails with ``error``."""
+    """Draws one token (from the prompt's last chunk), then its next step fails
+    with ``error``."""
 
     error: Exception = RuntimeError("the accelerator fell over")
 
-    def stream(self, request):
-        return self._break(super().stream(request))
-
-    def _break(self, events: Iterator) -> Iterator:
-        try:
-            yield next(events)
+    def step(self, step):
+        if step.decode:
             raise self.error
-        finally:
-            events.close()
+        return super().step(step)
 
 
 class BreaksWithModelportError(BreaksAfterOneToken):
