@@ -92,7 +92,11 @@ def test_health_lists_engines_and_loaded_models(client) -> None:
     assert isinstance(health["devices"]["gpus"], list)
     assert health["queue"] == {"active": 0, "waiting": 0, "max_waiting": 512}
     generate(client, prompt="hi", stream=False)
-    assert client.simulate_get("/health").json["loaded"] == ["fake:latest"]
+    health = client.simulate_get("/health").json
+    assert health["loaded"] == ["fake:latest"]
+    slots = health["slots"]["fake:latest"]
+    assert slots["busy"] == slots["waiting"] == 0 and slots["free"] == slots["total"] >= 1
+    assert slots["tokens_per_second"] > 0
 
 
 # -- models ------------------------------------------------------------------------------
