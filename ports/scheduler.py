@@ -163,7 +163,8 @@ class Scheduler:
     def submit(self, request: GenerationRequest, *, constraint: TokenConstraint | None = None,
                logprobs: int | None = None) -> Generation:
         """Queue ``request``. What makes it impossible (an empty prompt, one longer
-        than the context, a full queue) raises here, before anything is queued."""
+        than the context, a full queue) raises here, before anything is queued.
+        ``logprobs`` overrides the request's own."""
         engine = self.engine
         prompt = list(engine.prompt_tokens(request))
         if not prompt:
@@ -176,7 +177,7 @@ class Scheduler:
         if policy.max_tokens is not None:
             limit = min(limit, policy.max_tokens)
         seed = policy.seed if policy.seed is not None else random.randrange(2**31)
-        sampling = SlotSampling(policy=policy, seed=seed, logprobs=logprobs)
+        sampling = SlotSampling(policy=policy, seed=seed, logprobs=request.logprobs if logprobs is None else logprobs)
         with self._changed:
             if self._closed:
                 raise InvalidRequest("the model is being unloaded; try again")
@@ -356,7 +357,7 @@ class Scheduler:
                 self._fail(job, exc)
                 return
         text = job.matcher.push(job.decoder.push(token))
-        job.events.put(TokenEvent(text=text, token_id=token, logprob=sample.logprob))
+        job.events.put(TokenEvent(text=text, token_id=token, logprob=sample.logprob, top_logprobs=sample.top))
         if job.matcher.stopped or constraint_done:
             self._finish(job, FinishReason.STOP, now)
         elif job.produced >= job.limit:
