@@ -18,6 +18,7 @@ from .errors import (
     UnsupportedArchitecture,
 )
 from .generation import (
+    MAX_LOGPROBS,
     Completion,
     EmbeddingRequest,
     Embeddings,
@@ -35,6 +36,7 @@ from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
     "DEFAULT_TAG",
+    "MAX_LOGPROBS",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",

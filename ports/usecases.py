@@ -40,6 +40,9 @@ from modelport.ports.sessions import SessionRepository
 from modelport.ports.store import ModelSource, ModelStore, ProgressCallback
 
 
+MAX_CHOICES = 16  # OpenAI's n: choices per request
+
+
 def _ref(name: str | ModelRef) -> ModelRef:
     return name if isinstance(name, ModelRef) else ModelRef.parse(name)
 
@@ -198,7 +201,37 @@ class Services:
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
+        return self.generate_many(request, 1, engine=engine, keep_alive=keep_alive)[0]
+
+    def generate_many(
+        self, request: GenerationRequest, n: int, *, engine: str | None = None, keep_alive: float | None = None
+    ) -> list[GenerationStream]:
+        """``n`` independent generations of one request (OpenAI's ``n`` choices),
+        submitted together so that the model's slots decode them side by side. A
+        seeded request gives choice ``i`` the seed ``seed + i``: each choice is
+        reproducible on its own, and choice 0 equals the same request with ``n=1``.
+        Errors before the first token (an unknown model, a full queue) raise here,
+        and nothing is left running."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+            raise InvalidRequest(f"n must be an integer from 1 to {MAX_CHOICES}")
+        model = self.store.resolve(request.model)
+        if request.is_chat and not model.supports(Capability.CHAT):
+            raise CapabilityMissing(model.name, "chat")
+        if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
+            raise CapabilityMissing(model.name, "generate")
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
+        streams: list[GenerationStream] = []
+        try:
+            for index in range(n):
+                streams.append(self._submit(model, _choice(request, index), engine, options, keep_alive))
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
+        return streams
+
+    def _submit(self, model: ModelInfo, request: GenerationRequest, engine: str | None,
+                options: EngineOptions, keep_alive: float | None) -> GenerationStream:
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
             scheduler = resident.engine.scheduler
@@ -272,6 +305,10 @@ class Services:
     def tokenize(self, name: str | ModelRef, text: str) -> list[int]:
         return self.load(name).engine.tokenize(text)
 
+    def detokenize(self, name: str | ModelRef, token_ids: list[int]) -> str:
+        """The engine's text for ``token_ids`` (the text of a log-probability's token)."""
+        return self.load(name).engine.detokenize(list(token_ids))
+
     def close(self) -> None:
         self.resident.unload_all()
 
@@ -290,6 +327,14 @@ class Services:
             raise ModelportError("no model source is configured (install 'modelport[hub]')")
         return self.source
 
+
+
+def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
+    """Choice ``index`` of a request: seed + index when the request is seeded."""
+    seed = request.sampling.seed
+    if index == 0 or seed is None:
+        return request
+    return attrs.evolve(request, sampling=request.sampling.replace(seed=seed + index))
 
 
 def _with_totals(events: Iterator[TokenEvent], load_ns: int) -> Iterator[TokenEvent]:

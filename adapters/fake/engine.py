@@ -184,7 +184,30 @@ class FakeEngine:
         if mask is not None and token not in mask:
             token = min(mask)
         state.pending = token
-        return Sample(token=token, logprob=0.0)  # the fake's draw is certain
+        return self._logprobs(token, n, state.sampling)
+
+    def distribution(self, n: int, temperature: float = 1.0) -> dict[int, float]:
+        """The fake's distribution for draw ``n`` (log-probabilities by token, after
+        ``temperature``; 0 counts as 1): every distinct character of the reply, the
+        reply's own ``n``-th character twice as likely as each of the others, and the
+        end token once the reply is over."""
+        chars = sorted({ord(c) for c in self.reply}) or [END]
+        favourite = ord(self.reply[n]) if n < len(self.reply) else END
+        weights = {c: 1.0 for c in chars}
+        weights[favourite] = 2.0
+        scale = 1.0 / temperature if temperature > 0 else 1.0
+        logits = {c: math.log(w) * scale for c, w in weights.items()}
+        top = max(logits.values())
+        total = top + math.log(sum(math.exp(v - top) for v in logits.values()))
+        return {c: v - total for c, v in logits.items()}
+
+    def _logprobs(self, token: int, n: int, sampling: SlotSampling) -> Sample:
+        if sampling.logprobs is None:
+            return Sample(token=token)
+        dist = self.distribution(n, sampling.policy.temperature)
+        value = dist.get(token, -math.inf)
+        best = sorted(dist.items(), key=lambda item: (-item[1], item[0]))[: sampling.logprobs]
+        return Sample(token=token, logprob=value, top=tuple(best))
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         model = self._loaded()

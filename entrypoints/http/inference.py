@@ -10,6 +10,7 @@ from typing import Iterator
 from modelport.domain import EmbeddingRequest, Embeddings, GenerationRequest, TokenEvent
 from modelport.ports import GenerationStream, Services
 
+from .logprobs import TokenTexts
 from .metrics import Metrics
 from .streaming import started as run_to_first_event
 
@@ -38,6 +39,29 @@ class Runner:
         inner = self.services.generate(request, keep_alive=self.keep_alive_for(keep_alive))
         stream = GenerationStream(self.metrics.observe(inner, name, started), inner.close)
         return run_to_first_event(stream), stream
+
+    def generate_many(self, request: GenerationRequest, n: int, *, keep_alive: float | None = None,
+                      started: float | None = None) -> list[tuple[Iterator[TokenEvent], GenerationStream]]:
+        """:meth:`generate` for ``n`` choices submitted together (OpenAI's ``n``)."""
+        if n == 1:
+            return [self.generate(request, keep_alive=keep_alive, started=started)]
+        started = time.monotonic() if started is None else started
+        name = self.services.show(request.model).name
+        inners = self.services.generate_many(request, n, keep_alive=self.keep_alive_for(keep_alive))
+        streams = [GenerationStream(self.metrics.observe(inner, name, started), inner.close) for inner in inners]
+        out = []
+        try:
+            for stream in streams:
+                out.append((run_to_first_event(stream), stream))
+        except BaseException:
+            for stream in streams:
+                stream.close()
+            raise
+        return out
+
+    def token_texts(self, model: str) -> TokenTexts:
+        """Token id -> text, by the model's engine (for log-probabilities)."""
+        return TokenTexts(lambda ids: self.services.detokenize(model, ids))
 
     def embed(self, request: EmbeddingRequest, *, keep_alive: float | None = None) -> Embeddings:
         result = self.services.embed(request, keep_alive=self.keep_alive_for(keep_alive))

@@ -7,21 +7,30 @@ stream began is one last ``data: {"error": {...}}`` event.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Protocol, Sequence
 
 import falcon
 
 from modelport.domain import Completion, FinishReason, ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
+from . import logprobs
 from . import openai_schemas as wire
 from .errors import openai_error, status_of
 from .inference import Runner
+from .logprobs import TokenTexts
 from .resources import MAX_BODY_BYTES, read_json
 from .schemas import Clock
 from .streaming import SSE_DONE, event, log_unexpected, sse_headers
 
-Chunk = Callable[[str, "FinishReason | None"], dict[str, Any]]
+
+
+class Chunk(Protocol):
+    """Builds one choice object of a stream chunk."""
+
+    logprobs: bool
+
+    def __call__(self, index: int, item: TokenEvent) -> dict[str, Any]: ...
 
 
 class ChatCompletions:
@@ -32,16 +41,19 @@ class ChatCompletions:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         call = wire.parse_chat(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
-        events, stream = self._runner.generate(call.request, started=getattr(req.context, "started", None))
+        runs = self._runner.generate_many(call.request, call.n, started=getattr(req.context, "started", None))
+        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
         if call.stream:
             envelope = wire.Envelope.chat(call.model, self._clock(), chunk=True)
             sse_headers(resp)
-            resp.stream = sse(events, stream, envelope, call.include_usage, chat_chunk, first={"role": "assistant"})
+            resp.stream = sse(runs, envelope, call.include_usage, ChatChunks(texts, call.logprobs),
+                              first={"role": "assistant"})
             return
-        done = _whole(events, stream)
+        done = [_whole(*run) for run in runs]
         envelope = wire.Envelope.chat(call.model, self._clock())
-        resp.media = envelope.wrap([wire.chat_message(done.text, done.finish_reason)],
-                                   usage=wire.usage(done.usage))
+        choices = [wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs))
+                   for i, c in enumerate(done)]
+        resp.media = envelope.wrap(choices, usage=wire.usage(_choices_usage([done])))
 
 
 class Completions:
@@ -54,14 +66,34 @@ class Completions:
         call = wire.parse_completion(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
         started = getattr(req.context, "started", None)
         envelope = wire.Envelope.completion(call.model, self._clock())
+        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
         if call.stream:
-            events, stream = self._runner.generate(call.request, started=started)
+            runs = self._runner.generate_many(call.request, call.n, started=started)
             sse_headers(resp)
-            resp.stream = sse(events, stream, envelope, call.include_usage, text_chunk)
+            resp.stream = sse(runs, envelope, call.include_usage, TextChunks(texts, call.logprobs))
             return
-        done = [_whole(*self._runner.generate(request, started=started)) for request in call.requests]
-        choices = [wire.text_choice(c.text, c.finish_reason, i) for i, c in enumerate(done)]
-        resp.media = envelope.wrap(choices, usage=wire.usage(wire.add_usage([c.usage for c in done])))
+        done = [[_whole(*run) for run in self._runner.generate_many(request, call.n, started=started)]
+                for request in call.requests]
+        choices = []
+        for c in (c for group in done for c in group):
+            legacy = None
+            if texts is not None and call.logprobs is not None:
+                legacy = logprobs.openai_legacy(logprobs.of_completion(c), texts, call.logprobs)
+            choices.append(wire.text_choice(c.text, c.finish_reason, len(choices), legacy))
+        resp.media = envelope.wrap(choices, usage=wire.usage(_choices_usage(done)))
+
+
+def _chat_logprobs(done: Completion, texts: TokenTexts | None, top: int | None) -> dict[str, Any] | None:
+    if texts is None or top is None:
+        return None
+    return logprobs.openai_chat(logprobs.of_completion(done), texts, top)
+
+
+def _choices_usage(groups: Sequence[Sequence[Completion]]) -> Usage:
+    """One prompt's tokens per group of choices (the choices share the prompt), every
+    choice's completion tokens."""
+    return Usage(prompt_tokens=sum(group[0].usage.prompt_tokens for group in groups if group),
+                 completion_tokens=sum(c.usage.completion_tokens for group in groups for c in group))
 
 
 class Embeddings:
@@ -87,37 +119,92 @@ class Models:
         resp.media = wire.model_entry(self._services.show(model))
 
 
-def chat_chunk(text: str, reason: FinishReason | None) -> dict[str, Any]:
-    return wire.chat_delta({"content": text} if reason is None else {}, reason)
+class ChatChunks:
+    """A chat stream's choice objects: content deltas, with each token's
+    log-probabilities when asked."""
+
+    def __init__(self, texts: TokenTexts | None, top: int | None) -> None:
+        self._texts, self._top = texts, top
+
+    @property
+    def logprobs(self) -> bool:
+        return self._texts is not None and self._top is not None
+
+    def __call__(self, index: int, item: TokenEvent) -> dict[str, Any]:
+        if item.done:
+            return wire.chat_delta({"content": item.text} if item.text else {}, item.finish_reason, index)
+        entries = None
+        if self._texts is not None and self._top is not None:
+            entries = logprobs.openai_chat(logprobs.of_event(item), self._texts, self._top)
+        return wire.chat_delta({"content": item.text}, None, index, entries)
 
 
-def text_chunk(text: str, reason: FinishReason | None) -> dict[str, Any]:
-    return wire.text_choice(text, reason)
+class TextChunks:
+    """A completion stream's choice objects, with the legacy log-probabilities
+    (their text offsets counted per choice) when asked."""
+
+    def __init__(self, texts: TokenTexts | None, top: int | None) -> None:
+        self._texts, self._top = texts, top
+        self._offsets: dict[int, int] = {}
+
+    @property
+    def logprobs(self) -> bool:
+        return self._texts is not None and self._top is not None
+
+    def __call__(self, index: int, item: TokenEvent) -> dict[str, Any]:
+        legacy = None
+        if self._texts is not None and self._top is not None and not item.done:
+            offset = self._offsets.get(index, 0)
+            legacy = logprobs.openai_legacy(logprobs.of_event(item), self._texts, self._top, offset)
+            self._offsets[index] = offset + sum(len(t) for t in legacy["tokens"])
+        return wire.text_choice(item.text, item.finish_reason, index, legacy)
 
 
-def sse(events: Iterator[TokenEvent], stream: GenerationStream, envelope: wire.Envelope,
-        include_usage: bool, chunk: Chunk, first: dict[str, Any] | None = None) -> Iterator[bytes]:
-    """The chunks of one streamed answer: an optional opening delta (the chat role),
-    one chunk per text delta, a finish chunk, the usage chunk when asked, [DONE]."""
+Run = tuple[Iterator[TokenEvent], GenerationStream]
+
+
+def sse(runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk: Chunk,
+        first: dict[str, Any] | None = None) -> Iterator[bytes]:
+    """The chunks of one streamed answer of one or more choices: an optional opening
+    delta per choice (the chat role), one chunk per text delta (or per token, with
+    log-probabilities), a finish chunk per choice, the usage chunk when asked, [DONE]."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    finals: list[Usage] = []
     try:
         if first is not None:
-            yield event(envelope.wrap([wire.chat_delta({**first, "content": ""})], **extra))
-        for item in events:
-            if item.text:
-                yield event(envelope.wrap([chunk(item.text, None)], **extra))
+            for index in range(len(runs)):
+                yield event(envelope.wrap([wire.chat_delta({**first, "content": ""}, index=index)], **extra))
+        for index, item in interleaved([events for events, _ in runs]):
             if item.done:
-                yield event(envelope.wrap([chunk("", item.finish_reason)], **extra))
-                if include_usage:
-                    yield event(envelope.wrap([], usage=wire.usage(item.usage or Usage())))
-                yield SSE_DONE
-                return
-        raise RuntimeError("the generation stream ended without a final event")
+                yield event(envelope.wrap([chunk(index, item)], **extra))
+                finals.append(item.usage or Usage())
+            elif item.text or (chunk.logprobs and item.token_id is not None):
+                yield event(envelope.wrap([chunk(index, item)], **extra))
+        if include_usage:
+            total = Usage(prompt_tokens=finals[0].prompt_tokens if finals else 0,
+                          completion_tokens=sum(u.completion_tokens for u in finals))
+            yield event(envelope.wrap([], usage=wire.usage(total)))
+        yield SSE_DONE
     except Exception as exc:  # the status is already sent: report it in the stream
         status = status_of(exc) if isinstance(exc, ModelportError) else 500
         yield event(openai_error(log_unexpected(exc, "generation"), status))
     finally:
-        stream.close()
+        for _, stream in runs:
+            stream.close()
+
+
+def interleaved(streams: Sequence[Iterator[TokenEvent]]) -> Iterator[tuple[int, TokenEvent]]:
+    """(choice index, event) from every stream in turn, until each has given its
+    final event. The choices decode together, so taking them in turn waits little."""
+    open_ = list(range(len(streams)))
+    while open_:
+        for index in list(open_):
+            item = next(streams[index], None)
+            if item is None:
+                raise RuntimeError("the generation stream ended without a final event")
+            if item.done:
+                open_.remove(index)
+            yield index, item
 
 
 def _whole(events: Iterator[TokenEvent], stream: GenerationStream) -> Completion:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from modelport.domain import (
+    MAX_LOGPROBS,
     ChatMessage,
     Conversation,
     FinishReason,
@@ -35,6 +36,7 @@ ENCODINGS = ("float", "base64")
 IGNORED = ("user", "logit_bias", "presence_penalty", "frequency_penalty", "parallel_tool_calls",
            "metadata", "store", "service_tier", "prediction", "modalities")
 
+MAX_CHOICES = 16
 OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]
 
 
@@ -44,6 +46,9 @@ class OpenAICall:
     requests: tuple[GenerationRequest, ...]
     stream: bool = False
     include_usage: bool = False
+    n: int = 1  # choices per request
+    logprobs: int | None = None  # None: not asked; k: the token's and k alternatives
+
 
     @property
     def request(self) -> GenerationRequest:
@@ -63,8 +68,10 @@ def parse_chat(body: Body, policy: OpenAIPolicy) -> OpenAICall:
         raise InvalidRequest("'messages' must not be empty")
     messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
     _refuse_unsupported(body, model)
-    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body))
-    return OpenAICall(model=model, requests=(request,), **_streaming(body))
+    top = chat_logprobs(body)
+    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body),
+                                logprobs=top)
+    return OpenAICall(model=model, requests=(request,), n=choices(body), logprobs=top, **_streaming(body))
 
 
 def parse_completion(body: Body, policy: OpenAIPolicy) -> OpenAICall:
@@ -76,17 +83,44 @@ def parse_completion(body: Body, policy: OpenAIPolicy) -> OpenAICall:
         raise InvalidRequest(f"'{model}' does not support insert (suffix)")
     if body.get("echo"):
         raise InvalidRequest("echo is not supported")
-    if _number(body, "best_of", 1) != 1:
-        raise InvalidRequest("best_of must be 1")
-    if body.get("logprobs") not in (None, 0):
-        raise InvalidRequest("logprobs are not supported yet")
+    n = choices(body)
+    if _number(body, "best_of", n) != n:
+        raise InvalidRequest("best_of must equal n: every choice generated is returned")
+    top = _integer(body, "logprobs", 0, MAX_LOGPROBS)
     _refuse_unsupported(body, model)
     sampling = policy(model, body)
-    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling) for p in prompts)
+    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top)
+                     for p in prompts)
     flags = _streaming(body)
     if flags["stream"] and len(requests) > 1:
         raise InvalidRequest("stream a single prompt at a time")
-    return OpenAICall(model=model, requests=requests, **flags)
+    return OpenAICall(model=model, requests=requests, n=n, logprobs=top, **flags)
+
+
+def choices(body: Body) -> int:
+    """``n``: how many choices to generate (1 to 16)."""
+    return _integer(body, "n", 1, MAX_CHOICES) or 1
+
+
+def chat_logprobs(body: Body) -> int | None:
+    """Chat's ``logprobs`` (a boolean) and ``top_logprobs`` (0 to 20): None when not
+    asked, else how many alternatives to report beside each token."""
+    wanted = body.get("logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise InvalidRequest("'logprobs' must be a boolean")
+    top = _integer(body, "top_logprobs", 0, MAX_LOGPROBS)
+    if top is not None and not wanted:
+        raise InvalidRequest("'top_logprobs' needs 'logprobs': true")
+    return (top or 0) if wanted else None
+
+
+def _integer(body: Body, key: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"'{key}' must be an integer from {low} to {high}, got {value!r}")
+    return value
 
 
 def parse_embeddings(body: Body) -> tuple[EmbedCall, str]:
@@ -160,8 +194,6 @@ def _prompts(value: object) -> tuple[str, ...]:
 
 def _refuse_unsupported(body: Body, model: str) -> None:
     """Clear 400s for what no model here can do yet."""
-    if _number(body, "n", 1) != 1:
-        raise InvalidRequest("n must be 1: one choice per request")
     fmt = body.get("response_format")
     if fmt is not None:
         kind = fmt.get("type") if isinstance(fmt, Mapping) else None
@@ -172,8 +204,6 @@ def _refuse_unsupported(body: Body, model: str) -> None:
     tools = body.get("tools")
     if tools and body.get("tool_choice") != "none":
         raise InvalidRequest(f"'{model}' does not support tools")
-    if body.get("logprobs") is True or body.get("top_logprobs"):
-        raise InvalidRequest("logprobs are not supported yet")
     effort = body.get("reasoning_effort")
     if effort not in (None, "none"):
         raise InvalidRequest(f"'{model}' does not support thinking (reasoning_effort)")
@@ -237,17 +267,20 @@ class Envelope:
                 "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
 
 
-def chat_message(text: str, reason: FinishReason, index: int = 0) -> dict[str, Any]:
+def chat_message(text: str, reason: FinishReason, index: int = 0,
+                 logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"index": index, "message": {"role": "assistant", "content": text},
-            "logprobs": None, "finish_reason": finish(reason)}
+            "logprobs": logprobs, "finish_reason": finish(reason)}
 
 
-def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason)}
+def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None, index: int = 0,
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish(reason)}
 
 
-def text_choice(text: str, reason: FinishReason | None, index: int = 0) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish(reason)}
+def text_choice(text: str, reason: FinishReason | None, index: int = 0,
+                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish(reason)}
 
 
 def embeddings(vectors: Sequence[Sequence[float]], model: str, prompt_tokens: int, encoding: str,

@@ -18,7 +18,7 @@ import falcon
 from modelport.domain import Capability, CapabilityMissing, InvalidRequest
 from modelport.ports import Services, SlotStats
 
-from . import schemas, streaming
+from . import logprobs, schemas, streaming
 from .inference import Runner
 from .schemas import Body, Call, Clock, Reply
 
@@ -183,6 +183,10 @@ class Inference:
             return
         events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive,
                                                started=getattr(req.context, "started", None))
+        top = call.request.logprobs
+        if top is not None:
+            texts = self._runner.token_texts(call.model)
+            reply = reply.with_logprobs(lambda entries: logprobs.ollama(entries, texts, top))
         if call.stream:
             resp.content_type = streaming.NDJSON
             resp.stream = streaming.ndjson(events, stream, reply)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
 from modelport.domain import (
+    MAX_LOGPROBS,
     Capability,
     ChatMessage,
     Conversation,
@@ -79,7 +80,8 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     (vision), ``suffix`` (fill-in-the-middle), ``think`` other than false (thinking),
     ``format`` "json" or a schema (structured outputs).
     Accepted and ignored: ``template`` (the model's own chat template is used),
-    ``context`` (deprecated), truncate, shift, logprobs, top_logprobs.
+    ``context`` (deprecated), truncate, shift. ``logprobs``/``top_logprobs`` add
+    each token's log-probability (and that many alternatives) to the answer.
     ``raw`` with system, template or context is refused, as Ollama does.
     """
     model = _model(body)
@@ -96,11 +98,14 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     if prompt or system:
         sampling = policy(model, _options(body))
+        top = parse_logprobs(body)
         if raw:
-            request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling)
+            request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
+                                        logprobs=top)
         else:
             messages = system_and_user(prompt, system or None)
-            request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=sampling)
+            request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=sampling,
+                                        logprobs=top)
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
@@ -123,9 +128,19 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     if len(messages):
         request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(model, _options(body)))
+                                    sampling=policy(model, _options(body)), logprobs=parse_logprobs(body))
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
+
+
+def parse_logprobs(body: Body) -> int | None:
+    """Ollama's ``logprobs`` (a boolean) and ``top_logprobs`` (0 to 20): None when
+    not asked, else how many alternatives to report beside each token."""
+    wanted = _optional(body, "logprobs", bool, False)
+    top = body.get("top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_LOGPROBS):
+        raise InvalidRequest(f'field "top_logprobs" must be an integer from 0 to {MAX_LOGPROBS}')
+    return (top or 0) if wanted else None
 
 
 def parse_show(body: Body) -> str:
@@ -262,13 +277,25 @@ def metrics(usage: Usage) -> dict[str, int]:
     }
 
 
+TokenLogprobs = Callable[[Sequence[Any]], list]
+
+
 @attrs.frozen
 class Reply:
-    """The objects of one ``/api/generate`` or ``/api/chat`` answer."""
+    """The objects of one ``/api/generate`` or ``/api/chat`` answer. ``logprobs``,
+    when the request asked for them, renders a list of
+    :class:`~.logprobs.TokenLogprob` in Ollama's shape."""
 
     model: str
     clock: Clock
     content: Callable[[str], dict[str, Any]]
+    logprobs: TokenLogprobs | None = None
+
+    def with_logprobs(self, render: TokenLogprobs) -> "Reply":
+        return attrs.evolve(self, logprobs=render)
+
+    def _logprobs(self, entries: Sequence[Any]) -> dict[str, Any]:
+        return {} if self.logprobs is None else {"logprobs": self.logprobs(entries)}
 
     @classmethod
     def generate(cls, model: str, clock: Clock) -> "Reply":
@@ -278,11 +305,12 @@ class Reply:
     def chat(cls, model: str, clock: Clock) -> "Reply":
         return cls(model, clock, lambda text: {"message": {"role": "assistant", "content": text}})
 
-    def chunk(self, text: str) -> dict[str, Any]:
-        return {**self._head(), **self.content(text), "done": False}
+    def chunk(self, text: str, entries: Sequence[Any] = ()) -> dict[str, Any]:
+        return {**self._head(), **self.content(text), **self._logprobs(entries), "done": False}
 
-    def final(self, text: str, reason: FinishReason, usage: Usage) -> dict[str, Any]:
-        return {**self._head(), **self.content(text), "done": True,
+    def final(self, text: str, reason: FinishReason, usage: Usage, entries: Sequence[Any] = ()) -> dict[str, Any]:
+        logprobs = self._logprobs(entries) if entries else {}
+        return {**self._head(), **self.content(text), **logprobs, "done": True,
                 "done_reason": reason.value, **metrics(usage)}
 
     def done(self, reason: str) -> dict[str, Any]:

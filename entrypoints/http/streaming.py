@@ -17,6 +17,7 @@ from modelport.domain import Completion, ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
 from .errors import message_of
+from .logprobs import of_completion, of_event
 from .schemas import Reply, error
 
 NDJSON = "application/x-ndjson"
@@ -37,8 +38,8 @@ def ndjson(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply)
     """One line per non-empty text delta, then the final line (or an error line)."""
     try:
         for event in events:
-            if event.text:
-                yield line(reply.chunk(event.text))
+            if event.text or (reply.logprobs is not None and event.token_id is not None):
+                yield line(reply.chunk(event.text, of_event(event)))
             if event.finish_reason is not None:
                 yield line(reply.final("", event.finish_reason, event.usage or Usage()))
                 return
@@ -62,7 +63,7 @@ def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) 
         completion = Completion.fold(events)
     finally:
         stream.close()
-    return reply.final(completion.text, completion.finish_reason, completion.usage)
+    return reply.final(completion.text, completion.finish_reason, completion.usage, of_completion(completion))
 
 
 def line(obj: dict[str, Any]) -> bytes:

@@ -510,3 +510,26 @@ def test_closing_the_response_cancels_the_generation(services, settings) -> None
     assert services.loaded()[0].in_use == 0
     client = falcon.testing.TestClient(app, headers=LOCAL)
     assert generate(client, prompt="hi", stream=False).json["response"] == REPLY
+
+
+# -- log-probabilities ---------------------------------------------------------------------
+
+
+def test_generate_logprobs_streamed_and_whole(client, engine_box) -> None:
+    streamed = lines(generate(client, prompt="hi", logprobs=True, top_logprobs=2, options={**GREEDY,
+                                                                                          "num_predict": 3}))
+    tokens = [entry for line in streamed[:-1] for entry in line["logprobs"]]
+    assert [t["token"] for t in tokens] == list("The")
+    assert tokens[0]["logprob"] == pytest.approx(engine_box.last.distribution(0)[ord("T")])
+    assert [len(t["top_logprobs"]) for t in tokens] == [2, 2, 2] and tokens[0]["bytes"] == [ord("T")]
+    whole = generate(client, prompt="hi", stream=False, logprobs=True, options={**GREEDY, "num_predict": 3}).json
+    assert [t["token"] for t in whole["logprobs"]] == list("The")
+    assert "top_logprobs" not in whole["logprobs"][0]
+
+
+def test_chat_logprobs_and_none_unless_asked(client) -> None:
+    whole = chat(client, stream=False, logprobs=True, top_logprobs=1).json
+    assert "".join(t["token"] for t in whole["logprobs"]) == REPLY
+    assert "logprobs" not in chat(client, stream=False).json
+    bad = chat(client, stream=False, logprobs=True, top_logprobs=30)
+    assert bad.status_code == 400 and "top_logprobs" in bad.json["error"]

@@ -119,18 +119,94 @@ def test_the_models_own_defaults_are_the_base(client, fake_store, engine_box) ->
     ({"response_format": {"type": "json_object"}}, "json_object"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "json_schema"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"n": 2}, "n must be 1"),
+    ({"n": 0}, "'n' must be an integer from 1 to 16"),
+    ({"n": 17}, "'n'"),
+    ({"top_logprobs": 3}, "needs 'logprobs': true"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"logprobs": "yes"}, "'logprobs' must be a boolean"),
     ({"temperature": -1}, "temperature"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": [1]}, "stop"),
     ({"stream": "yes"}, "stream"),
-    ({"logprobs": True}, "logprobs"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:;base64,"}}]}]},
      "images"),
     ({"model": 7}, "model"),
 ])
 def test_bad_chat_requests_are_400_in_openai_shape(client, body, words) -> None:
     assert_openai_error(chat(client, **body), 400, words, "invalid_request_error")
+
+
+def test_n_choices_are_seeded_one_by_one(client) -> None:
+    body = chat(client, n=3, temperature=1.0, seed=7).json
+    texts = [c["message"]["content"] for c in body["choices"]]
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2] and len(set(texts)) == 3
+    assert chat(client, temperature=1.0, seed=7).json["choices"][0]["message"]["content"] == texts[0]
+    assert chat(client, temperature=1.0, seed=8).json["choices"][0]["message"]["content"] == texts[1]
+    one = chat(client, temperature=1.0, seed=7).json["usage"]
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == one["prompt_tokens"]
+    assert usage["completion_tokens"] == sum(len(t) for t in texts)
+
+
+def test_n_choices_decode_together(client, engine_box) -> None:
+    chat(client, n=3, max_tokens=5)
+    steps = engine_box.last.steps
+    assert max(len(step.sampling) for step in steps) == 3
+
+
+def test_n_choices_stream_interleaved_with_their_index(client) -> None:
+    first_a, first_b, *rest, done = events(chat(client, n=2, stream=True, stream_options={"include_usage": True}))
+    assert [c["choices"][0]["index"] for c in (first_a, first_b)] == [0, 1]
+    *chunks, usage = rest
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
+        assert "".join(c["delta"].get("content", "") for c in mine) == REPLY
+        assert mine[-1]["finish_reason"] == "stop"
+    assert usage["usage"]["completion_tokens"] == 2 * len(REPLY) and done == "[DONE]"
+
+
+def test_chat_logprobs_are_the_engines_distribution(client, engine_box) -> None:
+    choice = chat(client, logprobs=True, top_logprobs=3, max_tokens=4).json["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert [c["token"] for c in content] == list("The ")
+    dist = engine_box.last.distribution(0)
+    assert content[0]["logprob"] == pytest.approx(dist[ord("T")])
+    assert content[0]["bytes"] == [ord("T")]
+    best = sorted(dist.values(), reverse=True)[:3]
+    assert [t["logprob"] for t in content[0]["top_logprobs"]] == pytest.approx(best)
+    assert content[0]["top_logprobs"][0]["token"] == "T"
+    assert all(len(c["top_logprobs"]) == 3 for c in content)
+    assert chat(client, logprobs=True).json["choices"][0]["logprobs"]["content"][0]["top_logprobs"] == []
+
+
+def test_chat_logprobs_follow_the_temperature(client, engine_box) -> None:
+    hot = chat(client, logprobs=True, temperature=2.0, seed=1, max_tokens=1).json["choices"][0]
+    token = ord(hot["message"]["content"])
+    assert hot["logprobs"]["content"][0]["logprob"] == pytest.approx(engine_box.last.distribution(0, 2.0)[token])
+
+
+def test_streamed_chat_logprobs_come_with_each_token(client) -> None:
+    _, *chunks, finish, done = events(chat(client, stream=True, logprobs=True, top_logprobs=2, max_tokens=3))
+    tokens = [c["choices"][0]["logprobs"]["content"] for c in chunks]
+    assert [t[0]["token"] for t in tokens] == list("The") and all(len(t[0]["top_logprobs"]) == 2 for t in tokens)
+    assert finish["choices"][0]["finish_reason"] == "length"
+
+
+def test_completion_logprobs_in_the_legacy_shape(client, engine_box) -> None:
+    choice = complete(client, logprobs=2, max_tokens=3).json["choices"][0]
+    legacy = choice["logprobs"]
+    assert legacy["tokens"] == ["T", "h", "e"] and legacy["text_offset"] == [0, 1, 2]
+    assert legacy["token_logprobs"][0] == pytest.approx(engine_box.last.distribution(0)[ord("T")])
+    assert all(len(top) == 2 for top in legacy["top_logprobs"]) and "T" in legacy["top_logprobs"][0]
+    chunks = events(complete(client, logprobs=1, max_tokens=3, stream=True))[:-1]
+    offsets = [c["choices"][0]["logprobs"]["text_offset"] for c in chunks if c["choices"][0]["logprobs"]]
+    assert offsets == [[0], [1], [2]]
+
+
+def test_completion_n_choices_per_prompt(client) -> None:
+    body = complete(client, prompt=["a", "bb"], n=2, max_tokens=2).json
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "Th"), (1, "Th"), (2, "Th"), (3, "Th")]
+    assert body["usage"]["prompt_tokens"] == 3 and body["usage"]["completion_tokens"] == 8
 
 
 def test_tools_with_tool_choice_none_are_ignored(client) -> None:
@@ -177,7 +253,7 @@ def test_completion_stream(client) -> None:
 
 @pytest.mark.parametrize("body, words", [
     ({"prompt": [1, 2, 3]}, "token arrays"), ({"prompt": None}, "prompt"), ({"suffix": "x"}, "insert"),
-    ({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 2}, "logprobs"),
+    ({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 21}, "logprobs"),
     ({"prompt": ["a", "b"], "stream": True}, "single prompt"),
 ])
 def test_bad_completion_requests_are_400(client, body, words) -> None:
