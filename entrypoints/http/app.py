@@ -19,7 +19,7 @@ from modelport.ports import Services
 
 from ..bootstrap import bootstrap
 from ..config import Settings
-from . import errors, management, native, openai_resources, resources, schemas, security
+from . import errors, management, native, openai_resources, resources, responses, schemas, security
 from .blobs import BlobStore
 from .inference import Runner
 from .lifecycle import REAP_INTERVAL_S, Reaper
@@ -104,6 +104,9 @@ def _openai_routes(app: App, runner: Runner, clock: Clock, max_body: int) -> Non
     app.add_route("/v1/completions", openai_resources.Completions(runner, clock, max_body))
     app.add_route("/v1/embeddings", openai_resources.Embeddings(runner, max_body))
     app.add_route("/v1/models", models)
+    answers = responses.Responses(runner, clock, max_body=max_body)
+    app.add_route("/v1/responses", answers)
+    app.add_route("/v1/responses/{response_id}", answers, suffix="one")
     app.add_route("/v1/models/{model:path}", models, suffix="one")
 
 

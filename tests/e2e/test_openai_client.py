@@ -127,3 +127,40 @@ def test_the_api_key_is_checked(keyed_url: str) -> None:
     right = openai.OpenAI(base_url=f"{keyed_url}/v1", api_key="s3cret", timeout=TIMEOUT_S, max_retries=0)
     answer = right.chat.completions.create(model="fake", messages=USER, temperature=0)
     assert answer.choices[0].message.content == REPLY
+
+
+def test_responses_whole_streamed_and_continued(client) -> None:
+    answer = client.responses.create(model="fake", input="Capital of France?", instructions="Be brief.",
+                                     temperature=0)
+    assert answer.output_text == REPLY and answer.status == "completed"
+    assert answer.usage.output_tokens == len(REPLY)
+    with client.responses.create(model="fake", input=[{"role": "user", "content": "Capital?"}],
+                                 temperature=0, max_output_tokens=9, stream=True) as stream:
+        events = list(stream)
+    assert events[0].type == "response.created" and events[-1].type == "response.incomplete"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY[:9]
+    follow = client.responses.create(model="fake", input="And Spain?", previous_response_id=answer.id,
+                                     temperature=0)
+    assert follow.output_text == REPLY and follow.usage.input_tokens > answer.usage.input_tokens
+    assert client.responses.retrieve(answer.id).output_text == REPLY
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="fake", input="hi", tools=[{"type": "function", "name": "f",
+                                                                  "parameters": {"type": "object"}}])
+    assert "tools" in raised.value.message
+
+
+def test_n_choices_and_logprobs(client) -> None:
+    answer = client.chat.completions.create(model="fake", messages=USER, n=3, temperature=1.0, seed=3,
+                                            logprobs=True, top_logprobs=5, max_completion_tokens=6)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    again = client.chat.completions.create(model="fake", messages=USER, temperature=1.0, seed=4,
+                                           max_completion_tokens=6)
+    assert again.choices[0].message.content == answer.choices[1].message.content
+    for choice in answer.choices:
+        content = choice.logprobs.content
+        assert "".join(t.token for t in content) == choice.message.content
+        assert all(len(t.top_logprobs) == 5 and t.logprob <= 0 for t in content)
+        assert all(t.top_logprobs[0].logprob >= t.top_logprobs[-1].logprob for t in content)
+    legacy = client.completions.create(model="fake", prompt="Capital?", temperature=0, max_tokens=3, n=2,
+                                       logprobs=2)
+    assert [c.logprobs.tokens for c in legacy.choices] == [["T", "h", "e"]] * 2

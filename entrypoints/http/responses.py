@@ -1,0 +1,209 @@
+"""``/v1/responses``: OpenAI's Responses API over the generation core.
+
+``POST /v1/responses`` answers one ``response`` object, or (``stream: true``)
+server-sent events in the Responses order: ``response.created``,
+``response.in_progress``, ``response.output_item.added``,
+``response.content_part.added``, one ``response.output_text.delta`` per text
+delta, ``response.output_text.done``, ``response.content_part.done``,
+``response.output_item.done``, then ``response.completed`` (``response.incomplete``
+when ``max_output_tokens`` cut it short). An error after the stream began is an
+``error`` event, then ``response.failed``.
+
+Stored responses (``store``, true unless false) give ``previous_response_id`` its
+conversation: they are kept in this server process's memory, at most
+``capacity`` of them and each for ``ttl`` seconds after it was made, and
+``GET``/``DELETE /v1/responses/{id}`` read and forget one.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import attrs
+import falcon
+
+from modelport.domain import ChatMessage, Completion, ModelportError, TokenEvent, Usage
+from modelport.ports import GenerationStream
+
+from . import logprobs
+from . import responses_schemas as wire
+from .errors import status_of
+from .inference import Runner
+from .logprobs import TokenTexts
+from .resources import MAX_BODY_BYTES, read_json
+from .schemas import Clock
+from .streaming import SSE, log_unexpected
+
+STORE_CAPACITY = 1000
+STORE_TTL_S = 3600.0
+
+
+@attrs.frozen
+class Stored:
+    """A stored response: the conversation it ends (without its instructions,
+    which apply to it alone, as OpenAI does) and the object it answered."""
+
+    history: tuple[ChatMessage, ...]
+    response: dict[str, Any]
+    expires: float
+
+
+class ResponseStore:
+    """The last ``capacity`` stored responses, each for ``ttl`` seconds. Thread safe."""
+
+    def __init__(self, capacity: int = STORE_CAPACITY, ttl: float = STORE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1 or ttl <= 0:
+            raise ValueError("capacity and ttl must be positive")
+        self.capacity, self.ttl = capacity, ttl
+        self._clock = clock
+        self._items: collections.OrderedDict[str, Stored] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, response_id: str, history: tuple[ChatMessage, ...], response: dict[str, Any]) -> None:
+        with self._lock:
+            self._expire()
+            self._items[response_id] = Stored(history, response, self._clock() + self.ttl)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, response_id: str) -> Stored:
+        with self._lock:
+            self._expire()
+            stored = self._items.get(response_id)
+        if stored is None:
+            raise falcon.HTTPNotFound(description=(
+                f"response '{response_id}' not found; responses are kept in the server's memory for "
+                f"{self.ttl:g} s (the last {self.capacity}), and not at all with store: false"))
+        return stored
+
+    def delete(self, response_id: str) -> None:
+        self.get(response_id)
+        with self._lock:
+            self._items.pop(response_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._items)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._items:
+            first = next(iter(self._items.values()))
+            if first.expires > now:
+                break
+            self._items.popitem(last=False)
+
+
+class Responses:
+    def __init__(self, runner: Runner, clock: Clock, store: ResponseStore | None = None,
+                 max_body: int = MAX_BODY_BYTES) -> None:
+        self._runner = runner
+        self._clock = clock
+        self._store = store or ResponseStore()
+        self._max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        call = wire.parse(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
+        history = self._store.get(call.previous_response_id).history if call.previous_response_id else ()
+        request = call.request(history)
+        events, stream = self._runner.generate(request, started=getattr(req.context, "started", None))
+        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
+        answer = _Answer(call, self._clock(), texts, history, self._store)
+        if call.stream:
+            resp.content_type = SSE
+            resp.set_header("Cache-Control", "no-cache")
+            resp.set_header("X-Accel-Buffering", "no")
+            resp.stream = answer.events(events, stream)
+            return
+        try:
+            done = Completion.fold(events)
+        finally:
+            stream.close()
+        resp.media = answer.finished(done.text, done, logprobs.of_completion(done))
+
+    def on_get_one(self, req: falcon.Request, resp: falcon.Response, response_id: str) -> None:
+        resp.media = self._store.get(response_id).response
+
+    def on_delete_one(self, req: falcon.Request, resp: falcon.Response, response_id: str) -> None:
+        self._store.delete(response_id)
+        resp.media = {"id": response_id, "object": "response", "deleted": True}
+
+
+class _Answer:
+    """One response being made: its ids, its events, and storing it at the end."""
+
+    def __init__(self, call: wire.ResponsesCall, created: float, texts: TokenTexts | None,
+                 history: tuple[ChatMessage, ...], store: ResponseStore) -> None:
+        self.call, self.created, self.texts = call, created, texts
+        self.history, self.store = history, store
+        self.id, self.item_id = wire.new_ids()
+        self._sequence = 0
+
+    def _logprobs(self, entries: list[logprobs.TokenLogprob]) -> list[dict[str, Any]] | None:
+        if self.texts is None or self.call.logprobs is None:
+            return None
+        return logprobs.openai_content(entries, self.texts, self.call.logprobs)
+
+    def _response(self, status: str, output: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return wire.response(self.call, self.id, self.created, status=status, output=output, **extra)
+
+    def finished(self, text: str, done: Completion, entries: list[logprobs.TokenLogprob]) -> dict[str, Any]:
+        status = wire.status_of(done.finish_reason)
+        item = wire.message_item(self.item_id, status, [wire.text_part(text, self._logprobs(entries))])
+        body = self._response(status, [item], usage_=done.usage)
+        if self.call.store:
+            turn = self.call.input + (ChatMessage.assistant(text),)
+            self.store.put(self.id, self.history + turn, body)
+        return body
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+    def events(self, events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[bytes]:
+        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        try:
+            yield self._event("response.created", response=self._response("in_progress", []))
+            yield self._event("response.in_progress", response=self._response("in_progress", []))
+            yield self._event("response.output_item.added", output_index=0,
+                              item=wire.message_item(self.item_id, "in_progress", []))
+            yield self._event("response.content_part.added", **where, part=wire.text_part(""))
+            parts, tokens = [], []
+            for item in events:
+                entries = logprobs.of_event(item)
+                tokens += entries
+                if item.text or (self.texts is not None and entries):
+                    parts.append(item.text)
+                    yield self._event("response.output_text.delta", **where, delta=item.text,
+                                      logprobs=self._logprobs(entries) or [])
+                if item.done:
+                    text = "".join(parts)
+                    done = Completion(text=text, token_ids=(), finish_reason=item.finish_reason,
+                                      usage=item.usage or Usage())
+                    body = self.finished(text, done, tokens)
+                    part = body["output"][0]["content"][0]
+                    yield self._event("response.output_text.done", **where, text=text,
+                                      logprobs=part.get("logprobs") or [])
+                    yield self._event("response.content_part.done", **where, part=part)
+                    yield self._event("response.output_item.done", output_index=0, item=body["output"][0])
+                    kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+                    yield self._event(kind, response=body)
+                    return
+            raise RuntimeError("the generation stream ended without a final event")
+        except Exception as exc:  # the status is already sent: report it in the stream
+            message = log_unexpected(exc, "response")
+            status = status_of(exc) if isinstance(exc, ModelportError) else 500
+            code = "server_error" if status >= 500 else "invalid_request"
+            yield self._event("error", code=code, message=message, param=None)
+            yield self._event("response.failed", response=self._response(
+                "failed", [], error={"code": code, "message": message}))
+        finally:
+            stream.close()
