@@ -132,6 +132,11 @@ class Services:
     def show(self, name: str | ModelRef) -> ModelInfo:
         return self.store.resolve(_ref(name))
 
+    def name_of(self, name: str | ModelRef) -> str:
+        """The name the store files ``name`` under (``smollm2`` -> ``smollm2:135m``),
+        which every error about the model uses; ModelNotFound when it names nothing."""
+        return self.store.resolve(_ref(name)).name
+
     def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
         """The policy for a request to ``name``: the request's Ollama ``options`` over
         the model's own defaults over modelport's."""

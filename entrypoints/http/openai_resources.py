@@ -40,7 +40,8 @@ class ChatCompletions:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = wire.parse_chat(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
+        services = self._runner.services
+        call = wire.parse_chat(read_json(req, self._max_body), services.sampling_for_openai, services.name_of)
         runs = self._runner.generate_many(call.request, call.n, started=getattr(req.context, "started", None))
         texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
         if call.stream:
@@ -63,7 +64,9 @@ class Completions:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = wire.parse_completion(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
+        services = self._runner.services
+        call = wire.parse_completion(read_json(req, self._max_body), services.sampling_for_openai,
+                                     services.name_of)
         started = getattr(req.context, "started", None)
         envelope = wire.Envelope.completion(call.model, self._clock())
         texts = self._runner.token_texts(call.model) if call.logprobs is not None else None

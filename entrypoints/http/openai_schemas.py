@@ -27,7 +27,7 @@ from modelport.domain import (
     Usage,
 )
 
-from .schemas import Body, EmbedCall, parse_dimensions, resize
+from .schemas import Body, EmbedCall, listed_names, parse_dimensions, resize
 
 FINGERPRINT = "fp_modelport"
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -38,6 +38,7 @@ IGNORED = ("user", "logit_bias", "presence_penalty", "frequency_penalty", "paral
 
 MAX_CHOICES = 16
 OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]
+Named = Callable[[str], str]
 
 
 @attrs.frozen(kw_only=True)
@@ -58,36 +59,39 @@ class OpenAICall:
 # -- requests -----------------------------------------------------------------------------
 
 
-def parse_chat(body: Body, policy: OpenAIPolicy) -> OpenAICall:
-    """``/v1/chat/completions``."""
+def parse_chat(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICall:
+    """``/v1/chat/completions``. ``named`` gives the name errors call the model by
+    (the server passes the store's, as the Ollama routes say it)."""
     model = _model(body)
+    shown = named(model)
     raw = body.get("messages")
     if not isinstance(raw, list):
         raise InvalidRequest("'messages' is required and must be an array")
     if not raw:
         raise InvalidRequest("'messages' must not be empty")
     messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
-    _refuse_unsupported(body, model)
+    _refuse_unsupported(body, shown)
     top = chat_logprobs(body)
     request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body),
                                 logprobs=top)
     return OpenAICall(model=model, requests=(request,), n=choices(body), logprobs=top, **_streaming(body))
 
 
-def parse_completion(body: Body, policy: OpenAIPolicy) -> OpenAICall:
+def parse_completion(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICall:
     """``/v1/completions``: a raw prompt (no chat template); a list of prompts gives
     one choice each (not streamed)."""
     model = _model(body)
     prompts = _prompts(body.get("prompt"))
+    shown = named(model)
     if body.get("suffix"):
-        raise InvalidRequest(f"'{model}' does not support insert (suffix)")
+        raise InvalidRequest(f"'{shown}' does not support insert (suffix)")
     if body.get("echo"):
         raise InvalidRequest("echo is not supported")
     n = choices(body)
     if _number(body, "best_of", n) != n:
         raise InvalidRequest("best_of must equal n: every choice generated is returned")
     top = _integer(body, "logprobs", 0, MAX_LOGPROBS)
-    _refuse_unsupported(body, model)
+    _refuse_unsupported(body, shown)
     sampling = policy(model, body)
     requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top)
                      for p in prompts)
@@ -298,10 +302,11 @@ def encode(vector: list[float], encoding: str) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-def model_entry(model: ModelInfo) -> dict[str, Any]:
+def model_entry(model: ModelInfo, name: str | None = None) -> dict[str, Any]:
     owner = ModelRef.parse(model.name).org or "library"
-    return {"id": model.name, "object": "model", "created": int(model.modified_at), "owned_by": owner}
+    return {"id": name or model.name, "object": "model", "created": int(model.modified_at), "owned_by": owner}
 
 
 def model_list(models: Sequence[ModelInfo]) -> dict[str, Any]:
-    return {"object": "list", "data": [model_entry(m) for m in models]}
+    """Every model, and each alias under its canonical name (as ``/api/tags``)."""
+    return {"object": "list", "data": [model_entry(m, name) for m, name in listed_names(list(models))]}

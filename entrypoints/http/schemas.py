@@ -352,11 +352,12 @@ def details(model: ModelInfo) -> dict[str, Any]:
     return shape
 
 
-def tag(model: ModelInfo) -> dict[str, Any]:
-    """One entry of ``/api/tags``."""
+def tag(model: ModelInfo, name: str | None = None) -> dict[str, Any]:
+    """One entry of ``/api/tags``, under ``name`` (default: the model's own)."""
+    name = name or model.name
     return {
-        "name": model.name,
-        "model": model.name,
+        "name": name,
+        "model": name,
         "modified_at": rfc3339(model.modified_at),
         "size": model.size,
         "digest": model.digest,
@@ -366,7 +367,24 @@ def tag(model: ModelInfo) -> dict[str, Any]:
 
 
 def tags(models: list[ModelInfo]) -> dict[str, Any]:
-    return {"models": [tag(m) for m in models]}
+    """``/api/tags``: every model, then each alias as a name of its own (``smollm2``
+    listed as ``smollm2:latest``, same digest), since Ollama clients (llm-ollama,
+    Open WebUI) match names exactly against this list."""
+    return {"models": [tag(model, name) for model, name in listed_names(models)]}
+
+
+def listed_names(models: list[ModelInfo]) -> list[tuple[ModelInfo, str]]:
+    """(model, name) for each model's name and each alias's canonical name that no
+    other model holds."""
+    taken = {m.name for m in models}
+    out = [(m, m.name) for m in models]
+    for model in models:
+        for alias in model.aliases:
+            name = ModelRef.parse(alias).canonical
+            if name not in taken:
+                taken.add(name)
+                out.append((model, name))
+    return out
 
 
 def show(model: ModelInfo) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -533,3 +534,42 @@ def test_chat_logprobs_and_none_unless_asked(client) -> None:
     assert "logprobs" not in chat(client, stream=False).json
     bad = chat(client, stream=False, logprobs=True, top_logprobs=30)
     assert bad.status_code == 400 and "top_logprobs" in bad.json["error"]
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+def test_an_alias_is_listed_under_its_own_name_with_the_same_digest(settings, fake_store) -> None:
+    fake_store.add(fake_model("smollm2:135m", aliases=("smollm2",)))
+    client = client_over(settings, fake_store, FakeEngine)
+    tags = {m["name"]: m for m in client.simulate_get("/api/tags").json["models"]}
+    assert {"smollm2:135m", "smollm2:latest", "fake:latest"} <= set(tags)
+    assert "fake" not in tags  # fake's alias is its own name
+    assert tags["smollm2:latest"]["digest"] == tags["smollm2:135m"]["digest"]
+    assert tags["smollm2:latest"]["model"] == "smollm2:latest"
+    ids = [m["id"] for m in client.simulate_get("/v1/models").json["data"]]
+    assert "smollm2:latest" in ids and len(ids) == len(set(ids))
+    answer = client.simulate_post("/api/chat", json={"model": "smollm2:latest", "stream": False, "options": GREEDY,
+                                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.json["message"]["content"] == REPLY
+
+
+@pytest.mark.parametrize("ollama, openai", [
+    (("/api/chat", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+     ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})),
+    (("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
+                    "tools": [{"type": "function", "function": {"name": "f"}}]}),
+     ("/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
+                               "tools": [{"type": "function", "function": {"name": "f"}}]})),
+    (("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
+     ("/v1/responses", {"model": "embedder", "input": "hi"})),
+    (("/api/embed", {"model": "fake", "input": "a"}), ("/v1/embeddings", {"model": "fake", "input": "a"})),
+    (("/api/generate", {"model": "fake", "prompt": "x", "suffix": "y"}),
+     ("/v1/completions", {"model": "fake", "prompt": "x", "suffix": "y"})),
+])
+def test_errors_name_a_model_the_same_way_on_api_and_v1(client, ollama, openai) -> None:
+    mine = client.simulate_post(ollama[0], json=ollama[1])
+    theirs = client.simulate_post(openai[0], json=openai[1])
+    assert mine.status_code == theirs.status_code
+    quoted = re.compile(r"'([^']+)'")
+    assert quoted.findall(mine.json["error"])[:1] == quoted.findall(theirs.json["error"]["message"])[:1] != []
