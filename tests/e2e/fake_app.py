@@ -5,7 +5,8 @@
 
 ``fake`` answers "The capital of France is Paris." one character per token;
 ``slow`` answers a reply of 10,000 tokens at 100 tokens a second, so a test can
-tell whether a generation was cancelled; ``embedder`` embeds. The source has one
+tell whether a generation was cancelled; ``embedder`` embeds; ``smollm2:135m`` (alias
+``smollm2``) is ``fake`` under the bundled model's names. The source has one
 repository to pull, ``org/tiny``, and the store "imports" any GGUF file (it records
 a fake model for it), so that create works. Settings come from the environment
 (MODELPORT_HOME, MODELPORT_API_KEY ...), bound to 127.0.0.1.
@@ -77,6 +78,7 @@ def store() -> InMemoryModelStore:
         fake_model("embedder:latest", format=ModelFormat.SAFETENSORS,
                    capabilities={Capability.EMBEDDING}, embedding_length=16),
         fake_model("slow:latest", format=ModelFormat.MLX),
+        fake_model("smollm2:135m", aliases=("smollm2",)),  # named like the bundled model, for llm-ollama
     ])
 
 
