@@ -29,6 +29,7 @@ from .generation import (
     system_and_user,
 )
 from .messages import ChatMessage, ChatSession, Conversation, Role
+from .modelfile import ModelDefaults, Modelfile, chat_template
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
@@ -54,7 +55,9 @@ __all__ = [
     "GenerationRequest",
     "InvalidModelName",
     "InvalidRequest",
+    "ModelDefaults",
     "ModelFile",
+    "Modelfile",
     "ModelFormat",
     "ModelInfo",
     "ModelLoadError",
@@ -72,5 +75,6 @@ __all__ = [
     "UnsupportedArchitecture",
     "Usage",
     "VerifyReport",
+    "chat_template",
     "system_and_user",
 ]

@@ -9,6 +9,7 @@ from typing import Iterable, Mapping
 import attrs
 
 from .errors import InvalidModelName
+from .modelfile import ModelDefaults
 
 # A name part follows the Hugging Face rules: letters, digits, '.', '_' and '-',
 # not starting with a separator, no '..' or '--' (the latter is our folder separator).
@@ -219,6 +220,10 @@ class ModelInfo:
     # The model's own sampling defaults, as Ollama options (a Modelfile's PARAMETERs,
     # a generation_config.json); a request's options override them.
     default_options: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=_as_pairs)
+    # What the model was created with on top of its files (a Modelfile's SYSTEM,
+    # TEMPLATE, MESSAGEs, PARAMETERs and LICENSE); its parameters are already part
+    # of ``default_options`` and its license of ``license``.
+    defaults: ModelDefaults = attrs.field(factory=ModelDefaults)
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

@@ -23,6 +23,8 @@ from modelport.ports import (
     SessionRepository,
 )
 
+from modelport.ports.templates import ChatTemplates
+
 from .config import Settings
 
 
@@ -147,4 +149,11 @@ def bootstrap(
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
                                      home=settings.home, slots=settings.num_parallel),
+        templates=build_templates(),
     )
+
+
+def build_templates() -> ChatTemplates:
+    from modelport.adapters.jinja import JinjaChatTemplates
+
+    return JinjaChatTemplates()

@@ -7,9 +7,11 @@ from .scheduler import Generation, Scheduler, SlotStats
 from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, TokenConstraint
 from .sessions import Clock, SessionRepository
 from .store import ModelSource, ModelStore, ProgressCallback
+from .templates import ChatTemplates
 from .usecases import ChatTurn, GenerationStream, Services
 
 __all__ = [
+    "ChatTemplates",
     "ChatTurn",
     "Chunk",
     "Generation",

@@ -6,6 +6,7 @@ Each method speaks domain types only; the ports it needs are handed to
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Callable, Iterator, Mapping
@@ -20,8 +21,11 @@ from modelport.domain import (
     DiskUsage,
     EmbeddingRequest,
     Embeddings,
+    EngineUnavailable,
     GenerationRequest,
     InvalidRequest,
+    ModelDefaults,
+    Modelfile,
     ModelInfo,
     ModelNotFound,
     ModelportError,
@@ -32,12 +36,15 @@ from modelport.domain import (
     TokenEvent,
     Usage,
     VerifyReport,
+    chat_template,
 )
+from modelport.domain.modelfile import PARAMETERS
 from modelport.ports.engine import EngineOptions
 from modelport.ports.engines import EngineRegistry, Resident, ResidentModels
 from modelport.ports.scheduler import SlotStats
 from modelport.ports.sessions import SessionRepository
 from modelport.ports.store import ModelSource, ModelStore, ProgressCallback
+from modelport.ports.templates import ChatTemplates
 
 
 MAX_CHOICES = 16  # OpenAI's n: choices per request
@@ -115,6 +122,7 @@ class Services:
         sessions: SessionRepository | None = None,
         engine: str | None = None,
         engine_options: EngineOptions | None = None,
+        templates: ChatTemplates | None = None,
     ) -> None:
         self.store = store
         self.engines = engines
@@ -123,6 +131,7 @@ class Services:
         self.sessions = sessions
         self.default_engine = engine
         self.engine_options = engine_options or EngineOptions()
+        self.templates = templates
 
     # -- models ---------------------------------------------------------------------
 
@@ -169,8 +178,32 @@ class Services:
     def disk_usage(self) -> DiskUsage:
         return self.store.disk_usage()
 
-    def import_model(self, name: str | ModelRef, path: str) -> ModelInfo:
-        return self.store.import_path(_ref(name), path)
+    def import_model(self, name: str | ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+        if defaults is not None and defaults.template is not None:
+            self._require_templates().check(chat_template(defaults.template))
+        return self.store.import_path(_ref(name), path, defaults)
+
+    def create(self, name: str | ModelRef, base: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+        """A new model ``name`` from ``base`` (an installed model, a GGUF file or a
+        model folder) with ``defaults`` (a Modelfile's) on top of the base model's
+        own: the files are shared with the base, nothing is copied."""
+        defaults = defaults or ModelDefaults()
+        ref = _ref(base)
+        if ref.is_path:
+            return self.import_model(name, ref.path or base, defaults)
+        if defaults.template is not None:
+            self._require_templates().check(chat_template(defaults.template))
+        model = self.store.resolve(ref)
+        inherited = attrs.evolve(model.defaults, parameters={
+            k: v for k, v in model.default_options if k in PARAMETERS})
+        return self.store.copy(ref, _ref(name), defaults.over(inherited))
+
+    def modelfile(self, name: str | ModelRef) -> Modelfile:
+        """What ``modelport create`` would need to make the model again."""
+        model = self.show(name)
+        parameters = {k: v for k, v in model.default_options if k in PARAMETERS}
+        base = model.name if model.read_only else os.path.join(model.location, model.primary_file)
+        return Modelfile(base=base, defaults=attrs.evolve(model.defaults, parameters=parameters))
 
     def pull(self, name: str | ModelRef, progress: ProgressCallback = lambda _: None) -> ModelInfo:
         ref = _ref(name)
@@ -224,6 +257,7 @@ class Services:
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
+        request = self._as_the_model_sees_it(model, request)
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         streams: list[GenerationStream] = []
         try:
@@ -234,6 +268,26 @@ class Services:
                 stream.close()
             raise
         return streams
+
+    def _as_the_model_sees_it(self, model: ModelInfo, request: GenerationRequest) -> GenerationRequest:
+        """A chat with the model's own defaults applied: its messages first, its
+        system prompt when the chat has none, and its own template (rendered here,
+        the engine gets the prompt). A raw prompt is sent as it is."""
+        defaults = model.defaults
+        if not request.is_chat or (not defaults.system and not defaults.messages and defaults.template is None):
+            return request
+        messages = defaults.prepend_to(request.messages)
+        if defaults.template is None:
+            return attrs.evolve(request, messages=messages)
+        prompt = self._require_templates().render(chat_template(defaults.template),
+                                                  [m.to_dict() for m in messages])
+        return GenerationRequest(model=request.model, prompt=prompt, sampling=request.sampling,
+                                 logprobs=request.logprobs)
+
+    def _require_templates(self) -> ChatTemplates:
+        if self.templates is None:
+            raise EngineUnavailable("templates", "no chat template renderer is configured (jinja2)", "server")
+        return self.templates
 
     def _submit(self, model: ModelInfo, request: GenerationRequest, engine: str | None,
                 options: EngineOptions, keep_alive: float | None) -> GenerationStream:

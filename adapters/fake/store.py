@@ -17,6 +17,7 @@ from modelport.domain import (
     DiskUsage,
     FileCheck,
     InvalidRequest,
+    ModelDefaults,
     ModelFile,
     ModelFormat,
     ModelInfo,
@@ -44,6 +45,17 @@ def fake_model(name: str = "fake:latest", **fields: object) -> ModelInfo:
     )
     defaults.update(fields)
     return ModelInfo(name=name, **defaults)  # type: ignore[arg-type]
+
+
+def with_defaults(model: ModelInfo, defaults: ModelDefaults) -> ModelInfo:
+    """``model`` carrying ``defaults``: its parameters merged into the sampling
+    defaults, its license shown, chat possible once it has a template."""
+    capabilities = set(model.capabilities)
+    if defaults.template is not None and Capability.EMBEDDING not in capabilities:
+        capabilities.add(Capability.CHAT)
+    return attrs.evolve(model, defaults=defaults, capabilities=capabilities,
+                        default_options={**dict(model.default_options), **dict(defaults.parameters)},
+                        license=defaults.license or model.license)
 
 
 def _key(ref: ModelRef) -> str:
@@ -78,8 +90,16 @@ class InMemoryModelStore:
             raise ModelNotFound(str(ref))
         return model
 
-    def copy(self, source: ModelRef, destination: ModelRef) -> ModelInfo:
-        model = attrs.evolve(self.resolve(source), name=str(destination), aliases=(), read_only=False)
+    def copy(self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None) -> ModelInfo:
+        """``source`` under a new name; ``defaults`` (None: the source's) become its own,
+        their parameters its sampling defaults, as the filesystem store does."""
+        model = self.resolve(source)
+        if defaults is not None:
+            model = with_defaults(model, defaults)
+        model = attrs.evolve(model, name=str(destination), aliases=(), read_only=False)
+        with self._lock:
+            if destination.canonical in self.models:
+                raise InvalidRequest(f"a model named '{destination.canonical}' already exists")
         self.add(model)
         return model
 
@@ -101,7 +121,7 @@ class InMemoryModelStore:
         self.conversions.append((model.name, format))
         return converted
 
-    def import_path(self, name: ModelRef, path: str) -> ModelInfo:
+    def import_path(self, name: ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
         raise InvalidRequest("the in-memory store cannot import files")
 
     def disk_usage(self) -> DiskUsage:

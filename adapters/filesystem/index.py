@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 
 import attrs
 
-from modelport.domain import InvalidRequest, ModelFile, ModelFormat, ModelRef
+from modelport.domain import InvalidRequest, ModelDefaults, ModelFile, ModelFormat, ModelRef
 
 from .files import exclusive_lock, write_atomic
 
@@ -37,9 +37,10 @@ class IndexEntry:
     files: tuple[ModelFile, ...] = attrs.field(converter=tuple)
     added_at: float = 0.0
     modified_at: float = 0.0
+    defaults: ModelDefaults = attrs.field(factory=ModelDefaults)  # what create added
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "folder": self.folder,
             "format": self.format.value,
@@ -48,6 +49,9 @@ class IndexEntry:
             "added_at": self.added_at,
             "modified_at": self.modified_at,
         }
+        if not self.defaults.empty:
+            data["defaults"] = self.defaults.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "IndexEntry":
@@ -65,7 +69,18 @@ class IndexEntry:
             ],
             added_at=float(data.get("added_at", 0.0)),
             modified_at=float(data.get("modified_at", 0.0)),
+            defaults=_defaults(data.get("defaults")),
         )
+
+
+def _defaults(data: Any) -> ModelDefaults:
+    """The stored defaults; ones this version cannot read are dropped, not the model."""
+    if not isinstance(data, Mapping):
+        return ModelDefaults()
+    try:
+        return ModelDefaults.from_dict(data)
+    except (InvalidRequest, TypeError, AttributeError):
+        return ModelDefaults()
 
 
 def _file_dict(file: ModelFile) -> dict[str, Any]:

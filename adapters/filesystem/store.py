@@ -31,10 +31,12 @@ import attrs
 
 from modelport.domain import (
     DEFAULT_TAG,
+    Capability,
     EngineUnavailable,
     DiskUsage,
     FileCheck,
     InvalidRequest,
+    ModelDefaults,
     ModelFile,
     ModelFormat,
     ModelInfo,
@@ -97,6 +99,7 @@ class _Record:
     read_only: bool = False
     aliases: tuple[str, ...] = ()
     options: tuple[tuple[str, object], ...] = ()
+    defaults: ModelDefaults = attrs.field(factory=ModelDefaults)
 
     @property
     def primary_path(self) -> str:
@@ -169,19 +172,22 @@ class FilesystemModelStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def copy(self, source: ModelRef, destination: ModelRef) -> ModelInfo:
-        """A new model ``destination`` sharing ``source``'s files (hard links)."""
+    def copy(self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None) -> ModelInfo:
+        """A new model ``destination`` sharing ``source``'s files (hard links), with
+        ``defaults`` (None: the source's own)."""
         self._check_new_name(destination)
         info = self.resolve(source)
         with self._scratch(destination) as folder:
             for file in info.files:
                 link_or_copy(os.path.join(info.location, file.path), os.path.join(folder, file.path))
             return self._commit(
-                destination, folder, info.files, replace=False, primary_file=info.primary_file
+                destination, folder, info.files, replace=False, primary_file=info.primary_file,
+                defaults=info.defaults if defaults is None else defaults,
             )
 
-    def import_path(self, name: ModelRef, path: str) -> ModelInfo:
-        """Add a local GGUF file or Hugging Face folder, hard-linked when possible."""
+    def import_path(self, name: ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+        """Add a local GGUF file or Hugging Face folder, hard-linked when possible,
+        with ``defaults`` (a Modelfile's) stored beside it."""
         self._check_new_name(name)
         source = os.path.abspath(os.path.expanduser(path))
         if os.path.isfile(source) and _starts_with_magic(source):
@@ -202,7 +208,7 @@ class FilesystemModelStore:
                 link_or_copy(src, target)
                 size, digest = os.path.getsize(target), sha256_file(target)
                 files.append(ModelFile(path=rel, size=size, sha256=digest))
-            return self._commit(name, folder, files, replace=False)
+            return self._commit(name, folder, files, replace=False, defaults=defaults or ModelDefaults())
 
     def remove(self, ref: ModelRef) -> None:
         """Drop the model from the index, then delete its folder (only ever inside the store)."""
@@ -362,7 +368,7 @@ class FilesystemModelStore:
 
     def _commit(
         self, ref: ModelRef, folder: str, files: Iterable[ModelFile], *, replace: bool,
-        primary_file: str | None = None,
+        primary_file: str | None = None, defaults: ModelDefaults | None = None,
     ) -> ModelInfo:
         staging_root = os.path.realpath(os.path.join(self.root, STAGING))
         if os.path.dirname(os.path.realpath(folder)) != staging_root:
@@ -398,6 +404,7 @@ class FilesystemModelStore:
                 files=files,
                 added_at=previous.added_at if previous else now,
                 modified_at=now,
+                defaults=defaults or ModelDefaults(),
             )
             self._index.write(entries)
         if old:
@@ -416,6 +423,7 @@ class FilesystemModelStore:
             location=os.path.join(self.root, entry.folder),
             primary_file=entry.primary_file,
             files=entry.files,
+            defaults=entry.defaults,
         )
 
     def _bundled(self, model: BundledModel) -> _Record | None:
@@ -490,6 +498,10 @@ class FilesystemModelStore:
         except (InvalidRequest, OSError) as exc:
             details = Details(format=record.format, metadata=(("error", str(exc)),))
         mtimes = {f.path: _mtime(os.path.join(record.location, f.path)) for f in record.files}
+        options = {**dict(details.default_options), **dict(record.options), **dict(record.defaults.parameters)}
+        capabilities = set(details.capabilities)
+        if record.defaults.template is not None and Capability.EMBEDDING not in capabilities:
+            capabilities.add(Capability.CHAT)  # a model given a chat template can chat
         return ModelInfo(
             name=record.name,
             location=record.location,
@@ -500,8 +512,9 @@ class FilesystemModelStore:
             digest=_digest(record.files, mtimes),
             read_only=record.read_only,
             aliases=record.aliases,
-            **attrs.asdict(attrs.evolve(details, default_options={**dict(details.default_options),
-                                                                 **dict(record.options)}), recurse=False),
+            defaults=record.defaults,
+            **attrs.asdict(attrs.evolve(details, default_options=options, capabilities=frozenset(capabilities),
+                                        license=record.defaults.license or details.license), recurse=False),
         )
 
 

@@ -95,7 +95,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     app.add_route("/api/create", management.Create(services, blobs, max_body))
     app.add_route("/api/blobs/{digest}", management.Blob(blobs))
     app.add_route("/api/copy", management.Copy(services, max_body))
-    app.add_route("/api/delete", management.Delete(services, max_body))
+    app.add_route("/api/delete", management.Delete(services, blobs, max_body))
 
 
 def _openai_routes(app: App, runner: Runner, clock: Clock, max_body: int) -> None:

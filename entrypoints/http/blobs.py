@@ -3,26 +3,77 @@
 A blob is written to a temporary file beside its final place while its sha256 is
 computed, and renamed into place only when the digest matches: a blob file is
 always whole and always what its name says.
+
+A model created from blobs holds hard links to them (the store links what it
+imports), and ``.used.json`` lists the blobs a create used. :meth:`BlobStore.prune`,
+run after every delete, removes each listed blob that no model file links to any
+more: deleting the last model that uses a blob removes the blob. A blob uploaded
+and not used yet is never pruned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import threading
 import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from modelport.adapters.filesystem.files import write_atomic
 from modelport.domain import InvalidRequest
 
 CHUNK_BYTES = 1024 * 1024
+USED = ".used.json"
 
 
 class BlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._lock = threading.Lock()
+
+    def record_use(self, model: str, digests: Iterable[str]) -> None:
+        """Note that ``model`` was created from ``digests``."""
+        with self._lock:
+            used = self._used()
+            for digest in digests:
+                used[digest] = sorted(set(used.get(digest, [])) | {model})
+            self._write_used(used)
+
+    def prune(self) -> list[str]:
+        """Remove the used blobs no model file links to any more; returns their digests."""
+        removed = []
+        with self._lock:
+            used = self._used()
+            for digest in list(used):
+                path = self.path(digest)
+                try:
+                    links = os.stat(path).st_nlink
+                except FileNotFoundError:
+                    del used[digest]
+                    continue
+                if links <= 1:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    del used[digest]
+                    removed.append(digest)
+            if removed or used != self._used():
+                self._write_used(used)
+        return removed
+
+    def _used(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads((self.root / USED).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {k: list(v) for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
+
+    def _write_used(self, used: dict[str, list[str]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(str(self.root / USED), json.dumps(used, indent=1).encode("utf-8"))
 
     def path(self, digest: str) -> Path:
         """Where the blob ``digest`` (64 hex digits) lives."""

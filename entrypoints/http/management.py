@@ -50,12 +50,17 @@ class Copy:
 
 
 class Delete:
-    def __init__(self, services: Services, max_body: int = MAX_BODY_BYTES) -> None:
+    """``/api/delete``; then the blobs that only the deleted model used go too."""
+
+    def __init__(self, services: Services, blobs: BlobStore | None = None, max_body: int = MAX_BODY_BYTES) -> None:
         self._services = services
+        self._blobs = blobs
         self._max_body = max_body
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._services.remove(schemas.parse_name(read_json(req, self._max_body)))
+        if self._blobs is not None:
+            self._blobs.prune()
         resp.status = falcon.HTTP_200
 
 
@@ -186,17 +191,17 @@ class Create:
             resp.media = steps[-1]
 
     def _create(self, call: schemas.CreateCall) -> list[dict[str, Any]]:
+        defaults = [{"status": "writing model defaults"}] if not call.defaults.empty else []
         if call.files:
             with self._blobs.assembled(call.files) as folder:
-                self._services.import_model(call.model, str(_importable(folder, call.files)))
+                self._services.import_model(call.model, str(_importable(folder, call.files)), call.defaults)
+            self._blobs.record_use(call.model, [digest for _, digest in call.files])
             steps = [{"status": f"using existing layer sha256:{digest}"} for _, digest in call.files]
-            return steps + [{"status": "writing manifest"}]
+            return steps + defaults + [{"status": "writing manifest"}]
         assert call.source is not None
-        if ModelRef.parse(call.source).is_path:
-            self._services.import_model(call.model, call.source)
-            return [{"status": f"importing {call.source}"}, {"status": "writing manifest"}]
-        self._services.copy(call.source, call.model)
-        return [{"status": f"using existing model {call.source}"}, {"status": "writing manifest"}]
+        self._services.create(call.model, call.source, call.defaults)
+        verb = "importing" if ModelRef.parse(call.source).is_path else "using existing model"
+        return [{"status": f"{verb} {call.source}"}, *defaults, {"status": "writing manifest"}]
 
 
 def _importable(folder: Path, files: tuple[tuple[str, str], ...]) -> Path:

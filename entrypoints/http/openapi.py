@@ -63,13 +63,22 @@ def _operation(summary: str, tag: str, body: Schema | None = None, *, media: str
 GENERATE = {"model": MODEL, "prompt": STRING, "suffix": STRING, "system": STRING, "template": STRING,
             "context": {"type": "array", "items": INT}, "raw": BOOL, "stream": BOOL, "format": {},
             "images": {"type": "array", "items": STRING}, "options": OPTIONS, "keep_alive": KEEP_ALIVE,
-            "think": {}}
+            "think": {}, "logprobs": BOOL, "top_logprobs": INT}
 CHAT = {"model": MODEL, "messages": {"type": "array", "items": MESSAGE}, "stream": BOOL, "options": OPTIONS,
-        "keep_alive": KEEP_ALIVE, "tools": {"type": "array", "items": {"type": "object"}}, "format": {}}
+        "keep_alive": KEEP_ALIVE, "tools": {"type": "array", "items": {"type": "object"}}, "format": {},
+        "logprobs": BOOL, "top_logprobs": INT}
 OPENAI_SAMPLING = {"temperature": NUMBER, "top_p": NUMBER, "top_k": INT, "min_p": NUMBER, "seed": INT,
                    "max_tokens": INT, "max_completion_tokens": INT, "stop": STRINGS, "n": INT, "stream": BOOL,
                    "stream_options": {"type": "object", "properties": {"include_usage": BOOL}},
                    "response_format": {"type": "object", "properties": {"type": STRING}}}
+RESPONSES = {"model": MODEL, "input": {"oneOf": [STRING, {"type": "array", "items": {"type": "object"}}]},
+             "instructions": STRING, "max_output_tokens": INT, "temperature": NUMBER, "top_p": NUMBER,
+             "seed": INT, "stream": BOOL, "store": BOOL, "previous_response_id": STRING, "top_logprobs": INT,
+             "include": {"type": "array", "items": STRING}, "text": {"type": "object"},
+             "metadata": {"type": "object"}}
+CREATE = {"model": MODEL, "from": STRING, "stream": BOOL, "files": {"type": "object", "additionalProperties": STRING},
+          "system": STRING, "template": STRING, "license": STRINGS, "parameters": OPTIONS,
+          "messages": {"type": "array", "items": MESSAGE}, "modelfile": STRING}
 NATIVE = {"model": MODEL, "prompt": STRING, "messages": {"type": "array", "items": MESSAGE}, "system": STRING,
           "raw": BOOL, "options": OPTIONS, "keep_alive": KEEP_ALIVE}
 ND = "application/x-ndjson"
@@ -105,9 +114,9 @@ def paths() -> dict[str, Schema]:
             "model": MODEL, "insecure": BOOL, "stream": BOOL}), media=ND, statuses=(400, 404, 502))},
         "/api/push": {"post": _operation("not supported: always 501", o, _body({
             "model": MODEL, "insecure": BOOL, "stream": BOOL}), statuses=(501,))},
-        "/api/create": {"post": _operation("a model from a local file, an installed model or blobs", o, _body({
-            "model": MODEL, "from": STRING, "stream": BOOL,
-            "files": {"type": "object", "additionalProperties": STRING}}), media=ND, statuses=(400, 403, 404))},
+        "/api/create": {"post": _operation("a model from a local file, an installed model or blobs, with a "
+                                           "Modelfile's defaults", o, _body(CREATE), media=ND,
+                                           statuses=(400, 403, 404))},
         "/api/blobs/{digest}": {
             "parameters": [{"name": "digest", "in": "path", "required": True, "schema": STRING}],
             "head": _operation("whether a blob is here", o, statuses=(400, 404)),
@@ -120,7 +129,14 @@ def paths() -> dict[str, Schema]:
         "/api/delete": {"delete": _operation("remove a model", o, name_body, statuses=(400, 403, 404))},
         "/v1/chat/completions": {"post": _operation("OpenAI chat completion (SSE when stream)", oa, _body({
             "model": MODEL, "messages": {"type": "array", "items": OPENAI_MESSAGE}, **OPENAI_SAMPLING,
+            "logprobs": BOOL, "top_logprobs": INT,
             "tools": {"type": "array", "items": {"type": "object"}}, "tool_choice": {}}, ("model", "messages")))},
+        "/v1/responses": {"post": _operation("OpenAI Responses API (SSE events when stream)", oa,
+                                             _body(RESPONSES, ("model", "input")))},
+        "/v1/responses/{response_id}": {
+            "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": STRING}],
+            "get": _operation("a stored response", oa, statuses=(404,)),
+            "delete": _operation("forget a stored response", oa, statuses=(404,))},
         "/v1/completions": {"post": _operation("OpenAI text completion (SSE when stream)", oa, _body({
             "model": MODEL, "prompt": STRINGS, **OPENAI_SAMPLING, "suffix": STRING, "echo": BOOL,
             "best_of": INT, "logprobs": INT}, ("model", "prompt")))},

@@ -19,6 +19,7 @@ import os
 import sys
 
 from modelport.adapters.fake import FakeEngine, InMemoryModelStore, InMemorySessionRepository, fake_model
+from modelport.adapters.fake.store import with_defaults
 from modelport.domain import Capability, InvalidRequest, ModelFile, ModelFormat, ModelNotFound, PullProgress
 from modelport.entrypoints.bootstrap import bootstrap
 from modelport.entrypoints.config import Settings
@@ -40,12 +41,13 @@ TINY = b"GGUF" + bytes(4092)
 
 
 class ImportingStore(InMemoryModelStore):
-    def import_path(self, name, path):
+    def import_path(self, name, path, defaults=None):
         with open(path, "rb") as handle:
             data = handle.read()
         if not data.startswith(b"GGUF"):
             raise InvalidRequest(f"cannot import '{path}': not a GGUF file")
         model = fake_model(name.canonical, size=len(data), digest=hashlib.sha256(data).hexdigest())
+        model = with_defaults(model, defaults) if defaults is not None else model
         self.add(model)
         return model
 

@@ -261,7 +261,7 @@ def test_create_from_an_uploaded_gguf(disk) -> None:
                              {"status": "success"}]
     shown = client.simulate_post("/api/show", json={"model": "tiny:q"}).json
     assert shown["details"]["format"] == "gguf" and shown["model_info"]["general.architecture"] == "llama"
-    assert sorted(os.listdir(blobs)) == [digest.replace(":", "-")]  # no leftovers
+    assert sorted(os.listdir(blobs)) == [".used.json", digest.replace(":", "-")]  # no leftovers
     generated = client.simulate_post("/api/generate", json={"model": "tiny:q", "prompt": "hi", "raw": True,
                                                                      "stream": False})
     assert generated.status_code == 200
@@ -281,7 +281,15 @@ def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) ->
 @pytest.mark.parametrize("body, status, words", [
     ({"model": "x"}, 400, "needs 'from'"),
     ({"model": "x", "from": "fake", "quantize": "q4_K_M"}, 400, "quantize"),
-    ({"model": "x", "from": "fake", "system": "Be brief."}, 400, "system"),
+    ({"model": "x", "from": "fake", "adapters": {"a.gguf": "sha256:" + "1" * 64}}, 400, "adapters"),
+    ({"model": "x", "from": "fake", "parameters": {"mirostat": 1}}, 400, "parameter 'mirostat' is not supported"),
+    ({"model": "x", "from": "fake", "parameters": {"wibble": 1}}, 400, "unknown parameter 'wibble'"),
+    ({"model": "x", "from": "fake", "parameters": {"temperature": "hot"}}, 400, "temperature"),
+    ({"model": "x", "from": "fake", "template": "{{ .Tools }}"}, 400, ".Tools"),
+    ({"model": "x", "from": "fake", "template": "{% if %}"}, 400, "does not compile"),
+    ({"model": "x", "from": "fake", "messages": [{"content": "hi"}]}, 400, "role"),
+    ({"model": "x", "modelfile": "FROM fake\nADAPTER ./lora.gguf"}, 400, "ADAPTER"),
+    ({"model": "x", "modelfile": "SYSTEM hi"}, 400, "FROM"),
     ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "not found; upload it first"),
     ({"model": "x", "files": {"m.gguf": "nope"}}, 400, "sha256"),
     ({"model": "x", "from": "/no/such/file.gguf"}, 400, "cannot import"),
@@ -349,3 +357,66 @@ def test_empty_inputs_give_empty_answers(client) -> None:
 def test_bad_embedding_requests(client, path, body, status, words) -> None:
     result = client.simulate_post(path, json=body)
     assert result.status_code == status and words in result.json["error"], result.text
+
+
+def test_deleting_the_last_model_that_uses_a_blob_removes_the_blob(disk) -> None:
+    client, blobs, _ = disk
+    digest, _ = upload(client, tiny_gguf())
+    spare, _ = upload(client, b"not used by any model")
+    blob = os.path.join(blobs, digest.replace(":", "-"))
+    assert client.simulate_post("/api/create", json={"model": "one", "files": {"m.gguf": digest},
+                                                     "stream": False}).status_code == 200
+    assert client.simulate_post("/api/copy", json={"source": "one", "destination": "two"}).status_code == 200
+    assert client.simulate_delete("/api/delete", json={"model": "one"}).status_code == 200
+    assert os.path.exists(blob)  # "two" still uses it
+    assert client.simulate_delete("/api/delete", json={"model": "two"}).status_code == 200
+    assert not os.path.exists(blob)
+    assert client.simulate_head(f"/api/blobs/{digest}").status_code == 404
+    assert client.simulate_head(f"/api/blobs/{spare}").status_code == 200  # uploaded, never used: kept
+
+
+def test_create_with_a_modelfiles_defaults_then_show_and_chat(disk, tmp_path, engine_box) -> None:
+    client, _, _ = disk
+    path = tmp_path / "base.gguf"
+    path.write_bytes(tiny_gguf())
+    assert client.simulate_post("/api/create", json={"model": "base", "from": str(path),
+                                                     "stream": False}).status_code == 200
+    body = {"model": "mario", "from": "base", "system": "You are Mario.", "stream": False,
+            "parameters": {"temperature": 0, "stop": ["<|end|>", "User:"], "num_ctx": 2048},
+            "template": "{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}\n",
+            "messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Mario!"}],
+            "license": ["MIT", "and more"]}
+    result = client.simulate_post("/api/create", json=body)
+    assert result.status_code == 200, result.text
+    shown = client.simulate_post("/api/show", json={"model": "mario"}).json
+    assert shown["system"] == "You are Mario." and shown["template"] == body["template"]
+    assert shown["license"] == "MIT\n\nand more" and shown["messages"] == body["messages"]
+    assert {"temperature 0.0", 'stop "<|end|>"', 'stop "User:"', "num_ctx 2048"} <= set(shown["parameters"].splitlines())
+    assert "SYSTEM \"You are Mario.\"" in shown["modelfile"] and "MESSAGE assistant \"Mario!\"" in shown["modelfile"]
+    answer = client.simulate_post("/api/chat", json={"model": "mario", "stream": False,
+                                                     "messages": [{"role": "user", "content": "Hi"}]}).json
+    assert answer["message"]["content"] == "The capital of France is Paris."
+    assert engine_box.last.prompts[-1] == "S:You are Mario.\nU:Who are you?\nA:Mario!\nU:Hi\nA:"
+    assert engine_box.last.options.num_ctx == 2048
+    client.simulate_post("/api/chat", json={"model": "mario", "stream": False, "messages": [
+        {"role": "system", "content": "You are Luigi."}, {"role": "user", "content": "Hi"}]})
+    assert engine_box.last.prompts[-1].startswith("S:You are Luigi.\nU:Who are you?")
+    derived = client.simulate_post("/api/create", json={"model": "luigi", "from": "mario", "stream": False,
+                                                        "system": "You are Luigi."})
+    assert derived.status_code == 200
+    again = client.simulate_post("/api/show", json={"model": "luigi"}).json
+    assert again["system"] == "You are Luigi." and again["template"] == body["template"]
+    assert "num_ctx 2048" in again["parameters"].splitlines()
+
+
+def test_create_from_a_modelfile_text(disk, tmp_path, engine_box) -> None:
+    client, _, _ = disk
+    path = tmp_path / "base.gguf"
+    path.write_bytes(tiny_gguf())
+    text = (f'FROM {path}\nSYSTEM """Be brief."""\nPARAMETER temperature 0\nMESSAGE user hello\n'
+            'TEMPLATE """{{- range .Messages }}<{{ .Role }}>{{ .Content }}\n{{ end }}<assistant>"""\n')
+    assert client.simulate_post("/api/create", json={"model": "brief", "modelfile": text,
+                                                     "stream": False}).status_code == 200
+    client.simulate_post("/api/chat", json={"model": "brief", "stream": False,
+                                            "messages": [{"role": "user", "content": "Hi"}]})
+    assert engine_box.last.prompts[-1] == "<system>Be brief.\n<user>hello\n<user>Hi\n<assistant>"

@@ -1,0 +1,5 @@
+"""Chat templates rendered with jinja2 (imported on first use)."""
+
+from .templates import JinjaChatTemplates
+
+__all__ = ["JinjaChatTemplates"]
