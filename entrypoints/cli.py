@@ -13,7 +13,7 @@ Usage:
   modelport verify <model> [options]
   modelport (copy | cp) <source> <destination> [options]
   modelport (remove | rm) <model>... [options]
-  modelport create <model> <path> [options]
+  modelport create <model> (<path> | --file=<modelfile>) [options]
   modelport serve [options]
   modelport deploy [options]
   modelport ps [options]
@@ -40,7 +40,8 @@ Commands:
   verify      Hash a model's files again and compare them with the recorded sha256.
   copy, cp    Copy a model under a new name (the files are shared, not copied).
   remove, rm  Remove models.
-  create      Add a local GGUF file or Hugging Face folder as a model.
+  create      Add a local GGUF file or Hugging Face folder as a model, or make one
+              from a Modelfile (-f): a base model with its own defaults.
   serve       Serve the Ollama-compatible HTTP API (gunicorn, in the foreground).
   deploy      Print how to reach the server and keep it running, then serve.
   ps          List the models a running server holds in memory.
@@ -80,6 +81,8 @@ Model options:
   --memory=<size>          catalog: the memory to fit in, e.g. 24GB (default: this
                            machine's RAM and GPU memory).
   --all                    catalog: list the models that do not fit too.
+  --file=<modelfile>, -f   create: a Modelfile (FROM, SYSTEM, PARAMETER, TEMPLATE,
+                           MESSAGE, LICENSE).
 
 Server options:
   --url=<url>              A running server (default: MODELPORT_HOST, else
@@ -127,6 +130,7 @@ from modelport.domain import (
     GenerationRequest,
     InvalidModelName,
     InvalidRequest,
+    Modelfile,
     ModelInfo,
     ModelNotFound,
     ModelportError,
@@ -182,7 +186,7 @@ OPTIONS_OF: dict[str, set[str]] = {
     "verify": _LOCAL | {"--json"},
     "copy": _LOCAL | {"--url", "--json"},
     "remove": _LOCAL | {"--url", "--json"},
-    "create": _LOCAL | {"--json"},
+    "create": _LOCAL | {"--json", "--file"},
     "serve": _SERVE,
     "deploy": _SERVE,
     "ps": _CLIENT,
@@ -668,6 +672,8 @@ class Cli:
         return status
 
     def cmd_create(self) -> int:
+        if self.args["--file"]:
+            return self._create_from_modelfile(self.args["--file"])
         path = self.args["<path>"]
         if not os.path.exists(os.path.expanduser(path)):
             raise InvalidRequest(f"cannot import '{path}': no such file or folder")
@@ -676,6 +682,23 @@ class Cli:
             self._print_json(model_json(info))
         else:
             print(f"created '{info.name}' from {path} ({render.size(info.size)})", file=self.out)
+        return EXIT_OK
+
+    def _create_from_modelfile(self, file: str) -> int:
+        """A model from a Modelfile; a relative FROM path is read from the Modelfile's folder."""
+        try:
+            text = Path(file).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"cannot read the Modelfile '{file}': {exc}") from None
+        modelfile = Modelfile.parse(text)
+        base = modelfile.base
+        if ModelRef.parse(base).is_path and not os.path.isabs(os.path.expanduser(base)):
+            base = os.path.join(os.path.dirname(os.path.abspath(file)), base)
+        info = self.services.create(self.model, base, modelfile.defaults)
+        if self.args["--json"]:
+            self._print_json(model_json(info))
+        else:
+            print(f"created '{info.name}' from {modelfile.base}", file=self.out)
         return EXIT_OK
 
     # -- the server -----------------------------------------------------------------------

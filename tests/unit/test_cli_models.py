@@ -197,6 +197,30 @@ def test_create_imports_a_local_folder(on_disk, tmp_path) -> None:
     assert code == EXIT_USAGE and "expected a GGUF file" in err
 
 
+def test_create_from_a_modelfile(on_disk, tmp_path) -> None:
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    (folder / "model.safetensors").write_bytes(safetensors({"w": [2, 8]}))
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text('FROM ./hf\nSYSTEM """Be brief."""\nPARAMETER temperature 0.1\nPARAMETER stop END\n')
+    code, out, err = run(on_disk, "create", "brief", "-f", str(modelfile))
+    assert code == EXIT_OK and out.startswith("created 'brief:latest' from ./hf"), err
+    info = on_disk.show("brief")
+    assert info.defaults.system == "Be brief." and dict(info.default_options)["temperature"] == 0.1
+    assert on_disk.sampling_for("brief").stop == ("END",)
+    modelfile.write_text("FROM brief\nSYSTEM Shorter.\n")
+    code, _, _ = run(on_disk, "create", "shorter", "--file", str(modelfile))
+    shorter = on_disk.show("shorter")
+    assert code == EXIT_OK and shorter.defaults.system == "Shorter." and shorter.files == info.files
+    assert on_disk.sampling_for("shorter").temperature == 0.1
+    modelfile.write_text("FROM brief\nADAPTER ./lora.gguf\n")
+    code, _, err = run(on_disk, "create", "x", "-f", str(modelfile))
+    assert code == EXIT_USAGE and "ADAPTER" in err
+    code, _, err = run(on_disk, "create", "x", "-f", str(tmp_path / "absent"))
+    assert code == EXIT_USAGE and "cannot read the Modelfile" in err
+
+
 # -- the catalog --------------------------------------------------------------------------
 
 
