@@ -7,11 +7,13 @@ Each engine case names the model it loads and what is known for sure about it
 from __future__ import annotations
 
 import importlib.util
+import math
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import attrs
 import pytest
 from support import tiny_llama
 
@@ -48,6 +50,9 @@ class Case:
     embeds: bool = False
     generates: bool = True
     extra: dict = field(default_factory=dict)
+    # The model's next-token log-probabilities at temperature 1 after a prompt, computed
+    # without the engine under test (a numpy reference), by token id; None: not known.
+    reference: Callable[[InferenceEngine, list[int]], dict[int, float]] | None = None
 
     def resolved(self, model: ModelInfo) -> "Case":
         golden = self.golden_tokens
@@ -80,6 +85,19 @@ def _tiny_llama_prompt(model: ModelInfo) -> tuple[int, ...]:
 
 def _tiny_llama_golden(model: ModelInfo) -> tuple[int, ...]:
     return tuple(tiny_llama.greedy(tiny_llama.random_weights(), list(_tiny_llama_prompt(model)), 10))
+
+
+def _tiny_llama_logprobs(_engine: InferenceEngine, tokens: list[int]) -> dict[int, float]:
+    import numpy as np
+
+    logits = tiny_llama.logits(tiny_llama.random_weights(), tokens)
+    values = logits - logits.max()
+    values = values - np.log(np.exp(values).sum())
+    return {i: float(v) for i, v in enumerate(values)}
+
+
+def _fake_logprobs(engine: InferenceEngine, _tokens: list[int]) -> dict[int, float]:
+    return engine.distribution(0)  # the fake's first draw, by construction
 
 
 def _smollm2_as_folder() -> ModelInfo:
@@ -124,6 +142,7 @@ CASES = [
         golden_prompt=GOLDEN_PROMPT,
         golden_tokens=tuple(ord(c) for c in "The capital of France is Paris."[:10]),
         golden_prompt_tokens=tuple(ord(c) for c in GOLDEN_PROMPT),
+        reference=_fake_logprobs,
     ),
     Case(
         name="gguf-smollm2",
@@ -148,6 +167,7 @@ CASES = [
         golden_prompt=GOLDEN_PROMPT,
         golden_tokens=_tiny_llama_golden,
         golden_prompt_tokens=_tiny_llama_prompt,
+        reference=_tiny_llama_logprobs,
     ),
     Case(
         name="jax-smollm2",
@@ -413,3 +433,45 @@ def test_the_next_chat_turn_reuses_the_cached_prefix(loaded) -> None:
     second = Completion.fold(engine.stream(follow))
     assert second.usage.cached_tokens > first.usage.prompt_tokens // 2
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+# -- log-probabilities (OpenAI's logprobs=True, top_logprobs=5) --------------------------------
+
+
+def first_token(engine: InferenceEngine, request: GenerationRequest):
+    events = list(engine.stream(request))
+    return next(e for e in events if e.token_id is not None)
+
+
+def test_a_greedy_steps_logprobs_are_the_engines_distribution(loaded) -> None:
+    case, engine, _ = loaded
+    event = first_token(engine, attrs.evolve(raw(case, max_tokens=1), logprobs=5))
+    top = event.top_logprobs
+    assert len(top) == 5 and len({t for t, _ in top}) == 5
+    assert [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
+    assert top[0][0] == event.token_id == case.golden_tokens[0]  # greedy takes the most likely token
+    assert event.logprob == pytest.approx(top[0][1], abs=1e-5) and event.logprob <= 0
+    assert sum(math.exp(lp) for _, lp in top) <= 1 + 1e-4
+    if case.reference is not None:
+        expected = case.reference(engine, list(case.golden_prompt_tokens))
+        best = sorted(expected, key=expected.get, reverse=True)[:5]
+        assert [t for t, _ in top] == best
+        assert [lp for _, lp in top] == pytest.approx([expected[t] for t in best], abs=2e-3)
+    only = first_token(engine, attrs.evolve(raw(case, max_tokens=1), logprobs=0))
+    assert only.top_logprobs == () and only.logprob == pytest.approx(event.logprob, abs=1e-5)
+
+
+def test_logprobs_are_taken_after_the_temperature(loaded) -> None:
+    case, engine, _ = loaded
+    cold = first_token(engine, attrs.evolve(raw(case, temperature=1.0, top_k=0, top_p=1.0, seed=5,
+                                                max_tokens=1), logprobs=5))
+    hot = first_token(engine, attrs.evolve(raw(case, temperature=2.0, top_k=0, top_p=1.0, seed=5,
+                                               max_tokens=1), logprobs=5))
+    assert [t for t, _ in hot.top_logprobs] == [t for t, _ in cold.top_logprobs]
+    (a, cold_a), (b, cold_b) = cold.top_logprobs[0], cold.top_logprobs[-1]
+    hot_lp = dict(hot.top_logprobs)
+    assert hot_lp[a] - hot_lp[b] == pytest.approx((cold_a - cold_b) / 2, abs=2e-3)
+    for event in (cold, hot):
+        mine = dict(event.top_logprobs).get(event.token_id)
+        if mine is not None:
+            assert event.logprob == pytest.approx(mine, abs=1e-5)

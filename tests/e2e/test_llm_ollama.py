@@ -53,3 +53,20 @@ def test_llm_lists_the_alias_and_runs_it(url: str, tmp_path: Path) -> None:
     assert answer.stdout.strip() == REPLY
     unknown = llm(url, tmp_path, "-m", "ollama/nope", "hi")
     assert unknown.returncode != 0 and "Unknown model" in unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def bundled_url(tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+    env = {**os.environ, "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")), "MODELPORT_PORT": str(port)}
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serving([executable, "serve"], port, env, log) as address:
+        yield address
+
+
+def test_llm_runs_the_bundled_model_by_its_short_name(bundled_url: str, tmp_path: Path) -> None:
+    answer = llm(bundled_url, tmp_path, "-m", "ollama/smollm2", "-o", "temperature", "0",
+                 "What is the capital of France? Answer in one sentence.")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "The capital of France is Paris."

@@ -55,3 +55,37 @@ def test_completion_gives_the_golden_continuation(client) -> None:
 
 def test_the_model_is_listed(client) -> None:
     assert {"smollm2:135m", "all-minilm:l6-v2"} <= {m.id for m in client.models.list()}
+
+
+def test_responses_answer_paris_whole_and_streamed(client) -> None:
+    answer = client.responses.create(model="smollm2", input=QUESTION[0]["content"], temperature=0)
+    assert answer.output_text == PARIS and answer.status == "completed"
+    with client.responses.create(model="smollm2", input=QUESTION, temperature=0, stream=True) as stream:
+        events = list(stream)
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == PARIS
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == PARIS
+
+
+def test_n_seeded_choices_are_each_reproducible(client) -> None:
+    sampled = dict(model="smollm2", messages=QUESTION, temperature=1.0, max_completion_tokens=12)
+    three = client.chat.completions.create(n=3, seed=11, **sampled)
+    assert len(three.choices) == 3
+    for index, choice in enumerate(three.choices):
+        alone = client.chat.completions.create(seed=11 + index, **sampled)
+        assert alone.choices[0].message.content == choice.message.content
+
+
+def test_greedy_logprobs_with_top_5(client) -> None:
+    answer = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0,
+                                            logprobs=True, top_logprobs=5)
+    content = answer.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == PARIS
+    for token in content:
+        alternatives = [t.logprob for t in token.top_logprobs]
+        assert len(alternatives) == 5 and alternatives == sorted(alternatives, reverse=True)
+        assert token.top_logprobs[0].token == token.token  # greedy: the most likely token
+        assert token.logprob == pytest.approx(alternatives[0], abs=1e-4) and token.logprob <= 0
+    legacy = client.completions.create(model="smollm2", temperature=0, max_tokens=3, logprobs=5,
+                                       prompt="Once upon a time, there was a little girl named")
+    assert legacy.choices[0].logprobs.tokens[0] == " Emma"
+    assert len(legacy.choices[0].logprobs.top_logprobs[0]) == 5
