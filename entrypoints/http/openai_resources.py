@@ -96,6 +96,7 @@ def _choices_usage(groups: Sequence[Sequence[Completion]]) -> Usage:
     """One prompt's tokens per group of choices (the choices share the prompt), every
     choice's completion tokens."""
     return Usage(prompt_tokens=sum(group[0].usage.prompt_tokens for group in groups if group),
+                 cached_tokens=sum(group[0].usage.cached_tokens for group in groups if group),
                  completion_tokens=sum(c.usage.completion_tokens for group in groups for c in group))
 
 
@@ -185,6 +186,7 @@ def sse(runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk
                 yield event(envelope.wrap([chunk(index, item)], **extra))
         if include_usage:
             total = Usage(prompt_tokens=finals[0].prompt_tokens if finals else 0,
+                          cached_tokens=finals[0].cached_tokens if finals else 0,
                           completion_tokens=sum(u.completion_tokens for u in finals))
             yield event(envelope.wrap([], usage=wire.usage(total)))
         yield SSE_DONE
