@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.domain import Completion, GenerationRequest, ModelRef, Modelfile, SamplingPolicy, system_and_user
+from modelport.domain import Completion, GenerationRequest, ModelRef, Modelfile, system_and_user
 from modelport.entrypoints.bootstrap import bootstrap
 from modelport.entrypoints.config import Settings
 
@@ -38,7 +38,9 @@ def test_the_created_model_answers_as_its_base_with_the_same_system_prompt(servi
     assert created.defaults.system == "You are a geography teacher."
     mine = GenerationRequest(model=ModelRef.parse("teacher"), messages=system_and_user(QUESTION),
                              sampling=services.sampling_for("teacher"))
-    theirs = GenerationRequest(model=ModelRef.parse("smollm2"), sampling=SamplingPolicy.greedy(max_tokens=12),
+    same = services.sampling_for("smollm2", {"temperature": 0, "num_predict": 12})  # repeat_penalty 1.1 too
+    assert same == mine.sampling
+    theirs = GenerationRequest(model=ModelRef.parse("smollm2"), sampling=same,
                                messages=system_and_user(QUESTION, "You are a geography teacher."))
     a, b = Completion.fold(services.generate(mine)), Completion.fold(services.generate(theirs))
     assert a.usage.prompt_tokens == b.usage.prompt_tokens and a.token_ids == b.token_ids
