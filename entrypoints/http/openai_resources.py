@@ -11,7 +11,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import falcon
 
-from modelport.domain import Completion, FinishReason, ModelportError, TokenEvent, Usage
+from modelport.domain import Completion, ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
 from . import logprobs

@@ -391,8 +391,9 @@ def test_create_with_a_modelfiles_defaults_then_show_and_chat(disk, tmp_path, en
     shown = client.simulate_post("/api/show", json={"model": "mario"}).json
     assert shown["system"] == "You are Mario." and shown["template"] == body["template"]
     assert shown["license"] == "MIT\n\nand more" and shown["messages"] == body["messages"]
-    assert {"temperature 0.0", 'stop "<|end|>"', 'stop "User:"', "num_ctx 2048"} <= set(shown["parameters"].splitlines())
-    assert "SYSTEM \"You are Mario.\"" in shown["modelfile"] and "MESSAGE assistant \"Mario!\"" in shown["modelfile"]
+    lines = set(shown["parameters"].splitlines())
+    assert {"temperature 0.0", 'stop "<|end|>"', 'stop "User:"', "num_ctx 2048"} <= lines
+    assert 'SYSTEM "You are Mario."' in shown["modelfile"] and 'MESSAGE assistant "Mario!"' in shown["modelfile"]
     answer = client.simulate_post("/api/chat", json={"model": "mario", "stream": False,
                                                      "messages": [{"role": "user", "content": "Hi"}]}).json
     assert answer["message"]["content"] == "The capital of France is Paris."
