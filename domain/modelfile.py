@@ -386,7 +386,10 @@ def _expression(words: list[str], in_range: bool) -> tuple[str, list[str]]:
 
 def _operand(word: str, in_range: bool) -> str:
     if word.startswith('"') and word.endswith('"') and len(word) >= 2:
-        return repr(word[1:-1].encode().decode("unicode_escape"))
+        try:
+            return json.dumps(json.loads(word), ensure_ascii=False)  # Go's escapes are JSON's, mostly
+        except ValueError:
+            raise InvalidRequest(f"template: cannot read the string {word}") from None
     name = word[2:] if word.startswith("$.") else word[1:] if word.startswith(".") else None
     if name in _FIELDS:
         return _FIELDS[name]
