@@ -322,8 +322,10 @@ class Cli:
     @property
     def models(self) -> list[str]:
         """The <model> arguments (docopt gives a list: `remove` takes several)."""
+        from .catalog import resolve_name  # RustLLM's registry names (phi-2) -> their Hub source
+
         value = self.args.get("<model>")
-        return list(value) if isinstance(value, list) else [value] if value else []
+        return [resolve_name(v) for v in (list(value) if isinstance(value, list) else [value] if value else [])]
 
     @property
     def model(self) -> str | None:
@@ -374,7 +376,7 @@ class Cli:
         named = self._named_model()
         words = list(self.args["<prompt>"])
         if named is not None and self.model:  # `run --model m "hi"`: docopt took "hi" for <model>
-            words = [self.model, *words]
+            words = [self.args["<model>"], *words]
         model = named or self.model or _as_path(self.settings.model_path) or self.settings.default_model
         prompt = " ".join(words)
         if prompt:
@@ -399,7 +401,9 @@ class Cli:
             raise InvalidRequest("--model and --model-path name the same thing; give one")
         if path:
             return _as_path(path)
-        return name or None
+        from .catalog import resolve_name
+
+        return resolve_name(name) if name else None
 
     def _answer(self, model: str, prompt: str) -> int:
         if self.args["--format"] is not None:

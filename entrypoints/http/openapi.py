@@ -11,6 +11,8 @@ from typing import Any
 
 import falcon
 
+from . import rustllm
+
 Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
@@ -140,6 +142,7 @@ def paths() -> dict[str, Schema]:
                                                    media=SSE)},
         "/v1/generate_batch": {"post": _operation("several prompts, one result each", mp, _body({
             **NATIVE, "prompts": {"type": "array", "items": STRING}}, ("model", "prompts")))},
+        **rustllm.openapi_paths(),  # RustLLM's REST API (at /api too with api=rustllm)
     }
 
 
