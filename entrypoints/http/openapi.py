@@ -104,7 +104,8 @@ def paths() -> dict[str, Schema]:
             "model": MODEL, "prompt": STRING, "keep_alive": KEEP_ALIVE, "options": OPTIONS}))},
         "/api/ps": {"get": _operation("models loaded in this worker", o, statuses=())},
         "/api/pull": {"post": _operation("download a model (NDJSON progress)", o, _body({
-            "model": MODEL, "insecure": BOOL, "stream": BOOL}), media=ND, statuses=(400, 404, 502))},
+            "model": MODEL, "insecure": BOOL, "stream": BOOL, "revision": STRING, "trust_remote_code": BOOL}),
+            media=ND, statuses=(400, 404, 502))},
         "/api/push": {"post": _operation("not supported: always 501", o, _body({
             "model": MODEL, "insecure": BOOL, "stream": BOOL}), statuses=(501,))},
         "/api/create": {"post": _operation("a model from a local file, an installed model or blobs", o, _body({
