@@ -375,9 +375,15 @@ class Cli:
     def cmd_run(self) -> int:
         named = self._named_model()
         words = list(self.args["<prompt>"])
-        if named is not None and self.model:  # `run --model m "hi"`: docopt took "hi" for <model>
-            words = [self.args["<model>"], *words]
-        model = named or self.model or _as_path(self.settings.model_path) or self.settings.default_model
+        value = self.args["<model>"]  # a list: `remove` takes several
+        given = (value[0] if value else None) if isinstance(value, list) else value
+        # `run --model m "hi"`, or `run "a question"` (no model name has spaces): docopt
+        # took the prompt for <model>
+        as_prompt = bool(given) and (named is not None or any(ch.isspace() for ch in given))
+        if as_prompt:
+            words = [given, *words]
+        model = named or (None if as_prompt else self.model) or _as_path(self.settings.model_path) \
+            or self.settings.default_model
         prompt = " ".join(words)
         if prompt:
             return self._answer(model, prompt)

@@ -189,3 +189,10 @@ def test_pull_takes_a_revision_and_says_what_trust_remote_code_means(services) -
     assert "never runs code from a model repository" in err
     code, _, err = cli(services, "pull", "org/tiny@main", "--revision", "v1.0")
     assert code == EXIT_USAGE and "give one" in err
+
+
+def test_run_with_only_a_question_uses_the_default_model(monkeypatch, services, engine_box) -> None:
+    monkeypatch.setenv("MODELPORT_DEFAULT_MODEL", "fake")
+    code, out, _ = cli(services, "run", "capital of France?", "--temperature", "0")
+    assert (code, out) == (EXIT_OK, "The capital of France is Paris.\n")
+    assert engine_box.last.prompts[-1] == "<|user|>capital of France?\n<|assistant|>"
