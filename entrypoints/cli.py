@@ -97,10 +97,10 @@ Model options:
                            runs a repository's code (docs/models.md says what it means).
 
 Server options:
-  --url=<url>              A running server (default: MODELPORT_HOST, else
-                           http://127.0.0.1:11434). ps, stop and cache need one; list,
-                           show, pull, copy, remove, run, generate, chat and embed go
-                           through it when --url is given.
+  --url=<url>              A running server (default: MODELPORT_HOST and the --port
+                           default below, else http://127.0.0.1:11434). ps, stop and
+                           cache need one; list, show, pull, copy, remove, run,
+                           generate, chat and embed go through it when --url is given.
   --host=<host>            serve, deploy: address to listen on (default: 127.0.0.1,
                            or MODELPORT_HOST).
   --port=<port>            serve, deploy: port (default: 11434, or MODELPORT_PORT, or
