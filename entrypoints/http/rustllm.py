@@ -122,7 +122,8 @@ class Models:
     def on_post_one(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         """Download ``name`` (again with ``"force": true``: what changed on the Hub is
         fetched, the rest checked against the Hub's sha256)."""
-        body = read_json(req, self._max_body) if (req.content_length or 0) > 0 else {}
+        has_body = (req.content_length or 0) > 0 or req.get_header("Transfer-Encoding") is not None
+        body = read_json(req, self._max_body) if has_body else {}  # RustLLM's CLI sends none
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise InvalidRequest("'force' must be true or false")
