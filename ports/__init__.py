@@ -2,7 +2,7 @@
 cases built on them. Imports the domain only."""
 
 from .engine import EngineOptions, InferenceEngine
-from .engines import EngineRegistry, EngineSpec, Resident, ResidentModels
+from .engines import EngineCheck, EngineRegistry, EngineSpec, Resident, ResidentModels
 from .sessions import Clock, SessionRepository
 from .store import ModelSource, ModelStore, ProgressCallback
 from .usecases import ChatTurn, GenerationStream, Services
@@ -10,6 +10,7 @@ from .usecases import ChatTurn, GenerationStream, Services
 __all__ = [
     "ChatTurn",
     "Clock",
+    "EngineCheck",
     "EngineOptions",
     "EngineRegistry",
     "EngineSpec",
