@@ -77,7 +77,7 @@ def _apple_silicon() -> bool:
 def _llamacpp_check(home: str | None):
     """The gguf engine's self-check: a token from the installed llama.cpp build in a
     child process, remembered under ``<home>/checks`` per build."""
-    from modelport.adapters.llamacpp.selfcheck import reinstall_command
+    from modelport.adapters.llamacpp import reinstall_command
     from modelport.adapters.selfcheck import LibraryCheck, installed_library
 
     def library():
