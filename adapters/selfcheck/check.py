@@ -20,6 +20,9 @@ from modelport.ports import EngineCheck
 
 TIMEOUT_S = 180.0
 PASSED, CRASHED, FAILED, TIMED_OUT = "passed", "crashed", "failed", "timed out"
+# What a build does on this machine; an error exit or a timeout may be passing trouble
+# (a full disk, a busy machine), so those are run again by the next process.
+_REMEMBERED = (PASSED, CRASHED)
 _SHARED_SUFFIXES = (".so", ".dylib", ".dll", ".pyd")
 
 
@@ -175,10 +178,10 @@ class LibraryCheck:
             result = _RUNS.get(run_key)
         if result is None:
             result = self._run(library)
-            if result.outcome != TIMED_OUT:
+            if result.outcome in _REMEMBERED:
                 with _RUNS_LOCK:
                     _RUNS[run_key] = result
-        if result.outcome != TIMED_OUT:
+        if result.outcome in _REMEMBERED:
             self._store(result)
         return result
 
@@ -194,7 +197,7 @@ class LibraryCheck:
                                  remembered=True)
         except (OSError, ValueError, KeyError, TypeError):
             return None  # never checked, or a file we cannot read: check again
-        return result if result.outcome in (PASSED, CRASHED, FAILED) else None
+        return result if result.outcome in _REMEMBERED else None
 
     def _store(self, result: CheckResult) -> None:
         path = self._path_for_key(result.key)
