@@ -86,7 +86,8 @@ def _llamacpp_check(home: str | None):
     found = library()
     return LibraryCheck(
         engine="gguf", library=library,
-        argv=[sys.executable, "-m", "modelport.adapters.llamacpp.selfcheck"],
+        argv=[sys.executable, "-c", "import sys; from modelport.adapters.llamacpp.selfcheck import main; "
+                                    "sys.exit(main())"],
         fix=reinstall_command(sys.executable, found.version if found else ""),
         folder=None if home is None else Path(home) / "checks",
     )

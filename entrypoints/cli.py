@@ -619,7 +619,7 @@ class Cli:
             if check is not None and not check["usable"]:
                 state = f"unusable: {check['summary']}; {check['fix']}"
             lines.append((f"engine {name}", f"{state}; runs {', '.join(engine['formats'])}"))
-            if engine["available"]:
+            if engine["available"] and (check is None or check["usable"]):
                 lines.append(("", check["summary"] if check is not None else "no self-check for this engine"))
         if memory is not None:
             available = f" ({render.size(memory.available)} available)" if memory.available else ""

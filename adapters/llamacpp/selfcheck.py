@@ -1,7 +1,7 @@
 """The gguf engine's self-check, run in a child process: does this llama.cpp build
 generate a token on this CPU at all?
 
-``python -m modelport.adapters.llamacpp.selfcheck`` writes a tiny Llama GGUF (one
+:func:`main` (``python -m modelport.adapters.llamacpp.selfcheck``) writes a tiny Llama GGUF (one
 layer, 64 wide, Q8_0 weights, written here with the standard library), loads it with
 llama-cpp-python, evaluates a 40-token prompt and generates two tokens, and prints one
 JSON line. The dimensions are multiples of 32 and the weights are Q8_0 so that a
