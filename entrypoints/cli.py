@@ -29,6 +29,7 @@ Usage:
   modelport catalog [options]
   modelport config [options]
   modelport version
+  modelport --version
   modelport (-h | --help)
 
 Commands:
@@ -126,6 +127,7 @@ Global options:
   --json                   Print JSON instead of text, for scripts.
   --debug                  Show a traceback when something fails.
   -h, --help               Show this help.
+  --version                Print the version.
 
 Exit status: 0 success, 1 error, 2 bad usage, 3 model not found, 4 engine
 unavailable, 5 server not reachable, 130 interrupted.
@@ -262,7 +264,7 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
     if args["--help"]:
         print(__doc__.strip(), file=out)
         return EXIT_OK
-    if args["version"]:
+    if args["version"] or args["--version"]:
         print(f"modelport {version()}", file=out)
         return EXIT_OK
     try:
@@ -681,8 +683,11 @@ class Cli:
         engines = {}
         for name in registry.names:
             spec = registry.spec(name)
+            check = spec.check() if spec.available() else None  # runs the library once per build
             engines[name] = {"available": spec.available(), "formats": sorted(f.value for f in spec.formats),
-                             "extra": spec.extra}
+                             "extra": spec.extra,
+                             "check": None if check is None else {"usable": check.usable, "summary": check.summary,
+                                                                  "fix": check.fix}}
         url = self.args["--url"] or self.settings.url
         server_up = OllamaClient(url).is_up()
         paths = {"home": self.settings.home, "models": str(self.settings.models_dir),
@@ -705,7 +710,12 @@ class Cli:
         for name, engine in engines.items():
             state = "available" if engine["available"] else (
                 f"not installed (pip install 'modelport[{engine['extra']}]')" if engine["extra"] else "unavailable")
+            check = engine["check"]
+            if check is not None and not check["usable"]:
+                state = f"unusable: {check['summary']}; {check['fix']}"
             lines.append((f"engine {name}", f"{state}; runs {', '.join(engine['formats'])}"))
+            if engine["available"] and (check is None or check["usable"]):
+                lines.append(("", check["summary"] if check is not None else "no self-check for this engine"))
         if memory is not None:
             available = f" ({render.size(memory.available)} available)" if memory.available else ""
             lines.append(("memory", f"{render.size(memory.total)}{available}"))
