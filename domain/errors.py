@@ -44,17 +44,24 @@ class UnsupportedArchitecture(ModelportError):
 
 
 class EngineUnavailable(ModelportError):
-    """An engine that cannot run here, usually because its extra is not installed."""
+    """An engine that cannot run here, usually because its extra is not installed.
 
-    def __init__(self, engine: str, reason: str = "", extra: str | None = None) -> None:
+    ``fix`` is what to do about it when that is not installing the extra (say, the
+    command that reinstalls a library build that crashes on this CPU)."""
+
+    def __init__(self, engine: str, reason: str = "", extra: str | None = None,
+                 fix: str | None = None) -> None:
         message = f"engine '{engine}' is not available"
         if reason:
             message += f": {reason}"
         if extra:
             message += f"; install it with: pip install 'modelport[{extra}]'"
+        if fix:
+            message += f"; {fix}"
         super().__init__(message)
         self.engine = engine
         self.extra = extra
+        self.fix = fix
 
 
 class ContextOverflow(ModelportError):

@@ -19,7 +19,8 @@ from modelport.ports import Services
 
 from ..bootstrap import bootstrap
 from ..config import Settings
-from . import errors, management, native, openai_resources, resources, responses, schemas, security
+from . import (chatpage, errors, management, native, openai_resources, resources, responses, rustllm, schemas,
+               security)
 from .blobs import BlobStore
 from .inference import Runner
 from .lifecycle import REAP_INTERVAL_S, Reaper
@@ -69,9 +70,15 @@ def create_app(
     app.runner, app.metrics = runner, metrics
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
-    _ollama_routes(app, runner, settings, clock, max_body)
+    if settings.api == "rustllm":  # RustLLM's REST API at /api, instead of Ollama's
+        app.add_route("/", chatpage.Root())
+    else:
+        _ollama_routes(app, runner, settings, clock, max_body)
     _openai_routes(app, runner, clock, max_body)
     _modelport_routes(app, runner, settings, max_body)
+    rustllm.mount(app, runner, max_body=max_body)
+    if settings.api == "rustllm":
+        rustllm.mount(app, runner, prefix="", max_body=max_body)
     return app
 
 
@@ -79,7 +86,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     services = runner.services
     tags = resources.Tags(services)
     blobs = BlobStore(Path(settings.home) / "blobs")
-    app.add_route("/", resources.Root())
+    app.add_route("/", chatpage.Root())  # the chat page for browsers, "Ollama is running" for clients
     app.add_route("/api/version", resources.Version(package_version()))
     app.add_route("/api/tags", tags)
     app.add_route("/api/show", resources.Show(services, max_body))

@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import attrs
 import falcon
 
-from modelport.domain import ModelRef, PullProgress
+from modelport.domain import InvalidRequest, ModelRef, PullProgress
 from modelport.ports import ProgressCallback, Services
 
 from . import schemas
@@ -82,7 +83,7 @@ class Pull:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._max_body)
-        name = schemas.parse_name(body)
+        name, trust_note = pull_target(body)
         stream = schemas.parse_stream(body)
         if self._services.source is None:
             raise falcon.HTTPNotImplemented(description=NO_SOURCE)
@@ -96,13 +97,42 @@ class Pull:
             resp.media = {"status": "success"}
             return
         steps = run.started()
+        if trust_note:
+            steps = _prepend(PullProgress(status=trust_note), steps)
         resp.content_type = NDJSON
         resp.stream = _progress_lines(steps, run)
 
 
+def pull_target(body: dict[str, Any]) -> tuple[str, str | None]:
+    """The model to pull, with Hugging Llama's ``revision`` (a branch, tag or commit)
+    folded in, and what to say about ``trust_remote_code`` (None when not asked)."""
+    from ..catalog import resolve_name
+    from ..cli_seeds import TRUST_REMOTE_CODE_NOTE
+
+    name = resolve_name(schemas.parse_name(body))
+    revision = body.get("revision")
+    if revision is not None:
+        if not isinstance(revision, str) or not revision:
+            raise InvalidRequest('field "revision" must be a non-empty string')
+        ref = ModelRef.parse(name)
+        if ref.revision and ref.revision != revision:
+            raise InvalidRequest(f"'{name}' names revision {ref.revision}; \"revision\" says {revision}: give one")
+        name = str(attrs.evolve(ref, revision=ModelRef.parse(f"x@{revision}").revision))
+    trust = body.get("trust_remote_code", False)
+    if not isinstance(trust, bool):
+        raise InvalidRequest('field "trust_remote_code" must be true or false')
+    return name, TRUST_REMOTE_CODE_NOTE.replace("--trust-remote-code", "trust_remote_code") if trust else None
+
+
 def _progress_lines(steps: Iterator[PullProgress], run: "Background") -> Iterator[bytes]:
+    """Ollama's progress lines; before a file's first one, Hugging Llama's
+    ``{"status": "downloading", "path": FILE}``."""
+    announced: set[str] = set()
     try:
         for step in steps:
+            if step.file and step.file not in announced:
+                announced.add(step.file)
+                yield line({"status": "downloading", "path": step.file})
             yield line(progress(step))
     except Exception as exc:  # the status is already sent: report it in the stream
         yield line(error(log_unexpected(exc, "pull")))

@@ -641,6 +641,7 @@ def running(resident: Resident, now: float) -> dict[str, Any]:
         "expires_at": rfc3339(now + FOREVER_S if expiry is None else min(expiry, now + FOREVER_S)),
         "size_vram": size_vram,
         "context_length": resident.options.num_ctx,
+        "refs": resident.in_use,  # requests using it now (Hugging Llama's ps shows them)
         **_slots(resident),
     }
 

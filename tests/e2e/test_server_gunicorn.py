@@ -49,7 +49,7 @@ def client(url: str) -> ollama.Client:
 
 def test_root_answers(url: str) -> None:
     with urllib.request.urlopen(url) as response:
-        assert response.read() == b"modelport is running"
+        assert response.read() == b"Ollama is running"
 
 
 def test_list(client: ollama.Client) -> None:

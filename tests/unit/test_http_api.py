@@ -72,7 +72,7 @@ def answer(client, path: str, stream: bool, **body: Any) -> tuple[str, dict[str,
 
 def test_root_says_the_server_is_running(client) -> None:
     result = client.simulate_get("/")
-    assert (result.status_code, result.text) == (200, "modelport is running")
+    assert (result.status_code, result.text) == (200, "Ollama is running")
     assert result.headers["content-type"].startswith("text/plain")
 
 

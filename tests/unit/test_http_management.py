@@ -101,7 +101,8 @@ def test_pull_streams_progress_then_success(client) -> None:
     steps = lines(client.simulate_post("/api/pull", json={"model": "org/tiny"}))
     digest = hashlib.sha256(WEIGHTS).hexdigest()
     assert steps[0] == {"status": "pulling manifest"}
-    assert steps[1:4] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
+    assert steps[1] == {"status": "downloading", "path": "model.gguf"}  # Hugging Llama's line, once per file
+    assert steps[2:5] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
                            "completed": done} for done in (0, 500, 1000)]
     assert steps[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
     assert any(name.startswith("org/tiny") for name in tags(client))
