@@ -214,7 +214,7 @@ class RemoteServices:
     def list_models(self) -> list[ModelInfo]:
         models = self.client.get("/api/tags").get("models") or []
         return sorted((model_from_ollama(m.get("name") or m.get("model"), m, self.client.url)
-                       for m in models), key=lambda m: m.name)
+                       for m in models if not m.get("alias_of")), key=lambda m: m.name)  # as `list` here
 
     def show(self, name: str | ModelRef) -> ModelInfo:
         data = self.client.post("/api/show", {"model": str(name)})

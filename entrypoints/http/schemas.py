@@ -373,7 +373,8 @@ def tags(models: list[ModelInfo]) -> dict[str, Any]:
     """``/api/tags``: every model, then each alias as a name of its own (``smollm2``
     listed as ``smollm2:latest``, same digest), since Ollama clients (llm-ollama,
     Open WebUI) match names exactly against this list."""
-    return {"models": [tag(model, name) for model, name in listed_names(models)]}
+    return {"models": [{**tag(model, name), **({"alias_of": model.name} if name != model.name else {})}
+                       for model, name in listed_names(models)]}
 
 
 def listed_names(models: list[ModelInfo]) -> list[tuple[ModelInfo, str]]:

@@ -547,6 +547,7 @@ def test_an_alias_is_listed_under_its_own_name_with_the_same_digest(settings, fa
     assert "fake" not in tags  # fake's alias is its own name
     assert tags["smollm2:latest"]["digest"] == tags["smollm2:135m"]["digest"]
     assert tags["smollm2:latest"]["model"] == "smollm2:latest"
+    assert tags["smollm2:latest"]["alias_of"] == "smollm2:135m" and "alias_of" not in tags["smollm2:135m"]
     ids = [m["id"] for m in client.simulate_get("/v1/models").json["data"]]
     assert "smollm2:latest" in ids and len(ids) == len(set(ids))
     answer = client.simulate_post("/api/chat", json={"model": "smollm2:latest", "stream": False, "options": GREEDY,
