@@ -27,6 +27,7 @@ from modelport.domain import (
     UnsupportedArchitecture,
 )
 
+from . import disconnect
 from .admission import QueueFull
 
 log = logging.getLogger("modelport.http")
@@ -88,6 +89,7 @@ def install(app: falcon.App) -> None:
     """Register the handlers and the serializer on ``app``."""
     app.add_error_handler(ModelportError, _modelport_error)
     app.add_error_handler(QueueFull, _queue_full)
+    disconnect.install(app)
     app.add_error_handler(Exception, _unexpected_error)
     app.set_error_serializer(_serialize)
 

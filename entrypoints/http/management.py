@@ -14,7 +14,7 @@ from modelport.ports import ProgressCallback, Services
 
 from . import schemas
 from .blobs import CHUNK_BYTES, BlobStore
-from .resources import MAX_BODY_BYTES, read_json
+from .resources import MAX_BODY_BYTES, body_stream, read_json
 from .schemas import Clock, error, progress
 from .streaming import NDJSON, line, log_unexpected
 
@@ -219,9 +219,10 @@ class Blob:
     def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
         hex_digest = schemas.blob_digest(digest)
         if self._blobs.exists(hex_digest):
-            while req.bounded_stream.read(CHUNK_BYTES):
+            body = body_stream(req)
+            while body.read(CHUNK_BYTES):
                 pass  # leave the connection clean for the next request
             resp.status = falcon.HTTP_200
             return
-        self._blobs.save(hex_digest, req.bounded_stream)
+        self._blobs.save(hex_digest, body_stream(req))
         resp.status = falcon.HTTP_201

@@ -1,0 +1,162 @@
+"""The server under careless and hostile clients, on 127.0.0.1, through modelport's
+``serve()`` (the real gunicorn with modelport's worker, over the fake app).
+
+Latencies are written to the log (``-s`` or ``-rP`` shows them), never asserted:
+what is asserted is that answers come while the hostile sockets are still held.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from processes import free_port, serving
+
+pytestmark = pytest.mark.slow
+log = logging.getLogger("modelport.tests.hostile")
+
+HERE = Path(__file__).resolve().parent
+TIMEOUT_S = 30
+SILENT_SOCKETS = 64
+SLOW_HEADER_CLIENTS = 16
+SLOW_HEAD = (b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n")
+
+
+def server_env(tmp_path_factory) -> dict[str, str]:
+    paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+            "MODELPORT_HOME": str(tmp_path_factory.mktemp("home"))}
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("hostile") / "server.log"
+    command = [sys.executable, str(HERE / "fake_app.py"), str(port)]  # serve(), 4 threads
+    with serving(command, port, server_env(tmp_path_factory), log_file) as address:
+        yield address
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+class Dribbler(threading.Thread):
+    """Sends a request head one byte every ``interval`` seconds until stopped."""
+
+    def __init__(self, port: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        try:
+            for byte in SLOW_HEAD[:-4]:  # never the end of the head
+                if self.stopped.wait(self.interval):
+                    return
+                self.sock.sendall(bytes([byte]))
+                self.sent += 1
+        except OSError:
+            return  # the server closed it (the head took too long)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        self.sock.close()
+
+
+def timed(call) -> tuple[float, object]:
+    started = time.monotonic()
+    result = call()
+    return time.monotonic() - started, result
+
+
+def test_silent_and_slow_header_sockets_starve_nothing(url: str) -> None:
+    port = port_of(url)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(SILENT_SOCKETS)]
+    dribblers = [Dribbler(port) for _ in range(SLOW_HEADER_CLIENTS)]
+    for dribbler in dribblers:
+        dribbler.start()
+    try:
+        time.sleep(1.0)  # every hostile socket is connected and the dribblers have begun
+        with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+            health_s, health = timed(lambda: client.get("/health"))
+            tags_s, tags = timed(lambda: client.get("/api/tags"))
+            body = {"model": "fake", "prompt": "Capital?", "stream": False, "options": {"temperature": 0}}
+            generate_s, generated = timed(lambda: client.post("/api/generate", json=body))
+        held = sum(dribbler.is_alive() for dribbler in dribblers)
+        log.warning("with %d silent and %d slow-header sockets held: /health %.3f s, /api/tags %.3f s, "
+                    "a generation %.3f s (%d dribblers still sending)",
+                    SILENT_SOCKETS, SLOW_HEADER_CLIENTS, health_s, tags_s, generate_s, held)
+        assert health.status_code == 200 and tags.status_code == 200
+        assert generated.status_code == 200
+        assert generated.json()["response"] == "The capital of France is Paris."
+        assert held == SLOW_HEADER_CLIENTS  # the answers came while every hostile socket was held
+    finally:
+        for dribbler in dribblers:
+            dribbler.stop()
+        for sock in silent:
+            sock.close()
+
+
+def test_a_head_that_never_ends_is_closed(url: str) -> None:
+    """A connection that never finishes its head is closed by the server (after
+    worker.HEAD_TIMEOUT_S), which the client sees as the end of the stream."""
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=TIMEOUT_S) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        waited_s, data = timed(lambda: sock.recv(1024))
+    log.warning("an unfinished head was closed after %.1f s", waited_s)
+    assert data == b""
+
+
+NON_STREAMED = [
+    ("/api/generate", {"model": "slow", "prompt": "Tick?", "stream": False}),
+    ("/api/chat", {"model": "slow", "messages": [{"role": "user", "content": "Tick?"}], "stream": False}),
+    ("/v1/completions", {"model": "slow", "prompt": "Tick?"}),
+    ("/v1/chat/completions", {"model": "slow", "messages": [{"role": "user", "content": "Tick?"}]}),
+    ("/v1/generate", {"model": "slow", "prompt": "Tick?"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), NON_STREAMED, ids=[p for p, _ in NON_STREAMED])
+def test_a_client_that_leaves_a_non_streamed_answer_frees_the_model(url: str, path: str, body: dict) -> None:
+    """``slow`` needs 100 s for a whole reply and runs one generation at a time: the
+    next request is answered within the client's timeout only if the first one was
+    cancelled when its client left."""
+    greedy = {"temperature": 0} if path.startswith("/v1/") else {"options": {"temperature": 0}}
+    payload = json.dumps({**body, **greedy}).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+        sock.sendall(head + payload)
+        time.sleep(1.0)  # the generation runs
+    left = time.monotonic()
+    quick = {"model": "slow", "prompt": "Tick?", "stream": False, "options": {"temperature": 0, "num_predict": 3}}
+    with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+        answer = client.post("/api/generate", json=quick)
+    log.warning("%s: the next request was answered %.3f s after the first client left",
+                path, time.monotonic() - left)
+    assert answer.status_code == 200 and answer.json()["response"] == "tic"
+
+
+def test_a_chunked_body_is_read(url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "fake", "prompt": "Capital?", '
+        yield b'"stream": false, "options": {"temperature": 0}}'
+
+    answer = httpx.post(f"{url}/api/generate", content=chunks(), timeout=TIMEOUT_S)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["response"] == "The capital of France is Paris."
+
