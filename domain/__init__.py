@@ -14,9 +14,11 @@ from .errors import (
     ModelNotFound,
     ModelportError,
     ModelReadOnly,
+    PromptTooLong,
     UnsupportedArchitecture,
 )
 from .generation import (
+    MAX_TOKEN_BYTES,
     Completion,
     EmbeddingRequest,
     Embeddings,
@@ -34,6 +36,7 @@ from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
     "DEFAULT_TAG",
+    "MAX_TOKEN_BYTES",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",
@@ -59,6 +62,7 @@ __all__ = [
     "ModelReadOnly",
     "ModelRef",
     "ModelportError",
+    "PromptTooLong",
     "PullProgress",
     "Role",
     "SamplingPolicy",

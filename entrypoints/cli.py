@@ -217,8 +217,13 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
     """Run one command; returns the exit status. ``services`` lets tests inject fakes
     (``serve`` then serves them)."""
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown is not None:
+        print(f"error: unknown command '{unknown}'; 'modelport --help' lists the commands", file=err)
+        return EXIT_USAGE
     try:
-        args = docopt(__doc__, argv=list(sys.argv[1:] if argv is None else argv), default_help=False)
+        args = docopt(__doc__, argv=argv, default_help=False)
     except DocoptExit as exc:
         print(exc.code if isinstance(exc.code, str) else __doc__.split("\n\n")[1], file=err)
         return EXIT_USAGE
@@ -246,6 +251,15 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
             return EXIT_ERROR
         print(f"error: {exc}", file=err)
         return code
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The first argument when it is a word but no command (docopt would print a
+    warning and the whole usage for it)."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    known = {*OPTIONS_OF, *ALIASES, "version"}
+    return None if argv[0] in known else argv[0]
 
 
 def run() -> None:
@@ -440,6 +454,8 @@ class Cli:
         for flag, (option, kind) in _SAMPLING_FLAGS.items():
             if self.args[flag] is not None:
                 options[option] = _number(self.args[flag], flag, kind)
+        if options.get("num_predict", 1) < 1:  # Ollama's -1 (no limit) is leaving the flag out
+            raise InvalidRequest(f"--max-tokens must be at least 1, got {options['num_predict']}")
         if self.args["--stop"]:
             options["stop"] = list(self.args["--stop"])
         return options

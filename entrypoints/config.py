@@ -75,6 +75,15 @@ def _keep_alive(text: str) -> float:
     return value
 
 
+def _allowed_paths(text: str) -> str:
+    """Absolute folders, separated by ``os.pathsep``; checked, kept as text."""
+    folders = [part for part in text.split(os.pathsep) if part.strip()]
+    for folder in folders:
+        if not os.path.isabs(folder):
+            raise InvalidRequest(f"allowed_paths holds absolute folders only, got {folder!r}")
+    return os.pathsep.join(folders)
+
+
 @attrs.frozen
 class Option:
     """One setting: its name, environment variables (first wins), default, converter.
@@ -110,6 +119,8 @@ OPTIONS: tuple[Option, ...] = (
            "extra CORS origins, comma separated (* for any)"),
     Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
            "bearer key the server requires (empty: none)", secret=True),
+    Option("allowed_paths", ("MODELPORT_ALLOWED_PATHS",), lambda: "", _allowed_paths,
+           f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)"),
 )
 
 
@@ -130,6 +141,7 @@ class Settings:
     max_queue: int = 512
     origins: str = ""
     api_key: str = attrs.field(default="", repr=False)
+    allowed_paths: str = ""
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
     @classmethod
@@ -162,6 +174,11 @@ class Settings:
     @property
     def sessions_dir(self) -> Path:
         return Path(self.home) / "sessions"
+
+    @property
+    def allowed_folders(self) -> tuple[str, ...]:
+        """The folders ``MODELPORT_ALLOWED_PATHS`` lists (none by default)."""
+        return tuple(part for part in self.allowed_paths.split(os.pathsep) if part)
 
     @property
     def url(self) -> str:

@@ -94,7 +94,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     app.add_route("/api/ps", management.Ps(services, clock))
     app.add_route("/api/pull", management.Pull(services, max_body))
     app.add_route("/api/push", management.Push())
-    app.add_route("/api/create", management.Create(services, blobs, max_body))
+    app.add_route("/api/create", management.Create(services, blobs, max_body, allowed=settings.allowed_folders))
     app.add_route("/api/blobs/{digest}", management.Blob(blobs))
     app.add_route("/api/copy", management.Copy(services, max_body))
     app.add_route("/api/delete", management.Delete(services, max_body))

@@ -86,7 +86,7 @@ class Models:
         resp.media = wire.model_list(self._services.list_models())
 
     def on_get_one(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
-        resp.media = wire.model_entry(self._services.show(model))
+        resp.media = wire.model_entry(self._services.show(wire.store_name(model)))
 
 
 def chat_chunk(text: str, reason: FinishReason | None) -> dict[str, Any]:

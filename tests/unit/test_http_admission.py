@@ -152,7 +152,7 @@ def test_a_closed_stream_gives_its_turn_back(services, settings) -> None:
 def test_a_failed_start_gives_its_turn_back(services, settings) -> None:
     app = create_app(services, attrs.evolve(settings, max_queue=0))
     client = falcon.testing.TestClient(app, headers=LOCAL)
-    body = {"model": "fake", "prompt": "x" * 40, "raw": True, "options": {"num_ctx": 16}}
+    body = {"model": "fake", "prompt": "x" * 400, "raw": True, "options": {"num_ctx": 256}}
     assert client.simulate_post("/api/generate", json=body).status_code == 400
     assert app.runner.admission.active == 0
 
