@@ -23,7 +23,7 @@ from . import errors, management, native, openai_resources, resources, schemas, 
 from .admission import Admission
 from .blobs import BlobStore
 from .inference import Runner
-from .lifecycle import REAP_INTERVAL_S, Reaper
+from .lifecycle import REAP_INTERVAL_S, Reaper, clean_leftovers
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import OpenAPI
 from .schemas import Clock, Reply
@@ -38,7 +38,10 @@ class App(falcon.App):
     reaper: Reaper | None = None
 
     def start_reaper(self, interval: float = REAP_INTERVAL_S) -> Reaper:
+        """Start the background side: first clean what killed work left in the store,
+        then run the reaper."""
         if self.reaper is None:
+            clean_leftovers(self.runner.services)
             self.reaper = Reaper(self.runner.services.resident, interval).start()
         return self.reaper
 

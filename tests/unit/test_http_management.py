@@ -270,6 +270,19 @@ def test_create_from_an_uploaded_gguf(disk) -> None:
     assert generated.status_code == 200
 
 
+def test_create_from_blobs_refuses_a_folder_no_engine_could_load(disk) -> None:
+    client, _, _ = disk
+    config, _ = upload(client, b"hello")
+    result = client.simulate_post("/api/create", json={"model": "broken", "files": {"config.json": config}})
+    assert result.status_code == 400 and "config.json is not valid JSON" in result.json["error"]
+    good_config, _ = upload(client, json.dumps({"model_type": "llama"}).encode())
+    weights, _ = upload(client, b"not safetensors")
+    result = client.simulate_post("/api/create", json={
+        "model": "broken", "files": {"config.json": good_config, "model.safetensors": weights}})
+    assert result.status_code == 400 and "not a safetensors file" in result.json["error"]
+    assert "broken:latest" not in tags(client)
+
+
 def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) -> None:
     client, _, _ = disk
     path = tmp_path / "imports" / "local.gguf"
