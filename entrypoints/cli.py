@@ -997,6 +997,9 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+HEAD_FIRST_WORKER = "modelport.entrypoints.http.worker.HeadFirstWorker"  # server.WORKER_CLASS
+
+
 def deploy_notes(settings: Settings) -> str:
     """What ``deploy`` prints before it serves: how to reach the server, and how to
     keep it running (modelport itself stays in the foreground)."""
@@ -1024,7 +1027,7 @@ def deploy_notes(settings: Settings) -> str:
         "",
         "or run gunicorn yourself with the same settings in the environment:",
         "",
-        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class gthread --threads {settings.threads} "
+        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class {HEAD_FIRST_WORKER} --threads {settings.threads} "
         f"--bind {settings.host}:{settings.port} 'modelport.entrypoints.http.app:get_app()'",
         "",
     ])

@@ -32,19 +32,29 @@ SLOW_HEADER_CLIENTS = 16
 SLOW_HEAD = (b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n")
 
 
-def server_env(tmp_path_factory) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[dict[str, Path | str]]:
+    """The server's URL, its MODELPORT_HOME and the HOME it runs with."""
+    port = free_port()
+    home, user_home = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("user")
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-            "MODELPORT_HOME": str(tmp_path_factory.mktemp("home"))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+           "MODELPORT_HOME": str(home), "HOME": str(user_home)}
+    env.pop("XDG_RUNTIME_DIR", None)
+    log_file = tmp_path_factory.mktemp("hostile") / "server.log"
+    command = [sys.executable, str(HERE / "fake_app.py"), str(port)]  # serve(), 4 threads
+    with serving(command, port, env, log_file) as address:
+        yield {"url": address, "home": home, "user_home": user_home, "port": str(port)}
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    log_file = tmp_path_factory.mktemp("hostile") / "server.log"
-    command = [sys.executable, str(HERE / "fake_app.py"), str(port)]  # serve(), 4 threads
-    with serving(command, port, server_env(tmp_path_factory), log_file) as address:
-        yield address
+def url(server) -> str:
+    return str(server["url"])
+
+
+def test_gunicorns_control_socket_is_in_modelport_home(server) -> None:
+    assert (Path(server["home"]) / "run" / f"gunicorn-{server['port']}.ctl").is_socket()
+    assert not (Path(server["user_home"]) / ".gunicorn").exists()
 
 
 def port_of(url: str) -> int:
