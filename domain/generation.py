@@ -76,12 +76,20 @@ class GenerationRequest:
             raise InvalidRequest("prompt must be a string")
         if self.prompt and len(self.messages):
             raise InvalidRequest("give either a prompt or messages, not both")
-        texts = [self.prompt] if self.prompt else [m.content for m in self.messages]
-        _check_size(texts, self.sampling.num_ctx)
+        _check_size(self._texts(), self.sampling.num_ctx)
 
     @property
     def is_chat(self) -> bool:
         return len(self.messages) > 0
+
+    def check_fits(self, context_length: int) -> None:
+        """Refuse (:class:`PromptTooLong`) a prompt too long for a model whose own
+        context is ``context_length`` tokens (when that is less than ``num_ctx``)."""
+        if 0 < context_length < self.sampling.num_ctx:
+            _check_size(self._texts(), context_length)
+
+    def _texts(self) -> list[str]:
+        return [self.prompt] if self.prompt else [m.content for m in self.messages]
 
 
 def _check_size(texts: list[str], num_ctx: int) -> None:

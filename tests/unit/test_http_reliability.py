@@ -128,6 +128,14 @@ def test_a_prompt_longer_than_any_tokenization_could_fit_is_refused_by_its_size(
                           sampling=SamplingPolicy(num_ctx=256))
 
 
+def test_the_models_own_context_bounds_the_prompt_too(services, fake_store) -> None:
+    fake_store.add(attrs.evolve(services.show("fake"), name="short:latest", aliases=(), context_length=256))
+    request = GenerationRequest(model=ModelRef.parse("short"), prompt="x" * (256 * MAX_TOKEN_BYTES + 1))
+    with pytest.raises(PromptTooLong, match="context window of 256 tokens"):
+        services.generate(request)
+    assert services.loaded() == []  # refused before any engine was loaded
+
+
 def test_a_huge_prompt_over_http_is_a_400_and_is_never_tokenized(client, engine_box) -> None:
     prompt = "word " * 3_000_000  # 15 MB
     started = time.monotonic()
