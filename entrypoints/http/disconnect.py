@@ -14,8 +14,8 @@ servers (falcon's test client, wsgiref) there is none and nothing is watched.
 from __future__ import annotations
 
 import errno
-import select
 import socket
+import ssl
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -25,6 +25,7 @@ from modelport.domain import Completion, TokenEvent
 from modelport.ports import GenerationStream
 
 CHECK_INTERVAL_S = 0.1
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # every system gunicorn runs on has it
 # nginx's "client closed request": what the access log shows for an answer nobody read.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -52,8 +53,8 @@ class ClientWatch:
         """The watch for a request's WSGI environ; None when the server does not
         hand out its socket."""
         sock = env.get("gunicorn.socket")
-        if not isinstance(sock, socket.socket):
-            return None
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not _DONTWAIT:
+            return None  # a TLS socket cannot be peeked without decrypting
         return cls(sock, **kwargs)
 
     def gone(self) -> bool:
@@ -70,22 +71,18 @@ class ClientWatch:
 
 def peer_closed(sock: socket.socket) -> bool:
     """Whether the peer has closed (or reset) the connection. Bytes waiting to be
-    read (a pipelined request) mean it is still there."""
+    read (a pipelined request) mean it is still there. A non-blocking peek, so any
+    descriptor number works (``select`` stops at 1024)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
+        return sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the client is waiting for its answer
     except (ConnectionError, TimeoutError):
         return True
     except OSError as exc:
-        if exc.errno in (errno.EBADF, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE):
-            return True
-        return False  # a socket we cannot peek (TLS): assume the client is there
-    except ValueError:  # the socket is closed (fileno -1)
-        return True
+        return exc.errno in (errno.EBADF, errno.ENOTCONN)
+    except ValueError:  # a socket that takes no flags: assume the client is there
+        return False
 
 
 def watched(events: Iterable[TokenEvent], stream: GenerationStream,

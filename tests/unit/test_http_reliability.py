@@ -45,6 +45,7 @@ def test_a_closed_peer_is_seen_and_an_open_one_is_not() -> None:
         assert server.recv(100)
         peer.close()
         assert disconnect.peer_closed(server)
+    assert disconnect.peer_closed(server)  # and our own side closed too
 
 
 def test_the_watch_asks_the_socket_at_most_every_interval() -> None:
