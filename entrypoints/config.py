@@ -75,6 +75,19 @@ def _keep_alive(text: str) -> float:
     return value
 
 
+def _seconds(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a number of seconds, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise InvalidRequest(f"{name} must be a positive number of seconds, got {text!r}")
+        return value
+
+    return convert
+
+
 def _allowed_paths(text: str) -> str:
     """Absolute folders, separated by ``os.pathsep``; checked, kept as text."""
     folders = [part for part in text.split(os.pathsep) if part.strip()]
@@ -119,6 +132,8 @@ OPTIONS: tuple[Option, ...] = (
            "extra CORS origins, comma separated (* for any)"),
     Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
            "bearer key the server requires (empty: none)", secret=True),
+    Option("client_timeout", ("MODELPORT_CLIENT_TIMEOUT",), lambda: "60", _seconds("client_timeout"),
+           "seconds a client may stall sending its request or reading its answer before it is dropped"),
     Option("allowed_paths", ("MODELPORT_ALLOWED_PATHS",), lambda: "", _allowed_paths,
            f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)"),
 )
@@ -142,6 +157,7 @@ class Settings:
     origins: str = ""
     api_key: str = attrs.field(default="", repr=False)
     allowed_paths: str = ""
+    client_timeout: float = 60.0
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
     @classmethod

@@ -235,11 +235,14 @@ class Blob:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
         hex_digest = schemas.blob_digest(digest)
-        if self._blobs.exists(hex_digest):
-            body = body_stream(req)
-            while body.read(CHUNK_BYTES):
-                pass  # leave the connection clean for the next request
-            resp.status = falcon.HTTP_200
-            return
-        self._blobs.save(hex_digest, body_stream(req))
+        try:
+            if self._blobs.exists(hex_digest):
+                body = body_stream(req)
+                while body.read(CHUNK_BYTES):
+                    pass  # leave the connection clean for the next request
+                resp.status = falcon.HTTP_200
+                return
+            self._blobs.save(hex_digest, body_stream(req))
+        except TimeoutError:  # the client stalled (see worker.py)
+            raise falcon.HTTPError(falcon.HTTP_408, description="the blob did not arrive in time") from None
         resp.status = falcon.HTTP_201

@@ -31,7 +31,7 @@ def read_json(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any
     larger than ``limit`` bytes."""
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
-    data = body_stream(req).read(limit + 1)
+    data = read_body(body_stream(req), limit + 1)
     if len(data) > limit:
         raise _too_large(limit)
     if not data.strip():
@@ -52,6 +52,15 @@ def body_stream(req: falcon.Request) -> Any:
     if req.content_length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
         return req.stream
     return req.bounded_stream
+
+
+def read_body(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of the body; 408 when the client stalls sending it (the
+    server's socket timed out, see worker.py)."""
+    try:
+        return stream.read(size)
+    except TimeoutError:
+        raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not arrive in time") from None
 
 
 def _too_large(limit: int) -> falcon.HTTPError:

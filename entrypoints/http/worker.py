@@ -16,6 +16,12 @@ threads of their own; everything else gets the ``threads`` setting's pool.
 
     gunicorn --worker-class modelport.entrypoints.http.worker.HeadFirstWorker ...
 
+While a thread serves a request, its socket times out after ``client_timeout``
+seconds without progress (``MODELPORT_CLIENT_TIMEOUT``, default 60): a client that
+stalls its upload, or stops reading a stream (which would otherwise block the
+generation, and the model, on a full send buffer), is dropped and its generation
+closed.
+
 TLS (``certfile``) and HTTP/2 connections are served exactly as gthread does.
 """
 
@@ -43,6 +49,8 @@ EARLY_BODY_BYTES = 1024 * 1024
 # Threads that serve GET, HEAD and OPTIONS, besides the ``threads`` pool.
 QUICK_THREADS = 4
 QUICK_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+# The default of MODELPORT_CLIENT_TIMEOUT.
+CLIENT_TIMEOUT_S = 60.0
 RECV_BYTES = 64 * 1024
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -67,6 +75,17 @@ def request_arrived(data: bytes | bytearray) -> bool:
     return length > EARLY_BODY_BYTES or len(data) - end.end() >= length
 
 
+def client_timeout(log: Any) -> float:
+    """``MODELPORT_CLIENT_TIMEOUT`` as the server's settings read it."""
+    from ..config import Settings
+
+    try:
+        return Settings.load(dotenv=".env").client_timeout
+    except ValueError as exc:
+        log.warning("%s; using %s s", exc, CLIENT_TIMEOUT_S)
+        return CLIENT_TIMEOUT_S
+
+
 class HeadFirstWorker(ThreadWorker):
     """gthread with request heads read in the main loop, and a quick lane."""
 
@@ -74,11 +93,22 @@ class HeadFirstWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.arriving: deque[TConn] = deque()  # oldest first: their deadlines are in order
         self.quick_pool: futures.ThreadPoolExecutor | None = None
+        self.client_timeout = CLIENT_TIMEOUT_S
 
     def init_process(self) -> None:
         self.quick_pool = futures.ThreadPoolExecutor(max_workers=QUICK_THREADS,
                                                      thread_name_prefix="modelport-quick")
+        self.client_timeout = client_timeout(self.log)
         super().init_process()
+
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        """gthread's, with the socket timing out on a stalled client."""
+        conn.sock.settimeout(self.client_timeout)
+        try:
+            return super().handle_request(req, conn)
+        except TimeoutError:
+            self.log.info("dropped %s: no progress for %s s", conn.client, self.client_timeout)
+            return False
 
     def _head_first(self) -> bool:
         prior_knowledge = getattr(self.cfg, "http2_cleartext", None) in ("prior-knowledge", "both")

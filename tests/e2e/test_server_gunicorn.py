@@ -55,7 +55,7 @@ def test_root_answers(url: str) -> None:
 
 def test_list(client: ollama.Client) -> None:
     models = {m.model: m for m in client.list().models}
-    assert sorted(models) == ["embedder:latest", "fake:latest", "slow:latest"]
+    assert sorted(models) == ["chatty:latest", "embedder:latest", "fake:latest", "slow:latest"]
     assert models["fake:latest"].details.family == "fake"
     assert models["fake:latest"].modified_at is not None
 

@@ -27,6 +27,7 @@ log = logging.getLogger("modelport.tests.hostile")
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 30
+CLIENT_TIMEOUT_S = 2  # the server's MODELPORT_CLIENT_TIMEOUT here
 SILENT_SOCKETS = 64
 SLOW_HEADER_CLIENTS = 16
 SLOW_HEAD = (b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n")
@@ -39,7 +40,8 @@ def server(tmp_path_factory) -> Iterator[dict[str, Path | str]]:
     home, user_home = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("user")
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(home), "HOME": str(user_home)}
+           "MODELPORT_HOME": str(home), "HOME": str(user_home),
+           "MODELPORT_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT_S)}
     env.pop("XDG_RUNTIME_DIR", None)
     log_file = tmp_path_factory.mktemp("hostile") / "server.log"
     command = [sys.executable, str(HERE / "fake_app.py"), str(port)]  # serve(), 4 threads
@@ -170,3 +172,49 @@ def test_a_chunked_body_is_read(url: str) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json()["response"] == "The capital of France is Paris."
 
+
+
+def request_bytes(path: str, body: dict) -> bytes:
+    payload = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(url: str) -> None:
+    """``chatty`` fills the socket of a client that reads nothing: without a send
+    timeout the generation would block on it, holding the model, for as long as the
+    client keeps the connection open."""
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", port_of(url)))
+    try:
+        body = {"model": "chatty", "prompt": "Talk.", "options": {"temperature": 0, "num_ctx": 2_000_000}}
+        stalled.sendall(request_bytes("/api/generate", body))
+        assert stalled.recv(12).startswith(b"HTTP/1.1 200")  # then it reads no more
+        quick = {"model": "chatty", "prompt": "Talk.", "stream": False,
+                 "options": {"temperature": 0, "num_predict": 3}}
+        waited_s, answer = timed(lambda: httpx.post(f"{url}/api/generate", json=quick, timeout=TIMEOUT_S))
+        log.warning("a request behind a client that stopped reading was answered after %.1f s "
+                    "(client timeout %s s)", waited_s, CLIENT_TIMEOUT_S)
+        assert answer.status_code == 200 and answer.json()["response"] == "cha"
+    finally:
+        stalled.close()
+
+
+def test_stalled_uploads_are_answered_408_and_free_their_threads(url: str) -> None:
+    """Bodies larger than the worker reads in its main loop are read by a thread;
+    more stalled uploads than there are threads must not block everything."""
+    head = (b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2000000\r\n\r\n{\"model\": ")
+    stalled = [socket.create_connection(("127.0.0.1", port_of(url)), timeout=TIMEOUT_S) for _ in range(6)]
+    try:
+        for sock in stalled:
+            sock.sendall(head)
+        body = {"model": "fake", "prompt": "Capital?", "stream": False, "options": {"temperature": 0}}
+        waited_s, answer = timed(lambda: httpx.post(f"{url}/api/generate", json=body, timeout=TIMEOUT_S))
+        log.warning("with 6 stalled uploads on 4 threads a generation was answered after %.1f s", waited_s)
+        assert answer.status_code == 200
+        assert stalled[0].recv(12) == b"HTTP/1.1 408"
+    finally:
+        for sock in stalled:
+            sock.close()
