@@ -218,3 +218,23 @@ def test_stalled_uploads_are_answered_408_and_free_their_threads(url: str) -> No
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_huge_prompts_are_refused_by_their_size_and_block_nothing(url: str) -> None:
+    prompt = "word " * 3_000_000  # 15 MB: refused before anything tokenizes it
+    body = json.dumps({"model": "fake", "prompt": prompt, "stream": False}).encode()
+
+    def refuse() -> tuple[float, httpx.Response]:
+        return timed(lambda: httpx.post(f"{url}/api/generate", content=body, timeout=TIMEOUT_S,
+                                        headers={"Content-Type": "application/json"}))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        refusals = [pool.submit(refuse) for _ in range(4)]
+        time.sleep(0.2)
+        tags_s, tags = timed(lambda: httpx.get(f"{url}/api/tags", timeout=TIMEOUT_S))
+        answers = [future.result() for future in refusals]
+    log.warning("four 15 MB prompts refused in %s s; /api/tags meanwhile in %.3f s",
+                ", ".join(f"{seconds:.2f}" for seconds, _ in answers), tags_s)
+    assert tags.status_code == 200
+    for _, answer in answers:
+        assert answer.status_code == 400 and "more than a context window" in answer.json()["error"]
