@@ -14,6 +14,7 @@ servers (falcon's test client, wsgiref) there is none and nothing is watched.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import ssl
 import time
@@ -25,7 +26,6 @@ from modelport.domain import Completion, TokenEvent
 from modelport.ports import GenerationStream
 
 CHECK_INTERVAL_S = 0.1
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # every system gunicorn runs on has it
 # nginx's "client closed request": what the access log shows for an answer nobody read.
 CLIENT_CLOSED_REQUEST = 499
 
@@ -53,7 +53,7 @@ class ClientWatch:
         """The watch for a request's WSGI environ; None when the server does not
         hand out its socket."""
         sock = env.get("gunicorn.socket")
-        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not _DONTWAIT:
+        if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not hasattr(select, "poll"):
             return None  # a TLS socket cannot be peeked without decrypting
         return cls(sock, **kwargs)
 
@@ -70,19 +70,28 @@ class ClientWatch:
 
 
 def peer_closed(sock: socket.socket) -> bool:
-    """Whether the peer has closed (or reset) the connection. Bytes waiting to be
-    read (a pipelined request) mean it is still there. A non-blocking peek, so any
-    descriptor number works (``select`` stops at 1024)."""
+    """Whether the peer has closed (or reset) the connection, asked without waiting.
+    Bytes waiting to be read (a pipelined request) mean it is still there. ``poll``
+    first (``select`` stops at descriptor 1024), so that the peek never waits, even
+    on a socket with a timeout (where ``recv`` would wait for that long)."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | _DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        events = poller.poll(0)
+    except (OSError, ValueError):  # closed (fileno -1) or unusable
+        return True
+    if not events:
         return False  # nothing to read: the client is waiting for its answer
-    except (ConnectionError, TimeoutError):
+    if events[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, InterruptedError, TimeoutError):
+        return False
+    except ConnectionError:
         return True
     except OSError as exc:
         return exc.errno in (errno.EBADF, errno.ENOTCONN)
-    except ValueError:  # a socket that takes no flags: assume the client is there
-        return False
 
 
 def watched(events: Iterable[TokenEvent], stream: GenerationStream,

@@ -238,3 +238,13 @@ def test_huge_prompts_are_refused_by_their_size_and_block_nothing(url: str) -> N
     assert tags.status_code == 200
     for _, answer in answers:
         assert answer.status_code == 400 and "more than a context window" in answer.json()["error"]
+
+
+def test_a_client_that_waits_for_a_long_non_streamed_answer_gets_it(url: str) -> None:
+    """The disconnect watch must tell a waiting client from one that left, even when
+    the answer takes longer than the server's client timeout (the socket's timeout
+    must not turn a peek into a wait)."""
+    body = {"model": "slow", "prompt": "Tick?", "stream": False,
+            "options": {"temperature": 0, "num_predict": 100 * (CLIENT_TIMEOUT_S + 1)}}
+    answer = httpx.post(f"{url}/api/generate", json=body, timeout=TIMEOUT_S)
+    assert answer.status_code == 200 and answer.json()["eval_count"] == 100 * (CLIENT_TIMEOUT_S + 1)

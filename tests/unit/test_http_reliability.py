@@ -48,6 +48,17 @@ def test_a_closed_peer_is_seen_and_an_open_one_is_not() -> None:
     assert disconnect.peer_closed(server)  # and our own side closed too
 
 
+def test_asking_never_waits_even_on_a_socket_with_a_timeout() -> None:
+    """gunicorn's worker sets a timeout on the socket: a peek that waited for data
+    would stall the generation and then mistake the timeout for a departure."""
+    server, peer = socket.socketpair()
+    with server, peer:
+        server.settimeout(5)
+        started = time.monotonic()
+        assert not disconnect.peer_closed(server)
+        assert time.monotonic() - started < 1
+
+
 def test_the_watch_asks_the_socket_at_most_every_interval() -> None:
     now = [0.0]
     server, peer = socket.socketpair()
