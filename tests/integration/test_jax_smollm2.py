@@ -109,9 +109,9 @@ def test_the_rebuilt_tokenizer_agrees_with_llama_cpp(folder, gguf_path) -> None:
 # -- the engine on the converted weights -------------------------------------------------------
 
 
-def test_golden_prompt_and_greedy_tokens_in_one_jitted_loop(engine) -> None:
+def test_golden_prompt_and_greedy_tokens(engine) -> None:
     assert engine.tokenize(GOLDEN_PROMPT) == GOLDEN_PROMPT_TOKENS
-    completion = engine.complete(request(max_tokens=10))
+    completion = Completion.fold(engine.stream(request(max_tokens=10)))
     assert completion.token_ids == GOLDEN_TOKENS
     assert completion.text == " Emma who loved to play in the sun. She"
     assert completion.finish_reason is FinishReason.LENGTH
@@ -126,13 +126,13 @@ def test_logits_agree_with_a_numpy_forward_pass(engine, folder) -> None:
     assert int(reference[-1].argmax()) == GOLDEN_TOKENS[0]
 
 
-def test_streaming_and_the_jitted_loop_draw_the_same_tokens(engine) -> None:
+def test_a_seed_draws_the_same_tokens_again(engine) -> None:
     sampling = dict(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1, seed=7)
-    streamed = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
-    looped = engine.complete(request("Once upon a time", max_tokens=12, **sampling))
-    assert streamed.token_ids == looped.token_ids and streamed.text == looped.text
-    other = engine.complete(request("Once upon a time", max_tokens=12, **{**sampling, "seed": 8}))
-    assert other.token_ids != looped.token_ids
+    first = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
+    again = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
+    assert first.token_ids == again.token_ids and first.text == again.text
+    other = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **{**sampling, "seed": 8})))
+    assert other.token_ids != first.token_ids
 
 
 def test_streamed_text_never_splits_a_character(engine) -> None:
@@ -147,7 +147,7 @@ def test_streamed_text_never_splits_a_character(engine) -> None:
 
 def test_a_prompt_longer_than_the_context_is_refused(engine) -> None:
     with pytest.raises(ContextOverflow):
-        engine.complete(request("word " * 1200, max_tokens=1))
+        engine.stream(request("word " * 1200, max_tokens=1))
 
 
 # -- an independent reference --------------------------------------------------------------------
