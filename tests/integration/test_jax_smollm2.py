@@ -14,11 +14,13 @@ from modelport.adapters.filesystem import FilesystemModelStore
 from modelport.adapters.ggufconvert import cache_key, materialize_hf_folder
 from modelport.adapters.jax import JaxEngine
 from modelport.domain import (
+    ChatMessage,
     Completion,
     ContextOverflow,
     FinishReason,
     GenerationRequest,
     ModelRef,
+    Role,
     SamplingPolicy,
 )
 from modelport.ports import EngineOptions
@@ -48,7 +50,7 @@ def folder(gguf_path, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def engine(smollm2, engine_home):
     engine = JaxEngine()
-    engine.load(smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home))
+    engine.load(smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home, slots=4))
     yield engine
     engine.unload()
 
@@ -148,6 +150,54 @@ def test_streamed_text_never_splits_a_character(engine) -> None:
 def test_a_prompt_longer_than_the_context_is_refused(engine) -> None:
     with pytest.raises(ContextOverflow):
         engine.stream(request("word " * 1200, max_tokens=1))
+
+
+# -- slots: requests decoded together, the prompt cache -----------------------------------------
+
+BATCH = [
+    ("Once upon a time, there was a little girl named", 24),
+    ("The capital of France is", 8),
+    ("def fibonacci(n):", 20),
+    ("Here is a list of fruits: apples,", 12),
+    ("Water boils at", 16),
+    ("In 1492, Columbus", 10),
+    ("The three primary colors are", 18),
+    ("Dear Sir or Madam, I am writing to", 14),
+]
+
+
+def test_eight_requests_through_four_slots_equal_each_alone(engine) -> None:
+    """Greedy requests of different prompts and lengths, and one seeded sampled
+    request, submitted together: four decode at once, the rest wait for a slot."""
+    requests = [request(prompt, max_tokens=n) for prompt, n in BATCH]
+    requests[5] = request(BATCH[5][0], temperature=0.9, top_k=40, top_p=0.95, seed=21, max_tokens=10)
+    solo = [Completion.fold(engine.stream(r)) for r in requests]
+    streams = [engine.scheduler.submit(r) for r in requests]
+    batched = [Completion.fold(s) for s in streams]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in solo]
+    assert [c.text for c in batched] == [c.text for c in solo]
+    assert batched[0].token_ids[:10] == GOLDEN_TOKENS
+
+
+def chat_request(*turns: str) -> GenerationRequest:
+    roles = [Role.USER if i % 2 == 0 else Role.ASSISTANT for i in range(len(turns))]
+    messages = tuple(ChatMessage(role=role, content=text) for role, text in zip(roles, turns))
+    return GenerationRequest(model=ModelRef.parse("smollm2"), messages=messages,
+                             sampling=SamplingPolicy.greedy(max_tokens=16))
+
+
+def test_a_second_chat_turn_reuses_the_cached_conversation(engine) -> None:
+    question = "What is the capital of France? Answer in one sentence."
+    first = Completion.fold(engine.stream(chat_request(question)))
+    second_turn = chat_request(question, first.text, "And of Italy?")
+    second = Completion.fold(engine.stream(second_turn))
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens
+    evicting = [engine.scheduler.submit(request(f"{n} little pigs", max_tokens=1)) for n in range(engine.slots)]
+    for stream in evicting:
+        Completion.fold(stream)
+    cold = Completion.fold(engine.stream(second_turn))
+    assert cold.usage.cached_tokens == 0
+    assert cold.token_ids == second.token_ids and "Rome" in second.text
 
 
 # -- an independent reference --------------------------------------------------------------------
