@@ -23,6 +23,7 @@ compile anything.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import itertools
@@ -129,19 +130,25 @@ forward_jit = jax.jit(_forward, static_argnames=("graph",))
 
 class Programs:
     """Compiled programs by key, shared by every Decoder of a process: a model
-    loaded again compiles nothing again."""
+    loaded again compiles nothing again. The least recently used are dropped past
+    ``limit`` (a server that loads many models)."""
 
+    limit = 1024
     _lock = threading.Lock()
-    _compiled: dict[tuple, Any] = {}
+    _compiled: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
 
     @classmethod
     def get(cls, key: tuple, lower: Callable[[], Any]) -> Any:
         with cls._lock:
             program = cls._compiled.get(key)
-        if program is None:
-            program = lower().compile()
-            with cls._lock:
-                program = cls._compiled.setdefault(key, program)
+            if program is not None:
+                cls._compiled.move_to_end(key)
+                return program
+        program = lower().compile()
+        with cls._lock:
+            program = cls._compiled.setdefault(key, program)
+            while len(cls._compiled) > cls.limit:
+                cls._compiled.popitem(last=False)
         return program
 
 
