@@ -13,7 +13,8 @@ Three kinds of program, each compiled once per shape and kept (:class:`Programs`
 - **decode**: one token for every row at once, each at its own position; a row that
   sits the step out is given a position past the cache, so nothing of it is written.
 - **sample** (:mod:`.sampling`): the next token of every row from the logits the two
-  others leave in a (rows, vocabulary) buffer.
+  others leave in a (rows, vocabulary) buffer; in the steps that need them, a token
+  mask applied to that buffer first, and log-probabilities after.
 
 The KV cache, the token history (for the repeat penalty) and the logits buffer stay
 on the device and are donated to every call that changes them. :meth:`Decoder.warm`
@@ -37,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from .kvcache import KVCache
-from .sampling import LOGPROB_TOP, SampleMode, sample_rows
+from .sampling import LOGPROB_TOP, SampleMode, apply_mask, log_probabilities, sample_rows
 
 MIN_BUCKET = 16
 MIN_SPAN = 256
@@ -125,6 +126,8 @@ def _forward(state, cache: KVCache, tokens, *, graph: Structure):
 prefill_jit = jax.jit(_prefill, static_argnames=("graph", "span"), donate_argnames=("cache", "history", "logits"))
 decode_jit = jax.jit(_decode, static_argnames=("graph", "span"), donate_argnames=("cache", "history"))
 sample_jit = jax.jit(sample_rows, static_argnames=("mode",))
+mask_jit = jax.jit(apply_mask, donate_argnames=("logits",))
+logprobs_jit = jax.jit(log_probabilities)
 forward_jit = jax.jit(_forward, static_argnames=("graph",))
 
 
@@ -213,12 +216,22 @@ class Decoder:
 
     def _sample_program(self, mode: SampleMode) -> Any:
         key = ("sample", self.batch, self.length, self.vocab_size, mode, self.device)
+        return Programs.get(key, lambda: sample_jit.lower(*self._sampling_args(), mode=mode))
+
+    def _sampling_args(self) -> tuple:
         b, arg = self.batch, self._abstract
-        args = (
-            self.logits, self.history, arg((b,), jnp.int32), arg((b, 4), jnp.float32), arg((b, 4), jnp.int32),
-            arg((b, *self._key_shape), jnp.uint32), arg((b, self.vocab_size) if mode.masked else (b, 1), jnp.bool_),
-        )
-        return Programs.get(key, lambda: sample_jit.lower(*args, mode=mode))
+        return (self.logits, self.history, arg((b,), jnp.int32), arg((b, 4), jnp.float32), arg((b, 4), jnp.int32),
+                arg((b, *self._key_shape), jnp.uint32))
+
+    def _mask_program(self) -> Any:
+        key = ("mask", self.batch, self.vocab_size, self.device)
+        mask = self._abstract((self.batch, self.vocab_size), jnp.bool_)
+        return Programs.get(key, lambda: mask_jit.lower(self.logits, mask))
+
+    def _logprobs_program(self) -> Any:
+        key = ("logprobs", self.batch, self.length, self.vocab_size, self.device)
+        args = self._sampling_args()[:5] + (self._abstract((self.batch,), jnp.int32),)
+        return Programs.get(key, lambda: logprobs_jit.lower(*args))
 
     def warm(self, chunk_tokens: int) -> int:
         """Compile every program a step can ask for (a few at a time: XLA compiles
@@ -228,6 +241,7 @@ class Decoder:
             if width <= span:
                 programs.append(functools.partial(self._prefill_program, width, span))
         programs += [functools.partial(self._sample_program, m) for m in SampleMode.all()]
+        programs += [self._mask_program, self._logprobs_program]
         with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
             for done in [pool.submit(compile_one) for compile_one in programs]:
                 done.result()
@@ -257,13 +271,18 @@ class Decoder:
         self.cache, self.history, self.logits = program(self.state, self.cache, self.history, tokens, positions)
 
     def sample(self, lengths: np.ndarray, floats: np.ndarray, ints: np.ndarray, keys: np.ndarray,
-               mask: np.ndarray | None, mode: SampleMode) -> tuple[np.ndarray, ...]:
+               mask: np.ndarray | None, mode: SampleMode, logprobs: bool) -> tuple[np.ndarray, ...]:
         """The next token of every row from the logits buffer (see
-        :func:`.sampling.sample_rows`), as host arrays."""
-        if mask is None:
-            mask = np.ones((self.batch, 1), np.bool_)
-        out = self._sample_program(mode)(self.logits, self.history, lengths, floats, ints, keys, mask)
-        return tuple(np.asarray(x) for x in out)
+        :func:`.sampling.sample_rows`), after ``mask`` (B, V) when given; with
+        ``logprobs`` also their log-probabilities and the most likely tokens (see
+        :func:`.sampling.log_probabilities`). Host arrays."""
+        if mask is not None:
+            self.logits = self._mask_program()(self.logits, mask)
+        tokens = self._sample_program(mode)(self.logits, self.history, lengths, floats, ints, keys)
+        if not logprobs:
+            return (np.asarray(tokens),)
+        out = self._logprobs_program()(self.logits, self.history, lengths, floats, ints, tokens)
+        return (np.asarray(tokens), *(np.asarray(x) for x in out))
 
     def key_data(self, seed: int) -> np.ndarray:
         """The raw PRNG key of ``seed`` (what :meth:`sample` takes per row)."""

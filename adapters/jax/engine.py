@@ -239,13 +239,13 @@ class JaxEngine:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         asks = {slot: rows[slot].sampling.logprobs for slot in drawing}
-        mode = mode_of([rows[slot].sampling.policy for slot in drawing], decoder.vocab_size,
-                       masked=mask is not None, logprobs=any(k is not None for k in asks.values()))
+        mode = mode_of([rows[slot].sampling.policy for slot in drawing], decoder.vocab_size)
         floats, ints, keys = self._params
         ints = ints.copy()
         ints[:, DRAW] = [row.draws for row in rows]
         lengths = np.asarray([len(row.tokens) for row in rows], np.int32)
-        out = decoder.sample(lengths, floats, ints, keys, mask, mode)
+        out = decoder.sample(lengths, floats, ints, keys, mask, mode,
+                             logprobs=any(k is not None for k in asks.values()))
         samples = {}
         for slot in drawing:
             row, token = rows[slot], int(out[0][slot])

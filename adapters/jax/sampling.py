@@ -5,9 +5,11 @@ A row's parameters are numbers (traced), so that greedy and sampled rows, and ro
 with different filters, share one compiled program: packed per row as ``floats``
 (temperature, top_p, min_p, repeat_penalty) and ``ints`` (greedy, top_k,
 repeat_last_n, the draw's number). What is static is only which work the batch
-needs at all (:class:`SampleMode`): whether any row draws, whether any needs the
-whole vocabulary sorted, a token mask, log-probabilities. A row's token never
-depends on the mode beyond its own needs, so it does not depend on the other rows.
+needs at all (:class:`SampleMode`): whether any row draws, and whether any draws
+from more than a few candidates. A row's token never depends on the mode beyond its
+own needs, so it does not depend on the other rows. A token mask
+(:func:`apply_mask`) and log-probabilities (:func:`log_probabilities`) are programs
+of their own, run only in the steps that need them.
 
 The order follows llama.cpp: repeat penalty, the token mask, top-k, top-p, min-p,
 temperature, then a draw. Draw ``n`` of a row uses ``fold_in(key(seed), n)``: a
@@ -17,7 +19,6 @@ seeded request gives the same tokens whatever runs beside it.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Sequence
 
 import jax
@@ -41,14 +42,11 @@ class SampleMode:
 
     sampled: bool = False  # some row draws (else every row takes its most likely token)
     wide: bool = False  # some drawing row has no top-k or one over CANDIDATES
-    masked: bool = False  # some row has a token mask
-    logprobs: bool = False  # some row reports log-probabilities
 
     @classmethod
     def all(cls) -> list["SampleMode"]:
         """Every mode (the programs warmed at load)."""
-        return [cls(sampled=s, wide=w, masked=m, logprobs=lp)
-                for s, w, m, lp in itertools.product((False, True), repeat=4) if s or not w]
+        return [cls(), cls(sampled=True), cls(sampled=True, wide=True)]
 
 
 def is_wide(policy: SamplingPolicy, vocab_size: int) -> bool:
@@ -65,50 +63,58 @@ def pack(policy: SamplingPolicy) -> tuple[list[float], list[int]]:
 
 
 def sample_rows(logits: jax.Array, history: jax.Array, lengths: jax.Array, floats: jax.Array, ints: jax.Array,
-                keys: jax.Array, mask: jax.Array, *, mode: SampleMode) -> tuple[jax.Array, ...]:
-    """logits (B, V) float32; history (B, S) each row's tokens, ``lengths`` (B,) of
-    them valid; floats (B, 4), ints (B, 4) the packed parameters; keys (B, ...) raw
-    PRNG keys; mask (B, V) allowed tokens (with ``mode.masked``).
+                keys: jax.Array, *, mode: SampleMode) -> jax.Array:
+    """logits (B, V) float32 (a mask already applied); history (B, S) each row's
+    tokens, ``lengths`` (B,) of them valid; floats (B, 4), ints (B, 4) the packed
+    parameters; keys (B, ...) raw PRNG keys -> the next token of every row (B,).
 
     A drawing row with 1 <= top_k <= CANDIDATES draws among its top-k; with a larger
     top_k (up to WIDE_CANDIDATES), or with top-p and no top-k, among the
     WIDE_CANDIDATES most likely tokens (top-p then keeps at most that many); with
-    neither top-k nor top-p, from the whole vocabulary (min-p applied).
-
-    -> (tokens (B,),) and with ``mode.logprobs`` also each token's log-probability
-    (B,) and the LOGPROB_TOP most likely tokens (B, LOGPROB_TOP) with theirs (B,
-    LOGPROB_TOP), under the distribution after temperature (1 for a greedy row)."""
-    temperature, top_p, min_p, penalty = (floats[:, i] for i in range(4))
-    greedy, top_k, last_n, draw = (ints[:, i] for i in range(4))
+    neither top-k nor top-p, from the whole vocabulary (min-p applied)."""
+    temperature, top_p, min_p, _ = (floats[:, i] for i in range(4))
+    greedy, top_k, _, draw = (ints[:, i] for i in range(4))
     vocab = logits.shape[-1]
-    logits = repeat_penalty(logits, history, lengths, penalty, last_n)  # a penalty of 1 changes nothing
-    if mode.masked:
-        logits = jnp.where(mask, logits, -jnp.inf)
-    scale = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    logits = _penalized(logits, history, lengths, floats, ints)
     if not mode.sampled:
-        token = jax.lax.top_k(logits, 1)[1][:, 0]  # the first most likely (faster than argmax on XLA's CPU)
-    else:
-        keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys), draw)
-        count = min(CANDIDATES, vocab)
-        values, ids = jax.lax.top_k(logits, count)  # (B, C), sorted
-        token = ids[:, 0]
-        drawn = _draw(values, ids, top_k, top_p, min_p, scale, keys)
-        if mode.wide:
-            wide = min(WIDE_CANDIDATES, vocab)
-            values, ids = jax.lax.top_k(logits, wide)
-            unbounded = (top_k == 0) | (top_k > wide)
-            sorted_draw = _draw(values, ids, jnp.where(unbounded, 0, top_k), top_p, min_p, scale, keys)
-            whole_draw = _draw_unsorted(logits, min_p, scale, keys)
-            drawn = jnp.where((top_k >= 1) & (top_k <= count), drawn,
-                              jnp.where(unbounded & (top_p >= 1), whole_draw, sorted_draw))
-        token = jnp.where(greedy > 0, token, drawn)
-    token = token.astype(jnp.int32)
-    if not mode.logprobs:
-        return (token,)
-    logprobs = jax.nn.log_softmax(logits / scale, axis=-1)
-    chosen = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
-    best, best_ids = jax.lax.top_k(logprobs, min(LOGPROB_TOP, vocab))
-    return token, chosen, best_ids.astype(jnp.int32), best
+        return jax.lax.top_k(logits, 1)[1][:, 0].astype(jnp.int32)  # the first most likely (argmax is slower)
+    scale = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys), draw)
+    count = min(CANDIDATES, vocab)
+    values, ids = jax.lax.top_k(logits, count)  # (B, C), sorted
+    drawn = _draw(values, ids, top_k, top_p, min_p, scale, keys)
+    if mode.wide:
+        wide = min(WIDE_CANDIDATES, vocab)
+        wide_values, wide_ids = jax.lax.top_k(logits, wide)
+        unbounded = (top_k == 0) | (top_k > wide)
+        sorted_draw = _draw(wide_values, wide_ids, jnp.where(unbounded, 0, top_k), top_p, min_p, scale, keys)
+        whole_draw = _draw_unsorted(logits, min_p, scale, keys)
+        drawn = jnp.where((top_k >= 1) & (top_k <= count), drawn,
+                          jnp.where(unbounded & (top_p >= 1), whole_draw, sorted_draw))
+    return jnp.where(greedy > 0, ids[:, 0], drawn).astype(jnp.int32)
+
+
+def apply_mask(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """logits (B, V) with the tokens ``mask`` (B, V) does not allow made impossible."""
+    return jnp.where(mask, logits, -jnp.inf)
+
+
+def log_probabilities(logits: jax.Array, history: jax.Array, lengths: jax.Array, floats: jax.Array,
+                      ints: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The log-probability (B,) of each row's ``tokens`` and the LOGPROB_TOP most
+    likely tokens (B, LOGPROB_TOP) with theirs, under the distribution the row draws
+    from after the penalty, the mask and temperature (1 for a greedy row)."""
+    temperature = floats[:, TEMPERATURE]
+    scale = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    logprobs = jax.nn.log_softmax(_penalized(logits, history, lengths, floats, ints) / scale, axis=-1)
+    chosen = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+    best, best_ids = jax.lax.top_k(logprobs, min(LOGPROB_TOP, logits.shape[-1]))
+    return chosen, best_ids.astype(jnp.int32), best
+
+
+def _penalized(logits, history, lengths, floats, ints) -> jax.Array:
+    """The repeat penalty applied (a penalty of 1 changes nothing)."""
+    return repeat_penalty(logits, history, lengths, floats[:, PENALTY], ints[:, LAST_N])
 
 
 def _draw(values, ids, top_k, top_p, min_p, scale, keys) -> jax.Array:
@@ -163,11 +169,10 @@ def repeat_penalty(logits: jax.Array, history: jax.Array, length: jax.Array, pen
     return jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
 
 
-def mode_of(policies: Sequence[SamplingPolicy], vocab_size: int, *, masked: bool, logprobs: bool) -> SampleMode:
+def mode_of(policies: Sequence[SamplingPolicy], vocab_size: int) -> SampleMode:
     """The mode for a step whose drawing rows have ``policies``."""
     sampled = any(not p.is_greedy for p in policies)
-    return SampleMode(sampled=sampled, wide=any(is_wide(p, vocab_size) for p in policies), masked=masked,
-                      logprobs=logprobs)
+    return SampleMode(sampled=sampled, wide=any(is_wide(p, vocab_size) for p in policies))
 
 
 def mask_rows(batch: int, vocab_size: int, allowed: dict[int, Sequence[int]]) -> np.ndarray:

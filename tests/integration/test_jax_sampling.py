@@ -21,7 +21,7 @@ def draw(policy: SamplingPolicy | list[SamplingPolicy], logits: np.ndarray = LOG
     import jax
     import jax.numpy as jnp
 
-    from modelport.adapters.jax.sampling import DRAW, mode_of, pack, sample_rows
+    from modelport.adapters.jax.sampling import DRAW, apply_mask, log_probabilities, mode_of, pack, sample_rows
 
     seeds = list(seeds)
     rows = len(seeds)
@@ -34,11 +34,13 @@ def draw(policy: SamplingPolicy | list[SamplingPolicy], logits: np.ndarray = LOG
     history = np.zeros((rows, 8), np.int32) if history is None else np.tile(history, (rows, 1))
     length = np.zeros((rows,), np.int32) if length is None else np.full((rows,), length, np.int32)
     batch = np.tile(logits, (rows, 1))
-    mode = mode_of(policies, logits.shape[-1], masked=mask is not None, logprobs=logprobs)
-    mask = np.ones((rows, 1), bool) if mask is None else mask
-    fn = jax.jit(sample_rows, static_argnames=("mode",))
-    out = fn(jnp.asarray(batch), history, length, floats, ints, keys, mask, mode=mode)
-    return np.asarray(out[0]) if not logprobs else tuple(np.asarray(x) for x in out)
+    mode = mode_of(policies, logits.shape[-1])
+    batch = jnp.asarray(batch) if mask is None else jax.jit(apply_mask)(jnp.asarray(batch), mask)
+    tokens = jax.jit(sample_rows, static_argnames=("mode",))(batch, history, length, floats, ints, keys, mode=mode)
+    if not logprobs:
+        return np.asarray(tokens)
+    out = jax.jit(log_probabilities)(batch, history, length, floats, ints, tokens)
+    return (np.asarray(tokens), *(np.asarray(x) for x in out))
 
 
 def test_greedy_takes_the_most_likely_token() -> None:
