@@ -15,10 +15,12 @@ from .errors import (
     ModelportError,
     ModelReadOnly,
     ServerBusy,
+    PromptTooLong,
     UnsupportedArchitecture,
 )
 from .generation import (
     MAX_LOGPROBS,
+    MAX_TOKEN_BYTES,
     Completion,
     EmbeddingRequest,
     Embeddings,
@@ -38,6 +40,7 @@ from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 __all__ = [
     "DEFAULT_TAG",
     "MAX_LOGPROBS",
+    "MAX_TOKEN_BYTES",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",
@@ -65,6 +68,7 @@ __all__ = [
     "ModelReadOnly",
     "ModelRef",
     "ModelportError",
+    "PromptTooLong",
     "PullProgress",
     "Role",
     "SamplingPolicy",

@@ -260,6 +260,10 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
     if asked:
         print(command_help(__doc__, asked, OPTIONS_OF, ALIASES), file=out)
         return EXIT_OK
+    unknown = _unknown_command(argv)
+    if unknown is not None:
+        print(f"error: unknown command '{unknown}'; 'modelport --help' lists the commands", file=err)
+        return EXIT_USAGE
     try:
         args = docopt(__doc__, argv=argv, default_help=False)
     except DocoptExit as exc:
@@ -289,6 +293,15 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
             return EXIT_ERROR
         print(f"error: {exc}", file=err)
         return code
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The first argument when it is a word but no command (docopt would print a
+    warning and the whole usage for it)."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    known = {*OPTIONS_OF, *ALIASES, "version"}
+    return None if argv[0] in known else argv[0]
 
 
 def run() -> None:
@@ -520,6 +533,8 @@ class Cli:
         for flag, (option, kind) in _SAMPLING_FLAGS.items():
             if self.args[flag] is not None:
                 options[option] = _number(self.args[flag], flag, kind)
+        if options.get("num_predict", 1) < 1:  # Ollama's -1 (no limit) is leaving the flag out
+            raise InvalidRequest(f"--max-tokens must be at least 1, got {options['num_predict']}")
         if self.args["--stop"]:
             options["stop"] = list(self.args["--stop"])
         return options
@@ -1196,6 +1211,9 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+HEAD_FIRST_WORKER = "modelport.entrypoints.http.worker.HeadFirstWorker"  # server.WORKER_CLASS
+
+
 def deploy_notes(settings: Settings) -> str:
     """What ``deploy`` prints before it serves: how to reach the server, and how to
     keep it running (modelport itself stays in the foreground)."""
@@ -1223,7 +1241,7 @@ def deploy_notes(settings: Settings) -> str:
         "",
         "or run gunicorn yourself with the same settings in the environment:",
         "",
-        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class gthread --threads {settings.threads} "
+        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class {HEAD_FIRST_WORKER} --threads {settings.threads} "
         f"--bind {settings.host}:{settings.port} 'modelport.entrypoints.http.app:get_app()'",
         "",
     ])

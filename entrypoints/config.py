@@ -102,6 +102,19 @@ def _optional_number(name: str, kind: type, low: float | None = None) -> Callabl
     return convert
 
 
+def _seconds(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a number of seconds, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise InvalidRequest(f"{name} must be a positive number of seconds, got {text!r}")
+        return value
+
+    return convert
+
+
 # model-rs' generation defaults: setting -> (variable, Ollama option, type, lowest value).
 SAMPLING_DEFAULTS: dict[str, tuple[str, str, type, float]] = {
     "temperature": ("MODELPORT_TEMPERATURE", "temperature", float, 0),
@@ -110,6 +123,15 @@ SAMPLING_DEFAULTS: dict[str, tuple[str, str, type, float]] = {
     "repeat_penalty": ("MODELPORT_REPEAT_PENALTY", "repeat_penalty", float, 0),
     "max_tokens": ("MODELPORT_MAX_TOKENS", "num_predict", int, 1),
 }
+
+
+def _allowed_paths(text: str) -> str:
+    """Absolute folders, separated by ``os.pathsep``; checked, kept as text."""
+    folders = [part for part in text.split(os.pathsep) if part.strip()]
+    for folder in folders:
+        if not os.path.isabs(folder):
+            raise InvalidRequest(f"allowed_paths holds absolute folders only, got {folder!r}")
+    return os.pathsep.join(folders)
 
 
 @attrs.frozen
@@ -162,6 +184,10 @@ OPTIONS: tuple[Option, ...] = (
     *(Option(name, (variable,), lambda: "", _optional_number(variable, kind, low),
              f"default {option} under the model's own")
       for name, (variable, option, kind, low) in SAMPLING_DEFAULTS.items()),
+    Option("client_timeout", ("MODELPORT_CLIENT_TIMEOUT",), lambda: "60", _seconds("client_timeout"),
+           "seconds a client may stall sending its request or reading its answer before it is dropped"),
+    Option("allowed_paths", ("MODELPORT_ALLOWED_PATHS",), lambda: "", _allowed_paths,
+           f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)"),
 )
 
 
@@ -199,6 +225,8 @@ class Settings:
     top_k: int | None = None
     repeat_penalty: float | None = None
     max_tokens: int | None = None
+    allowed_paths: str = ""
+    client_timeout: float = 60.0
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
     @classmethod
@@ -236,6 +264,11 @@ class Settings:
     @property
     def sessions_dir(self) -> Path:
         return Path(self.home) / "sessions"
+
+    @property
+    def allowed_folders(self) -> tuple[str, ...]:
+        """The folders ``MODELPORT_ALLOWED_PATHS`` lists (none by default)."""
+        return tuple(part for part in self.allowed_paths.split(os.pathsep) if part)
 
     @property
     def url(self) -> str:

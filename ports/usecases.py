@@ -258,6 +258,7 @@ class Services:
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
         request = self._as_the_model_sees_it(model, request)
+        request.check_fits(model.context_length or 0)  # by its size, before anything tokenizes it
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         streams: list[GenerationStream] = []
         try:

@@ -23,7 +23,7 @@ from . import (chatpage, errors, management, native, openai_resources, resources
                security)
 from .blobs import BlobStore
 from .inference import Runner
-from .lifecycle import REAP_INTERVAL_S, Reaper
+from .lifecycle import REAP_INTERVAL_S, Reaper, clean_leftovers
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import OpenAPI
 from .schemas import Clock, Reply
@@ -38,7 +38,10 @@ class App(falcon.App):
     reaper: Reaper | None = None
 
     def start_reaper(self, interval: float = REAP_INTERVAL_S) -> Reaper:
+        """Start the background side: first clean what killed work left in the store,
+        then run the reaper."""
         if self.reaper is None:
+            clean_leftovers(self.runner.services)
             self.reaper = Reaper(self.runner.services.resident, interval).start()
         return self.reaper
 
@@ -99,7 +102,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     app.add_route("/api/ps", management.Ps(services, clock))
     app.add_route("/api/pull", management.Pull(services, max_body))
     app.add_route("/api/push", management.Push())
-    app.add_route("/api/create", management.Create(services, blobs, max_body))
+    app.add_route("/api/create", management.Create(services, blobs, max_body, allowed=settings.allowed_folders))
     app.add_route("/api/blobs/{digest}", management.Blob(blobs))
     app.add_route("/api/copy", management.Copy(services, max_body))
     app.add_route("/api/delete", management.Delete(services, blobs, max_body))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import attrs
 import falcon
@@ -15,7 +16,7 @@ from modelport.ports import ProgressCallback, Services
 
 from . import schemas
 from .blobs import CHUNK_BYTES, BlobStore
-from .resources import MAX_BODY_BYTES, read_json
+from .resources import MAX_BODY_BYTES, body_stream, read_json
 from .schemas import Clock, error, progress
 from .streaming import NDJSON, line, log_unexpected
 
@@ -206,10 +207,12 @@ class Create:
     """``/api/create``: a model from a local file or folder, from an installed model
     (a copy), or from uploaded blobs (``files``)."""
 
-    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES,
+                 *, allowed: Sequence[str] = ()) -> None:
         self._services = services
         self._blobs = blobs
         self._max_body = max_body
+        self._allowed = tuple(allowed)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         call = schemas.parse_create(read_json(req, self._max_body))
@@ -229,9 +232,26 @@ class Create:
             steps = [{"status": f"using existing layer sha256:{digest}"} for _, digest in call.files]
             return steps + defaults + [{"status": "writing manifest"}]
         assert call.source is not None
-        self._services.create(call.model, call.source, call.defaults)
+        source = call.source
+        if ModelRef.parse(source).is_path:
+            source = allowed_path(source, self._allowed)
+        self._services.create(call.model, source, call.defaults)
         verb = "importing" if ModelRef.parse(call.source).is_path else "using existing model"
         return [{"status": f"{verb} {call.source}"}, *defaults, {"status": "writing manifest"}]
+
+
+def allowed_path(source: str, allowed: Sequence[str]) -> str:
+    """The real path of ``source`` when it lies inside one of the ``allowed`` folders
+    (``MODELPORT_ALLOWED_PATHS``); anything else is refused with the same answer
+    whether or not it exists, so that the refusal tells nothing about the disk."""
+    real = os.path.realpath(source) if os.path.isabs(source) else None
+    for folder in allowed:
+        root = os.path.realpath(folder)
+        if real is not None and os.path.commonpath([real, root]) == root:
+            return real
+    where = "the folders in MODELPORT_ALLOWED_PATHS" if allowed else "folders listed in MODELPORT_ALLOWED_PATHS (none are)"
+    raise falcon.HTTPForbidden(description=f"'from' may be an installed model, or an absolute path "
+                                           f"inside {where}; '{source}' is neither")
 
 
 def _importable(folder: Path, files: tuple[tuple[str, str], ...]) -> Path:
@@ -253,10 +273,14 @@ class Blob:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
         hex_digest = schemas.blob_digest(digest)
-        if self._blobs.exists(hex_digest):
-            while req.bounded_stream.read(CHUNK_BYTES):
-                pass  # leave the connection clean for the next request
-            resp.status = falcon.HTTP_200
-            return
-        self._blobs.save(hex_digest, req.bounded_stream)
+        try:
+            if self._blobs.exists(hex_digest):
+                body = body_stream(req)
+                while body.read(CHUNK_BYTES):
+                    pass  # leave the connection clean for the next request
+                resp.status = falcon.HTTP_200
+                return
+            self._blobs.save(hex_digest, body_stream(req))
+        except TimeoutError:  # the client stalled (see worker.py)
+            raise falcon.HTTPError(falcon.HTTP_408, description="the blob did not arrive in time") from None
         resp.status = falcon.HTTP_201

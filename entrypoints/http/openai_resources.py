@@ -16,6 +16,7 @@ from modelport.ports import GenerationStream
 
 from . import logprobs
 from . import openai_schemas as wire
+from .disconnect import fold, watch_of
 from .errors import openai_error, status_of
 from .inference import Runner
 from .logprobs import TokenTexts
@@ -50,7 +51,7 @@ class ChatCompletions:
             resp.stream = sse(runs, envelope, call.include_usage, ChatChunks(texts, call.logprobs),
                               first={"role": "assistant"})
             return
-        done = [_whole(*run) for run in runs]
+        done = [fold(*run, watch_of(req)) for run in runs]
         envelope = wire.Envelope.chat(call.model, self._clock())
         choices = [wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs))
                    for i, c in enumerate(done)]
@@ -75,7 +76,8 @@ class Completions:
             sse_headers(resp)
             resp.stream = sse(runs, envelope, call.include_usage, TextChunks(texts, call.logprobs))
             return
-        done = [[_whole(*run) for run in self._runner.generate_many(request, call.n, started=started)]
+        watch = watch_of(req)
+        done = [[fold(*run, watch) for run in self._runner.generate_many(request, call.n, started=started)]
                 for request in call.requests]
         choices = []
         for c in (c for group in done for c in group):
@@ -120,7 +122,7 @@ class Models:
         resp.media = wire.model_list(self._services.list_models())
 
     def on_get_one(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
-        resp.media = wire.model_entry(self._services.show(model))
+        resp.media = wire.model_entry(self._services.show(wire.store_name(model)))
 
 
 class ChatChunks:
@@ -211,9 +213,3 @@ def interleaved(streams: Sequence[Iterator[TokenEvent]]) -> Iterator[tuple[int, 
                 open_.remove(index)
             yield index, item
 
-
-def _whole(events: Iterator[TokenEvent], stream: GenerationStream) -> Completion:
-    try:
-        return Completion.fold(events)
-    finally:
-        stream.close()

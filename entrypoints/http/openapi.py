@@ -25,7 +25,7 @@ KEEP_ALIVE: Schema = {"oneOf": [NUMBER, STRING], "description": 'seconds, or a d
 OPTIONS: Schema = {"type": "object", "description": "Ollama options (unknown keys are ignored)",
                    "properties": {"temperature": NUMBER, "top_k": INT, "top_p": NUMBER, "min_p": NUMBER,
                                   "repeat_penalty": NUMBER, "repeat_last_n": INT, "seed": INT,
-                                  "num_predict": INT, "num_ctx": INT,
+                                  "num_predict": INT, "num_ctx": {"type": "integer", "minimum": 256},
                                   "stop": {"type": "array", "items": STRING}}}
 STRINGS: Schema = {"oneOf": [STRING, {"type": "array", "items": STRING}]}
 MESSAGE: Schema = {"type": "object", "required": ["role"],

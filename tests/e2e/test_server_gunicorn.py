@@ -27,7 +27,8 @@ CLIENT_TIMEOUT_S = 30
 def command(launcher: str, port: int) -> list[str]:
     if launcher == "gunicorn":
         return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--worker-class", "gthread", "--threads", "4", "fake_app:get_app()"]
+                "--worker-class", "modelport.entrypoints.http.worker.HeadFirstWorker", "--threads", "4",
+                "fake_app:get_app()"]
     return [sys.executable, str(HERE / "fake_app.py"), str(port)]
 
 
@@ -54,7 +55,8 @@ def test_root_answers(url: str) -> None:
 
 def test_list(client: ollama.Client) -> None:
     models = {m.model: m for m in client.list().models}
-    assert sorted(models) == ["embedder:latest", "fake:latest", "slow:latest", "smollm2:135m", "smollm2:latest"]
+    assert sorted(models) == ["chatty:latest", "embedder:latest", "fake:latest", "slow:latest", "smollm2:135m",
+                              "smollm2:latest"]
     assert models["fake:latest"].details.family == "fake"
     assert models["fake:latest"].modified_at is not None
 
