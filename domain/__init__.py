@@ -31,6 +31,19 @@ from .messages import ChatMessage, ChatSession, Conversation, Role
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
+from .structured import (
+    OutputFormat,
+    OutputSpec,
+    Tool,
+    ToolCall,
+    ToolCallSplitter,
+    ToolChoice,
+    ToolChoiceMode,
+    canonical_json as canonical_json_text,
+    split_tool_calls,
+    template_renders_tools,
+    tool_prompt,
+)
 from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
@@ -60,6 +73,17 @@ __all__ = [
     "ModelReadOnly",
     "ModelRef",
     "ModelportError",
+    "OutputFormat",
+    "OutputSpec",
+    "Tool",
+    "ToolCall",
+    "ToolCallSplitter",
+    "ToolChoice",
+    "ToolChoiceMode",
+    "canonical_json_text",
+    "split_tool_calls",
+    "template_renders_tools",
+    "tool_prompt",
     "PullProgress",
     "Role",
     "SamplingPolicy",

@@ -23,6 +23,8 @@ from modelport.ports import (
     SessionRepository,
 )
 
+from modelport.ports.constraints import ConstraintCompiler, NoConstraints
+
 from .config import Settings
 
 
@@ -125,6 +127,16 @@ def build_sessions(settings: Settings) -> SessionRepository:
     return FileSessionRepository(settings.sessions_dir)
 
 
+def build_constraints() -> ConstraintCompiler:
+    """llguidance for structured outputs and tools; without it, a compiler that
+    refuses them with the extra to install."""
+    if not (_installed("llguidance") and _installed("numpy")):
+        return NoConstraints()
+    from modelport.adapters.llguidance import LLGuidanceCompiler
+
+    return LLGuidanceCompiler()
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -132,6 +144,7 @@ def bootstrap(
     engines: Iterable[EngineSpec] | None = None,
     source: ModelSource | None = None,
     sessions: SessionRepository | None = None,
+    constraints: ConstraintCompiler | None = None,
 ) -> Services:
     """Wire the services. Every argument left out gets the production adapter."""
     settings = settings or Settings.load()
@@ -147,4 +160,5 @@ def bootstrap(
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
                                      home=settings.home, slots=settings.num_parallel),
+        constraints=constraints if constraints is not None else build_constraints(),
     )

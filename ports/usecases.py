@@ -30,9 +30,14 @@ from modelport.domain import (
     SamplingPolicy,
     SearchHit,
     TokenEvent,
+    Tool,
+    ToolCallSplitter,
     Usage,
     VerifyReport,
+    template_renders_tools,
 )
+from modelport.domain.messages import without_native_tools
+from modelport.ports.constraints import ConstraintCompiler, NoConstraints
 from modelport.ports.engine import EngineOptions
 from modelport.ports.engines import EngineRegistry, Resident, ResidentModels
 from modelport.ports.scheduler import SlotStats
@@ -112,6 +117,7 @@ class Services:
         sessions: SessionRepository | None = None,
         engine: str | None = None,
         engine_options: EngineOptions | None = None,
+        constraints: ConstraintCompiler | None = None,
     ) -> None:
         self.store = store
         self.engines = engines
@@ -120,6 +126,7 @@ class Services:
         self.sessions = sessions
         self.default_engine = engine
         self.engine_options = engine_options or EngineOptions()
+        self.constraints: ConstraintCompiler = constraints or NoConstraints()
 
     # -- models ---------------------------------------------------------------------
 
@@ -198,16 +205,29 @@ class Services:
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
+        spec = request.output_spec
+        if spec.constrained:
+            self.constraints.check(spec)  # an uncompilable schema fails before any load
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
-            scheduler = resident.engine.scheduler
+            loaded = resident.engine
+            scheduler = loaded.scheduler
             if scheduler is None:
                 raise CapabilityMissing(model.name, "generation (it is an embedding model)")
-            events = scheduler.submit(request)
+            constraint = None
+            if spec.constrained:
+                vocabulary = getattr(loaded, "vocabulary", None)
+                if vocabulary is None:
+                    raise CapabilityMissing(model.name, f"structured outputs and tools with the {loaded.name} engine")
+                constraint = self.constraints.compile(spec, vocabulary())
+            events: Iterator[TokenEvent] = scheduler.submit(prompted(request, model, loaded),
+                                                            constraint=constraint)
         except BaseException:
             self.resident.release(resident)
             raise
+        if request.calls_tools:
+            events = _with_tool_calls(events, spec.tools)
         load_ns = resident.load_ns if loaded_now else 0
         return GenerationStream(
             _with_totals(events, load_ns), lambda: self.resident.release(resident)
@@ -290,6 +310,49 @@ class Services:
             raise ModelportError("no model source is configured (install 'modelport[hub]')")
         return self.source
 
+
+
+def prompted(request: GenerationRequest, model: ModelInfo, engine: object) -> GenerationRequest:
+    """The request as the engine renders it. Tools go through the model's own chat
+    template when the engine passes them to it (``renders_tools``) and the
+    template teaches ``<tool_call>`` blocks; otherwise the conversation is
+    rewritten for a template without tools (:func:`without_native_tools`).
+    With ``tool_choice`` none the tools are not shown at all."""
+    if not request.is_chat or not (request.tools or any(m.tool_calls or m.role.value == "tool"
+                                                          for m in request.messages)):
+        return request
+    native = bool(getattr(engine, "renders_tools", False)) and template_renders_tools(model.chat_template)
+    if native:
+        return request if request.calls_tools else attrs.evolve(request, tools=())
+    tools = request.output_spec.tools if request.calls_tools else ()
+    return attrs.evolve(request, messages=without_native_tools(request.messages, tools), tools=(),
+                        tool_choice=attrs.evolve(request.tool_choice, mode="auto", name=None))
+
+
+class _with_tool_calls(Iterator[TokenEvent]):
+    """Take the ``<tool_call>`` blocks out of the text into events' ``tool_calls``;
+    closing it closes the events."""
+
+    def __init__(self, events: Iterator[TokenEvent], tools: tuple[Tool, ...]) -> None:
+        self._events = events
+        self._splitter = ToolCallSplitter(tools)
+
+    def __iter__(self) -> "_with_tool_calls":
+        return self
+
+    def __next__(self) -> TokenEvent:
+        event = next(self._events)
+        text, calls = self._splitter.push(event.text)
+        if event.done:
+            text += self._splitter.flush()
+        if text != event.text or calls:
+            event = attrs.evolve(event, text=text, tool_calls=calls)
+        return event
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
 
 
 def _with_totals(events: Iterator[TokenEvent], load_ns: int) -> Iterator[TokenEvent]:

@@ -31,10 +31,15 @@ from modelport.domain import (
     TokenEvent,
 )
 from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.constraints import Vocabulary
 
 DEFAULT_REPLY = "The capital of France is Paris."
 EMBEDDING_SIZE = 16
 END = 0  # the end-of-sequence token
+VOCABULARY_SIZE = 128  # what a grammar sees: END and the ASCII characters
+# A masked draw that the reply does not satisfy takes the first of these that is
+# allowed (so that constrained output closes), else the largest allowed id.
+CLOSING = (END, ord('"'), ord("}"), ord("]"), ord(","))
 
 
 class _Slot:
@@ -57,6 +62,7 @@ class _Chars:
 
 class FakeEngine:
     name = "fake"
+    renders_tools = False  # its template knows nothing of tools: the fallback prompt is used
 
     def __init__(self, reply: str = DEFAULT_REPLY, *, token_delay: float = 0.0, slots: int = 4) -> None:
         self.reply = reply
@@ -72,6 +78,7 @@ class FakeEngine:
         self._slot_count = slots
         self._slots = [_Slot() for _ in range(slots)]
         self._lock = threading.Lock()
+        self._vocabulary: Vocabulary | None = None
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None:
         self.model, self.options = model, options
@@ -182,9 +189,18 @@ class FakeEngine:
         else:
             token = ord(random.Random(f"{state.sampling.seed}:{n}").choice(self.reply))
         if mask is not None and token not in mask:
-            token = min(mask)
+            allowed = set(int(t) for t in mask)
+            token = next((t for t in CLOSING if t in allowed), None) or max(allowed)
         state.pending = token
         return Sample(token=token, logprob=0.0)  # the fake's draw is certain
+
+    def vocabulary(self) -> Vocabulary:
+        """END and the ASCII characters, one token each (a grammar masks the rest)."""
+        if self._vocabulary is None:
+            tokens = (b"<|end|>",) + tuple(bytes([i]) for i in range(1, VOCABULARY_SIZE))
+            self._vocabulary = Vocabulary(size=VOCABULARY_SIZE, end_tokens=(END,), tokens=tokens,
+                                          special_tokens=(END,), encode=self.tokenize)
+        return self._vocabulary
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         model = self._loaded()
