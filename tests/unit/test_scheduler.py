@@ -184,8 +184,8 @@ def test_a_constraint_masks_each_draw_and_ends_the_generation() -> None:
     fake = engine()
     constraint = OnlyDigits()
     done = complete(fake.scheduler, request("n"), constraint=constraint)
-    assert done.text == "000" and done.finish_reason is FinishReason.STOP
-    assert constraint.seen == [ord("0")] * 3
+    assert done.text == "999" and done.finish_reason is FinishReason.STOP  # the fake: the largest allowed
+    assert constraint.seen == [ord("9")] * 3
 
 
 def test_a_failing_constraint_fails_its_own_request_only() -> None:
