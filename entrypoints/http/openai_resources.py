@@ -20,6 +20,7 @@ from .inference import Runner
 from .resources import MAX_BODY_BYTES, read_json
 from .schemas import Clock
 from .streaming import SSE_DONE, event, log_unexpected, sse_headers
+from .tools import openai_calls
 
 Chunk = Callable[[str, "FinishReason | None"], dict[str, Any]]
 
@@ -40,7 +41,7 @@ class ChatCompletions:
             return
         done = _whole(events, stream)
         envelope = wire.Envelope.chat(call.model, self._clock())
-        resp.media = envelope.wrap([wire.chat_message(done.text, done.finish_reason)],
+        resp.media = envelope.wrap([wire.chat_message(done.text, done.finish_reason, calls=done.tool_calls)],
                                    usage=wire.usage(done.usage))
 
 
@@ -98,16 +99,23 @@ def text_chunk(text: str, reason: FinishReason | None) -> dict[str, Any]:
 def sse(events: Iterator[TokenEvent], stream: GenerationStream, envelope: wire.Envelope,
         include_usage: bool, chunk: Chunk, first: dict[str, Any] | None = None) -> Iterator[bytes]:
     """The chunks of one streamed answer: an optional opening delta (the chat role),
-    one chunk per text delta, a finish chunk, the usage chunk when asked, [DONE]."""
+    one chunk per text delta, one per completed tool call (``delta.tool_calls``),
+    a finish chunk, the usage chunk when asked, [DONE]."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    called = 0
     try:
         if first is not None:
             yield event(envelope.wrap([wire.chat_delta({**first, "content": ""})], **extra))
         for item in events:
             if item.text:
                 yield event(envelope.wrap([chunk(item.text, None)], **extra))
+            if item.tool_calls:
+                delta = {"tool_calls": openai_calls(item.tool_calls, called, streamed=True)}
+                yield event(envelope.wrap([wire.chat_delta(delta)], **extra))
+                called += len(item.tool_calls)
             if item.done:
-                yield event(envelope.wrap([chunk("", item.finish_reason)], **extra))
+                last = wire.chat_delta({}, item.finish_reason, called=True) if called else chunk("", item.finish_reason)
+                yield event(envelope.wrap([last], **extra))
                 if include_usage:
                     yield event(envelope.wrap([], usage=wire.usage(item.usage or Usage())))
                 yield SSE_DONE

@@ -26,6 +26,7 @@ from modelport.domain import (
     Usage,
 )
 
+from . import tools as tool_wire
 from .schemas import Body, EmbedCall, parse_dimensions, resize
 
 FINGERPRINT = "fp_modelport"
@@ -63,7 +64,10 @@ def parse_chat(body: Body, policy: OpenAIPolicy) -> OpenAICall:
         raise InvalidRequest("'messages' must not be empty")
     messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
     _refuse_unsupported(body, model)
-    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body))
+    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body),
+                                format=tool_wire.openai_response_format(body.get("response_format")),
+                                tools=tool_wire.parse_tools(body.get("tools") or None),
+                                tool_choice=tool_wire.openai_tool_choice(body.get("tool_choice")))
     return OpenAICall(model=model, requests=(request,), **_streaming(body))
 
 
@@ -81,8 +85,12 @@ def parse_completion(body: Body, policy: OpenAIPolicy) -> OpenAICall:
     if body.get("logprobs") not in (None, 0):
         raise InvalidRequest("logprobs are not supported yet")
     _refuse_unsupported(body, model)
+    if body.get("tools"):
+        raise InvalidRequest("tools need /v1/chat/completions")
     sampling = policy(model, body)
-    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling) for p in prompts)
+    fmt = tool_wire.openai_response_format(body.get("response_format"))
+    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, format=fmt)
+                     for p in prompts)
     flags = _streaming(body)
     if flags["stream"] and len(requests) > 1:
         raise InvalidRequest("stream a single prompt at a time")
@@ -121,11 +129,12 @@ def _message(data: object, index: int) -> ChatMessage:
     role = data.get("role")
     if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(f"messages[{index}].role must be one of: {', '.join(ROLES)}")
-    if data.get("tool_calls"):
-        raise InvalidRequest(f"messages[{index}] has tool_calls, but no model here supports tools")
     tool_name = data.get("name") or data.get("tool_call_id") if role == "tool" else None
+    call_id = data.get("tool_call_id") if role == "tool" else None
     return ChatMessage(role=ROLES[role], content=_content(data.get("content"), index),
-                       tool_name=tool_name if isinstance(tool_name, str) else None)
+                       tool_name=tool_name if isinstance(tool_name, str) else None,
+                       tool_calls=data.get("tool_calls") or None,
+                       tool_call_id=call_id if isinstance(call_id, str) else None)
 
 
 def _content(value: object, index: int) -> str:
@@ -162,16 +171,6 @@ def _refuse_unsupported(body: Body, model: str) -> None:
     """Clear 400s for what no model here can do yet."""
     if _number(body, "n", 1) != 1:
         raise InvalidRequest("n must be 1: one choice per request")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, Mapping) else None
-        if kind in ("json_object", "json_schema"):
-            raise InvalidRequest(f"response_format {kind} is not supported yet (structured outputs)")
-        if kind != "text":
-            raise InvalidRequest("response_format.type must be one of: text, json_object, json_schema")
-    tools = body.get("tools")
-    if tools and body.get("tool_choice") != "none":
-        raise InvalidRequest(f"'{model}' does not support tools")
     if body.get("logprobs") is True or body.get("top_logprobs"):
         raise InvalidRequest("logprobs are not supported yet")
     effort = body.get("reasoning_effort")
@@ -198,10 +197,13 @@ def _streaming(body: Body) -> dict[str, bool]:
 # -- responses ----------------------------------------------------------------------------
 
 
-def finish(reason: FinishReason | None) -> str | None:
+def finish(reason: FinishReason | None, called: bool = False) -> str | None:
+    """OpenAI's finish reason; a stop after tool calls is ``tool_calls``."""
     if reason is None:
         return None
-    return "length" if reason is FinishReason.LENGTH else "stop"
+    if reason is FinishReason.LENGTH:
+        return "length"
+    return "tool_calls" if called else "stop"
 
 
 def usage(value: Usage) -> dict[str, int]:
@@ -237,13 +239,15 @@ class Envelope:
                 "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
 
 
-def chat_message(text: str, reason: FinishReason, index: int = 0) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "content": text},
-            "logprobs": None, "finish_reason": finish(reason)}
+def chat_message(text: str, reason: FinishReason, index: int = 0, calls: Sequence[Any] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": tool_wire.openai_calls(calls)}
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish(reason, bool(calls))}
 
 
-def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason)}
+def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None, called: bool = False) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason, called)}
 
 
 def text_choice(text: str, reason: FinishReason | None, index: int = 0) -> dict[str, Any]:

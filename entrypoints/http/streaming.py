@@ -37,8 +37,8 @@ def ndjson(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply)
     """One line per non-empty text delta, then the final line (or an error line)."""
     try:
         for event in events:
-            if event.text:
-                yield line(reply.chunk(event.text))
+            if event.text or event.tool_calls:
+                yield line(reply.chunk(event.text, event.tool_calls))
             if event.finish_reason is not None:
                 yield line(reply.final("", event.finish_reason, event.usage or Usage()))
                 return
@@ -62,7 +62,7 @@ def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) 
         completion = Completion.fold(events)
     finally:
         stream.close()
-    return reply.final(completion.text, completion.finish_reason, completion.usage)
+    return reply.final(completion.text, completion.finish_reason, completion.usage, completion.tool_calls)
 
 
 def line(obj: dict[str, Any]) -> bytes:

@@ -116,9 +116,13 @@ def test_the_models_own_defaults_are_the_base(client, fake_store, engine_box) ->
     ({"messages": []}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
-    ({"response_format": {"type": "json_object"}}, "json_object"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "json_schema"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"response_format": {"type": "xml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"strict": True, "schema": {
+        "type": "object", "dependentSchemas": {}}}}}, "dependentSchemas"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {
+        "type": "function", "function": {"name": "g"}}}, "not one of the tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"tool_choice": "required"}, "needs tools"),
     ({"n": 2}, "n must be 1"),
     ({"temperature": -1}, "temperature"),
     ({"max_tokens": 0}, "max_tokens"),
