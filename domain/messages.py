@@ -149,8 +149,9 @@ class ChatSession:
     def with_user(self, content: str) -> "ChatSession":
         return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.user(content)))
 
-    def with_reply(self, content: str) -> "ChatSession":
-        return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.assistant(content)))
+    def with_reply(self, content: str, tool_calls: "tuple[ToolCall, ...]" = ()) -> "ChatSession":
+        reply = ChatMessage(role=Role.ASSISTANT, content=content, tool_calls=tool_calls)
+        return attrs.evolve(self, conversation=self.conversation.add(reply))
 
     def with_system(self, prompt: str | None) -> "ChatSession":
         return attrs.evolve(self, conversation=self.conversation.with_system(prompt))

@@ -93,12 +93,14 @@ class ChatTurn:
 
     def __iter__(self) -> Iterator[TokenEvent]:
         parts: list[str] = []
+        calls: list = []
         for event in self._events:
             parts.append(event.text)
+            calls.extend(event.tool_calls)
             yield event
             if event.done:
                 self.final = event
-                self.session = self.session.with_reply("".join(parts))
+                self.session = self.session.with_reply("".join(parts), tuple(calls))
 
     def close(self) -> None:
         self._events.close()
@@ -236,11 +238,13 @@ class Services:
     def complete(self, request: GenerationRequest, *, engine: str | None = None) -> Completion:
         return Completion.fold(self.generate(request, engine=engine))
 
-    def chat(self, session: ChatSession, message: str, *, engine: str | None = None) -> ChatTurn:
-        """Send ``message`` in ``session``; the model sees the kept turns only."""
+    def chat(self, session: ChatSession, message: str, *, engine: str | None = None,
+             **output: Any) -> ChatTurn:
+        """Send ``message`` in ``session``; the model sees the kept turns only.
+        ``output``: the request's ``format``, ``tools`` and ``tool_choice``."""
         session = session.with_user(message)
         request = GenerationRequest(
-            model=ModelRef.parse(session.model), messages=session.context, sampling=session.sampling
+            model=ModelRef.parse(session.model), messages=session.context, sampling=session.sampling, **output
         )
         return ChatTurn(session, self.generate(request, engine=engine))
 
