@@ -9,7 +9,9 @@ arguments' schema):
 - ``auto``: free text, in which ``<tool_call>`` starts a call that must then be
   complete and valid (llguidance's lazy lexeme: the text ends at the marker);
   with a format, either the formatted answer or calls;
-- ``required`` / a named function: one or more calls and nothing else.
+- ``required`` / a named function: exactly one call and nothing else (a forced
+  call is one call: a small model asked for "one or more" repeats its call
+  until the token limit).
 
 JSON is written without free whitespace (``", "`` between items, ``": "`` after
 keys), so that a small model cannot run away in newlines. The tokenizer
@@ -67,9 +69,10 @@ def grammar_for(spec: OutputSpec) -> str:
         "fn: " + " | ".join(f"fn_{i}" for i in range(len(calls))),
         *(f"fn_{i}: {c}" for i, c in enumerate(calls)),
         'calls: "<tool_call>" call_body ("\\n" "<tool_call>" call_body)*',
+        'one_call: "<tool_call>" call_body',
     ]
     if spec.calls_only:
-        lines.insert(1, "start: calls")
+        lines.insert(1, "start: one_call")
     elif fmt is not None:
         lines.insert(1, "start: answer | calls")
         lines.append("answer: " + _inline(fmt.schema, _options(fmt)))
