@@ -63,6 +63,7 @@ class _Chars:
 class FakeEngine:
     name = "fake"
     renders_tools = False  # its template knows nothing of tools: the fallback prompt is used
+    late_masks = True  # masks are read at sampling time, after the "forward pass" (token_delay)
 
     def __init__(self, reply: str = DEFAULT_REPLY, *, token_delay: float = 0.0, slots: int = 4) -> None:
         self.reply = reply
@@ -72,6 +73,7 @@ class FakeEngine:
         self.prompts: list[str] = []  # every rendered prompt, for tests to inspect
         self.steps: list[Step] = []  # every step the core ran
         self.begun: list[tuple[int, tuple[int, ...]]] = []  # (slot, prompt) of every sequence started
+        self.started_steps = 0  # steps whose "forward pass" has begun (masks are read after it)
         self.fail_on: int | None = None  # a token that makes the next step it is fed to raise
         self.loads = 0
         self.scheduler: Scheduler | None = None
@@ -154,6 +156,7 @@ class FakeEngine:
 
     def step(self, step: Step) -> Mapping[int, Sample]:
         self.steps.append(step)
+        self.started_steps += 1
         if self.token_delay:
             time.sleep(self.token_delay)
         out = {}
@@ -163,7 +166,7 @@ class FakeEngine:
                 raise AssertionError(f"slot {chunk.slot}: chunk at {chunk.start}, cache holds {len(state.tokens)}")
             state.tokens.extend(chunk.tokens)
             if chunk.last:
-                out[chunk.slot] = self._draw(state, step.masks.get(chunk.slot))
+                out[chunk.slot] = self._draw(state, step.mask(chunk.slot))
         for slot in step.decode:
             state = self._slots[slot]
             if state.pending is None:
@@ -171,7 +174,7 @@ class FakeEngine:
             if self.fail_on is not None and state.pending == self.fail_on:
                 raise RuntimeError("the fake engine failed a step, as asked")
             state.tokens.append(state.pending)
-            out[slot] = self._draw(state, step.masks.get(slot))
+            out[slot] = self._draw(state, step.mask(slot))
         return out
 
     def end(self, slot: int) -> None:

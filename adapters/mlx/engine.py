@@ -56,6 +56,7 @@ class _Slot:
 class MlxEngine:
     name = "mlx"
     renders_tools = True  # apply_chat_template(tools=...): transformers' convention
+    late_masks = True  # a mask is waited for after the forward pass is launched (mx.async_eval)
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -183,19 +184,26 @@ class MlxEngine:
             logits = self._model(mx.array(list(chunk.tokens))[None], cache=state.cache)
             state.tokens.extend(chunk.tokens)
             if chunk.last:
-                out[chunk.slot] = self._draw(state, logits[0, -1], step.masks.get(chunk.slot))
+                out[chunk.slot] = self._draw(state, logits[0, -1], self._mask(step, chunk.slot, logits))
             else:
                 mx.eval([c.state for c in state.cache])
         for slot in step.decode:
             state = self._slots[slot]
             logits = self._model(mx.array([state.pending])[None], cache=state.cache)
             state.tokens.append(state.pending)
-            out[slot] = self._draw(state, logits[0, -1], step.masks.get(slot))
+            out[slot] = self._draw(state, logits[0, -1], self._mask(step, slot, logits))
         return out
 
     def end(self, slot: int) -> None:
         state = self._slots[slot]
         state.pending, state.sampling = None, None
+
+    @staticmethod
+    def _mask(step: Step, slot: int, logits: Any) -> Sequence[int] | None:
+        """The slot's mask, waited for while the forward pass computes."""
+        if slot in step.pending:
+            _mlx().async_eval(logits)
+        return step.mask(slot)
 
     def _draw(self, state: _Slot, logits: Any, mask: Sequence[int] | None) -> Sample:
         import numpy as np

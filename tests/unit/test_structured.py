@@ -170,7 +170,7 @@ def test_constrained_and_free_requests_share_a_batch(services, engine_box) -> No
     jsonschema.validate(json.loads(results["schema"].text), SCHEMAS[0])
     jsonschema.validate(results["call"].tool_calls[0].arguments, WEATHER.parameters)
     steps = engine_box.last.steps
-    assert any(len(s.decode) >= 3 and s.masks and len(s.masks) < len(s.decode) for s in steps), \
+    assert any(len(s.decode) >= 3 and s.pending and len(s.pending) < len(s.decode) for s in steps), \
         "constrained and free slots decoded in the same steps"
 
 
