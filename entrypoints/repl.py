@@ -291,7 +291,12 @@ class ChatRepl:
             print("(no messages yet)", file=self.out)
             return
         for message in messages:
-            print(f"{message.role.value}: {message.content}", file=self.out)
+            who = f"tool {message.tool_name}" if message.role.value == "tool" and message.tool_name \
+                else message.role.value
+            if message.content or not message.tool_calls:
+                print(f"{who}: {message.content}", file=self.out)
+            for call in message.tool_calls:
+                print(f"{who}: {tool_call_text(call).strip()}", file=self.out)
 
     def _clear(self, _rest: str) -> None:
         self.session = self.session.cleared()
