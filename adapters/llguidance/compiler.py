@@ -20,7 +20,7 @@ keys), so that a small model cannot run away in newlines. The tokenizer
 
 from __future__ import annotations
 
-import json
+import functools
 import threading
 import time
 import weakref
@@ -54,8 +54,10 @@ def _inline(schema: dict[str, Any], options: dict[str, Any]) -> str:
     return "%json " + canonical_json_text({**schema, "x-guidance": options})
 
 
+@functools.lru_cache(maxsize=256)
 def grammar_for(spec: OutputSpec) -> str:
-    """The llguidance grammar (its JSON form) that enforces ``spec``."""
+    """The llguidance grammar (its JSON form) that enforces ``spec`` (kept for the
+    last few hundred specs: agents send the same tools and schemas again and again)."""
     ll = _llguidance()
     fmt = spec.format
     if not spec.tools:

@@ -157,3 +157,12 @@ def test_ollama_tools_not_streamed_and_round_trip(oll, engine_box) -> None:
     final = oll.chat(model="fake", messages=history, tools=[WEATHER, TIME], options={"temperature": 0})
     assert final.message.content == "It is noon."
     assert '"content":"12:00"' in engine_box.last.prompts[-1]
+
+
+def test_modelport_native_routes_carry_format_and_tool_calls(transport) -> None:
+    with httpx.Client(transport=transport, base_url="http://127.0.0.1:11434") as http:
+        done = http.post("/v1/generate", json={"model": "fake", "prompt": "A person?", "format": PERSON}).json()
+        jsonschema.validate(json.loads(done["text"]), PERSON)
+        forced = http.post("/v1/generate", json={"model": "fake", "messages": USER, "tools": [WEATHER],
+                                                 "options": {"temperature": 0}}).json()
+        assert forced["text"] == "The capital of France is Paris." and "tool_calls" not in forced
