@@ -166,3 +166,34 @@ def test_modelport_native_routes_carry_format_and_tool_calls(transport) -> None:
         forced = http.post("/v1/generate", json={"model": "fake", "messages": USER, "tools": [WEATHER],
                                                  "options": {"temperature": 0}}).json()
         assert forced["text"] == "The capital of France is Paris." and "tool_calls" not in forced
+
+
+def test_openai_parse_with_a_pydantic_model(oai) -> None:
+    """What LangChain's with_structured_output and the SDK's parse() send: a strict
+    json_schema made from a pydantic model (titles, $defs, a nested model)."""
+    import pydantic
+
+    class Address(pydantic.BaseModel):
+        city: str
+        zip_code: str
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+        address: Address
+
+    parsed = oai.chat.completions.parse(model="fake", messages=USER, response_format=Person, temperature=0)
+    person = parsed.choices[0].message.parsed
+    assert isinstance(person, Person) and isinstance(person.address, Address)
+
+
+def test_openai_pydantic_function_tool(oai) -> None:
+    import pydantic
+
+    class GetWeather(pydantic.BaseModel):
+        city: str
+
+    tool = openai.pydantic_function_tool(GetWeather)
+    parsed = oai.chat.completions.parse(model="fake", messages=USER, tools=[tool], tool_choice="required")
+    call = parsed.choices[0].message.tool_calls[0]
+    assert call.function.name == "GetWeather" and isinstance(call.function.parsed_arguments, GetWeather)
