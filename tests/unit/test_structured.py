@@ -202,3 +202,27 @@ def test_the_fallback_prompt_describes_the_tools_once() -> None:
     conversation = without_native_tools(system_and_user("q", "be brief"), [WEATHER])
     system = conversation.messages[0]
     assert system.content.startswith("be brief\n\n") and system.content.count("get_weather") == 1
+
+
+QWEN_LIKE = ("{%- if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>"
+             "\nReturn <tool_call>{...}</tool_call><|im_end|>{% endif %}{% for m in messages %}...{% endfor %}")
+
+
+class RendersTools:
+    renders_tools = True
+
+
+def test_tools_go_through_a_template_that_teaches_tool_call_blocks() -> None:
+    from modelport.adapters.fake import fake_model
+    from modelport.ports.usecases import prompted
+
+    request = ask(tools=(WEATHER,))
+    native = prompted(request, fake_model(chat_template=QWEN_LIKE), RendersTools())
+    assert native is request  # the engine renders the tools itself
+    fallback = prompted(request, fake_model(chat_template="{% for m in messages %}{% endfor %}"), RendersTools())
+    assert fallback.tools == () and "<tools>" in fallback.messages.messages[0].content
+    not_rendering = prompted(request, fake_model(chat_template=QWEN_LIKE), object())
+    assert not_rendering.tools == () and "<tools>" in not_rendering.messages.messages[0].content
+    hidden = prompted(ask(tools=(WEATHER,), tool_choice=ToolChoice(mode="none")),
+                      fake_model(chat_template=QWEN_LIKE), RendersTools())
+    assert hidden.tools == ()
