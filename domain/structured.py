@@ -135,9 +135,16 @@ class ToolChoiceMode(str, enum.Enum):
     FUNCTION = "function"  # the output is a call of the named function
 
 
+def _mode(value: object) -> ToolChoiceMode:
+    try:
+        return ToolChoiceMode(value)
+    except ValueError:
+        raise InvalidRequest(f"tool_choice must be one of: {', '.join(m.value for m in ToolChoiceMode)}") from None
+
+
 @attrs.frozen(kw_only=True)
 class ToolChoice:
-    mode: ToolChoiceMode = attrs.field(default=ToolChoiceMode.AUTO, converter=ToolChoiceMode)
+    mode: ToolChoiceMode = attrs.field(default=ToolChoiceMode.AUTO, converter=_mode)
     name: str | None = None
 
     def __attrs_post_init__(self) -> None:

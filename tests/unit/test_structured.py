@@ -182,6 +182,8 @@ def test_a_named_choice_must_name_a_tool() -> None:
         ask(tools=(WEATHER,), tool_choice=ToolChoice.function("nope"))
     with pytest.raises(InvalidRequest, match="needs tools"):
         ask(tool_choice=ToolChoice(mode=ToolChoiceMode.REQUIRED))
+    with pytest.raises(InvalidRequest, match="tool_choice must be one of"):
+        ToolChoice(mode="sometimes")
 
 
 def test_tool_calls_round_trip_through_the_message_dict() -> None:
