@@ -15,9 +15,11 @@ from .errors import (
     ModelportError,
     ModelReadOnly,
     ServerBusy,
+    PromptTooLong,
     UnsupportedArchitecture,
 )
 from .generation import (
+    MAX_TOKEN_BYTES,
     Completion,
     EmbeddingRequest,
     Embeddings,
@@ -48,6 +50,7 @@ from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
     "DEFAULT_TAG",
+    "MAX_TOKEN_BYTES",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",
@@ -84,6 +87,7 @@ __all__ = [
     "split_tool_calls",
     "template_renders_tools",
     "tool_prompt",
+    "PromptTooLong",
     "PullProgress",
     "Role",
     "SamplingPolicy",

@@ -210,6 +210,7 @@ class Services:
         spec = request.output_spec
         if spec.constrained:
             self.constraints.check(spec)  # an uncompilable schema fails before any load
+        request.check_fits(model.context_length or 0)  # by its size, before anything tokenizes it
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:

@@ -65,7 +65,7 @@ class LlamaCppEngine:
         gpu_layers = self._gpu_layers(llama_cpp, options.device)
         threads = options.threads or os.cpu_count() or 1
         embeds = model.supports(Capability.EMBEDDING)
-        n_ctx = min(options.num_ctx, model.context_length or options.num_ctx)
+        n_ctx = _padded(min(options.num_ctx, model.context_length or options.num_ctx))
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -230,6 +230,16 @@ class LlamaCppEngine:
 
         vocab = llm._model.vocab
         return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+
+# llama.cpp rounds its context up to a multiple of this; llama-cpp-python sizes its
+# token buffer by the number asked for. Asking for a multiple keeps the two equal
+# (else a prompt between them overflows the buffer: a ValueError, not ContextOverflow).
+CONTEXT_PADDING = 256
+
+
+def _padded(n_ctx: int) -> int:
+    return -(-n_ctx // CONTEXT_PADDING) * CONTEXT_PADDING
 
 
 def _kv_cache_bytes(metadata: dict[str, str], n_ctx: int) -> int:
