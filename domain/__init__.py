@@ -35,6 +35,19 @@ from .modelfile import ModelDefaults, Modelfile, chat_template
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
+from .structured import (
+    OutputFormat,
+    OutputSpec,
+    Tool,
+    ToolCall,
+    ToolCallSplitter,
+    ToolChoice,
+    ToolChoiceMode,
+    canonical_json as canonical_json_text,
+    split_tool_calls,
+    template_renders_tools,
+    tool_prompt,
+)
 from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
@@ -68,6 +81,17 @@ __all__ = [
     "ModelReadOnly",
     "ModelRef",
     "ModelportError",
+    "OutputFormat",
+    "OutputSpec",
+    "Tool",
+    "ToolCall",
+    "ToolCallSplitter",
+    "ToolChoice",
+    "ToolChoiceMode",
+    "canonical_json_text",
+    "split_tool_calls",
+    "template_renders_tools",
+    "tool_prompt",
     "PromptTooLong",
     "PullProgress",
     "Role",

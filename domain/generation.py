@@ -11,6 +11,7 @@ from .errors import InvalidRequest, PromptTooLong
 from .messages import ChatMessage, Conversation
 from .models import ModelRef
 from .sampling import SamplingPolicy
+from .structured import OutputFormat, OutputSpec, Tool, ToolCall, ToolChoice, ToolChoiceMode, _tools
 
 
 class FinishReason(str, enum.Enum):
@@ -70,13 +71,18 @@ class GenerationRequest:
     """Either a raw ``prompt`` (sent as is) or ``messages`` (rendered through the
     model's chat template). Never both. ``logprobs``: report each token's
     log-probability (0) and that many most likely alternatives (1 to 20); None:
-    none."""
+    none. ``format``: the output must be JSON (validating against its schema);
+    ``tools``: functions the model may call (a chat only), as ``tool_choice``
+    says."""
 
     model: ModelRef
     prompt: str = ""
     messages: Conversation = attrs.field(factory=Conversation, converter=_conversation)
     sampling: SamplingPolicy = attrs.field(factory=SamplingPolicy)
     logprobs: int | None = None
+    format: OutputFormat | None = None
+    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_tools)
+    tool_choice: ToolChoice = attrs.field(factory=ToolChoice)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.prompt, str):
@@ -85,12 +91,32 @@ class GenerationRequest:
             raise InvalidRequest("give either a prompt or messages, not both")
         if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_LOGPROBS):
             raise InvalidRequest(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}")
+        choice = self.tool_choice
+        if self.tools and not self.is_chat:
+            raise InvalidRequest("tools need messages (a chat), not a raw prompt")
+        if choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.FUNCTION) and not self.tools:
+            raise InvalidRequest(f"tool_choice {choice.name or choice.mode.value!r} needs tools")
+        if choice.name is not None and choice.name not in {t.name for t in self.tools}:
+            raise InvalidRequest(f"tool_choice names '{choice.name}', which is not one of the tools")
         _check_size(self._texts(), self.sampling.num_ctx)
 
     @property
     def is_chat(self) -> bool:
         return len(self.messages) > 0
 
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the model is offered tools to call (tool_choice is not none)."""
+        return bool(self.tools) and self.tool_choice.mode is not ToolChoiceMode.NONE
+
+    @property
+    def output_spec(self) -> OutputSpec:
+        """What a constraint must enforce (nothing: ``constrained`` is False)."""
+        choice = self.tool_choice
+        if not self.calls_tools:
+            return OutputSpec(format=self.format)
+        tools = tuple(t for t in self.tools if choice.name is None or t.name == choice.name)
+        return OutputSpec(format=self.format, tools=tools, choice=choice.mode)
     def check_fits(self, context_length: int) -> None:
         """Refuse (:class:`PromptTooLong`) a prompt too long for a model whose own
         context is ``context_length`` tokens (when that is less than ``num_ctx``)."""
@@ -138,6 +164,8 @@ class TokenEvent:
     ``finish_reason`` and ``usage`` set. ``logprob`` is the token's log-probability
     under the distribution it was drawn from; ``top_logprobs`` the most likely
     tokens there, as (token id, log-probability), when the request asked for them.
+    ``tool_calls``: calls the model completed with this event (their text is not
+    in any ``text``).
     """
 
     text: str = ""
@@ -146,6 +174,7 @@ class TokenEvent:
     top_logprobs: tuple[tuple[int, float], ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -162,15 +191,18 @@ class Completion:
     usage: Usage
     logprobs: tuple[float, ...] = ()
     top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @classmethod
     def fold(cls, events: Iterable[TokenEvent]) -> "Completion":
         parts: list[str] = []
+        calls: list[ToolCall] = []
         tokens: list[int] = []
         logprobs: list[float] = []
         top: list[tuple[tuple[int, float], ...]] = []
         for event in events:
             parts.append(event.text)
+            calls.extend(event.tool_calls)
             if event.token_id is not None:
                 tokens.append(event.token_id)
                 if event.top_logprobs:
@@ -185,6 +217,7 @@ class Completion:
                     usage=event.usage or Usage(completion_tokens=len(tokens)),
                     logprobs=tuple(logprobs),
                     top_logprobs=tuple(top),
+                    tool_calls=tuple(calls),
                 )
         raise RuntimeError("the generation stream ended without a final event")
 

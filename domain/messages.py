@@ -10,6 +10,7 @@ import attrs
 
 from .errors import InvalidRequest
 from .sampling import SamplingPolicy
+from .structured import ToolCall
 
 DEFAULT_KEPT_TURNS = 10
 
@@ -38,11 +39,25 @@ def _text(value: object) -> str:
     return value
 
 
+def _calls(values: Iterable[ToolCall | Mapping[str, Any]] | None) -> tuple[ToolCall, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, (list, tuple)):
+        raise InvalidRequest("tool_calls must be an array")
+    return tuple(v if isinstance(v, ToolCall) else ToolCall.from_dict(v) for v in values)
+
+
 @attrs.frozen(kw_only=True)
 class ChatMessage:
+    """One message. An assistant message may carry the ``tool_calls`` it made; a
+    ``tool`` message is a call's result, naming the call (``tool_call_id``) and
+    the tool (``tool_name``)."""
+
     role: Role = attrs.field(converter=_role)
     content: str = attrs.field(default="", converter=_text)
     tool_name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_calls)
+    tool_call_id: str | None = None
 
     @classmethod
     def system(cls, content: str) -> "ChatMessage":
@@ -62,12 +77,21 @@ class ChatMessage:
             raise InvalidRequest("each message must be an object with 'role' and 'content'")
         if "role" not in data:
             raise InvalidRequest("a message is missing its 'role'")
-        return cls(role=data["role"], content=data.get("content"), tool_name=data.get("tool_name"))
+        return cls(role=data["role"], content=data.get("content"), tool_name=data.get("tool_name"),
+                   tool_calls=data.get("tool_calls"), tool_call_id=data.get("tool_call_id"))
 
     def to_dict(self) -> dict[str, Any]:
+        """Ollama's shape, which chat templates read too (a tool message's tool
+        also as ``name``, transformers' convention)."""
         data: dict[str, Any] = {"role": self.role.value, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         if self.tool_name:
             data["tool_name"] = self.tool_name
+            if self.role is Role.TOOL:
+                data["name"] = self.tool_name
+        if self.tool_call_id:
+            data["tool_call_id"] = self.tool_call_id
         return data
 
 
@@ -125,8 +149,9 @@ class ChatSession:
     def with_user(self, content: str) -> "ChatSession":
         return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.user(content)))
 
-    def with_reply(self, content: str) -> "ChatSession":
-        return attrs.evolve(self, conversation=self.conversation.add(ChatMessage.assistant(content)))
+    def with_reply(self, content: str, tool_calls: "tuple[ToolCall, ...]" = ()) -> "ChatSession":
+        reply = ChatMessage(role=Role.ASSISTANT, content=content, tool_calls=tool_calls)
+        return attrs.evolve(self, conversation=self.conversation.add(reply))
 
     def with_system(self, prompt: str | None) -> "ChatSession":
         return attrs.evolve(self, conversation=self.conversation.with_system(prompt))
@@ -171,3 +196,31 @@ class ChatSession:
             )
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"not a saved chat session: {exc}") from None
+
+
+def without_native_tools(conversation: Conversation, tools: "Iterable[Any]" = ()) -> Conversation:
+    """The conversation for a chat template that knows nothing of tools (the
+    documented fallback): ``tools`` described in the system message (see
+    :func:`~modelport.domain.structured.tool_prompt`), earlier calls written
+    into their assistant messages as ``<tool_call>`` blocks, and each tool result
+    sent as a user message between ``<tool_response>`` tags."""
+    from .structured import call_text, canonical_json, tool_prompt
+
+    tools = tuple(tools)
+    out: list[ChatMessage] = []
+    for message in conversation:
+        if message.role is Role.ASSISTANT and message.tool_calls:
+            text = "\n".join(filter(None, [message.content, *(call_text(c) for c in message.tool_calls)]))
+            out.append(ChatMessage.assistant(text))
+        elif message.role is Role.TOOL:
+            result = {"name": message.tool_name, "content": message.content} if message.tool_name \
+                else {"content": message.content}
+            out.append(ChatMessage.user(f"<tool_response>\n{canonical_json(result)}\n</tool_response>"))
+        else:
+            out.append(message)
+    if tools:
+        system = conversation.system_prompt
+        instructions = tool_prompt(tools)
+        prompt = f"{system}\n\n{instructions}" if system else instructions
+        return Conversation(messages=tuple(out)).with_system(prompt)
+    return Conversation(messages=tuple(out))

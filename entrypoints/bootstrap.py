@@ -27,6 +27,7 @@ from modelport.ports import (
 )
 
 from modelport.ports.templates import ChatTemplates
+from modelport.ports.constraints import ConstraintCompiler, NoConstraints
 
 from .config import Settings
 
@@ -165,6 +166,16 @@ def build_sessions(settings: Settings) -> SessionRepository:
     return FileSessionRepository(settings.sessions_dir)
 
 
+def build_constraints() -> ConstraintCompiler:
+    """llguidance for structured outputs and tools; without it, a compiler that
+    refuses them with the extra to install."""
+    if not (_installed("llguidance") and _installed("numpy")):
+        return NoConstraints()
+    from modelport.adapters.llguidance import LLGuidanceCompiler
+
+    return LLGuidanceCompiler()
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -172,6 +183,7 @@ def bootstrap(
     engines: Iterable[EngineSpec] | None = None,
     source: ModelSource | None = None,
     sessions: SessionRepository | None = None,
+    constraints: ConstraintCompiler | None = None,
 ) -> Services:
     """Wire the services. Every argument left out gets the production adapter."""
     settings = settings or Settings.load()
@@ -189,6 +201,7 @@ def bootstrap(
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
                                      home=settings.home, slots=settings.num_parallel),
         templates=build_templates(),
+        constraints=constraints if constraints is not None else build_constraints(),
     )
 
 

@@ -78,8 +78,8 @@ Generation options (run, generate, chat; unset ones take the model's own default
   --raw                    run, generate: send the prompt as is, without the chat template.
   --stream                 run, generate: print the reply as it comes (the default).
   --no-stream              run, generate: print the reply when it is complete.
-  --format=<format>        Structured output (json, or a JSON schema): not supported
-                           yet, so it is refused.
+  --format=<format>        run, generate, chat: the reply is JSON: json (any object), or
+                           a JSON schema (the schema's text, or a file holding it).
   --session=<name>         chat: continue a saved chat (a name from /save, or a file).
   --model=<name>           run, chat: the model (RustLLM's spelling of <model>).
   --model-path=<path>      run, chat: a GGUF file or model folder to run (default for
@@ -162,6 +162,7 @@ from modelport.domain import (
     ModelNotFound,
     ModelportError,
     ModelRef,
+    OutputFormat,
     SamplingPolicy,
     TokenEvent,
     Usage,
@@ -205,7 +206,7 @@ OPTIONS_OF: dict[str, set[str]] = {
                                              "--model", "--model-path"},
     "generate": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url",
                                                   "--json"},
-    "chat": _GENERATION | _ENGINE | _LOCAL | {"--session", "--url", "--model", "--model-path"},
+    "chat": _GENERATION | _ENGINE | _LOCAL | {"--session", "--url", "--model", "--model-path", "--format"},
     "embed": _ENGINE | _LOCAL | {"--url", "--json"},
     "pull": _LOCAL | {"--url", "--json", "--revision", "--trust-remote-code"},
     "search": _LOCAL | {"--author", "--filter", "--sort", "--limit", "--json"},
@@ -408,7 +409,7 @@ class Cli:
             return self._answer(model, prompt)
         if not _isatty(self.stdin):
             return self._answer(model, self.stdin.read())
-        for option in ("--raw", "--format", "--json", "--no-stream", "--stream"):
+        for option in ("--raw", "--json", "--no-stream", "--stream"):
             if self.args[option]:
                 raise InvalidRequest(f"{option} needs a prompt; the interactive chat does not take it")
         return self._chat(model)
@@ -431,10 +432,7 @@ class Cli:
         return resolve_name(name) if name else None
 
     def _answer(self, model: str, prompt: str) -> int:
-        if self.args["--format"] is not None:
-            raise InvalidRequest(
-                "--format: structured output (JSON mode or a JSON schema) is not supported yet; "
-                "leave --format out and ask for JSON in the prompt")
+        fmt = self._format()
         if not prompt.strip():
             raise InvalidRequest("the prompt is empty")
         ref = ModelRef.parse(model)
@@ -442,10 +440,10 @@ class Cli:
         if self.args["--raw"]:
             if self.args["--system"]:
                 raise InvalidRequest("--raw sends the prompt as is; it cannot take --system")
-            request = GenerationRequest(model=ref, prompt=prompt, sampling=sampling)
+            request = GenerationRequest(model=ref, prompt=prompt, sampling=sampling, format=fmt)
         else:
             request = GenerationRequest(
-                model=ref, messages=system_and_user(prompt, self.args["--system"]), sampling=sampling
+                model=ref, messages=system_and_user(prompt, self.args["--system"]), sampling=sampling, format=fmt
             )
         stream = self.backend.generate(request)
         saved: list[str] = []
@@ -516,8 +514,29 @@ class Cli:
             session = session.with_system(self.args["--system"])
         repl = ChatRepl(backend, session, overrides=overrides, out=self.out, err=self.err, stdin=self.stdin,
                         sessions=sessions, history_file=Path(self.settings.home) / "history",
-                        verbose=bool(self.args["--verbose"]))
+                        verbose=bool(self.args["--verbose"]), format=self._format())
         return repl.run()
+
+    def _format(self) -> OutputFormat | None:
+        """``--format``: ``json``, a JSON schema's text, or a file holding one."""
+        value = self.args.get("--format")
+        if value is None:
+            return None
+        if value.strip() == "json":
+            return OutputFormat.json_mode()
+        text = value
+        if not value.lstrip().startswith("{"):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise InvalidRequest(f"--format: '{value}' is not json, a JSON schema or a schema file")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidRequest(f"--format: cannot read {value}: {exc}") from None
+        try:
+            return OutputFormat.from_schema(text)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"--format: {exc}") from None
 
     def _sessions(self):
         """Saved chats stay on this machine, also when the model runs on a server."""
@@ -1050,8 +1069,8 @@ class EngineBound:
     def generate(self, request: GenerationRequest):
         return self._services.generate(request, engine=self._engine)
 
-    def chat(self, session, message: str):
-        return self._services.chat(session, message, engine=self._engine)
+    def chat(self, session, message: str, **output: Any):
+        return self._services.chat(session, message, engine=self._engine, **output)
 
     def embed(self, request: EmbeddingRequest):
         return self._services.embed(request, engine=self._engine)

@@ -32,6 +32,7 @@ from modelport.domain import (
     SamplingPolicy,
     TokenEvent,
     Usage,
+    ToolCall,
 )
 from modelport.ports import ChatTurn, GenerationStream
 
@@ -226,18 +227,22 @@ class RemoteServices:
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
         body: dict[str, Any] = {"model": str(request.model), "options": request.sampling.to_options()}
+        if request.format is not None:
+            body["format"] = "json" if request.format.is_json_mode else request.format.schema
         if request.is_chat:
             body["messages"] = [m.to_dict() for m in request.messages]
+            if request.calls_tools:
+                body["tools"] = [t.to_dict() for t in request.tools]
             lines = self.client.stream("/api/chat", body)
         else:
             body.update(prompt=request.prompt, raw=True)
             lines = self.client.stream("/api/generate", body)
         return GenerationStream(_events(lines), getattr(lines, "close", lambda: None))
 
-    def chat(self, session: ChatSession, message: str) -> ChatTurn:
+    def chat(self, session: ChatSession, message: str, **output: Any) -> ChatTurn:
         session = session.with_user(message)
         request = GenerationRequest(model=ModelRef.parse(session.model), messages=session.context,
-                                    sampling=session.sampling)
+                                    sampling=session.sampling, **output)
         return ChatTurn(session, self.generate(request))
 
     def new_session(self, model: str, **fields: object) -> ChatSession:
@@ -268,9 +273,11 @@ class RemoteServices:
 
 def _events(lines: Iterator[dict[str, Any]]) -> Iterator[TokenEvent]:
     for line in lines:
-        text = (line.get("message") or {}).get("content", "") if "message" in line else line.get("response", "")
+        message = line.get("message") or {}
+        text = message.get("content", "") if "message" in line else line.get("response", "")
+        calls = tuple(ToolCall.from_dict(c) for c in message.get("tool_calls") or ())
         if not line.get("done"):
-            yield TokenEvent(text=text or "")
+            yield TokenEvent(text=text or "", tool_calls=calls)
             continue
         reason = FinishReason.LENGTH if line.get("done_reason") == "length" else FinishReason.STOP
         usage = Usage(
@@ -281,7 +288,7 @@ def _events(lines: Iterator[dict[str, Any]]) -> Iterator[TokenEvent]:
             eval_ns=int(line.get("eval_duration") or 0),
             total_ns=int(line.get("total_duration") or 0),
         )
-        yield TokenEvent(text=text or "", finish_reason=reason, usage=usage)
+        yield TokenEvent(text=text or "", finish_reason=reason, usage=usage, tool_calls=calls)
         return
 
 

@@ -199,6 +199,13 @@ def pull_progress(err: TextIO):
 # -- streamed replies ----------------------------------------------------------------
 
 
+def tool_call_text(call: Any) -> str:
+    """A tool call as the chat shows it: ``[tool call] name {"arg": ...}`` on a line."""
+    import json
+
+    return f"\n[tool call] {call.name} {json.dumps(call.arguments, ensure_ascii=False)}\n"
+
+
 class PlainReply:
     """Text deltas written as they come (pipes, logs, one-shot answers)."""
 

@@ -12,6 +12,7 @@ the system prompt and the last ``kept_turns`` turns (10).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import attrs
 from modelport.domain import ChatSession, InvalidRequest, ModelportError
 from modelport.ports import SessionRepository
 
-from .render import MarkdownReply, PlainReply, format_stats, is_terminal
+from .render import MarkdownReply, PlainReply, format_stats, is_terminal, tool_call_text
 
 QUOTES = '"""'
 HISTORY_LENGTH = 1000
@@ -74,8 +75,10 @@ class ChatRepl:
         sessions: SessionRepository | None = None,
         history_file: str | os.PathLike[str] | None = None,
         verbose: bool = False,
+        format: Any = None,
     ) -> None:
         self.services = services
+        self.format = format  # an OutputFormat every reply must follow (chat --format)
         self.session = session
         self.overrides: dict[str, Any] = dict(overrides or {})
         self.out, self.err, self.stdin = out, err, stdin
@@ -158,13 +161,14 @@ class ChatRepl:
         turn = None
         try:
             with self._spinner():  # loading the model and reading the prompt take a while
-                turn = self.services.chat(self.session, text)
+                output = {"format": self.format} if self.format is not None else {}
+                turn = self.services.chat(self.session, text, **output)
                 events = iter(turn)
-                first = next((e for e in events if e.text or e.done), None)
-            if first is not None:
-                view.feed(first.text)
-            for event in events:
+                first = next((e for e in events if e.text or e.tool_calls or e.done), None)
+            for event in itertools.chain([first] if first is not None else [], events):
                 view.feed(event.text)
+                for call in event.tool_calls:
+                    view.feed(tool_call_text(call))
         except KeyboardInterrupt:
             view.close()
             self._note("(stopped)")
@@ -287,7 +291,12 @@ class ChatRepl:
             print("(no messages yet)", file=self.out)
             return
         for message in messages:
-            print(f"{message.role.value}: {message.content}", file=self.out)
+            who = f"tool {message.tool_name}" if message.role.value == "tool" and message.tool_name \
+                else message.role.value
+            if message.content or not message.tool_calls:
+                print(f"{who}: {message.content}", file=self.out)
+            for call in message.tool_calls:
+                print(f"{who}: {tool_call_text(call).strip()}", file=self.out)
 
     def _clear(self, _rest: str) -> None:
         self.session = self.session.cleared()

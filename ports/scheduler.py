@@ -10,7 +10,14 @@ freezes the streams already running) and one token for every slot generating.
 
 The loop owns what used to be written once per engine: end tokens, stop strings,
 ``max_tokens`` and the context window, the token mask of a constrained request,
-usage with Ollama's timings, and cancellation. A request is cancelled explicitly,
+usage with Ollama's timings, and cancellation.
+
+Masks are computed off the loop's critical path: as soon as a constrained
+request's token is known, its next mask is started on a mask worker thread, so
+that it is computed while the next step's forward pass runs (a grammar engine
+such as llguidance releases the GIL). An engine that says ``late_masks = True``
+gets those masks as futures (:attr:`Step.pending`) and waits for them only when
+it samples; for any other engine the loop waits for them before the step. A request is cancelled explicitly,
 by closing its :class:`Generation`; its slot is free at the next step. An error
 of one request (its constraint fails) ends that request only; an engine step that
 fails ends the requests of that step, each with the error.
@@ -23,6 +30,7 @@ their events.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import queue
 import random
@@ -46,6 +54,7 @@ from modelport.domain import (
 from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, TokenConstraint, common_prefix
 
 DEFAULT_CHUNK_TOKENS = 512
+MASK_WORKERS = 4  # at most this many masks computed at once, per engine
 RATE_WINDOW_NS = 10_000_000_000  # tokens/s is measured over the last 10 s
 
 
@@ -87,6 +96,7 @@ class _Job:
         self.produced = 0
         self.admitted_ns = 0
         self.first_ns = 0
+        self.next_mask: concurrent.futures.Future | None = None  # started after the last draw
 
     @property
     def reading(self) -> bool:
@@ -157,6 +167,7 @@ class Scheduler:
         self._recent: collections.deque[tuple[int, int]] = collections.deque()  # (ns, tokens) per step
         self._generated = 0
         self._last_slot_use: dict[int, int] = {}
+        self._masker: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- the request side ----------------------------------------------------------------
 
@@ -236,6 +247,9 @@ class Scheduler:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        if self._masker is not None:
+            self._masker.shutdown(wait=False, cancel_futures=True)
+            self._masker = None
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -302,6 +316,10 @@ class Scheduler:
         for chunk in step.chunks:
             jobs[chunk.slot].position += len(chunk.tokens)
         for slot in step.sampling:
+            failed = _failure(step.pending.get(slot))
+            if failed is not None:  # its mask failed: the draw is dropped, the request ends
+                self._fail(jobs[slot], failed)
+                continue
             self._take(jobs[slot], samples[slot], now)
         with self._changed:
             self._recent.append((now, len(step.sampling)))
@@ -312,7 +330,8 @@ class Scheduler:
         """The next step: prompt chunks in arrival order within the token budget,
         one token for every generating slot, and the masks of constrained slots (a
         constraint that fails ends its own request, not the step)."""
-        chunks, decode, masks, budget = [], [], {}, self.chunk_tokens
+        chunks, decode, masks, pending, budget = [], [], {}, {}, self.chunk_tokens
+        late = bool(getattr(self.engine, "late_masks", False))
         for slot, job in sorted(jobs.items(), key=lambda item: item[1].number):
             if job.reading:
                 if budget <= 0:
@@ -321,20 +340,30 @@ class Scheduler:
                 budget -= len(take)
                 last = job.position + len(take) == len(job.prompt)
             if (not job.reading or last) and job.constraint is not None:
-                try:
-                    allowed = job.constraint.allowed()
-                    if allowed is not None and len(allowed) == 0:
-                        raise InvalidRequest("the output constraint allows no token here")
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(job, exc)
-                    continue
-                if allowed is not None:
-                    masks[slot] = allowed
+                future, job.next_mask = job.next_mask or self._start_mask(job.constraint), None
+                if late:
+                    pending[slot] = future
+                else:
+                    try:
+                        allowed = future.result()
+                    except Exception as exc:  # noqa: BLE001
+                        self._fail(job, exc)
+                        continue
+                    if allowed is not None:
+                        masks[slot] = allowed
             if job.reading:
                 chunks.append(Chunk(slot=slot, tokens=take, start=job.position, last=last))
             else:
                 decode.append(slot)
-        return Step(chunks=tuple(chunks), decode=tuple(decode), masks=masks)
+        return Step(chunks=tuple(chunks), decode=tuple(decode), masks=masks, pending=pending)
+
+    def _start_mask(self, constraint: TokenConstraint) -> concurrent.futures.Future:
+        """The constraint's next mask, computed on a mask worker."""
+        if self._masker is None:
+            self._masker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(MASK_WORKERS, self.engine.slots)),
+                thread_name_prefix=f"modelport-{self.engine.name}-mask")
+        return self._masker.submit(_checked_mask, constraint)
 
     def _take(self, job: _Job, sample: Sample, now: int) -> None:
         """Turn one drawn token into the job's next event, and end the job if the
@@ -362,6 +391,8 @@ class Scheduler:
             self._finish(job, FinishReason.STOP, now)
         elif job.produced >= job.limit:
             self._finish(job, FinishReason.LENGTH, now)
+        elif job.constraint is not None:
+            job.next_mask = self._start_mask(job.constraint)  # computed while the next step runs
 
     def _finish(self, job: _Job, reason: FinishReason, now: int) -> None:
         tail = "" if job.matcher.stopped else job.matcher.push(job.decoder.flush()) + job.matcher.flush()
@@ -396,3 +427,20 @@ class Scheduler:
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_NS:
             self._recent.popleft()
 
+
+
+def _checked_mask(constraint: TokenConstraint) -> Sequence[int] | None:
+    allowed = constraint.allowed()
+    if allowed is not None and len(allowed) == 0:
+        raise InvalidRequest("the output constraint allows no token here")
+    return allowed
+
+
+def _failure(future: concurrent.futures.Future | None) -> BaseException | None:
+    """The error a pending mask ended with (None: none, or no pending mask)."""
+    if future is None:
+        return None
+    try:
+        return future.exception()
+    except concurrent.futures.CancelledError as exc:
+        return exc

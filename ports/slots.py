@@ -23,6 +23,7 @@ sequence of allowed ids.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import attrs
@@ -57,16 +58,34 @@ class Chunk:
 class Step:
     """One engine step. ``decode``: slots that feed the token they sampled last
     and sample the next. ``masks``: for a slot that samples in this step, the only
-    token ids it may draw (absent: any)."""
+    token ids it may draw (absent: any).
+
+    ``pending``: masks still being computed (by the core's mask workers, while
+    the engine runs its forward pass), given only to an engine that says
+    ``late_masks = True``. Such an engine reads every mask with :meth:`mask`,
+    as late as it can: after launching the forward pass, right before sampling.
+    A mask that fails gives None (the core then fails that slot's request and
+    drops its draw)."""
 
     chunks: tuple[Chunk, ...] = ()
     decode: tuple[int, ...] = ()
     masks: Mapping[int, Sequence[int]] = attrs.field(factory=dict)
+    pending: Mapping[int, "Future[Sequence[int] | None]"] = attrs.field(factory=dict)
 
     @property
     def sampling(self) -> tuple[int, ...]:
         """The slots that get a token from this step."""
         return tuple(c.slot for c in self.chunks if c.last) + self.decode
+
+    def mask(self, slot: int) -> Sequence[int] | None:
+        """``slot``'s mask (None: any token), waiting for it when it is pending."""
+        future = self.pending.get(slot)
+        if future is None:
+            return self.masks.get(slot)
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - the core fails the request after the step
+            return None
 
 
 @attrs.frozen(kw_only=True)

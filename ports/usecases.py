@@ -34,11 +34,16 @@ from modelport.domain import (
     SamplingPolicy,
     SearchHit,
     TokenEvent,
+    Tool,
+    ToolCallSplitter,
     Usage,
     VerifyReport,
     chat_template,
+    template_renders_tools,
 )
 from modelport.domain.modelfile import PARAMETERS
+from modelport.domain.messages import without_native_tools
+from modelport.ports.constraints import ConstraintCompiler, NoConstraints
 from modelport.ports.engine import EngineOptions
 from modelport.ports.engines import EngineRegistry, Resident, ResidentModels
 from modelport.ports.scheduler import SlotStats
@@ -98,12 +103,14 @@ class ChatTurn:
 
     def __iter__(self) -> Iterator[TokenEvent]:
         parts: list[str] = []
+        calls: list = []
         for event in self._events:
             parts.append(event.text)
+            calls.extend(event.tool_calls)
             yield event
             if event.done:
                 self.final = event
-                self.session = self.session.with_reply("".join(parts))
+                self.session = self.session.with_reply("".join(parts), tuple(calls))
 
     def close(self) -> None:
         self._events.close()
@@ -123,6 +130,7 @@ class Services:
         engine: str | None = None,
         engine_options: EngineOptions | None = None,
         templates: ChatTemplates | None = None,
+        constraints: ConstraintCompiler | None = None,
     ) -> None:
         self.store = store
         self.engines = engines
@@ -132,6 +140,7 @@ class Services:
         self.default_engine = engine
         self.engine_options = engine_options or EngineOptions()
         self.templates = templates
+        self.constraints: ConstraintCompiler = constraints or NoConstraints()
 
     # -- models ---------------------------------------------------------------------
 
@@ -258,6 +267,9 @@ class Services:
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
         request = self._as_the_model_sees_it(model, request)
+        spec = request.output_spec
+        if spec.constrained:
+            self.constraints.check(spec)  # an uncompilable schema fails before any load
         request.check_fits(model.context_length or 0)  # by its size, before anything tokenizes it
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         streams: list[GenerationStream] = []
@@ -282,8 +294,7 @@ class Services:
             return attrs.evolve(request, messages=messages)
         prompt = self._require_templates().render(chat_template(defaults.template),
                                                   [m.to_dict() for m in messages])
-        return GenerationRequest(model=request.model, prompt=prompt, sampling=request.sampling,
-                                 logprobs=request.logprobs)
+        return attrs.evolve(request, prompt=prompt, messages=())
 
     def _require_templates(self) -> ChatTemplates:
         if self.templates is None:
@@ -292,15 +303,26 @@ class Services:
 
     def _submit(self, model: ModelInfo, request: GenerationRequest, engine: str | None,
                 options: EngineOptions, keep_alive: float | None) -> GenerationStream:
+        spec = request.output_spec
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
-            scheduler = resident.engine.scheduler
+            loaded = resident.engine
+            scheduler = loaded.scheduler
             if scheduler is None:
                 raise CapabilityMissing(model.name, "generation (it is an embedding model)")
-            events = scheduler.submit(request)
+            constraint = None
+            if spec.constrained:
+                vocabulary = getattr(loaded, "vocabulary", None)
+                if vocabulary is None:
+                    raise CapabilityMissing(model.name, f"structured outputs and tools with the {loaded.name} engine")
+                constraint = self.constraints.compile(spec, vocabulary())
+            events: Iterator[TokenEvent] = scheduler.submit(prompted(request, model, loaded),
+                                                            constraint=constraint)
         except BaseException:
             self.resident.release(resident)
             raise
+        if request.calls_tools:
+            events = _with_tool_calls(events, spec.tools)
         load_ns = resident.load_ns if loaded_now else 0
         return GenerationStream(
             _with_totals(events, load_ns), lambda: self.resident.release(resident)
@@ -309,11 +331,13 @@ class Services:
     def complete(self, request: GenerationRequest, *, engine: str | None = None) -> Completion:
         return Completion.fold(self.generate(request, engine=engine))
 
-    def chat(self, session: ChatSession, message: str, *, engine: str | None = None) -> ChatTurn:
-        """Send ``message`` in ``session``; the model sees the kept turns only."""
+    def chat(self, session: ChatSession, message: str, *, engine: str | None = None,
+             **output: Any) -> ChatTurn:
+        """Send ``message`` in ``session``; the model sees the kept turns only.
+        ``output``: the request's ``format``, ``tools`` and ``tool_choice``."""
         session = session.with_user(message)
         request = GenerationRequest(
-            model=ModelRef.parse(session.model), messages=session.context, sampling=session.sampling
+            model=ModelRef.parse(session.model), messages=session.context, sampling=session.sampling, **output
         )
         return ChatTurn(session, self.generate(request, engine=engine))
 
@@ -395,6 +419,47 @@ def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
     if index == 0 or seed is None:
         return request
     return attrs.evolve(request, sampling=request.sampling.replace(seed=seed + index))
+def prompted(request: GenerationRequest, model: ModelInfo, engine: object) -> GenerationRequest:
+    """The request as the engine renders it. Tools go through the model's own chat
+    template when the engine passes them to it (``renders_tools``) and the
+    template teaches ``<tool_call>`` blocks; otherwise the conversation is
+    rewritten for a template without tools (:func:`without_native_tools`).
+    With ``tool_choice`` none the tools are not shown at all."""
+    if not request.is_chat or not (request.tools or any(m.tool_calls or m.role.value == "tool"
+                                                          for m in request.messages)):
+        return request
+    native = bool(getattr(engine, "renders_tools", False)) and template_renders_tools(model.chat_template)
+    if native:
+        return request if request.calls_tools else attrs.evolve(request, tools=())
+    tools = request.output_spec.tools if request.calls_tools else ()
+    return attrs.evolve(request, messages=without_native_tools(request.messages, tools), tools=(),
+                        tool_choice=attrs.evolve(request.tool_choice, mode="auto", name=None))
+
+
+class _with_tool_calls(Iterator[TokenEvent]):
+    """Take the ``<tool_call>`` blocks out of the text into events' ``tool_calls``;
+    closing it closes the events."""
+
+    def __init__(self, events: Iterator[TokenEvent], tools: tuple[Tool, ...]) -> None:
+        self._events = events
+        self._splitter = ToolCallSplitter(tools)
+
+    def __iter__(self) -> "_with_tool_calls":
+        return self
+
+    def __next__(self) -> TokenEvent:
+        event = next(self._events)
+        text, calls = self._splitter.push(event.text)
+        if event.done:
+            text += self._splitter.flush()
+        if text != event.text or calls:
+            event = attrs.evolve(event, text=text, tool_calls=calls)
+        return event
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
 
 
 def _with_totals(events: Iterator[TokenEvent], load_ns: int) -> Iterator[TokenEvent]:

@@ -31,10 +31,15 @@ from modelport.domain import (
     TokenEvent,
 )
 from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.constraints import Vocabulary
 
 DEFAULT_REPLY = "The capital of France is Paris."
 EMBEDDING_SIZE = 16
 END = 0  # the end-of-sequence token
+VOCABULARY_SIZE = 128  # what a grammar sees: END and the ASCII characters
+# A masked draw that the reply does not satisfy takes the first of these that is
+# allowed (so that constrained output closes), else the largest allowed id.
+CLOSING = (END, ord('"'), ord("}"), ord("]"), ord(","))
 
 
 class _Slot:
@@ -57,6 +62,8 @@ class _Chars:
 
 class FakeEngine:
     name = "fake"
+    renders_tools = False  # its template knows nothing of tools: the fallback prompt is used
+    late_masks = True  # masks are read at sampling time, after the "forward pass" (token_delay)
 
     def __init__(self, reply: str = DEFAULT_REPLY, *, token_delay: float = 0.0, slots: int = 4) -> None:
         self.reply = reply
@@ -66,12 +73,14 @@ class FakeEngine:
         self.prompts: list[str] = []  # every rendered prompt, for tests to inspect
         self.steps: list[Step] = []  # every step the core ran
         self.begun: list[tuple[int, tuple[int, ...]]] = []  # (slot, prompt) of every sequence started
+        self.started_steps = 0  # steps whose "forward pass" has begun (masks are read after it)
         self.fail_on: int | None = None  # a token that makes the next step it is fed to raise
         self.loads = 0
         self.scheduler: Scheduler | None = None
         self._slot_count = slots
         self._slots = [_Slot() for _ in range(slots)]
         self._lock = threading.Lock()
+        self._vocabulary: Vocabulary | None = None
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None:
         self.model, self.options = model, options
@@ -147,6 +156,7 @@ class FakeEngine:
 
     def step(self, step: Step) -> Mapping[int, Sample]:
         self.steps.append(step)
+        self.started_steps += 1
         if self.token_delay:
             time.sleep(self.token_delay)
         out = {}
@@ -156,7 +166,7 @@ class FakeEngine:
                 raise AssertionError(f"slot {chunk.slot}: chunk at {chunk.start}, cache holds {len(state.tokens)}")
             state.tokens.extend(chunk.tokens)
             if chunk.last:
-                out[chunk.slot] = self._draw(state, step.masks.get(chunk.slot))
+                out[chunk.slot] = self._draw(state, step.mask(chunk.slot))
         for slot in step.decode:
             state = self._slots[slot]
             if state.pending is None:
@@ -164,7 +174,7 @@ class FakeEngine:
             if self.fail_on is not None and state.pending == self.fail_on:
                 raise RuntimeError("the fake engine failed a step, as asked")
             state.tokens.append(state.pending)
-            out[slot] = self._draw(state, step.masks.get(slot))
+            out[slot] = self._draw(state, step.mask(slot))
         return out
 
     def end(self, slot: int) -> None:
@@ -182,7 +192,8 @@ class FakeEngine:
         else:
             token = ord(random.Random(f"{state.sampling.seed}:{n}").choice(self.reply))
         if mask is not None and token not in mask:
-            token = min(mask)
+            allowed = set(int(t) for t in mask)
+            token = next((t for t in CLOSING if t in allowed), None) or max(allowed)
         state.pending = token
         return self._logprobs(token, n, state.sampling)
 
@@ -208,6 +219,14 @@ class FakeEngine:
         value = dist.get(token, -math.inf)
         best = sorted(dist.items(), key=lambda item: (-item[1], item[0]))[: sampling.logprobs]
         return Sample(token=token, logprob=value, top=tuple(best))
+
+    def vocabulary(self) -> Vocabulary:
+        """END and the ASCII characters, one token each (a grammar masks the rest)."""
+        if self._vocabulary is None:
+            tokens = (b"<|end|>",) + tuple(bytes([i]) for i in range(1, VOCABULARY_SIZE))
+            self._vocabulary = Vocabulary(size=VOCABULARY_SIZE, end_tokens=(END,), tokens=tokens,
+                                          special_tokens=(END,), encode=self.tokenize)
+        return self._vocabulary
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         model = self._loaded()

@@ -2,5 +2,6 @@
 
 from .engine import LlamaCppEngine
 from .selfcheck import BUILD_FLAGS, reinstall_command
+from .vocabulary import vocabulary_of
 
-__all__ = ["BUILD_FLAGS", "LlamaCppEngine", "reinstall_command"]
+__all__ = ["BUILD_FLAGS", "LlamaCppEngine", "reinstall_command", "vocabulary_of"]

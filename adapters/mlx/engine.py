@@ -28,6 +28,7 @@ from modelport.domain import (
     TokenEvent,
 )
 from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.constraints import Vocabulary
 
 FORMATS = (ModelFormat.SAFETENSORS, ModelFormat.MLX)
 DEFAULT_SLOTS = 2
@@ -54,6 +55,8 @@ class _Slot:
 
 class MlxEngine:
     name = "mlx"
+    renders_tools = True  # apply_chat_template(tools=...): transformers' convention
+    late_masks = True  # a mask is waited for after the forward pass is launched (mx.async_eval)
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -64,6 +67,7 @@ class MlxEngine:
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
         self.scheduler: Scheduler | None = None
+        self._vocabulary: Vocabulary | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -96,6 +100,7 @@ class MlxEngine:
             self.scheduler.close()
         with self._lock:
             self._model = self._tokenizer = self._info = self.scheduler = None
+            self._vocabulary = None
             self._slots = []
             self._weights_bytes = 0
             mx = _mlx()
@@ -119,7 +124,8 @@ class MlxEngine:
         if not tokenizer.has_chat_template:
             raise CapabilityMissing(self._info.name if self._info else "model", "chat (no chat template)")
         messages = [message.to_dict() for message in request.messages]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tools = [tool.to_dict() for tool in request.tools] or None
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         """One request through the generation core (library use)."""
@@ -178,19 +184,26 @@ class MlxEngine:
             logits = self._model(mx.array(list(chunk.tokens))[None], cache=state.cache)
             state.tokens.extend(chunk.tokens)
             if chunk.last:
-                out[chunk.slot] = self._draw(state, logits[0, -1], step.masks.get(chunk.slot))
+                out[chunk.slot] = self._draw(state, logits[0, -1], self._mask(step, chunk.slot, logits))
             else:
                 mx.eval([c.state for c in state.cache])
         for slot in step.decode:
             state = self._slots[slot]
             logits = self._model(mx.array([state.pending])[None], cache=state.cache)
             state.tokens.append(state.pending)
-            out[slot] = self._draw(state, logits[0, -1], step.masks.get(slot))
+            out[slot] = self._draw(state, logits[0, -1], self._mask(step, slot, logits))
         return out
 
     def end(self, slot: int) -> None:
         state = self._slots[slot]
         state.pending, state.sampling = None, None
+
+    @staticmethod
+    def _mask(step: Step, slot: int, logits: Any) -> Sequence[int] | None:
+        """The slot's mask, waited for while the forward pass computes."""
+        if slot in step.pending:
+            _mlx().async_eval(logits)
+        return step.mask(slot)
 
     def _draw(self, state: _Slot, logits: Any, mask: Sequence[int] | None) -> Sample:
         import numpy as np
@@ -242,6 +255,22 @@ class MlxEngine:
         values = np.asarray(logprobs)
         best = np.argsort(-values)[:wanted]
         return Sample(token=token, logprob=value, top=tuple((int(i), float(values[i])) for i in best))
+
+    def vocabulary(self) -> Vocabulary:
+        """The folder's tokenizer.json, the logits' width and the end tokens."""
+        if self._vocabulary is None:
+            tokenizer = self._loaded_tokenizer()
+            assert self._info is not None
+            path = Path(self._info.location) / "tokenizer.json"
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CapabilityMissing(self._info.name, f"structured outputs (no readable tokenizer.json: {exc})") \
+                    from None
+            size = int(self._model.args.vocab_size) if hasattr(self._model, "args") else len(tokenizer.vocab)
+            self._vocabulary = Vocabulary(size=size, end_tokens=tuple(sorted(tokenizer.eos_token_ids)),
+                                          tokenizer_json=text)
+        return self._vocabulary
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         raise CapabilityMissing(self._info.name if self._info else "model", "embeddings with the mlx engine")

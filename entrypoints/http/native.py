@@ -36,8 +36,11 @@ def usage(value: Usage) -> dict[str, int]:
 
 
 def result(done: Completion) -> dict[str, Any]:
-    return {"text": done.text, "finish_reason": done.finish_reason.value, "usage": usage(done.usage),
-            "token_ids": list(done.token_ids)}
+    shape = {"text": done.text, "finish_reason": done.finish_reason.value, "usage": usage(done.usage),
+             "token_ids": list(done.token_ids)}
+    if done.tool_calls:
+        shape["tool_calls"] = [call.to_dict() for call in done.tool_calls]
+    return shape
 
 
 class Generate:
@@ -106,6 +109,8 @@ def deltas(events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[b
         for item in events:
             if item.text:
                 yield event({"text": item.text})
+            if item.tool_calls:
+                yield event({"text": "", "tool_calls": [call.to_dict() for call in item.tool_calls]})
             if item.done:
                 assert item.finish_reason is not None
                 yield event({"text": "", "finish_reason": item.finish_reason.value,

@@ -23,6 +23,7 @@ from .logprobs import TokenTexts
 from .resources import MAX_BODY_BYTES, read_json
 from .schemas import Clock
 from .streaming import SSE_DONE, event, log_unexpected, sse_headers
+from .tools import openai_calls
 
 
 
@@ -53,7 +54,8 @@ class ChatCompletions:
             return
         done = [fold(*run, watch_of(req)) for run in runs]
         envelope = wire.Envelope.chat(call.model, self._clock())
-        choices = [wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs))
+        choices = [wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs),
+                                     calls=c.tool_calls)
                    for i, c in enumerate(done)]
         resp.media = envelope.wrap(choices, usage=wire.usage(_choices_usage([done])))
 
@@ -173,19 +175,31 @@ def sse(runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk
         first: dict[str, Any] | None = None) -> Iterator[bytes]:
     """The chunks of one streamed answer of one or more choices: an optional opening
     delta per choice (the chat role), one chunk per text delta (or per token, with
-    log-probabilities), a finish chunk per choice, the usage chunk when asked, [DONE]."""
+    log-probabilities), one per completed tool call (``delta.tool_calls``), a finish
+    chunk per choice, the usage chunk when asked, [DONE]."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
     finals: list[Usage] = []
+    called: dict[int, int] = {}  # tool calls sent so far, per choice
     try:
         if first is not None:
             for index in range(len(runs)):
                 yield event(envelope.wrap([wire.chat_delta({**first, "content": ""}, index=index)], **extra))
         for index, item in interleaved([events for events, _ in runs]):
+            if not item.done and (item.text or (chunk.logprobs and item.token_id is not None)):
+                yield event(envelope.wrap([chunk(index, item)], **extra))
+            if item.tool_calls:
+                delta = {"tool_calls": openai_calls(item.tool_calls, called.get(index, 0), streamed=True)}
+                yield event(envelope.wrap([wire.chat_delta(delta, index=index)], **extra))
+                called[index] = called.get(index, 0) + len(item.tool_calls)
             if item.done:
-                yield event(envelope.wrap([chunk(index, item)], **extra))
+                if called.get(index):
+                    if item.text:
+                        yield event(envelope.wrap([wire.chat_delta({"content": item.text}, index=index)], **extra))
+                    last = wire.chat_delta({}, item.finish_reason, index=index, called=True)
+                else:
+                    last = chunk(index, item)
+                yield event(envelope.wrap([last], **extra))
                 finals.append(item.usage or Usage())
-            elif item.text or (chunk.logprobs and item.token_id is not None):
-                yield event(envelope.wrap([chunk(index, item)], **extra))
         if include_usage:
             total = Usage(prompt_tokens=finals[0].prompt_tokens if finals else 0,
                           cached_tokens=finals[0].cached_tokens if finals else 0,

@@ -27,6 +27,7 @@ from modelport.domain import (
     Usage,
 )
 
+from . import tools as tool_wire
 from .schemas import Body, EmbedCall, listed_names, parse_dimensions, resize, store_name
 
 FINGERPRINT = "fp_modelport"
@@ -74,7 +75,10 @@ def parse_chat(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICa
     _refuse_unsupported(body, shown)
     top = chat_logprobs(body)
     request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body),
-                                logprobs=top)
+                                logprobs=top,
+                                format=tool_wire.openai_response_format(body.get("response_format")),
+                                tools=tool_wire.parse_tools(body.get("tools") or None),
+                                tool_choice=tool_wire.openai_tool_choice(body.get("tool_choice")))
     return OpenAICall(model=model, requests=(request,), n=choices(body), logprobs=top, **_streaming(body))
 
 
@@ -93,8 +97,12 @@ def parse_completion(body: Body, policy: OpenAIPolicy, named: Named = str) -> Op
         raise InvalidRequest("best_of must equal n: every choice generated is returned")
     top = _integer(body, "logprobs", 0, MAX_LOGPROBS)
     _refuse_unsupported(body, shown)
+    if body.get("tools"):
+        raise InvalidRequest("tools need /v1/chat/completions")
     sampling = policy(model, body)
-    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top)
+    fmt = tool_wire.openai_response_format(body.get("response_format"))
+    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top,
+                                       format=fmt)
                      for p in prompts)
     flags = _streaming(body)
     if flags["stream"] and len(requests) > 1:
@@ -159,11 +167,12 @@ def _message(data: object, index: int) -> ChatMessage:
     role = data.get("role")
     if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(f"messages[{index}].role must be one of: {', '.join(ROLES)}")
-    if data.get("tool_calls"):
-        raise InvalidRequest(f"messages[{index}] has tool_calls, but no model here supports tools")
     tool_name = data.get("name") or data.get("tool_call_id") if role == "tool" else None
+    call_id = data.get("tool_call_id") if role == "tool" else None
     return ChatMessage(role=ROLES[role], content=_content(data.get("content"), index),
-                       tool_name=tool_name if isinstance(tool_name, str) else None)
+                       tool_name=tool_name if isinstance(tool_name, str) else None,
+                       tool_calls=data.get("tool_calls") or None,
+                       tool_call_id=call_id if isinstance(call_id, str) else None)
 
 
 def _content(value: object, index: int) -> str:
@@ -200,16 +209,6 @@ def _prompts(value: object) -> tuple[str, ...]:
 
 def _refuse_unsupported(body: Body, model: str) -> None:
     """Clear 400s for what no model here can do yet."""
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, Mapping) else None
-        if kind in ("json_object", "json_schema"):
-            raise InvalidRequest(f"response_format {kind} is not supported yet (structured outputs)")
-        if kind != "text":
-            raise InvalidRequest("response_format.type must be one of: text, json_object, json_schema")
-    tools = body.get("tools")
-    if tools and body.get("tool_choice") != "none":
-        raise InvalidRequest(f"'{model}' does not support tools")
     effort = body.get("reasoning_effort")
     if effort not in (None, "none"):
         raise InvalidRequest(f"'{model}' does not support thinking (reasoning_effort)")
@@ -234,10 +233,13 @@ def _streaming(body: Body) -> dict[str, bool]:
 # -- responses ----------------------------------------------------------------------------
 
 
-def finish(reason: FinishReason | None) -> str | None:
+def finish(reason: FinishReason | None, called: bool = False) -> str | None:
+    """OpenAI's finish reason; a stop after tool calls is ``tool_calls``."""
     if reason is None:
         return None
-    return "length" if reason is FinishReason.LENGTH else "stop"
+    if reason is FinishReason.LENGTH:
+        return "length"
+    return "tool_calls" if called else "stop"
 
 
 def usage(value: Usage) -> dict[str, Any]:
@@ -275,15 +277,17 @@ class Envelope:
                 "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
 
 
-def chat_message(text: str, reason: FinishReason, index: int = 0,
-                 logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "content": text},
-            "logprobs": logprobs, "finish_reason": finish(reason)}
+def chat_message(text: str, reason: FinishReason, index: int = 0, logprobs: dict[str, Any] | None = None,
+                 calls: Sequence[Any] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": tool_wire.openai_calls(calls)}
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish(reason, bool(calls))}
 
 
 def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None, index: int = 0,
-               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish(reason)}
+               logprobs: dict[str, Any] | None = None, called: bool = False) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish(reason, called)}
 
 
 def text_choice(text: str, reason: FinishReason | None, index: int = 0,

@@ -31,11 +31,14 @@ from modelport.domain import (
     ModelRef,
     PullProgress,
     SamplingPolicy,
+    ToolCall,
     Usage,
     system_and_user,
 )
 from modelport.domain.modelfile import PARAMETERS, check_parameters, render_modelfile
 from modelport.ports import Resident
+
+from . import tools as tool_wire
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 RAW_CONFLICT = "raw mode does not support template, system, or context"
@@ -79,13 +82,14 @@ def default_policy(model: str, options: Mapping[str, Any] | None) -> SamplingPol
 def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     """An Ollama ``GenerateRequest``.
 
-    Supported: model, prompt, system, raw, stream, options, keep_alive.
+    Supported: model, prompt, system, raw, stream, options, keep_alive, ``format``
+    ("json" or a JSON schema: the output is constrained to it).
     Refused with 400 (no model here can honour them yet): non-empty ``images``
-    (vision), ``suffix`` (fill-in-the-middle), ``think`` other than false (thinking),
-    ``format`` "json" or a schema (structured outputs).
-    Accepted and ignored: ``template`` (the model's own chat template is used),
-    ``context`` (deprecated), truncate, shift. ``logprobs``/``top_logprobs`` add
-    each token's log-probability (and that many alternatives) to the answer.
+    (vision), ``suffix`` (fill-in-the-middle).
+    Accepted and ignored: ``think`` (no model here has a reasoning mode),
+    ``template`` (the model's own chat template is used), ``context``
+    (deprecated), truncate, shift. ``logprobs``/``top_logprobs`` add each token's
+    log-probability (and that many alternatives) to the answer.
     ``raw`` with system, template or context is refused, as Ollama does.
     """
     model = _model(body)
@@ -100,39 +104,40 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     if _optional(body, "suffix", str, ""):
         needs += ("insert",)
     request = None
+    fmt = tool_wire.ollama_format(body.get("format"))
     if prompt or system:
         sampling = policy(model, _options(body))
         top = parse_logprobs(body)
         if raw:
             request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
-                                        logprobs=top)
+                                        logprobs=top, format=fmt)
         else:
             messages = system_and_user(prompt, system or None)
             request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=sampling,
-                                        logprobs=top)
+                                        logprobs=top, format=fmt)
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
 
 def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
-    """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive.
-
-    Refused as in :func:`parse_generate`: images in any message, ``think``,
-    ``format``, and non-empty ``tools`` or earlier ``tool_calls`` (no model here
-    calls tools yet). ``tool`` messages with ``tool_name`` are accepted.
+    """An Ollama ``ChatRequest``: model, messages, stream, options, keep_alive,
+    ``format`` as in :func:`parse_generate`, and ``tools`` (the model decides
+    whether to call one: Ollama has no ``tool_choice``). Messages may carry
+    ``tool_calls`` (arguments an object); ``tool`` messages name their tool with
+    ``tool_name`` (and may give ``tool_call_id``). Images are refused.
     """
     model = _model(body)
     raw_messages = _optional(body, "messages", list, [])
     images = [image for m in raw_messages if isinstance(m, Mapping) for image in _images(m)]
     needs = _needs(body, images=images)
-    if _optional(body, "tools", list, []) or any(isinstance(m, Mapping) and m.get("tool_calls")
-                                                  for m in raw_messages):
-        needs += ("tools",)
+    fmt = tool_wire.ollama_format(body.get("format"))
+    tools = tool_wire.parse_tools(body.get("tools"))
     messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
     request = None
     if len(messages):
         request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(model, _options(body)), logprobs=parse_logprobs(body))
+                                    sampling=policy(model, _options(body)), logprobs=parse_logprobs(body),
+                                    format=fmt, tools=tools)
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
@@ -203,10 +208,7 @@ def _needs(body: Body, *, images: list) -> tuple[str, ...]:
     needs: tuple[str, ...] = ()
     if images:
         needs += ("images",)
-    if _wants_thinking(body.get("think")):
-        needs += ("thinking",)
-    if _wants_format(body.get("format")):
-        needs += ("structured outputs (format)",)
+    _wants_thinking(body.get("think"))  # checked, then ignored: no model here has a reasoning mode
     return needs
 
 
@@ -216,14 +218,6 @@ def _wants_thinking(think: object) -> bool:
     if think is True or think in THINK_LEVELS:
         return True
     raise InvalidRequest(f'field "think" must be a boolean or one of {", ".join(THINK_LEVELS)}')
-
-
-def _wants_format(fmt: object) -> bool:
-    if fmt is None or fmt == "":
-        return False
-    if fmt == "json" or isinstance(fmt, dict):
-        return True
-    raise InvalidRequest('field "format" must be "json" or a JSON schema object')
 
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}
@@ -328,13 +322,20 @@ class Reply:
     def chat(cls, model: str, clock: Clock) -> "Reply":
         return cls(model, clock, lambda text: {"message": {"role": "assistant", "content": text}})
 
-    def chunk(self, text: str, entries: Sequence[Any] = ()) -> dict[str, Any]:
-        return {**self._head(), **self.content(text), **self._logprobs(entries), "done": False}
+    def chunk(self, text: str, entries: Sequence[Any] = (), calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
+        return {**self._head(), **self._content(text, calls), **self._logprobs(entries), "done": False}
 
-    def final(self, text: str, reason: FinishReason, usage: Usage, entries: Sequence[Any] = ()) -> dict[str, Any]:
+    def final(self, text: str, reason: FinishReason, usage: Usage, entries: Sequence[Any] = (),
+              calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
         logprobs = self._logprobs(entries) if entries else {}
-        return {**self._head(), **self.content(text), **logprobs, "done": True,
+        return {**self._head(), **self._content(text, calls), **logprobs, "done": True,
                 "done_reason": reason.value, **metrics(usage)}
+
+    def _content(self, text: str, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
+        content = self.content(text)
+        if calls and "message" in content:
+            content["message"]["tool_calls"] = tool_wire.ollama_calls(calls)
+        return content
 
     def done(self, reason: str) -> dict[str, Any]:
         """The answer to a load or unload request."""

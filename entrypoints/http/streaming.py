@@ -39,8 +39,8 @@ def ndjson(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply)
     """One line per non-empty text delta, then the final line (or an error line)."""
     try:
         for event in events:
-            if event.text or (reply.logprobs is not None and event.token_id is not None):
-                yield line(reply.chunk(event.text, of_event(event)))
+            if event.text or event.tool_calls or (reply.logprobs is not None and event.token_id is not None):
+                yield line(reply.chunk(event.text, of_event(event), event.tool_calls))
             if event.finish_reason is not None:
                 yield line(reply.final("", event.finish_reason, event.usage or Usage()))
                 return
@@ -63,7 +63,8 @@ def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply,
     """The answer to ``"stream": false``: the whole text and the final metrics. The
     generation is cancelled if the client leaves meanwhile (``watch``)."""
     completion = fold(events, stream, watch)
-    return reply.final(completion.text, completion.finish_reason, completion.usage, of_completion(completion))
+    return reply.final(completion.text, completion.finish_reason, completion.usage, of_completion(completion),
+                       completion.tool_calls)
 
 
 def line(obj: dict[str, Any]) -> bytes:

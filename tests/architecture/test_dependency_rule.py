@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB = set(sys.stdlib_module_names)
 HEAVY = ("jax", "jaxlib", "flax", "llama_cpp", "mlx", "mlx_lm", "transformers", "torch",
-         "huggingface_hub", "falcon", "gunicorn", "numpy", "gguf", "tokenizers", "safetensors")
+         "huggingface_hub", "falcon", "gunicorn", "numpy", "gguf", "tokenizers", "safetensors", "llguidance")
 
 
 def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:

@@ -94,8 +94,8 @@ def test_errors_are_openai_errors(client) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=USER)
     with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model="fake", messages=USER, response_format={"type": "json_object"})
-    assert "json_object" in raised.value.message
+        client.chat.completions.create(model="fake", messages=USER, response_format={"type": "xml"})
+    assert "response_format" in raised.value.message
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="fake", input="a")
 

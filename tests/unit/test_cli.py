@@ -95,10 +95,29 @@ def test_json_with_stream_prints_one_object_per_line(services) -> None:
     assert [line["done"] for line in lines] == [False] * len(REPLY) + [True]
 
 
-def test_format_is_refused_before_anything_runs(services, engine_box) -> None:
-    code, out, err = cli(services, "generate", "fake", "give me JSON", "--format", "json")
-    assert code == EXIT_USAGE and out == ""
-    assert "structured output" in err and "not supported yet" in err
+def test_format_json_prints_only_the_json(services) -> None:
+    pytest.importorskip("llguidance")
+    code, out, err = cli(services, "run", "fake", "give me JSON", "--format", "json")
+    assert code == EXIT_OK and isinstance(json.loads(out), dict)
+
+
+def test_format_takes_a_schema_text_or_file(services, tmp_path) -> None:
+    pytest.importorskip("llguidance")
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 5}},
+              "required": ["n"], "additionalProperties": False}
+    code, out, _ = cli(services, "generate", "fake", "a number", "--format", json.dumps(schema))
+    assert code == EXIT_OK and 3 <= json.loads(out)["n"] <= 5
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    code, out, _ = cli(services, "generate", "fake", "a number", "--format", str(path), "--no-stream")
+    assert code == EXIT_OK and 3 <= json.loads(out)["n"] <= 5
+
+
+@pytest.mark.parametrize("value, words", [("yaml", "not json"), ("{nope", "valid JSON"),
+                                          ('{"type": "object", "dependentSchemas": {}}', "dependentSchemas")])
+def test_a_bad_format_is_one_error_line_before_anything_runs(services, engine_box, value, words) -> None:
+    code, out, err = cli(services, "generate", "fake", "give me JSON", "--format", value)
+    assert code == EXIT_USAGE and out == "" and words in err and len(err.strip().splitlines()) == 1
     assert engine_box.built == []  # nothing was loaded
 
 

@@ -271,10 +271,6 @@ def test_an_unknown_model_is_404_before_its_images_are_refused(client) -> None:
 
 @pytest.mark.parametrize("field, value, capability", [
     ("suffix", "return x", "insert"),
-    ("think", True, "thinking"),
-    ("think", "high", "thinking"),
-    ("format", "json", "format"),
-    ("format", {"type": "object"}, "format"),
 ])
 def test_features_no_model_offers_are_refused(client, field: str, value: Any, capability: str) -> None:
     result = generate(client, prompt="hi", **{field: value})
@@ -282,7 +278,8 @@ def test_features_no_model_offers_are_refused(client, field: str, value: Any, ca
     assert "does not support" in result.json["error"] and capability in result.json["error"]
 
 
-@pytest.mark.parametrize("fields", [{"think": False}, {"format": ""}, {"images": []}, {"suffix": ""},
+@pytest.mark.parametrize("fields", [{"think": False}, {"think": True}, {"think": "high"}, {"format": ""},
+                                    {"images": []}, {"suffix": ""},
                                     {"truncate": True, "shift": False, "logprobs": False}])
 def test_features_switched_off_are_accepted(client, fields: dict[str, Any]) -> None:
     assert generate(client, prompt="hi", stream=False, **fields).json["response"] == REPLY
@@ -395,23 +392,18 @@ def test_malformed_messages_are_400(client, messages: Any, word: str) -> None:
     assert result.status_code == 400 and word in result.json["error"], result.json
 
 
-def test_chat_refuses_images_and_tools(client) -> None:
+def test_chat_refuses_images(client) -> None:
     with_image = [{"role": "user", "content": "What is this?", "images": ["aGVsbG8="]}]
     result = client.simulate_post("/api/chat", json={"model": "fake", "messages": with_image})
     assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support images"})
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    result = chat(client, tools=tools)
-    assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
-    called = [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}]
-    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": called})
-    assert (result.status_code, result.json) == (400, {"error": "'fake:latest' does not support tools"})
 
 
 def test_chat_accepts_tool_results_in_the_history(client, engine_box) -> None:
     messages = [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "sunny", "tool_name": "w"}]
     result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
     assert result.status_code == 200
-    assert engine_box.last.prompts[-1] == "<|user|>Weather?\n<|tool|>sunny\n<|assistant|>"
+    assert engine_box.last.prompts[-1] == ('<|user|>Weather?\n<|user|><tool_response>\n'
+                                           '{"name":"w","content":"sunny"}\n</tool_response>\n<|assistant|>')
 
 
 # -- routing -----------------------------------------------------------------------------
@@ -558,10 +550,6 @@ def test_an_alias_is_listed_under_its_own_name_with_the_same_digest(settings, fa
 @pytest.mark.parametrize("ollama, openai", [
     (("/api/chat", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
      ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})),
-    (("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
-                    "tools": [{"type": "function", "function": {"name": "f"}}]}),
-     ("/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "hi"}],
-                               "tools": [{"type": "function", "function": {"name": "f"}}]})),
     (("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
      ("/v1/responses", {"model": "embedder", "input": "hi"})),
     (("/api/embed", {"model": "fake", "input": "a"}), ("/v1/embeddings", {"model": "fake", "input": "a"})),

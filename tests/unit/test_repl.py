@@ -176,3 +176,40 @@ def test_a_saved_session_is_plain_json(services, tmp_path) -> None:
     chat(services, f"hello\n/save {path}\n", "fake", "--temperature", "0")
     data = json.loads(path.read_text())
     assert data["model"] == "fake" and data["kept_turns"] == 10 and len(data["messages"]) == 2
+
+
+def test_chat_format_makes_every_reply_json(services) -> None:
+    import pytest
+
+    pytest.importorskip("llguidance")
+    code, out, err = chat(services, "a person\nanother\n/quit\n", "fake", "--format", "json", terminal=False)
+    assert code == EXIT_OK, err
+    assert [isinstance(json.loads(line), dict) for line in out.splitlines() if line.strip()] == [True, True]
+
+
+def test_tool_calls_are_shown_on_a_line_of_their_own(services, engine_box) -> None:
+    import pytest
+
+    from modelport.domain import Tool, ToolChoice
+    from modelport.entrypoints.repl import ChatRepl
+
+    pytest.importorskip("llguidance")
+    weather = Tool(name="get_weather", parameters_text={"type": "object", "properties": {
+        "city": {"enum": ["Oslo"]}}, "required": ["city"], "additionalProperties": False})
+
+    class WithTools:  # the services, offering a tool on every turn
+        def __getattr__(self, name):
+            return getattr(services, name)
+
+        def chat(self, session, message, **output):
+            return services.chat(session, message, tools=(weather,), tool_choice=ToolChoice(mode="required"),
+                                 **output)
+
+    out, err = io.StringIO(), io.StringIO()
+    session = services.new_session("fake", sampling=SamplingPolicy.greedy())
+    repl = ChatRepl(WithTools(), session, out=out, err=err, stdin=io.StringIO("weather?\n/history\n/quit\n"))
+    assert repl.run() == 0
+    shown = out.getvalue()
+    assert '[tool call] get_weather {"city": "Oslo"}' in shown
+    assert 'assistant: [tool call] get_weather {"city": "Oslo"}' in shown  # /history too
+    assert repl.session.conversation.messages[-1].tool_calls[0].name == "get_weather"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -184,8 +185,8 @@ def test_a_constraint_masks_each_draw_and_ends_the_generation() -> None:
     fake = engine()
     constraint = OnlyDigits()
     done = complete(fake.scheduler, request("n"), constraint=constraint)
-    assert done.text == "000" and done.finish_reason is FinishReason.STOP
-    assert constraint.seen == [ord("0")] * 3
+    assert done.text == "999" and done.finish_reason is FinishReason.STOP  # the fake: the largest allowed
+    assert constraint.seen == [ord("9")] * 3
 
 
 def test_a_failing_constraint_fails_its_own_request_only() -> None:
@@ -193,6 +194,74 @@ def test_a_failing_constraint_fails_its_own_request_only() -> None:
     running = fake.scheduler.submit(request("fine"))
     broken = fake.scheduler.submit(request("broken"), constraint=Broken())
     with pytest.raises(ValueError, match="broken"):
+        Completion.fold(broken)
+    assert Completion.fold(running).text == REPLY
+    assert fake.scheduler.stats().busy == 0
+
+
+class WaitsForTheStep(OnlyDigits):
+    """A constraint whose mask can only be ready once the engine's next step has
+    begun: it waits (up to a few seconds) for that step's forward pass to start.
+    When the core computes masks while the engine runs, every wait succeeds; a
+    core that asked for each mask before the step would see every wait time out."""
+
+    def __init__(self, fake: FakeEngine) -> None:
+        super().__init__()
+        self.fake = fake
+        self.overlapped: list[bool] = []
+        self.steps_seen = fake.started_steps  # when the last token was reported
+
+    def advance(self, token: int) -> None:
+        super().advance(token)
+        self.steps_seen = self.fake.started_steps
+
+    def allowed(self):
+        target = self.steps_seen + 1
+        deadline = time.monotonic() + 3
+        while self.fake.started_steps < target and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.overlapped.append(self.fake.started_steps >= target)
+        return super().allowed()
+
+
+def test_masks_are_computed_while_the_engine_runs_its_step() -> None:
+    fake = engine(token_delay=0.01)
+    constraint = WaitsForTheStep(fake)
+    done = complete(fake.scheduler, request("n"), constraint=constraint)
+    assert done.text == "999"
+    assert constraint.overlapped == [True, True, True]
+
+
+class Serial(FakeEngine):
+    late_masks = False  # gets every mask resolved, in Step.masks
+
+
+def test_an_engine_without_late_masks_gets_them_resolved() -> None:
+    fake = Serial(REPLY, slots=2)
+    fake.load(fake_model("fake:latest"), EngineOptions(slots=2))
+    assert complete(fake.scheduler, request("n"), constraint=OnlyDigits()).text == "999"
+    constrained = [s for s in fake.steps if s.masks]
+    assert constrained and all(not s.pending for s in fake.steps)
+    running = fake.scheduler.submit(request("fine"))
+    with pytest.raises(ValueError, match="broken"):
+        Completion.fold(fake.scheduler.submit(request("broken"), constraint=Broken()))
+    assert Completion.fold(running).text == REPLY
+
+
+class BreaksLater(OnlyDigits):
+    """Fails on its second mask, which the core computes during a step."""
+
+    def allowed(self):
+        if self.seen:
+            raise ValueError("this grammar broke mid-way")
+        return super().allowed()
+
+
+def test_a_mask_failing_during_the_step_fails_its_own_request_only() -> None:
+    fake = engine(slots=2, token_delay=0.0005)
+    running = fake.scheduler.submit(request("fine"))
+    broken = fake.scheduler.submit(request("broken"), constraint=BreaksLater())
+    with pytest.raises(ValueError, match="mid-way"):
         Completion.fold(broken)
     assert Completion.fold(running).text == REPLY
     assert fake.scheduler.stats().busy == 0

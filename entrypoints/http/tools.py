@@ -1,0 +1,94 @@
+"""The wire shapes of structured output and tool calls, Ollama's and OpenAI's.
+
+Requests: Ollama ``format`` ("json" or a schema) and ``tools``; OpenAI
+``response_format`` (``json_object``, ``json_schema`` with ``strict``), ``tools``
+and ``tool_choice``. Answers: Ollama's ``message.tool_calls`` (arguments an
+object, one whole call per streamed chunk), OpenAI's (arguments a JSON string,
+call ids, ``finish_reason: "tool_calls"``, streamed as ``delta.tool_calls``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from modelport.domain import InvalidRequest, OutputFormat, Tool, ToolCall, ToolChoice, canonical_json_text
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def ollama_format(value: object) -> OutputFormat | None:
+    """Ollama's ``format``: "json" (JSON mode) or a JSON schema object."""
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return OutputFormat.json_mode()
+    if isinstance(value, Mapping):
+        return OutputFormat.from_schema(value)
+    raise InvalidRequest('field "format" must be "json" or a JSON schema object')
+
+
+def parse_tools(value: object) -> tuple[Tool, ...]:
+    """``tools``: ``[{"type": "function", "function": {"name", "description", "parameters"}}]``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest('field "tools" must be an array')
+    return tuple(Tool.from_dict(tool) for tool in value)
+
+
+def openai_response_format(value: object) -> OutputFormat | None:
+    """``text``, ``json_object`` or ``json_schema`` (``{"name", "schema", "strict"}``)."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat.json_mode()
+    if kind == "json_schema":
+        spec = value.get("json_schema")  # type: ignore[union-attr]
+        if not isinstance(spec, Mapping):
+            raise InvalidRequest("response_format json_schema needs a 'json_schema' object with a 'schema'")
+        schema = spec.get("schema")
+        if schema is None:
+            schema = {"type": "object"}
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest("response_format.json_schema.strict must be a boolean")
+        name = spec.get("name")
+        return OutputFormat.from_schema(schema, strict=bool(strict), name=name if isinstance(name, str) else None)
+    raise InvalidRequest("response_format.type must be one of: text, json_object, json_schema")
+
+
+def openai_tool_choice(value: object) -> ToolChoice:
+    """``none``, ``auto``, ``required`` or ``{"type": "function", "function": {"name"}}``."""
+    if value is None:
+        return ToolChoice()
+    if value in ("none", "auto", "required"):
+        return ToolChoice(mode=value)  # type: ignore[arg-type]
+    if isinstance(value, Mapping) and value.get("type") == "function":
+        function = value.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if isinstance(name, str) and name:
+            return ToolChoice.function(name)
+    raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
+                         '{"type": "function", "function": {"name": ...}}')
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+def ollama_calls(calls: Sequence[ToolCall], start: int = 0) -> list[dict[str, Any]]:
+    return [{"id": c.id, "function": {"index": start + i, "name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(calls)]
+
+
+def openai_calls(calls: Sequence[ToolCall], start: int = 0, *, streamed: bool = False) -> list[dict[str, Any]]:
+    shapes = []
+    for i, call in enumerate(calls):
+        shape: dict[str, Any] = {"id": call.id, "type": "function",
+                                 "function": {"name": call.name, "arguments": canonical_json_text(call.arguments)}}
+        if streamed:
+            shape = {"index": start + i, **shape}
+        shapes.append(shape)
+    return shapes
