@@ -53,6 +53,9 @@ def _rate(tokens: int, ns: int) -> float:
     return tokens / ns * 1e9 if ns > 0 else 0.0
 
 
+MAX_LOGPROBS = 20
+
+
 def _conversation(value: Conversation | Iterable[ChatMessage]) -> Conversation:
     return value if isinstance(value, Conversation) else Conversation(messages=tuple(value))
 
@@ -60,18 +63,23 @@ def _conversation(value: Conversation | Iterable[ChatMessage]) -> Conversation:
 @attrs.frozen(kw_only=True)
 class GenerationRequest:
     """Either a raw ``prompt`` (sent as is) or ``messages`` (rendered through the
-    model's chat template). Never both."""
+    model's chat template). Never both. ``logprobs``: report each token's
+    log-probability (0) and that many most likely alternatives (1 to 20); None:
+    none."""
 
     model: ModelRef
     prompt: str = ""
     messages: Conversation = attrs.field(factory=Conversation, converter=_conversation)
     sampling: SamplingPolicy = attrs.field(factory=SamplingPolicy)
+    logprobs: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.prompt, str):
             raise InvalidRequest("prompt must be a string")
         if self.prompt and len(self.messages):
             raise InvalidRequest("give either a prompt or messages, not both")
+        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise InvalidRequest(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}")
 
     @property
     def is_chat(self) -> bool:
@@ -96,12 +104,15 @@ class TokenEvent:
 
     Every event but the last carries a text delta (possibly empty while a multi-byte
     character or a possible stop string is held back). The last event has
-    ``finish_reason`` and ``usage`` set.
+    ``finish_reason`` and ``usage`` set. ``logprob`` is the token's log-probability
+    under the distribution it was drawn from; ``top_logprobs`` the most likely
+    tokens there, as (token id, log-probability), when the request asked for them.
     """
 
     text: str = ""
     token_id: int | None = None
     logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
 
@@ -119,16 +130,20 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[float, ...] = ()
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
 
     @classmethod
     def fold(cls, events: Iterable[TokenEvent]) -> "Completion":
         parts: list[str] = []
         tokens: list[int] = []
         logprobs: list[float] = []
+        top: list[tuple[tuple[int, float], ...]] = []
         for event in events:
             parts.append(event.text)
             if event.token_id is not None:
                 tokens.append(event.token_id)
+                if event.top_logprobs:
+                    top.append(event.top_logprobs)
             if event.logprob is not None:
                 logprobs.append(event.logprob)
             if event.done:
@@ -138,6 +153,7 @@ class Completion:
                     finish_reason=event.finish_reason,
                     usage=event.usage or Usage(completion_tokens=len(tokens)),
                     logprobs=tuple(logprobs),
+                    top_logprobs=tuple(top),
                 )
         raise RuntimeError("the generation stream ended without a final event")
 

@@ -710,9 +710,9 @@ class Cli:
 
     def _ps_table(self, models: list[dict[str, Any]]) -> None:
         rows = [(m.get("name") or m.get("model"), str(m.get("digest") or "")[:12], render.size(m.get("size") or 0),
-                 _processor(m), m.get("context_length") or "", render.until(render.parse_timestamp(
+                 _processor(m), m.get("context_length") or "", _slots(m), render.until(render.parse_timestamp(
                      m.get("expires_at")))) for m in models]
-        render.table(self.out, ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"), rows)
+        render.table(self.out, ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "SLOTS", "UNTIL"), rows)
 
     def cmd_stop(self) -> int:
         answer = self.client.unload(self.model)
@@ -928,6 +928,19 @@ def _check_state(check) -> str:
     if check.expected is None:
         return "ok (no recorded sha256)"
     return "ok" if check.ok else "MISMATCH"
+
+
+def _slots(model: dict[str, Any]) -> str:
+    """``busy/total +waiting @ tok/s`` of a /api/ps entry ('' for a server that does not say)."""
+    slots = model.get("slots")
+    if not isinstance(slots, dict):
+        return ""
+    text = f"{slots.get('busy', 0)}/{slots.get('total', 0)}"
+    if slots.get("waiting"):
+        text += f" +{slots['waiting']}"
+    if slots.get("tokens_per_second"):
+        text += f" @ {slots['tokens_per_second']:.1f} tok/s"
+    return text
 
 
 def _processor(model: dict[str, Any]) -> str:

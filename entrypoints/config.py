@@ -105,6 +105,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: str(default_slots()),
            _positive_int("num_parallel"), "slots per model: generations decoded together (default: "
            "twice the CPU count, 2 to 8)"),
+    Option("warmup_tokens", ("MODELPORT_WARMUP_TOKENS",), lambda: "4", _non_negative_int("warmup_tokens"),
+           "tokens a model decodes when it loads, so that the first request does not pay the warm-up"),
     Option("max_queue", ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), lambda: "512",
            _non_negative_int("max_queue"), "requests waiting for a model before 503"),
     Option("origins", ("MODELPORT_ORIGINS", "OLLAMA_ORIGINS"), lambda: "", str,
@@ -135,6 +137,7 @@ class Settings:
     default_model: str = "smollm2"
     model_ttl: float = 300.0
     num_parallel: int = attrs.field(factory=default_slots)
+    warmup_tokens: int = 4
     max_queue: int = 512
     origins: str = ""
     api_key: str = attrs.field(default="", repr=False)

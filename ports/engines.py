@@ -10,9 +10,21 @@ from typing import Callable, Iterable
 
 import attrs
 
-from modelport.domain import Capability, EngineUnavailable, ModelFormat, ModelInfo
+from modelport.domain import (
+    Capability,
+    Completion,
+    EngineUnavailable,
+    GenerationRequest,
+    ModelFormat,
+    ModelInfo,
+    ModelportError,
+    ModelRef,
+    SamplingPolicy,
+)
 from modelport.ports.engine import EngineOptions, InferenceEngine
-from modelport.ports.scheduler import SlotStats
+from modelport.ports.scheduler import Scheduler, SlotStats
+
+WARMUP_PROMPT = "Hello"
 
 # A model in the key's format can be converted by the store into the value's format,
 # so that engines which cannot read the first can still run it.
@@ -161,6 +173,7 @@ class ResidentModels:
         convert: Convert | None = None,
         keep_alive: float | None = None,
         max_queue: int = 512,
+        warmup_tokens: int = 0,
     ) -> None:
         if max_resident < 1:
             raise ValueError("max_resident must be at least 1")
@@ -170,6 +183,7 @@ class ResidentModels:
         self._convert = convert
         self.keep_alive = keep_alive
         self.max_queue = max_queue  # requests that may wait for each model's slots
+        self.warmup_tokens = warmup_tokens  # decoded at load (0: none)
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, Resident] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
@@ -208,6 +222,7 @@ class ResidentModels:
             scheduler = getattr(instance, "scheduler", None)
             if scheduler is not None:
                 scheduler.max_queue = self.max_queue
+                self._warm_up(scheduler, model)
             load_ns = time.monotonic_ns() - started
             now = self._clock()
             resident = Resident(
@@ -220,6 +235,20 @@ class ResidentModels:
                 self._loaded.move_to_end(key)
                 self._evict_over_limit()
             return resident, True
+
+    def _warm_up(self, scheduler: Scheduler, model: ModelInfo) -> None:
+        """Decode a few tokens right after the load: the first steps of an engine are
+        slower (programs compiled or fetched from the cache, buffers allocated),
+        and a request should not wait for them. A model that cannot decode even
+        this raises here; a refusal (a context too small for the prompt) is ignored."""
+        if self.warmup_tokens <= 0:
+            return
+        request = GenerationRequest(model=ModelRef.parse("warm-up"), prompt=WARMUP_PROMPT,
+                                    sampling=SamplingPolicy.greedy(max_tokens=self.warmup_tokens))
+        try:
+            Completion.fold(scheduler.submit(request))
+        except ModelportError:
+            pass
 
     def _in_format(self, model: ModelInfo, spec: EngineSpec) -> ModelInfo:
         """``model`` as ``spec`` loads it: converted by the store when needed."""

@@ -163,7 +163,8 @@ class Scheduler:
     def submit(self, request: GenerationRequest, *, constraint: TokenConstraint | None = None,
                logprobs: int | None = None) -> Generation:
         """Queue ``request``. What makes it impossible (an empty prompt, one longer
-        than the context, a full queue) raises here, before anything is queued."""
+        than the context, a full queue) raises here, before anything is queued.
+        ``logprobs`` overrides the request's own."""
         engine = self.engine
         prompt = list(engine.prompt_tokens(request))
         if not prompt:
@@ -176,12 +177,13 @@ class Scheduler:
         if policy.max_tokens is not None:
             limit = min(limit, policy.max_tokens)
         seed = policy.seed if policy.seed is not None else random.randrange(2**31)
-        sampling = SlotSampling(policy=policy, seed=seed, logprobs=logprobs)
+        sampling = SlotSampling(policy=policy, seed=seed, logprobs=request.logprobs if logprobs is None else logprobs)
         with self._changed:
             if self._closed:
                 raise InvalidRequest("the model is being unloaded; try again")
-            if len(self._waiting) >= self.max_queue and self._free_slots() == 0:
-                raise ServerBusy(len(self._waiting))
+            beyond = len(self._waiting) - self._free_slots()  # those that will wait for a slot
+            if beyond >= self.max_queue:
+                raise ServerBusy(max(beyond, 0))
             job = _Job(next(self._numbers), request, prompt, sampling, limit, constraint, engine.text_decoder())
             self._waiting.append(job)
             self._start_locked()
@@ -261,7 +263,9 @@ class Scheduler:
         self._cancelled.clear()
 
     def _free_slots(self) -> int:
-        return self.engine.slots - len(self._active)
+        """Slots free now or at the next step (a cancelled request's slot is)."""
+        leaving = sum(1 for job in self._cancelled if job.slot is not None)
+        return self.engine.slots - len(self._active) + leaving
 
     def _admit(self) -> None:
         """Give free slots to the waiting jobs, first come first served."""
@@ -353,7 +357,7 @@ class Scheduler:
                 self._fail(job, exc)
                 return
         text = job.matcher.push(job.decoder.push(token))
-        job.events.put(TokenEvent(text=text, token_id=token, logprob=sample.logprob))
+        job.events.put(TokenEvent(text=text, token_id=token, logprob=sample.logprob, top_logprobs=sample.top))
         if job.matcher.stopped or constraint_done:
             self._finish(job, FinishReason.STOP, now)
         elif job.produced >= job.limit:

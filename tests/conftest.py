@@ -54,7 +54,8 @@ def fake_store() -> InMemoryModelStore:
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(home=str(tmp_path / "home"))
+    # no warm-up generation at load: tests count the prompts an engine saw
+    return Settings(home=str(tmp_path / "home"), warmup_tokens=0)
 
 
 @pytest.fixture

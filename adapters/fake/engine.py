@@ -65,6 +65,8 @@ class FakeEngine:
         self.options: EngineOptions | None = None
         self.prompts: list[str] = []  # every rendered prompt, for tests to inspect
         self.steps: list[Step] = []  # every step the core ran
+        self.begun: list[tuple[int, tuple[int, ...]]] = []  # (slot, prompt) of every sequence started
+        self.fail_on: int | None = None  # a token that makes the next step it is fed to raise
         self.loads = 0
         self.scheduler: Scheduler | None = None
         self._slot_count = slots
@@ -140,6 +142,7 @@ class FakeEngine:
             keep += 1
         del state.tokens[keep:]
         state.pending, state.sampling, state.drawn = None, sampling, 0
+        self.begun.append((slot, tuple(prompt)))
         return keep
 
     def step(self, step: Step) -> Mapping[int, Sample]:
@@ -158,6 +161,8 @@ class FakeEngine:
             state = self._slots[slot]
             if state.pending is None:
                 raise AssertionError(f"slot {slot} decodes before its prompt was read")
+            if self.fail_on is not None and state.pending == self.fail_on:
+                raise RuntimeError("the fake engine failed a step, as asked")
             state.tokens.append(state.pending)
             out[slot] = self._draw(state, step.masks.get(slot))
         return out

@@ -2,36 +2,35 @@
 
 It loads a local Hugging Face or MLX folder handed over by modelport's store, through
 ``mlx_lm.utils.load_model`` and ``load_tokenizer`` on a path (never mlx-lm's own
-downloads). The token loop is mlx-lm's ``generate_step`` with a sampler and logits
-processors built from the SamplingPolicy; text goes through the tokenizer's streaming
-detokenizer, stop strings through the domain's StopMatcher.
+downloads), and implements the generation core's step-level port
+(:class:`~modelport.ports.SlotEngine`). The installed mlx-lm has no batch
+generation, so each slot is a prompt cache of its own (mlx-lm's
+``make_prompt_cache``) and a step runs its slots one after another: streams
+interleave fairly, but do not decode faster together. Sampling follows llama.cpp's
+order (repeat penalty, top-k, top-p, min-p, temperature) with mlx-lm's filters;
+draw ``n`` of a slot uses a key made from its seed and ``n``.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from modelport.domain import (
     CapabilityMissing,
-    ContextOverflow,
     EngineUnavailable,
-    FinishReason,
     GenerationRequest,
-    InvalidRequest,
     ModelFormat,
     ModelInfo,
     ModelLoadError,
-    SamplingPolicy,
-    StopMatcher,
     TokenEvent,
-    Usage,
 )
-from modelport.ports import EngineOptions
+from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
 
 FORMATS = (ModelFormat.SAFETENSORS, ModelFormat.MLX)
+DEFAULT_SLOTS = 2
 
 
 def _mlx():
@@ -43,6 +42,16 @@ def _mlx():
     return mx
 
 
+class _Slot:
+    def __init__(self, cache: list) -> None:
+        self.cache = cache  # mlx-lm's per-layer caches
+        self.tokens: list[int] = []  # what the cache holds
+        self.pending: int | None = None
+        self.sampling: SlotSampling | None = None
+        self.drawn = 0
+        self.logits: Any = None  # of the last position read, for the next draw
+
+
 class MlxEngine:
     name = "mlx"
 
@@ -52,7 +61,9 @@ class MlxEngine:
         self._info: ModelInfo | None = None
         self._num_ctx = 0
         self._weights_bytes = 0
+        self._slots: list[_Slot] = []
         self._lock = threading.Lock()
+        self.scheduler: Scheduler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -65,6 +76,7 @@ class MlxEngine:
             raise EngineUnavailable(self.name, "no Metal GPU here; use --device cpu")
         mx.set_default_device(mx.gpu if options.device != "cpu" and mx.metal.is_available() else mx.cpu)
         from mlx.utils import tree_flatten
+        from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.utils import load_model, load_tokenizer
 
         folder = Path(model.location)
@@ -76,10 +88,15 @@ class MlxEngine:
         self._model, self._tokenizer, self._info = loaded, tokenizer, model
         self._num_ctx = min(options.num_ctx, model.context_length or options.num_ctx)
         self._weights_bytes = sum(v.nbytes for _, v in tree_flatten(loaded.parameters()))
+        self._slots = [_Slot(make_prompt_cache(loaded)) for _ in range(options.slots or DEFAULT_SLOTS)]
+        self.scheduler = Scheduler(self)
 
     def unload(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         with self._lock:
-            self._model = self._tokenizer = self._info = None
+            self._model = self._tokenizer = self._info = self.scheduler = None
+            self._slots = []
             self._weights_bytes = 0
             mx = _mlx()
             mx.clear_cache()
@@ -104,76 +121,127 @@ class MlxEngine:
         messages = [message.to_dict() for message in request.messages]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        """One request through the generation core (library use)."""
+        self._loaded_tokenizer()
+        assert self.scheduler is not None
+        return self.scheduler.submit(request)
+
+    # -- the step-level port -----------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def context_length(self) -> int:
+        return self._num_ctx
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         tokenizer = self._loaded_tokenizer()
         text = self.render(request)
         # A rendered chat already holds its special tokens (BOS included).
         return list(tokenizer.encode(text, add_special_tokens=not request.is_chat))
 
-    # -- generation --------------------------------------------------------------------
+    def is_end(self, token: int) -> bool:
+        return token in self._tokenizer.eos_token_ids
 
-    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
-        self._loaded_tokenizer()
-        prompt = self._prompt_tokens(request)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty")
-        if len(prompt) >= self._num_ctx:
-            raise ContextOverflow(len(prompt), self._num_ctx)
-        return self._generate(prompt, request.sampling)
+    def text_decoder(self) -> "IncrementalDecoder":
+        return IncrementalDecoder(self._loaded_tokenizer())
 
-    def _generate(self, prompt: list[int], policy: SamplingPolicy) -> Iterator[TokenEvent]:
+    def held(self, slot: int) -> Sequence[int]:
+        return tuple(self._slots[slot].tokens)
+
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SlotSampling) -> int:
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+        state = self._slots[slot]
+        keep = 0
+        for a, b in zip(state.tokens, prompt[:-1]):
+            if a != b:
+                break
+            keep += 1
+        drop = len(state.tokens) - keep
+        if drop and can_trim_prompt_cache(state.cache):
+            trim_prompt_cache(state.cache, drop)
+        elif drop:
+            state.cache, keep = make_prompt_cache(self._model), 0
+        del state.tokens[keep:]
+        state.pending, state.sampling, state.drawn, state.logits = None, sampling, 0, None
+        return keep
+
+    def step(self, step: Step) -> Mapping[int, Sample]:
         mx = _mlx()
-        from mlx_lm.generate import generate_step
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        out = {}
+        for chunk in step.chunks:
+            state = self._slots[chunk.slot]
+            logits = self._model(mx.array(list(chunk.tokens))[None], cache=state.cache)
+            state.tokens.extend(chunk.tokens)
+            if chunk.last:
+                out[chunk.slot] = self._draw(state, logits[0, -1], step.masks.get(chunk.slot))
+            else:
+                mx.eval([c.state for c in state.cache])
+        for slot in step.decode:
+            state = self._slots[slot]
+            logits = self._model(mx.array([state.pending])[None], cache=state.cache)
+            state.tokens.append(state.pending)
+            out[slot] = self._draw(state, logits[0, -1], step.masks.get(slot))
+        return out
 
-        limit = min(policy.max_tokens or self._num_ctx, self._num_ctx - len(prompt))
-        tokenizer = self._tokenizer
-        detokenizer = IncrementalDecoder(tokenizer)
-        matcher = StopMatcher(policy.stop)
-        with self._lock:
-            mx.random.seed(policy.seed if policy.seed is not None else time.monotonic_ns() % 2**32)
-            sampler = make_sampler(
-                temp=0.0 if policy.is_greedy else policy.temperature,
-                top_p=policy.top_p if policy.top_p < 1 else 0.0,
-                min_p=policy.min_p,
-                top_k=policy.top_k,
-            )
-            processors = []
-            if policy.repeat_penalty != 1.0 and policy.repeat_last_n != 0:
-                context = self._num_ctx if policy.repeat_last_n == -1 else policy.repeat_last_n
-                processors = make_logits_processors(repetition_penalty=policy.repeat_penalty,
-                                                    repetition_context_size=context)
-            started = time.monotonic_ns()
-            first_token_at = started
-            produced = 0
-            reason = FinishReason.LENGTH
-            steps = generate_step(mx.array(prompt), self._model, max_tokens=limit, sampler=sampler,
-                                  logits_processors=processors)
-            try:
-                for token, logprobs in steps:
-                    token = int(token)
-                    if produced == 0:
-                        first_token_at = time.monotonic_ns()
-                    if token in tokenizer.eos_token_ids:
-                        reason = FinishReason.STOP
-                        break
-                    produced += 1
-                    text = matcher.push(detokenizer.add(token))
-                    yield TokenEvent(text=text, token_id=token, logprob=float(logprobs[token]))
-                    if matcher.stopped:
-                        reason = FinishReason.STOP
-                        break
-                    if produced >= limit:
-                        break
-            finally:
-                steps.close()
-            finished = time.monotonic_ns()
-        tail = ""
-        if not matcher.stopped:
-            tail = matcher.push(detokenizer.finish()) + matcher.flush()
-        usage = Usage(prompt_tokens=len(prompt), completion_tokens=produced,
-                      prompt_eval_ns=first_token_at - started, eval_ns=finished - first_token_at)
-        yield TokenEvent(text=tail, finish_reason=reason, usage=usage)
+    def end(self, slot: int) -> None:
+        state = self._slots[slot]
+        state.pending, state.sampling = None, None
+
+    def _draw(self, state: _Slot, logits: Any, mask: Sequence[int] | None) -> Sample:
+        import numpy as np
+        from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+        mx = _mlx()
+        assert state.sampling is not None
+        policy = state.sampling.policy
+        logits = logits.astype(mx.float32)
+        if policy.repeat_penalty != 1.0 and policy.repeat_last_n != 0:
+            recent = state.tokens if policy.repeat_last_n < 0 else state.tokens[-policy.repeat_last_n:]
+            if recent:
+                ids = mx.array(sorted(set(recent)))
+                seen = logits[ids]
+                logits[ids] = mx.where(seen > 0, seen / policy.repeat_penalty, seen * policy.repeat_penalty)
+        if mask is not None:
+            allowed = np.full(logits.shape[-1], -np.inf, np.float32)
+            allowed[np.asarray(mask, np.int64)] = 0.0
+            logits = logits + mx.array(allowed)
+        if policy.is_greedy:
+            token = int(mx.argmax(logits).item())
+            scaled = logits
+        else:
+            scaled = logits / policy.temperature
+            logprobs = scaled - mx.logsumexp(scaled)
+            if policy.top_k > 0:
+                logprobs = apply_top_k(logprobs[None], policy.top_k)[0]
+            if policy.top_p < 1.0:
+                logprobs = apply_top_p(logprobs[None], policy.top_p)[0]
+            if policy.min_p > 0.0:
+                logprobs = apply_min_p(logprobs[None], policy.min_p)[0]
+            key = mx.random.key((state.sampling.seed * 1_000_003 + state.drawn) % (2**63))
+            token = int(mx.random.categorical(logprobs, key=key).item())
+        state.drawn += 1
+        state.pending = token
+        return self._sample(token, scaled, state.sampling.logprobs)
+
+    @staticmethod
+    def _sample(token: int, scaled: Any, wanted: int | None) -> Sample:
+        """The draw with its log-probability under the distribution after
+        temperature (greedy: temperature 1) and the ``wanted`` best alternatives."""
+        import numpy as np
+
+        mx = _mlx()
+        logprobs = scaled - mx.logsumexp(scaled)
+        value = float(logprobs[token].item())
+        if not wanted:
+            return Sample(token=token, logprob=value if math.isfinite(value) else -math.inf)
+        values = np.asarray(logprobs)
+        best = np.argsort(-values)[:wanted]
+        return Sample(token=token, logprob=value, top=tuple((int(i), float(values[i])) for i in best))
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
         raise CapabilityMissing(self._info.name if self._info else "model", "embeddings with the mlx engine")
@@ -198,7 +266,7 @@ class IncrementalDecoder:
         self._prefix = 0  # decoding starts here, so spaces between tokens come out right
         self._read = 0  # tokens up to here have been emitted
 
-    def add(self, token: int) -> str:
+    def push(self, token: int) -> str:
         self._ids.append(token)
         text = self._decode(self._ids[self._prefix:])
         if text.endswith("\ufffd"):
@@ -207,7 +275,7 @@ class IncrementalDecoder:
         self._prefix, self._read = self._read, len(self._ids)
         return text[len(emitted):]
 
-    def finish(self) -> str:
+    def flush(self) -> str:
         if self._read == len(self._ids):
             return ""
         text = self._decode(self._ids[self._prefix:])

@@ -204,14 +204,16 @@ def finish(reason: FinishReason | None) -> str | None:
     return "length" if reason is FinishReason.LENGTH else "stop"
 
 
-def usage(value: Usage) -> dict[str, int]:
+def usage(value: Usage) -> dict[str, Any]:
     return {"prompt_tokens": value.prompt_tokens, "completion_tokens": value.completion_tokens,
-            "total_tokens": value.total_tokens}
+            "total_tokens": value.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": value.cached_tokens}}
 
 
 def add_usage(values: Sequence[Usage]) -> Usage:
     return Usage(prompt_tokens=sum(u.prompt_tokens for u in values),
-                 completion_tokens=sum(u.completion_tokens for u in values))
+                 completion_tokens=sum(u.completion_tokens for u in values),
+                 cached_tokens=sum(u.cached_tokens for u in values))
 
 
 @attrs.frozen

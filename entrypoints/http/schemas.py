@@ -558,7 +558,17 @@ def running(resident: Resident, now: float) -> dict[str, Any]:
         "expires_at": rfc3339(now + FOREVER_S if expiry is None else min(expiry, now + FOREVER_S)),
         "size_vram": size_vram,
         "context_length": resident.options.num_ctx,
+        **_slots(resident),
     }
+
+
+def _slots(resident: Resident) -> dict[str, Any]:
+    """modelport's addition to a ``/api/ps`` entry: the generation core's slots."""
+    stats = resident.stats()
+    if stats is None:
+        return {}
+    return {"slots": {"total": stats.slots, "busy": stats.busy, "free": stats.free, "waiting": stats.waiting,
+                      "tokens_per_second": round(stats.tokens_per_second, 2)}}
 
 
 def ps(residents: list[Resident], now: float) -> dict[str, Any]:

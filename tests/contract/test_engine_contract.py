@@ -17,6 +17,7 @@ from support import tiny_llama
 
 from modelport.adapters.fake import FakeEngine, fake_model
 from modelport.domain import (
+    ChatMessage,
     ModelFormat,
     CapabilityMissing,
     Completion,
@@ -351,3 +352,64 @@ def test_embedder_unload_frees_memory(embedder, engine_home) -> None:
     assert engine.memory_used() > 0
     engine.unload()
     assert engine.memory_used() == 0
+
+
+# -- the generation core: many requests on one engine's slots ---------------------------------
+
+BATCH_PROMPTS = (
+    "Once upon a time",
+    "The capital of France is",
+    "def fibonacci(n):",
+    "In the beginning the universe was created. This has made a lot of people very angry and",
+)
+
+
+def test_the_engine_has_a_scheduler_over_its_slots(loaded) -> None:
+    _, engine, _ = loaded
+    assert engine.scheduler is not None and engine.scheduler.engine is engine
+    assert engine.slots >= 1 and engine.context_length >= 256
+
+
+def test_concurrent_greedy_requests_equal_each_alone(loaded) -> None:
+    case, engine, _ = loaded
+    requests = [raw(case, prompt, max_tokens=6 + 2 * i) for i, prompt in enumerate(BATCH_PROMPTS)]
+    alone = [Completion.fold(engine.stream(r)).token_ids for r in requests]
+    streams = [engine.scheduler.submit(r) for r in requests]
+    together = [Completion.fold(s).token_ids for s in streams]
+    assert together == alone
+
+
+def test_a_seeded_request_draws_the_same_whatever_runs_beside_it(loaded) -> None:
+    case, engine, _ = loaded
+    seeded = raw(case, temperature=0.9, top_k=40, top_p=0.95, seed=99, max_tokens=10)
+    alone = Completion.fold(engine.stream(seeded)).token_ids
+    others = [engine.scheduler.submit(raw(case, prompt, temperature=1.0, max_tokens=12)) for prompt in BATCH_PROMPTS]
+    beside = Completion.fold(engine.scheduler.submit(seeded)).token_ids
+    for other in others:
+        Completion.fold(other)
+    assert beside == alone
+
+
+def test_cancelling_one_request_leaves_the_others_whole(loaded) -> None:
+    case, engine, _ = loaded
+    keep = raw(case, BATCH_PROMPTS[1], max_tokens=8)
+    expected = Completion.fold(engine.stream(keep)).token_ids
+    doomed = engine.scheduler.submit(raw(case, BATCH_PROMPTS[0], max_tokens=40))
+    kept = engine.scheduler.submit(keep)
+    next(doomed)
+    doomed.close()
+    assert Completion.fold(kept).token_ids == expected
+    _, after = run(engine, raw(case, max_tokens=10))
+    assert after.token_ids == case.golden_tokens
+
+
+def test_the_next_chat_turn_reuses_the_cached_prefix(loaded) -> None:
+    case, engine, _ = loaded
+    history = chat("Tell me a short story about a robot.", max_tokens=16)
+    first = Completion.fold(engine.stream(history))
+    follow = GenerationRequest(model=ModelRef.parse("m"), sampling=SamplingPolicy.greedy(max_tokens=8),
+                               messages=list(history.messages.messages) + [
+                                   ChatMessage.assistant(first.text), ChatMessage.user("And then?")])
+    second = Completion.fold(engine.stream(follow))
+    assert second.usage.cached_tokens > first.usage.prompt_tokens // 2
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens

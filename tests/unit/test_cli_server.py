@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import multiprocessing
 import os
 import socket
@@ -174,8 +175,9 @@ def test_preload_ps_and_stop(server_services, url) -> None:
     assert code == EXIT_OK and out == "loaded 'fake'\n" and loaded(server_services) == ["fake:latest"]
     code, out, _ = run(None, "ps", "--url", url)
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "SLOTS", "UNTIL"]
     assert row.startswith("fake:latest") and "100% CPU" in row and "minutes from now" in row
+    assert re.search(r" 0/\d+ ", row)  # no slot busy
     code, out, _ = run(None, "ps", "--json", "--url", url)
     assert [m["name"] for m in json.loads(out)] == ["fake:latest"]
     code, out, _ = run(None, "stop", "fake", "--url", url)

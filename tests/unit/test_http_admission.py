@@ -1,5 +1,6 @@
-"""Admission to a model: FIFO, bounded, 503 + Retry-After when full; concurrent
-requests served whole."""
+"""Admission over HTTP: the scheduler's bounded line gives 503 + Retry-After when
+full; a closed or failed request gives its slot back; concurrent requests are
+served whole. (The line itself, FIFO and bounded, is tested in test_scheduler.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 from modelport.adapters.fake import InMemorySessionRepository
 from modelport.domain import ModelFormat
 from modelport.entrypoints.bootstrap import bootstrap
-from modelport.entrypoints.http.admission import Admission, QueueFull
 from modelport.entrypoints.http.app import create_app
 from modelport.ports import EngineSpec
 
@@ -33,69 +33,6 @@ def eventually(condition, limit: float = WAIT_S) -> None:
         time.sleep(0.002)
 
 
-# -- Admission --------------------------------------------------------------------------------
-
-
-def test_a_free_model_admits_at_once() -> None:
-    admission = Admission()
-    ticket = admission.enter("m")
-    assert (admission.active, admission.waiting) == (1, 0)
-    admission.leave(ticket)
-    assert (admission.active, admission.waiting) == (0, 0)
-
-
-def test_waiters_are_served_in_arrival_order() -> None:
-    admission = Admission(parallel=1, max_queue=10)
-    holder = admission.enter("m")
-    order: list[int] = []
-
-    def wait_then_record(number: int) -> None:
-        ticket = admission.enter("m")
-        order.append(number)
-        admission.leave(ticket)
-
-    threads = []
-    for number in range(6):
-        thread = threading.Thread(target=wait_then_record, args=(number,))
-        thread.start()
-        threads.append(thread)
-        eventually(lambda: admission.waiting == number + 1)
-    admission.leave(holder)
-    for thread in threads:
-        thread.join(WAIT_S)
-    assert order == list(range(6))
-
-
-def test_a_full_queue_turns_the_next_request_away() -> None:
-    admission = Admission(parallel=1, max_queue=1)
-    holder = admission.enter("m")
-    waiter = threading.Thread(target=lambda: admission.leave(admission.enter("m")))
-    waiter.start()
-    eventually(lambda: admission.waiting == 1)
-    with pytest.raises(QueueFull, match="1 requests are already waiting"):
-        admission.enter("m")
-    admission.leave(holder)
-    waiter.join(WAIT_S)
-    assert (admission.active, admission.waiting) == (0, 0)
-
-
-def test_parallel_admits_that_many_per_model_and_models_are_independent() -> None:
-    admission = Admission(parallel=2, max_queue=0)
-    tickets = [admission.enter("a"), admission.enter("a"), admission.enter("b")]
-    with pytest.raises(QueueFull):
-        admission.enter("a")
-    for ticket in tickets:
-        admission.leave(ticket)
-    assert admission.active == 0
-
-
-def test_bad_bounds_are_refused() -> None:
-    with pytest.raises(ValueError):
-        Admission(parallel=0)
-    with pytest.raises(ValueError):
-        Admission(max_queue=-1)
-
-
 # -- over HTTP ---------------------------------------------------------------------------------
 
 
@@ -108,10 +45,22 @@ def start_stream(app, model: str = "fake"):
     return body
 
 
+def one_slot_no_queue(settings, fake_store, box=None):
+    """Services and app whose models have one slot each and no room to queue."""
+    settings = attrs.evolve(settings, max_queue=0, num_parallel=1)
+    spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=box or EngineBox(token_delay=0.001))
+    services = bootstrap(settings, store=fake_store, engines=[spec], sessions=InMemorySessionRepository())
+    return services, create_app(services, settings)
+
+
+def busy_slots(services) -> int:
+    return sum(stats.busy for stats in services.activity().values())
+
+
 @pytest.fixture
-def busy(services, settings):
+def busy(settings, fake_store):
     """An app with no room to queue, whose only slot on ``fake`` is taken."""
-    app = create_app(services, attrs.evolve(settings, max_queue=0))
+    services, app = one_slot_no_queue(settings, fake_store)
     body = start_stream(app)
     yield app, falcon.testing.TestClient(app, headers=LOCAL)
     body.close()
@@ -140,21 +89,23 @@ def test_other_models_and_other_routes_are_not_held_up(busy) -> None:
     assert client.simulate_get("/health").json["queue"]["active"] == 1
 
 
-def test_a_closed_stream_gives_its_turn_back(services, settings) -> None:
-    app = create_app(services, attrs.evolve(settings, max_queue=0))
+def test_a_closed_stream_gives_its_turn_back(settings, fake_store) -> None:
+    services, app = one_slot_no_queue(settings, fake_store)
     start_stream(app).close()
     client = falcon.testing.TestClient(app, headers=LOCAL)
     result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "hi", "stream": False})
     assert result.status_code == 200
-    assert app.runner.admission.active == 0
+    eventually(lambda: busy_slots(services) == 0)
 
 
-def test_a_failed_start_gives_its_turn_back(services, settings) -> None:
-    app = create_app(services, attrs.evolve(settings, max_queue=0))
+def test_a_failed_start_gives_its_turn_back(settings, fake_store) -> None:
+    services, app = one_slot_no_queue(settings, fake_store)
     client = falcon.testing.TestClient(app, headers=LOCAL)
     body = {"model": "fake", "prompt": "x" * 40, "raw": True, "options": {"num_ctx": 16}}
     assert client.simulate_post("/api/generate", json=body).status_code == 400
-    assert app.runner.admission.active == 0
+    assert busy_slots(services) == 0
+    result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "hi", "stream": False})
+    assert result.status_code == 200
 
 
 def test_concurrent_requests_each_get_their_whole_answer(settings, fake_store) -> None:
@@ -176,4 +127,4 @@ def test_concurrent_requests_each_get_their_whole_answer(settings, fake_store) -
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert list(pool.map(ask, range(12))) == [REPLY] * 12
     assert len(box.built) == 1  # one load, shared
-    assert app.runner.admission.active == 0 and services.loaded()[0].in_use == 0
+    eventually(lambda: busy_slots(services) == 0 and services.loaded()[0].in_use == 0)

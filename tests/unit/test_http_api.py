@@ -92,7 +92,11 @@ def test_health_lists_engines_and_loaded_models(client) -> None:
     assert isinstance(health["devices"]["gpus"], list)
     assert health["queue"] == {"active": 0, "waiting": 0, "max_waiting": 512}
     generate(client, prompt="hi", stream=False)
-    assert client.simulate_get("/health").json["loaded"] == ["fake:latest"]
+    health = client.simulate_get("/health").json
+    assert health["loaded"] == ["fake:latest"]
+    slots = health["slots"]["fake:latest"]
+    assert slots["busy"] == slots["waiting"] == 0 and slots["free"] == slots["total"] >= 1
+    assert slots["tokens_per_second"] > 0
 
 
 # -- models ------------------------------------------------------------------------------
@@ -429,19 +433,15 @@ def test_a_wrong_method_is_a_json_405(client, method: str, path: str) -> None:
 
 
 class BreaksAfterOneToken(FakeEngine):
-    """Streams one token, then fails with ``error``."""
+    """Draws one token (from the prompt's last chunk), then its next step fails
+    with ``error``."""
 
     error: Exception = RuntimeError("the accelerator fell over")
 
-    def stream(self, request):
-        return self._break(super().stream(request))
-
-    def _break(self, events: Iterator) -> Iterator:
-        try:
-            yield next(events)
+    def step(self, step):
+        if step.decode:
             raise self.error
-        finally:
-            events.close()
+        return super().step(step)
 
 
 class BreaksWithModelportError(BreaksAfterOneToken):

@@ -59,6 +59,15 @@ def test_tokens_first_token_and_loaded_models(client) -> None:
     assert value(found, "modelport_time_to_first_token_seconds_count", model="fake:latest") == 2
     assert value(found, "modelport_loaded_models") == 2
     assert value(found, "modelport_queue_depth") == 0
+    slots = services_slots(client)
+    assert value(found, "modelport_slots", model="fake:latest", state="busy") == 0
+    assert value(found, "modelport_slots", model="fake:latest", state="free") == slots
+    assert value(found, "modelport_model_queue_depth", model="fake:latest") == 0
+    assert value(found, "modelport_decode_tokens_per_second", model="fake:latest") > 0
+
+
+def services_slots(client) -> int:
+    return client.simulate_get("/health").json["slots"]["fake:latest"]["total"]
 
 
 def test_a_stream_is_timed_until_its_body_closes(services, settings) -> None:

@@ -163,7 +163,8 @@ def test_completion_sends_the_prompt_raw(client, engine_box) -> None:
 def test_completion_of_several_prompts_gives_one_choice_each(client) -> None:
     body = complete(client, prompt=["a", "bb"], max_tokens=3).json
     assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "The"), (1, "The")]
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9}
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_completion_stream(client) -> None:

@@ -168,6 +168,8 @@ def test_ps_shows_size_expiry_and_context(client, services, clock) -> None:
     assert entry["size_vram"] == 0 and entry["context_length"] == 2048
     assert datetime.fromisoformat(entry["expires_at"]).timestamp() == clock.now() + 60
     assert entry["details"]["family"] == "fake" and len(entry["digest"]) == 64
+    slots = entry["slots"]
+    assert slots["busy"] == slots["waiting"] == 0 and slots["free"] == slots["total"] >= 1
 
 
 def test_ps_lists_the_longest_staying_model_first(client) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import attrs
+
 import pytest
 
 from modelport.adapters.fake import fake_model
@@ -197,3 +199,19 @@ def test_an_embedder_is_never_given_an_engine_that_cannot_embed() -> None:
     with pytest.raises(EngineUnavailable, match="cannot run 'e' .embedding."):
         registry.select(embedder, "mlx")
     assert registry.select(fake_model("c", format=ModelFormat.SAFETENSORS)).name == "mlx"
+
+
+def test_a_model_decodes_its_warm_up_tokens_when_it_loads(settings, fake_store, engine_box) -> None:
+    from modelport.adapters.fake import InMemorySessionRepository
+    from modelport.entrypoints.bootstrap import bootstrap
+
+    spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
+    services = bootstrap(attrs.evolve(settings, warmup_tokens=3), store=fake_store, engines=[spec],
+                         sessions=InMemorySessionRepository())
+    assert services.complete(ask()).text == "The capital of France is Paris."
+    fake = engine_box.last
+    assert fake.prompts == ["Hello", "<|user|>capital of France?\n<|assistant|>"]
+    warm_up_draws = [step for step in fake.steps if step.sampling][:3]
+    assert len(warm_up_draws) == 3 and all(s.sampling == (fake.begun[0][0],) for s in warm_up_draws)
+    services.complete(ask())
+    assert fake.prompts.count("Hello") == 1  # once per load, not per request
