@@ -159,9 +159,10 @@ class LlamaCppEngine:
         cparams.n_batch = cparams.n_ubatch = batch
         cparams.n_seq_max = slots
         cparams.n_threads = cparams.n_threads_batch = threads
-        # one KV stream for all slots: a step with prompt chunks and decode tokens of
-        # many sequences is one ubatch (separate streams split it by sequence length)
-        cparams.kv_unified = True
+        # a KV stream per slot: a sequence's cells stay in position order, so that
+        # its attention sums in the same order whatever else is cached (a unified
+        # cache interleaves sequences and their holes, and the numbers drift)
+        cparams.kv_unified = False
         cparams.no_perf = True
         ctx = llama_cpp.llama_init_from_model(handle.model, cparams)
         if not ctx:
@@ -299,6 +300,7 @@ class LlamaCppEngine:
             if state.pending is None:
                 raise RuntimeError(f"slot {slot} decodes before its prompt was read")
             parts.append((slot, (state.pending,), len(state.tokens), True))
+        pad = self._pad(parts)
         samples: dict[int, Sample] = {}
         try:
             for group in _fill(parts, batch.capacity):
@@ -308,7 +310,8 @@ class LlamaCppEngine:
                     raise ModelportError(f"llama_decode failed ({status}): "
                                          + ("the KV cache is full" if status == 1 else "see the log"))
                 for slot, tokens, _, _ in group:
-                    self._slots[slot].tokens.extend(tokens)
+                    if slot != pad:
+                        self._slots[slot].tokens.extend(tokens)
                 for slot, row in rows:
                     samples[slot] = self._draw(slot, row, step.masks.get(slot))
         except BaseException:
@@ -319,7 +322,27 @@ class LlamaCppEngine:
                 self._slots[slot].tokens.clear()
                 self._slots[slot].pending = None
             raise
+        if pad is not None:
+            lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), pad, len(self._slots[pad].tokens), -1)
         return samples
+
+    def _pad(self, parts: list[tuple[int, Sequence[int], int, bool]]) -> int | None:
+        """A step of one token goes through llama.cpp's CPU attention on another path
+        (split over the cache, summed in another order) than a step of several, so
+        that one sequence decoding alone would not draw what it draws beside others.
+        Such a step gets a second token, without logits, at the end of an idle
+        slot's sequence (removed right after; the slot's kept cache is untouched).
+        Returns that slot, or None."""
+        if len(parts) != 1 or len(parts[0][1]) != 1:
+            return None
+        busy = parts[0][0]
+        idle = [s for s in range(len(self._slots)) if s != busy and self._slots[s].pending is None
+                and len(self._slots[s].tokens) < self._n_ctx_slot]
+        if not idle:
+            return None
+        slot = idle[0]
+        parts.append((slot, (0,), len(self._slots[slot].tokens), False))
+        return slot
 
     def end(self, slot: int) -> None:
         state = self._slots[slot]
