@@ -15,9 +15,11 @@ from .errors import (
     ModelportError,
     ModelReadOnly,
     ServerBusy,
+    PromptTooLong,
     UnsupportedArchitecture,
 )
 from .generation import (
+    MAX_TOKEN_BYTES,
     Completion,
     EmbeddingRequest,
     Embeddings,
@@ -35,6 +37,7 @@ from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
     "DEFAULT_TAG",
+    "MAX_TOKEN_BYTES",
     "Capability",
     "CapabilityMissing",
     "ChatMessage",
@@ -60,6 +63,7 @@ __all__ = [
     "ModelReadOnly",
     "ModelRef",
     "ModelportError",
+    "PromptTooLong",
     "PullProgress",
     "Role",
     "SamplingPolicy",

@@ -44,17 +44,24 @@ class UnsupportedArchitecture(ModelportError):
 
 
 class EngineUnavailable(ModelportError):
-    """An engine that cannot run here, usually because its extra is not installed."""
+    """An engine that cannot run here, usually because its extra is not installed.
 
-    def __init__(self, engine: str, reason: str = "", extra: str | None = None) -> None:
+    ``fix`` is what to do about it when that is not installing the extra (say, the
+    command that reinstalls a library build that crashes on this CPU)."""
+
+    def __init__(self, engine: str, reason: str = "", extra: str | None = None,
+                 fix: str | None = None) -> None:
         message = f"engine '{engine}' is not available"
         if reason:
             message += f": {reason}"
         if extra:
             message += f"; install it with: pip install 'modelport[{extra}]'"
+        if fix:
+            message += f"; {fix}"
         super().__init__(message)
         self.engine = engine
         self.extra = extra
+        self.fix = fix
 
 
 class ContextOverflow(ModelportError):
@@ -75,6 +82,19 @@ class ServerBusy(ModelportError):
     def __init__(self, waiting: int) -> None:
         super().__init__(f"the server is busy: {waiting} requests are already waiting; try again shortly")
         self.waiting = waiting
+class PromptTooLong(ContextOverflow):
+    """The prompt is so long that it cannot fit, whatever it tokenizes to: refused by
+    its size in bytes, before it is tokenized."""
+
+    def __init__(self, prompt_bytes: int, context_length: int, max_bytes: int) -> None:
+        ModelportError.__init__(
+            self,
+            f"the prompt is {prompt_bytes} bytes, more than a context window of {context_length} "
+            f"tokens can hold (at most {max_bytes} bytes); shorten the prompt or raise num_ctx",
+        )
+        self.prompt_tokens = -(-prompt_bytes // (max_bytes // context_length))  # at least this many
+        self.context_length = context_length
+        self.prompt_bytes = prompt_bytes
 
 
 class InvalidRequest(ModelportError, ValueError):

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import attrs
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, PromptTooLong
 from .messages import ChatMessage, Conversation
 from .models import ModelRef
 from .sampling import SamplingPolicy
@@ -54,6 +54,11 @@ def _rate(tokens: int, ns: int) -> float:
 
 
 MAX_LOGPROBS = 20
+# No token of a tokenizer we know spans more bytes than this (SmolLM2's longest is 81,
+# a newline and 80 spaces), so a prompt of more than num_ctx x MAX_TOKEN_BYTES bytes
+# cannot fit in num_ctx tokens, whatever it tokenizes to. Such a prompt is refused by
+# its size, before anything tokenizes it.
+MAX_TOKEN_BYTES = 256
 
 
 def _conversation(value: Conversation | Iterable[ChatMessage]) -> Conversation:
@@ -80,10 +85,36 @@ class GenerationRequest:
             raise InvalidRequest("give either a prompt or messages, not both")
         if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_LOGPROBS):
             raise InvalidRequest(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}")
+        _check_size(self._texts(), self.sampling.num_ctx)
 
     @property
     def is_chat(self) -> bool:
         return len(self.messages) > 0
+
+    def check_fits(self, context_length: int) -> None:
+        """Refuse (:class:`PromptTooLong`) a prompt too long for a model whose own
+        context is ``context_length`` tokens (when that is less than ``num_ctx``)."""
+        if 0 < context_length < self.sampling.num_ctx:
+            _check_size(self._texts(), context_length)
+
+    def _texts(self) -> list[str]:
+        return [self.prompt] if self.prompt else [m.content for m in self.messages]
+
+
+def _check_size(texts: list[str], num_ctx: int) -> None:
+    """Refuse text that cannot fit in ``num_ctx`` tokens (by its UTF-8 size, which
+    costs no tokenizing), or that is not valid Unicode (a lone surrogate from JSON)."""
+    limit = num_ctx * MAX_TOKEN_BYTES
+    if sum(len(text) for text in texts) > limit:  # each character is at least a byte
+        raise PromptTooLong(sum(len(text) for text in texts), num_ctx, limit)
+    size = 0
+    for text in texts:
+        try:
+            size += len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"the prompt is not valid Unicode: {exc.reason} at character {exc.start}") from None
+    if size > limit:
+        raise PromptTooLong(size, num_ctx, limit)
 
 
 @attrs.frozen(kw_only=True)

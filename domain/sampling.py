@@ -9,6 +9,9 @@ import attrs
 from .errors import InvalidRequest
 
 DEFAULT_NUM_CTX = 4096
+# llama.cpp allocates at least 256 tokens of context (and rounds up to a multiple of
+# 256), so a smaller window would not be what the engine runs: it is refused.
+MIN_NUM_CTX = 256
 
 
 def _check(condition: Callable[[Any], bool], requirement: str):
@@ -50,7 +53,8 @@ class SamplingPolicy:
     seed: int | None = attrs.field(default=None, validator=_check(lambda v: v >= 0, ">= 0"))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_stops)
     max_tokens: int | None = attrs.field(default=None, validator=_check(lambda v: v > 0, "> 0"))
-    num_ctx: int = attrs.field(default=DEFAULT_NUM_CTX, validator=_check(lambda v: v >= 16, ">= 16"))
+    num_ctx: int = attrs.field(default=DEFAULT_NUM_CTX,
+                               validator=_check(lambda v: v >= MIN_NUM_CTX, f">= {MIN_NUM_CTX}"))
 
     @classmethod
     def greedy(cls, max_tokens: int | None = None, **overrides: Any) -> "SamplingPolicy":

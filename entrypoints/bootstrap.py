@@ -9,6 +9,9 @@ first built, so ``modelport --help`` stays fast and never imports jax.
 from __future__ import annotations
 
 import importlib.util
+import sys
+import threading
+from pathlib import Path
 from typing import Iterable
 
 from modelport.domain import Capability, ModelFormat
@@ -51,15 +54,49 @@ def _mlx_engine():
     return MlxEngine()
 
 
+def _lazy(build):
+    """A check built on first use (``modelport --help`` and ``list`` never build it)."""
+    made = []
+    lock = threading.Lock()
+
+    def check():
+        with lock:
+            if not made:
+                made.append(build())
+        return made[0]()
+
+    return check
+
+
 def _apple_silicon() -> bool:
     import platform
 
     return platform.system() == "Darwin" and platform.machine() == "arm64"
 
 
-def default_engines() -> list[EngineSpec]:
+def _llamacpp_check(home: str | None):
+    """The gguf engine's self-check: a token from the installed llama.cpp build in a
+    child process, remembered under ``<home>/checks`` per build."""
+    from modelport.adapters.llamacpp import reinstall_command
+    from modelport.adapters.selfcheck import LibraryCheck, installed_library
+
+    def library():
+        return installed_library("llama_cpp", "llama-cpp-python")
+
+    found = library()
+    return LibraryCheck(
+        engine="gguf", library=library,
+        argv=[sys.executable, "-c", "import sys; from modelport.adapters.llamacpp.selfcheck import main; "
+                                    "sys.exit(main())"],
+        fix=reinstall_command(sys.executable, found.version if found else ""),
+        folder=None if home is None else Path(home) / "checks",
+    )
+
+
+def default_engines(home: str | None = None) -> list[EngineSpec]:
     """Every engine modelport ships, in order of preference for ``auto``: llama.cpp
-    for GGUF files, then the folder engines (MLX first on Apple silicon)."""
+    for GGUF files, then the folder engines (MLX first on Apple silicon). The gguf
+    engine's library is checked once per build (results under ``home``)."""
     specs = [
         EngineSpec(
             name="gguf",
@@ -67,6 +104,7 @@ def default_engines() -> list[EngineSpec]:
             factory=_llamacpp_engine,
             available=lambda: _installed("llama_cpp"),
             extra="gguf",
+            check=_lazy(lambda: _llamacpp_check(home)),
         ),
         EngineSpec(
             name="jax",
@@ -135,7 +173,7 @@ def bootstrap(
 ) -> Services:
     """Wire the services. Every argument left out gets the production adapter."""
     settings = settings or Settings.load()
-    registry = EngineRegistry(default_engines() if engines is None else engines)
+    registry = EngineRegistry(default_engines(settings.home) if engines is None else engines)
     store = store if store is not None else build_store(settings)
     return Services(
         store=store,

@@ -112,7 +112,49 @@ CATALOG: tuple[CatalogEntry, ...] = (
        32, 8, 128, 32768, "apache-2.0"),
     _e("all-minilm:l6-v2", "", "bert", 22.7e6, "F32", 0, 0, 0, 256, "apache-2.0",
        format="safetensors", kind="embedding", bundled=True),
+    # RustLLM's registry names (docs/migrating-rustllm.md), each a 4-bit GGUF on the Hub.
+    _e("llama2-7b", "TheBloke/Llama-2-7B-Chat-GGUF:Q4_K_M", "llama", 6.74e9, "Q4_K_M",
+       32, 32, 128, 4096, "llama2"),
+    _e("mistral-7b", "TheBloke/Mistral-7B-Instruct-v0.2-GGUF:Q4_K_M", "llama", 7.24e9, "Q4_K_M",
+       32, 8, 128, 32768, "apache-2.0"),
+    _e("phi-2", "TheBloke/phi-2-GGUF:Q4_K_M", "phi2", 2.78e9, "Q4_K_M", 32, 32, 80, 2048, "mit"),
+    _e("neural-chat-7b", "TheBloke/neural-chat-7B-v3-1-GGUF:Q4_K_M", "llama", 7.24e9, "Q4_K_M",
+       32, 8, 128, 32768, "apache-2.0"),
 )
+
+# RustLLM's registry: each short name, the Hub repository:quantization it pulls and the
+# one file of that repository the quantization picks (its sha256 is the Hub's, checked).
+RUSTLLM_FILES: dict[str, str] = {
+    "llama2-7b": "llama-2-7b-chat.Q4_K_M.gguf",
+    "mistral-7b": "mistral-7b-instruct-v0.2.Q4_K_M.gguf",
+    "phi-2": "phi-2.Q4_K_M.gguf",
+    "neural-chat-7b": "neural-chat-7b-v3-1.Q4_K_M.gguf",
+}
+
+
+def registry_source(name: str) -> str | None:
+    """What a RustLLM registry name (``phi-2``, also ``phi-2:latest``) pulls: the Hub
+    ``org/repo:QUANT`` from the catalog; None for any other name."""
+    short = name.strip().lower().removesuffix(":latest")
+    if short not in RUSTLLM_FILES:
+        return None
+    return next(e.source for e in CATALOG if e.name == short)
+
+
+def registry_name(model_name: str) -> str | None:
+    """The RustLLM short name of an installed model pulled through one (or None)."""
+    lowered = model_name.lower()
+    for short in RUSTLLM_FILES:
+        source = registry_source(short)
+        if source and lowered == source.lower():
+            return short
+    return None
+
+
+def resolve_name(name: str) -> str:
+    """A model name as the store knows it: RustLLM's registry names become their Hub
+    source, anything else is left alone."""
+    return registry_source(name) or name
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,9 @@ Usage:
   modelport chat [<model>] [--stop=<text>]... [options]
   modelport embed <model> [<text>...] [options]
   modelport (pull | download) <model> [options]
+  modelport model pull <model> [options]
+  modelport model (list | ls) [options]
+  modelport model (remove | rm) <model>... [options]
   modelport search <query>... [options]
   modelport (list | ls) [options]
   modelport show <model> [options]
@@ -16,14 +19,17 @@ Usage:
   modelport create <model> <path> [options]
   modelport serve [options]
   modelport deploy [options]
+  modelport stop-server [options]
   modelport ps [options]
   modelport stop <model> [options]
   modelport cache (stats | clear) [options]
   modelport cache (preload | evict) <model> [options]
   modelport cache max <n> [options]
+  modelport cache (enable | disable) [options]
   modelport catalog [options]
   modelport config [options]
   modelport version
+  modelport --version
   modelport (-h | --help)
 
 Commands:
@@ -33,6 +39,7 @@ Commands:
   chat        Chat with a model; with stdin not a terminal, every line is a message.
   embed       Embed each text (the arguments, or each line of stdin); prints JSON.
   pull        Download a model from the Hugging Face Hub (download is the same).
+  model       RustLLM's spelling: model pull NAME, model list, model remove NAME.
   search      Search the Hugging Face Hub for models.
   list, ls    List installed and bundled models.
   show        Show a model's details.
@@ -42,11 +49,14 @@ Commands:
   remove, rm  Remove models.
   create      Add a local GGUF file or Hugging Face folder as a model.
   serve       Serve the Ollama-compatible HTTP API (gunicorn, in the foreground).
-  deploy      Print how to reach the server and keep it running, then serve.
+  deploy      Print how to reach the server and keep it running, then serve;
+              with --detached, start it in the background and return.
+  stop-server Stop the server that deploy --detached started.
   ps          List the models a running server holds in memory.
   stop        Unload a model from a running server.
   cache       A running server's resident models: stats, clear, preload MODEL,
-              evict MODEL, max N.
+              evict MODEL, max N; enable or disable keeping models loaded
+              between requests (for the next server started here).
   catalog     Well-known small models, with the memory each needs against this machine's.
   config      Show every setting, its value and where it came from.
   version     Print the version.
@@ -70,6 +80,9 @@ Generation options (run, generate, chat; unset ones take the model's own default
   --format=<format>        Structured output (json, or a JSON schema): not supported
                            yet, so it is refused.
   --session=<name>         chat: continue a saved chat (a name from /save, or a file).
+  --model=<name>           run, chat: the model (RustLLM's spelling of <model>).
+  --model-path=<path>      run, chat: a GGUF file or model folder to run (default for
+                           run: MODELPORT_MODEL_PATH, else MODELPORT_DEFAULT_MODEL).
   --verbose                Print timings to stderr after each reply.
 
 Model options:
@@ -80,27 +93,41 @@ Model options:
   --memory=<size>          catalog: the memory to fit in, e.g. 24GB (default: this
                            machine's RAM and GPU memory).
   --all                    catalog: list the models that do not fit too.
+  --revision=<rev>         pull: a branch, tag or commit of the repository.
+  --trust-remote-code      pull: accepted for Hugging Llama's scripts; modelport never
+                           runs a repository's code (docs/models.md says what it means).
 
 Server options:
-  --url=<url>              A running server (default: MODELPORT_HOST, else
-                           http://127.0.0.1:11434). ps, stop and cache need one; list,
-                           show, pull, copy, remove, run, generate, chat and embed go
-                           through it when --url is given.
+  --url=<url>              A running server (default: MODELPORT_HOST and the --port
+                           default below, else http://127.0.0.1:11434). ps, stop and
+                           cache need one; list, show, pull, copy, remove, run,
+                           generate, chat and embed go through it when --url is given.
   --host=<host>            serve, deploy: address to listen on (default: 127.0.0.1,
                            or MODELPORT_HOST).
-  --port=<port>            serve, deploy: port (default: 11434, or MODELPORT_PORT).
+  --port=<port>            serve, deploy: port (default: 11434, or MODELPORT_PORT, or
+                           OLLAMA_LOCAL_PORT; client commands use it too).
   --threads=<n>            serve, deploy: request threads (default: 4, or MODELPORT_THREADS).
   --max-models=<n>         serve, deploy: models kept loaded at once (default: 3, or
                            MODELPORT_MAX_RESIDENT_MODELS).
+  --max-resident-models=<n>  serve, deploy: the same as --max-models.
+  --model-ttl=<seconds>    serve, deploy: how long an idle model stays loaded (300, 5m,
+                           -1 for ever; default: 5m, or MODELPORT_MODEL_TTL).
+  --api=<profile>          serve, deploy: ollama (the default) or rustllm, the routes
+                           at /api (RustLLM's are always under /rustllm/api too).
+  --detached               deploy: start the server in the background (a pid file and
+                           a log under the home); stop-server stops it.
 
 Global options:
   --engine=<name>          auto, gguf, jax or mlx (default: auto, or MODELPORT_ENGINE).
   --device=<device>        auto, cpu or gpu (default: auto, or MODELPORT_DEVICE).
   --device-index=<i>       Which GPU to use (default: 0, or MODELPORT_DEVICE_INDEX).
   --home=<dir>             Where models live (default: MODELPORT_HOME, or the user cache).
+  --models-path=<dir>      The model store's folder (default: MODELPORT_MODELS_PATH, or
+                           the home's models/).
   --json                   Print JSON instead of text, for scripts.
   --debug                  Show a traceback when something fails.
   -h, --help               Show this help.
+  --version                Print the version.
 
 Exit status: 0 success, 1 error, 2 bad usage, 3 model not found, 4 engine
 unavailable, 5 server not reachable, 130 interrupted.
@@ -165,16 +192,18 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 _GENERATION = {"--system", "--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                "--repeat-last-n", "--seed", "--stop", "--max-tokens", "--num-ctx", "--verbose"}
 _ENGINE = {"--engine", "--device", "--device-index"}
-_LOCAL = {"--home", "--debug"}
-_SERVE = {"--host", "--port", "--threads", "--max-models"} | _ENGINE | _LOCAL
+_LOCAL = {"--home", "--models-path", "--debug"}
+_SERVE = {"--host", "--port", "--threads", "--max-models", "--max-resident-models", "--model-ttl",
+          "--api"} | _ENGINE | _LOCAL
 _CLIENT = {"--url", "--json", "--debug"}
 OPTIONS_OF: dict[str, set[str]] = {
-    "run": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url", "--json"},
+    "run": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url", "--json",
+                                             "--model", "--model-path"},
     "generate": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url",
                                                   "--json"},
-    "chat": _GENERATION | _ENGINE | _LOCAL | {"--session", "--url"},
+    "chat": _GENERATION | _ENGINE | _LOCAL | {"--session", "--url", "--model", "--model-path"},
     "embed": _ENGINE | _LOCAL | {"--url", "--json"},
-    "pull": _LOCAL | {"--url", "--json"},
+    "pull": _LOCAL | {"--url", "--json", "--revision", "--trust-remote-code"},
     "search": _LOCAL | {"--author", "--filter", "--sort", "--limit", "--json"},
     "list": _LOCAL | {"--url", "--json"},
     "show": _LOCAL | {"--url", "--json"},
@@ -184,17 +213,20 @@ OPTIONS_OF: dict[str, set[str]] = {
     "remove": _LOCAL | {"--url", "--json"},
     "create": _LOCAL | {"--json"},
     "serve": _SERVE,
-    "deploy": _SERVE,
+    "deploy": _SERVE | {"--detached", "--json"},
+    "stop-server": _LOCAL | {"--json"},
     "ps": _CLIENT,
     "stop": _CLIENT,
     "cache": _CLIENT,
     "catalog": _LOCAL | {"--memory", "--all", "--num-ctx", "--json", "--device-index"},
     "config": _SERVE | {"--json"},
 }
+OPTIONS_OF["model"] = OPTIONS_OF["pull"] | OPTIONS_OF["list"]  # only for `model --help`: `model pull` is pull
 ALIASES = {"ls": "list", "download": "pull", "cp": "copy", "rm": "remove"}
 SETTING_FLAGS = {"--home": "home", "--host": "host", "--port": "port", "--engine": "engine",
                  "--device": "device", "--device-index": "device_index", "--threads": "threads",
-                 "--max-models": "max_resident_models"}
+                 "--max-models": "max_resident_models", "--max-resident-models": "max_resident_models",
+                 "--model-ttl": "model_ttl", "--api": "api", "--models-path": "models_path"}
 
 
 def version() -> str:
@@ -217,15 +249,26 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
     """Run one command; returns the exit status. ``services`` lets tests inject fakes
     (``serve`` then serves them)."""
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .cli_help import command_help, wants_command_help
+
+    asked = wants_command_help(argv, [*OPTIONS_OF, *ALIASES])
+    if asked:
+        print(command_help(__doc__, asked, OPTIONS_OF, ALIASES), file=out)
+        return EXIT_OK
+    unknown = _unknown_command(argv)
+    if unknown is not None:
+        print(f"error: unknown command '{unknown}'; 'modelport --help' lists the commands", file=err)
+        return EXIT_USAGE
     try:
-        args = docopt(__doc__, argv=list(sys.argv[1:] if argv is None else argv), default_help=False)
+        args = docopt(__doc__, argv=argv, default_help=False)
     except DocoptExit as exc:
         print(exc.code if isinstance(exc.code, str) else __doc__.split("\n\n")[1], file=err)
         return EXIT_USAGE
     if args["--help"]:
         print(__doc__.strip(), file=out)
         return EXIT_OK
-    if args["version"]:
+    if args["version"] or args["--version"]:
         print(f"modelport {version()}", file=out)
         return EXIT_OK
     try:
@@ -246,6 +289,15 @@ def main(argv: Sequence[str] | None = None, *, services=None, out: TextIO | None
             return EXIT_ERROR
         print(f"error: {exc}", file=err)
         return code
+
+
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """The first argument when it is a word but no command (docopt would print a
+    warning and the whole usage for it)."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    known = {*OPTIONS_OF, *ALIASES, "version"}
+    return None if argv[0] in known else argv[0]
 
 
 def run() -> None:
@@ -285,8 +337,10 @@ class Cli:
     @property
     def models(self) -> list[str]:
         """The <model> arguments (docopt gives a list: `remove` takes several)."""
+        from .catalog import resolve_name  # RustLLM's registry names (phi-2) -> their Hub source
+
         value = self.args.get("<model>")
-        return list(value) if isinstance(value, list) else [value] if value else []
+        return [resolve_name(v) for v in (list(value) if isinstance(value, list) else [value] if value else [])]
 
     @property
     def model(self) -> str | None:
@@ -309,12 +363,12 @@ class Cli:
         return OllamaClient(self.args["--url"] or self.settings.url)
 
     def dispatch(self) -> int:
-        handler: Callable[[], int] = getattr(self, "cmd_" + self.command)
+        handler: Callable[[], int] = getattr(self, "cmd_" + self.command.replace("-", "_"))
         return handler()
 
     def _command_name(self) -> str:
         for name in (*OPTIONS_OF, *ALIASES):
-            if self.args.get(name) is True:
+            if name != "model" and self.args.get(name) is True:  # `model pull` is pull
                 return ALIASES.get(name, name)
         raise InvalidRequest("unknown command")  # docopt makes this unreachable
 
@@ -334,8 +388,18 @@ class Cli:
         return self._answer(self.model, " ".join(self.args["<prompt>"]))
 
     def cmd_run(self) -> int:
-        model = self.model or self.settings.default_model
-        prompt = " ".join(self.args["<prompt>"])
+        named = self._named_model()
+        words = list(self.args["<prompt>"])
+        value = self.args["<model>"]  # a list: `remove` takes several
+        given = (value[0] if value else None) if isinstance(value, list) else value
+        # `run --model m "hi"`, or `run "a question"` (no model name has spaces): docopt
+        # took the prompt for <model>
+        as_prompt = bool(given) and (named is not None or any(ch.isspace() for ch in given))
+        if as_prompt:
+            words = [given, *words]
+        model = named or (None if as_prompt else self.model) or _as_path(self.settings.model_path) \
+            or self.settings.default_model
+        prompt = " ".join(words)
         if prompt:
             return self._answer(model, prompt)
         if not _isatty(self.stdin):
@@ -346,7 +410,21 @@ class Cli:
         return self._chat(model)
 
     def cmd_chat(self) -> int:
-        return self._chat(self.model or self.settings.default_model)
+        named = self._named_model()
+        if named is not None and self.model:
+            raise InvalidRequest(f"name the model once: '{self.model}' or {named!r} (--model/--model-path)")
+        return self._chat(named or self.model or self.settings.default_model)
+
+    def _named_model(self) -> str | None:
+        """--model (RustLLM) or --model-path (model-rs: a file or folder, or a name)."""
+        name, path = self.args.get("--model"), self.args.get("--model-path")
+        if name and path:
+            raise InvalidRequest("--model and --model-path name the same thing; give one")
+        if path:
+            return _as_path(path)
+        from .catalog import resolve_name
+
+        return resolve_name(name) if name else None
 
     def _answer(self, model: str, prompt: str) -> int:
         if self.args["--format"] is not None:
@@ -366,6 +444,9 @@ class Cli:
                 model=ref, messages=system_and_user(prompt, self.args["--system"]), sampling=sampling
             )
         stream = self.backend.generate(request)
+        saved: list[str] = []
+        if self.settings.output_dir:
+            stream = _collecting(stream, saved)
         try:
             if self.args["--json"]:
                 usage = self._print_json_reply(model, stream)
@@ -379,6 +460,12 @@ class Cli:
             stream.close()
         if self.args["--verbose"] and usage is not None:
             print(format_stats(usage), file=self.err)
+        if self.settings.output_dir:
+            from .cli_seeds import save_reply
+
+            where = save_reply(self.settings.output_dir, model, prompt, "".join(saved))
+            if self.args["--verbose"]:
+                print(f"saved the reply to {where}", file=self.err)
         return EXIT_OK
 
     def _print_stream(self, events) -> Usage | None:
@@ -411,6 +498,8 @@ class Cli:
         backend = self.backend
         sessions = self._sessions()
         overrides = self._options()
+        if not self.args["--session"]:
+            overrides = self._with_env_defaults(model, overrides)
         if self.args["--session"]:
             session = load_session(self.args["--session"], sessions)
             if self.model:
@@ -440,13 +529,25 @@ class Cli:
         for flag, (option, kind) in _SAMPLING_FLAGS.items():
             if self.args[flag] is not None:
                 options[option] = _number(self.args[flag], flag, kind)
+        if options.get("num_predict", 1) < 1:  # Ollama's -1 (no limit) is leaving the flag out
+            raise InvalidRequest(f"--max-tokens must be at least 1, got {options['num_predict']}")
         if self.args["--stop"]:
             options["stop"] = list(self.args["--stop"])
         return options
 
     def _sampling(self, model: str) -> SamplingPolicy:
-        """The flags given, as Ollama options over the model's own defaults."""
-        return self.backend.sampling_for(model, self._options())
+        """The flags given, as Ollama options over the model's own defaults, over the
+        MODELPORT_TEMPERATURE-style defaults."""
+        return self.backend.sampling_for(model, self._with_env_defaults(model, self._options()))
+
+    def _with_env_defaults(self, model: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the MODELPORT_TEMPERATURE-style defaults (model-rs') added
+        for every option that neither the flags nor the model's own defaults set."""
+        defaults = self.settings.sampling_defaults()
+        if not defaults:
+            return options
+        own = dict(self.backend.show(model).default_options)
+        return {**{k: v for k, v in defaults.items() if k not in own}, **options}
 
     def cmd_embed(self) -> int:
         texts = list(self.args["<text>"])
@@ -471,9 +572,20 @@ class Cli:
     # -- models -----------------------------------------------------------------------
 
     def cmd_pull(self) -> int:
+        name = self.model
+        if self.args["--revision"]:
+            ref = ModelRef.parse(name)
+            if ref.revision and ref.revision != self.args["--revision"]:
+                raise InvalidRequest(f"'{name}' names revision {ref.revision}; --revision says "
+                                     f"{self.args['--revision']}: give one")
+            name = str(attrs.evolve(ref, revision=ModelRef.parse(f"x@{self.args['--revision']}").revision))
+        if self.args["--trust-remote-code"]:
+            from .cli_seeds import TRUST_REMOTE_CODE_NOTE
+
+            print(TRUST_REMOTE_CODE_NOTE, file=self.err)
         progress = render.pull_progress(self.err)
         try:
-            info = self.backend.pull(self.model, progress)
+            info = self.backend.pull(name, progress)
         finally:
             progress.close()
         if self.args["--json"]:
@@ -586,8 +698,11 @@ class Cli:
         engines = {}
         for name in registry.names:
             spec = registry.spec(name)
+            check = spec.check() if spec.available() else None  # runs the library once per build
             engines[name] = {"available": spec.available(), "formats": sorted(f.value for f in spec.formats),
-                             "extra": spec.extra}
+                             "extra": spec.extra,
+                             "check": None if check is None else {"usable": check.usable, "summary": check.summary,
+                                                                  "fix": check.fix}}
         url = self.args["--url"] or self.settings.url
         server_up = OllamaClient(url).is_up()
         paths = {"home": self.settings.home, "models": str(self.settings.models_dir),
@@ -610,7 +725,12 @@ class Cli:
         for name, engine in engines.items():
             state = "available" if engine["available"] else (
                 f"not installed (pip install 'modelport[{engine['extra']}]')" if engine["extra"] else "unavailable")
+            check = engine["check"]
+            if check is not None and not check["usable"]:
+                state = f"unusable: {check['summary']}; {check['fix']}"
             lines.append((f"engine {name}", f"{state}; runs {', '.join(engine['formats'])}"))
+            if engine["available"] and (check is None or check["usable"]):
+                lines.append(("", check["summary"] if check is not None else "no self-check for this engine"))
         if memory is not None:
             available = f" ({render.size(memory.available)} available)" if memory.available else ""
             lines.append(("memory", f"{render.size(memory.total)}{available}"))
@@ -684,8 +804,38 @@ class Cli:
         return self._serve()
 
     def cmd_deploy(self) -> int:
+        if self.args["--detached"]:
+            return self._deploy_detached()
         print(deploy_notes(self.settings), file=self.out, flush=True)
         return self._serve()
+
+    def _deploy_detached(self) -> int:
+        from .cli_seeds import start_detached
+
+        if self._services is not None:
+            raise InvalidRequest("--detached starts a server of its own; it cannot serve services built here")
+        flags = {flag: self.args[flag] for flag in SETTING_FLAGS if self.args.get(flag) is not None}
+        flags.setdefault("--home", self.settings.home)
+        record = start_detached(self.settings, flags, is_up=OllamaClient(self.settings.url).is_up)
+        if self.args["--json"]:
+            self._print_json(record)
+        else:
+            print(f"modelport serving on {record['url']} in the background (pid {record['pid']})\n"
+                  f"  log   {record['log']}\n  stop  modelport stop-server --home {self.settings.home}",
+                  file=self.out)
+        return EXIT_OK
+
+    def cmd_stop_server(self) -> int:
+        from .cli_seeds import stop_detached
+
+        record = stop_detached(self.settings)
+        if self.args["--json"]:
+            self._print_json(record)
+        elif record["stopped"]:
+            print(f"stopped the server on {record.get('url')} (pid {record['pid']})", file=self.out)
+        else:
+            print(f"the server (pid {record['pid']}) had already stopped; removed its pid file", file=self.out)
+        return EXIT_OK
 
     def _serve(self) -> int:
         from .http.server import serve
@@ -710,9 +860,9 @@ class Cli:
 
     def _ps_table(self, models: list[dict[str, Any]]) -> None:
         rows = [(m.get("name") or m.get("model"), str(m.get("digest") or "")[:12], render.size(m.get("size") or 0),
-                 _processor(m), m.get("context_length") or "", _slots(m), render.until(render.parse_timestamp(
-                     m.get("expires_at")))) for m in models]
-        render.table(self.out, ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "SLOTS", "UNTIL"), rows)
+                 _processor(m), m.get("context_length") or "", m.get("refs", ""), _slots(m),
+                 render.until(render.parse_timestamp(m.get("expires_at")))) for m in models]
+        render.table(self.out, ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "REFS", "SLOTS", "UNTIL"), rows)
 
     def cmd_stop(self) -> int:
         answer = self.client.unload(self.model)
@@ -750,6 +900,8 @@ class Cli:
             else:
                 print("\n".join(f"evicted '{n}'" for n in names) or "no model was loaded", file=self.out)
             return EXIT_OK
+        if self.args["enable"] or self.args["disable"]:
+            return self._cache_switch(bool(self.args["enable"]))
         model = self.model
         if self.args["preload"]:
             answer = client.load(model)
@@ -763,6 +915,19 @@ class Cli:
             self._print_json(answer)
         else:
             print(f"{word} '{model}'", file=self.out)
+        return EXIT_OK
+
+    def _cache_switch(self, enabled: bool) -> int:
+        from .cli_seeds import set_model_cache
+
+        value, where = set_model_cache(enabled)
+        if self.args["--json"]:
+            self._print_json({"model_ttl": value, "written_to": where, "running_server_changed": False})
+            return EXIT_OK
+        what = ("keeps each model loaded for 5 minutes after its last request" if enabled
+                else "unloads each model as soon as its request ends")
+        print(f"Wrote MODELPORT_MODEL_TTL={value} to {where}: a server started from this folder {what}.\n"
+              f"A running server keeps its setting; elsewhere: modelport serve --model-ttl {value}", file=self.out)
         return EXIT_OK
 
     def _cache_max(self, limit: int) -> int:
@@ -886,6 +1051,35 @@ def _flags(args: dict[str, Any]) -> dict[str, Any]:
     return {name: args.get(flag) for flag, name in SETTING_FLAGS.items() if args.get(flag) is not None}
 
 
+class _collecting:
+    """The events of ``stream``, with their text also appended to ``parts``."""
+
+    def __init__(self, stream, parts: list[str]) -> None:
+        self._stream, self._parts = stream, parts
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TokenEvent:
+        event = next(self._stream)
+        self._parts.append(event.text)
+        return event
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _as_path(text: str) -> str:
+    """A path given where a model name may go: kept a path (``mymodels/llama`` would
+    read as an org/name); empty stays empty."""
+    if not text:
+        return text
+    text = os.path.expanduser(text)
+    if text.startswith(("/", "./", "../")) or not os.path.exists(text):
+        return text
+    return "./" + text
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -994,6 +1188,9 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+HEAD_FIRST_WORKER = "modelport.entrypoints.http.worker.HeadFirstWorker"  # server.WORKER_CLASS
+
+
 def deploy_notes(settings: Settings) -> str:
     """What ``deploy`` prints before it serves: how to reach the server, and how to
     keep it running (modelport itself stays in the foreground)."""
@@ -1021,7 +1218,7 @@ def deploy_notes(settings: Settings) -> str:
         "",
         "or run gunicorn yourself with the same settings in the environment:",
         "",
-        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class gthread --threads {settings.threads} "
+        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class {HEAD_FIRST_WORKER} --threads {settings.threads} "
         f"--bind {settings.host}:{settings.port} 'modelport.entrypoints.http.app:get_app()'",
         "",
     ])

@@ -75,6 +75,65 @@ def _keep_alive(text: str) -> float:
     return value
 
 
+API_PROFILES = ("ollama", "rustllm")
+
+
+def _api(text: str) -> str:
+    text = text.strip().lower()
+    if text not in API_PROFILES:
+        raise InvalidRequest(f"api must be {' or '.join(API_PROFILES)}, got {text!r}")
+    return text
+
+
+def _optional_number(name: str, kind: type, low: float | None = None) -> Callable[[str], Any]:
+    """A number or nothing (the empty string): model-rs' MODELPORT_TEMPERATURE and kin."""
+    def convert(text: str) -> Any:
+        if not text.strip():
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise InvalidRequest(f"{name} must be {what}, got {text!r}") from None
+        if low is not None and value < low:
+            raise InvalidRequest(f"{name} must be at least {low}, got {value}")
+        return value
+
+    return convert
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a number of seconds, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise InvalidRequest(f"{name} must be a positive number of seconds, got {text!r}")
+        return value
+
+    return convert
+
+
+# model-rs' generation defaults: setting -> (variable, Ollama option, type, lowest value).
+SAMPLING_DEFAULTS: dict[str, tuple[str, str, type, float]] = {
+    "temperature": ("MODELPORT_TEMPERATURE", "temperature", float, 0),
+    "top_p": ("MODELPORT_TOP_P", "top_p", float, 0),
+    "top_k": ("MODELPORT_TOP_K", "top_k", int, 0),
+    "repeat_penalty": ("MODELPORT_REPEAT_PENALTY", "repeat_penalty", float, 0),
+    "max_tokens": ("MODELPORT_MAX_TOKENS", "num_predict", int, 1),
+}
+
+
+def _allowed_paths(text: str) -> str:
+    """Absolute folders, separated by ``os.pathsep``; checked, kept as text."""
+    folders = [part for part in text.split(os.pathsep) if part.strip()]
+    for folder in folders:
+        if not os.path.isabs(folder):
+            raise InvalidRequest(f"allowed_paths holds absolute folders only, got {folder!r}")
+    return os.pathsep.join(folders)
+
+
 @attrs.frozen
 class Option:
     """One setting: its name, environment variables (first wins), default, converter.
@@ -91,7 +150,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("home", ("MODELPORT_HOME",), _default_home, str, "where models, sessions and caches live"),
     Option("host", ("MODELPORT_HOST", "OLLAMA_HOST"), lambda: DEFAULT_HOST, str, "server address"),
-    Option("port", ("MODELPORT_PORT",), lambda: str(DEFAULT_PORT), _port, "server port"),
+    Option("port", ("MODELPORT_PORT", "OLLAMA_LOCAL_PORT"), lambda: str(DEFAULT_PORT), _port,
+           "server port (and the port client commands call)"),
     Option("engine", ("MODELPORT_ENGINE",), lambda: "auto", _engine, "auto, gguf, jax or mlx"),
     Option("device", ("MODELPORT_DEVICE",), lambda: "auto", str, "auto, cpu or gpu"),
     Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
@@ -113,6 +173,21 @@ OPTIONS: tuple[Option, ...] = (
            "extra CORS origins, comma separated (* for any)"),
     Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
            "bearer key the server requires (empty: none)", secret=True),
+    Option("api", ("MODELPORT_API",), lambda: "ollama", _api,
+           "the routes at /api: ollama, or rustllm (RustLLM's REST API)"),
+    Option("models_path", ("MODELPORT_MODELS_PATH",), lambda: "", str,
+           "the model store's folder (empty: the home's models/)"),
+    Option("model_path", ("MODELPORT_MODEL_PATH",), lambda: "", str,
+           "a GGUF file or model folder `run` uses when no model is named"),
+    Option("output_dir", ("MODELPORT_OUTPUT_DIR",), lambda: "", str,
+           "a folder where run and generate also save each reply (empty: none)"),
+    *(Option(name, (variable,), lambda: "", _optional_number(variable, kind, low),
+             f"default {option} under the model's own")
+      for name, (variable, option, kind, low) in SAMPLING_DEFAULTS.items()),
+    Option("client_timeout", ("MODELPORT_CLIENT_TIMEOUT",), lambda: "60", _seconds("client_timeout"),
+           "seconds a client may stall sending its request or reading its answer before it is dropped"),
+    Option("allowed_paths", ("MODELPORT_ALLOWED_PATHS",), lambda: "", _allowed_paths,
+           f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)"),
 )
 
 
@@ -141,6 +216,17 @@ class Settings:
     max_queue: int = 512
     origins: str = ""
     api_key: str = attrs.field(default="", repr=False)
+    api: str = "ollama"
+    models_path: str = ""
+    model_path: str = ""
+    output_dir: str = ""
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    max_tokens: int | None = None
+    allowed_paths: str = ""
+    client_timeout: float = 60.0
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
     @classmethod
@@ -168,11 +254,21 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        return Path(self.home) / "models"
+        return Path(self.models_path).expanduser() if self.models_path else Path(self.home) / "models"
+
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The MODELPORT_TEMPERATURE-style defaults that are set, as Ollama options."""
+        return {option: getattr(self, name) for name, (_, option, _, _) in SAMPLING_DEFAULTS.items()
+                if getattr(self, name) is not None}
 
     @property
     def sessions_dir(self) -> Path:
         return Path(self.home) / "sessions"
+
+    @property
+    def allowed_folders(self) -> tuple[str, ...]:
+        """The folders ``MODELPORT_ALLOWED_PATHS`` lists (none by default)."""
+        return tuple(part for part in self.allowed_paths.split(os.pathsep) if part)
 
     @property
     def url(self) -> str:
@@ -188,7 +284,7 @@ class Settings:
         value = getattr(self, option.name)
         if option.secret:
             return "(set)" if value else ""
-        return str(value)
+        return "" if value is None else str(value)
 
 
 def _lookup(option: Option, flags: Mapping[str, Any], environ: Mapping[str, str],

@@ -2,7 +2,7 @@
 cases built on them. Imports the domain only."""
 
 from .engine import EngineOptions, InferenceEngine
-from .engines import EngineRegistry, EngineSpec, Resident, ResidentModels
+from .engines import EngineCheck, EngineRegistry, EngineSpec, Resident, ResidentModels
 from .scheduler import Generation, Scheduler, SlotStats
 from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, TokenConstraint
 from .sessions import Clock, SessionRepository
@@ -22,6 +22,7 @@ __all__ = [
     "TextDecoder",
     "TokenConstraint",
     "Clock",
+    "EngineCheck",
     "EngineOptions",
     "EngineRegistry",
     "EngineSpec",

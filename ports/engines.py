@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -30,6 +31,18 @@ WARMUP_PROMPT = "Hello"
 # so that engines which cannot read the first can still run it.
 CONVERSIONS: dict[ModelFormat, ModelFormat] = {ModelFormat.GGUF: ModelFormat.SAFETENSORS}
 Convert = Callable[[ModelInfo, ModelFormat], ModelInfo]
+log = logging.getLogger("modelport.engines")
+
+
+@attrs.frozen(kw_only=True)
+class EngineCheck:
+    """What running an engine's installed library once here showed: ``usable`` False
+    means it cannot run on this machine (its build crashed), ``summary`` says what
+    happened in one line and ``fix`` what to do about it."""
+
+    usable: bool
+    summary: str
+    fix: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -37,7 +50,9 @@ class EngineSpec:
     """An engine the composition root knows how to build.
 
     ``available`` answers cheaply (without importing the engine's library) whether
-    it can run here; ``factory`` builds an unloaded engine.
+    it can run here; ``factory`` builds an unloaded engine. ``check`` runs the
+    installed library once (in a child process, remembered per build; None when there
+    is nothing to check) and is asked only of an engine about to be chosen.
     """
 
     name: str
@@ -46,6 +61,14 @@ class EngineSpec:
     available: Callable[[], bool] = lambda: True
     extra: str | None = None
     capabilities: frozenset[Capability] = attrs.field(converter=frozenset, default=frozenset(Capability))
+    check: Callable[[], EngineCheck | None] = lambda: None
+
+    def problem(self) -> EngineUnavailable | None:
+        """Why the installed library cannot run here (its check failed), or None."""
+        result = self.check()
+        if result is None or result.usable:
+            return None
+        return EngineUnavailable(self.name, result.summary, fix=result.fix)
 
     def serves(self, model: ModelInfo) -> bool:
         """Whether the engine offers something the model can do (an embedder needs an
@@ -60,6 +83,7 @@ class EngineRegistry:
                  conversions: dict[ModelFormat, ModelFormat] | None = None) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._conversions = CONVERSIONS if conversions is None else conversions
+        self._warned: set[str] = set()
 
     def format_for(self, spec: EngineSpec, model_format: ModelFormat) -> ModelFormat | None:
         """The format ``spec`` loads a ``model_format`` model in: its own, or the one it
@@ -94,14 +118,24 @@ class EngineRegistry:
                 )
             if not spec.available():
                 raise EngineUnavailable(spec.name, "its library is not installed", spec.extra)
+            problem = spec.problem()
+            if problem is not None:
+                raise problem
             return spec
         serving = [s for s in self._specs.values() if s.serves(model)]
         native = [s for s in serving if model.format in s.formats]
         converted = [s for s in serving if s not in native and self.format_for(s, model.format)]
         fitting = native + converted
+        broken: list[EngineUnavailable] = []
         for spec in fitting:
             if spec.available():
-                return spec
+                problem = spec.problem()
+                if problem is None:
+                    self._warn_fallback(broken, spec)
+                    return spec
+                broken.append(problem)
+        if broken:
+            raise broken[0]
         if fitting:
             first = fitting[0]
             raise EngineUnavailable(first.name, f"needed for {model.format.value} models", first.extra)
@@ -109,6 +143,13 @@ class EngineRegistry:
         raise EngineUnavailable(
             "auto", f"no engine in this build runs '{model.name}' ({model.format.value}; {wanted})"
         )
+
+    def _warn_fallback(self, broken: list[EngineUnavailable], chosen: EngineSpec) -> None:
+        """One line per skipped engine (once per registry): a crashing build is never silent."""
+        for problem in broken:
+            if problem.engine not in self._warned:
+                self._warned.add(problem.engine)
+                log.warning("%s; using engine '%s' instead", problem, chosen.name)
 
     def status(self) -> dict[str, bool]:
         return {name: spec.available() for name, spec in self._specs.items()}

@@ -198,6 +198,7 @@ class Services:
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
             raise CapabilityMissing(model.name, "generate")
+        request.check_fits(model.context_length or 0)  # by its size, before anything tokenizes it
         options = attrs.evolve(self.engine_options, num_ctx=request.sampling.num_ctx)
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:

@@ -45,7 +45,7 @@ from modelport.domain import (
 )
 
 from .bundled import DEFAULT_BUNDLED, BundledModel
-from .describe import Details, describe_folder, describe_gguf
+from .describe import Details, describe_folder, describe_gguf, read_safetensors_header, weight_files
 from .files import (
     delete,
     exclusive_lock,
@@ -189,6 +189,7 @@ class FilesystemModelStore:
             base = os.path.basename(source)
             pairs = [(source, base if base.lower().endswith(".gguf") else f"{base}.gguf")]
         elif os.path.isdir(source) and os.path.isfile(os.path.join(source, "config.json")):
+            _check_loadable_folder(source, path)
             pairs = [(os.path.join(source, rel), rel) for rel in folder_files(source)]
         else:
             raise InvalidRequest(
@@ -282,7 +283,7 @@ class FilesystemModelStore:
                 succeeded = True
             finally:
                 delete(installed)
-                if succeeded:
+                if succeeded or _is_empty_dir(folder):  # nothing to resume: no leftover
                     delete(folder)
                 if not os.path.lexists(folder):
                     unlink_lock(lock)
@@ -299,7 +300,10 @@ class FilesystemModelStore:
         freed = 0
         for name in names:
             path = os.path.join(root, name)
-            if name.endswith(LOCK_SUFFIX) or not os.path.isdir(path) or os.path.islink(path):
+            if name.endswith(LOCK_SUFFIX):
+                self._delete_orphan_lock(path)
+                continue
+            if not os.path.isdir(path) or os.path.islink(path):
                 continue
             if name.endswith(PULL_SUFFIX):
                 if not partial and time.time() - _newest_mtime(path) < PARTIAL_MAX_AGE_S:
@@ -313,6 +317,16 @@ class FilesystemModelStore:
                     continue
             freed += self._delete_if_unlocked(path)
         return freed
+
+    @staticmethod
+    def _delete_orphan_lock(lock: str) -> None:
+        """A lock whose folder is gone and that nobody holds (its holder was killed)."""
+        folder = lock[: -len(LOCK_SUFFIX)]
+        if os.path.lexists(folder):
+            return
+        with exclusive_lock(lock, blocking=False) as held:
+            if held and not os.path.lexists(folder):
+                unlink_lock(lock)
 
     def _delete_if_unlocked(self, path: str) -> int:
         lock = path + LOCK_SUFFIX
@@ -610,6 +624,35 @@ def _format_of(folder: str, primary_file: str) -> ModelFormat:
         return ModelFormat.SAFETENSORS
     is_mlx = isinstance(config, dict) and isinstance(config.get("quantization"), dict)
     return ModelFormat.MLX if is_mlx else ModelFormat.SAFETENSORS
+
+
+def _check_loadable_folder(folder: str, given: str) -> None:
+    """Refuse a Hugging Face folder that no engine could load: config.json must be a
+    JSON object naming its ``model_type``, and the weights must be safetensors files
+    with a readable header."""
+    what = f"cannot import '{given}'"
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{what}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise InvalidRequest(f"{what}: config.json must be a JSON object with a 'model_type'")
+    weights = weight_files(folder)
+    if not weights:
+        raise InvalidRequest(f"{what}: the folder has no .safetensors weights")
+    for name in weights:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise InvalidRequest(f"{what}: the weights file '{name}' is missing")
+        read_safetensors_header(path)
+
+
+def _is_empty_dir(path: str) -> bool:
+    try:
+        return not os.listdir(path)
+    except OSError:
+        return False
 
 
 def _starts_with_magic(path: str) -> bool:

@@ -1,20 +1,36 @@
-"""Prefill and decode for decoder families, jitted over NNX state.
+"""The decoder's compiled programs over a cache whose rows are the engine's slots.
 
 The model is split once into its graph and its state. The state's arrays are the
-jit argument (weights are never baked into the compiled program); the graph and the
-state's tree structure are a static argument whose hash is computed once
-(:class:`Structure`), so a call costs no more Python than flattening a tuple. Prompts are
-padded to power-of-two buckets, the attention span (how much of the preallocated
-cache a step reads) is bucketed the same way, and the KV cache is donated to every
-call. :meth:`Decoder.step` runs one token for every row (streaming calls it once
-per token); :meth:`Decoder.generate` runs the same step inside one
-``lax.while_loop`` until every row has ended or the limit is reached.
+argument (weights are never baked into a program); the graph and the state's tree
+structure are static, their hash computed once (:class:`Structure`).
+
+Three kinds of program, each compiled once per shape and kept (:class:`Programs`):
+
+- **prefill into a row**: a chunk of one slot's prompt is written into its row of the
+  cache from a start position, the other rows untouched. The row and the start are
+  traced; the chunk is padded to a power of two (padding is written nowhere), and the
+  attention span (how much of the row it reads) is a power of two too.
+- **decode**: one token for every row at once, each at its own position; a row that
+  sits the step out is given a position past the cache, so nothing of it is written.
+- **sample** (:mod:`.sampling`): the next token of every row from the logits the two
+  others leave in a (rows, vocabulary) buffer; in the steps that need them, a token
+  mask applied to that buffer first, and log-probabilities after.
+
+The KV cache, the token history (for the repeat penalty) and the logits buffer stay
+on the device and are donated to every call that changes them. :meth:`Decoder.warm`
+compiles every program a step can ask for, so that requests coming and going never
+compile anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+import collections
+import concurrent.futures
+import functools
+import itertools
+import os
+import threading
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from .kvcache import KVCache
-from .sampling import SamplerParams, SamplerSpec, sample
+from .sampling import LOGPROB_TOP, SampleMode, apply_mask, log_probabilities, sample_rows
 
 MIN_BUCKET = 16
 MIN_SPAN = 256
@@ -32,6 +48,23 @@ def bucket(n: int, limit: int, minimum: int = MIN_BUCKET) -> int:
     """The smallest power of two >= n (at least ``minimum``), capped at ``limit``."""
     size = max(minimum, 1 << max(0, n - 1).bit_length())
     return min(size, limit)
+
+
+def buckets(limit: int, minimum: int, top: int | None = None) -> list[int]:
+    """Every value :func:`bucket` gives for n in 1..top (default: ``limit``)."""
+    top = top or limit
+    powers = [1 << i for i in range(top.bit_length())]  # 1, 2, 4, .. <= top
+    return sorted({bucket(n, limit, minimum) for n in [*powers, top]})
+
+
+def prefill_span(n: int, limit: int) -> int:
+    """The attention span of a prompt chunk reaching position n: a power of four
+    times MIN_SPAN (coarser than decode's, so that chunk widths times spans stay a
+    small set of programs), capped at ``limit``."""
+    span = MIN_SPAN
+    while span < n:
+        span *= 4
+    return min(span, limit)
 
 
 class Structure:
@@ -55,66 +88,33 @@ class Structure:
                                  and self.graph == other.graph and self.treedef == other.treedef)
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Rows:
-    """Per-row decoding state: the last token (not yet in the cache), how many
-    tokens are in the cache, and every token so far (for the repeat penalty)."""
-
-    token: jax.Array  # (B,) int32
-    length: jax.Array  # (B,) int32
-    history: jax.Array  # (B, S) int32
+# -- the programs ------------------------------------------------------------------------
 
 
-def _prefill(state, cache: KVCache, tokens, lengths, params: SamplerParams, *, graph, spec: SamplerSpec, span: int):
-    """tokens (B, T) right-padded, lengths (B,) -> the first sampled token per row."""
+def _prefill(state, cache: KVCache, history, logits, tokens, row, start, count, *, graph: Structure, span: int):
+    """tokens (1, T): a chunk of row ``row``'s prompt, its first ``count`` real, at
+    positions start.. of that row. Writes their keys, values and ids; the row's
+    logits become those after the chunk's last real token."""
     model = graph.merge(state)
-    b, t = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    hidden, cache = model(tokens, positions, cache, span)
-    last = hidden[jnp.arange(b), lengths - 1]  # (B, D)
-    logits = model.logits(last)
-    history = jnp.zeros((b, cache.length), jnp.int32).at[:, :t].set(tokens)
-    token = sample(logits, history, lengths, params, spec, jnp.int32(0))
-    return Rows(token=token, length=lengths, history=history), cache
+    offsets = jnp.arange(tokens.shape[1], dtype=jnp.int32)
+    positions = jnp.where(offsets < count, start + offsets, cache.length)[None, :]  # padding: dropped
+    hidden, cache = model(tokens, positions, cache, span, row)
+    last = jax.lax.dynamic_index_in_dim(hidden[0], count - 1, keepdims=True)  # (1, D)
+    logits = jax.lax.dynamic_update_slice_in_dim(logits, model.logits(last), row, axis=0)
+    history = history.at[row, positions[0]].set(tokens[0], mode="drop")
+    return cache, history, logits
 
 
-def _step(state, cache: KVCache, rows: Rows, params: SamplerParams, n, *, graph, spec: SamplerSpec, span: int):
-    """Feed every row's last token; sample the next. ``n`` numbers the draw."""
+def _decode(state, cache: KVCache, history, tokens, positions, *, graph: Structure, span: int):
+    """tokens, positions (B,): every row's fed token and where it goes (a position
+    past the cache: the row sits out) -> logits (B, V) of every row."""
     model = graph.merge(state)
-    index = jnp.arange(rows.token.shape[0])
-    history = rows.history.at[index, rows.length].set(rows.token, mode="drop")
-    hidden, cache = model(rows.token[:, None], rows.length[:, None], cache, span)
-    logits = model.logits(hidden[:, 0])
-    length = rows.length + 1
-    token = sample(logits, history, length, params, spec, n)
-    return Rows(token=token, length=length, history=history), cache
+    hidden, cache = model(tokens[:, None], positions[:, None], cache, span)
+    history = history.at[jnp.arange(tokens.shape[0]), positions].set(tokens, mode="drop")
+    return cache, history, model.logits(hidden[:, 0])
 
 
-def _generate(state, cache: KVCache, rows: Rows, params: SamplerParams, limit, end_ids, *, graph,
-              spec: SamplerSpec, span: int, capacity: int):
-    """Up to ``limit`` tokens per row (the first one already in ``rows``) in one
-    loop. Returns (tokens (B, capacity), count, cache); a row's tokens end at its
-    first end id."""
-    b = rows.token.shape[0]
-    out = jnp.zeros((b, capacity), jnp.int32).at[:, 0].set(rows.token)
-    done = jnp.isin(rows.token, end_ids)
-
-    def more(carry):
-        n, _, _, done, _ = carry
-        return (n < limit) & ~jnp.all(done)
-
-    def body(carry):
-        n, rows, out, done, cache = carry
-        rows, cache = _step(state, cache, rows, params, n, graph=graph, spec=spec, span=span)
-        out = out.at[:, n].set(rows.token)
-        return n + 1, rows, out, done | jnp.isin(rows.token, end_ids), cache
-
-    n, _, out, _, cache = jax.lax.while_loop(more, body, (jnp.int32(1), rows, out, done, cache))
-    return out, n, cache
-
-
-def _forward(state, cache: KVCache, tokens, *, graph):
+def _forward(state, cache: KVCache, tokens, *, graph: Structure):
     """Logits (B, T, V) of whole prompts (no padding), through the cache path."""
     model = graph.merge(state)
     b, t = tokens.shape
@@ -123,17 +123,41 @@ def _forward(state, cache: KVCache, tokens, *, graph):
     return model.logits(hidden)
 
 
-# One compiled program per graph (model configuration) and shape, shared by every
-# Decoder of that model: a model loaded again does not trace again.
-_STATIC = ("graph", "spec", "span")
-prefill_jit = jax.jit(_prefill, static_argnames=_STATIC, donate_argnames=("cache",))
-step_jit = jax.jit(_step, static_argnames=_STATIC, donate_argnames=("cache",))
-generate_jit = jax.jit(_generate, static_argnames=(*_STATIC, "capacity"), donate_argnames=("cache",))
+prefill_jit = jax.jit(_prefill, static_argnames=("graph", "span"), donate_argnames=("cache", "history", "logits"))
+decode_jit = jax.jit(_decode, static_argnames=("graph", "span"), donate_argnames=("cache", "history"))
+sample_jit = jax.jit(sample_rows, static_argnames=("mode",))
+mask_jit = jax.jit(apply_mask, donate_argnames=("logits",))
+logprobs_jit = jax.jit(log_probabilities)
 forward_jit = jax.jit(_forward, static_argnames=("graph",))
 
 
+class Programs:
+    """Compiled programs by key, shared by every Decoder of a process: a model
+    loaded again compiles nothing again. The least recently used are dropped past
+    ``limit`` (a server that loads many models)."""
+
+    limit = 1024
+    _lock = threading.Lock()
+    _compiled: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+
+    @classmethod
+    def get(cls, key: tuple, lower: Callable[[], Any]) -> Any:
+        with cls._lock:
+            program = cls._compiled.get(key)
+            if program is not None:
+                cls._compiled.move_to_end(key)
+                return program
+        program = lower().compile()
+        with cls._lock:
+            program = cls._compiled.setdefault(key, program)
+            while len(cls._compiled) > cls.limit:
+                cls._compiled.popitem(last=False)
+        return program
+
+
 class Decoder:
-    """A decoder model on one device with its preallocated cache of ``batch`` rows."""
+    """A decoder model on one device with a preallocated cache of ``batch`` rows of
+    ``length`` positions, the rows' token histories and their last logits."""
 
     def __init__(self, model: nnx.Module, cache_dims: tuple[int, int, int], *, length: int, batch: int = 1,
                  device: Any = None) -> None:
@@ -144,41 +168,125 @@ class Decoder:
         self.cache_dims = cache_dims
         self.dtype = _compute_dtype(self.state)
         self.cache = KVCache.zeros(cache_dims[0], batch, length, *cache_dims[1:], self.dtype, device)
+        self.history = self._put(jnp.zeros((batch, length), jnp.int32))
+        self.logits = self._put(jnp.zeros((batch, self.vocab_size), jnp.float32))
+        self._key_shape = tuple(jax.random.key_data(jax.random.key(0)).shape)
+
+    def _put(self, array: jax.Array) -> jax.Array:
+        return jax.device_put(array, self.device) if self.device is not None else array
+
+    def _abstract(self, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+        """An argument of a program compiled ahead of time, on the decoder's device."""
+        sharding = jax.sharding.SingleDeviceSharding(self.device) if self.device is not None else None
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
     @property
     def nbytes(self) -> int:
-        return self.cache.nbytes
+        return self.cache.nbytes + self.history.nbytes + self.logits.nbytes
 
-    def prefill(self, prompts: Sequence[Sequence[int]], params: SamplerParams, spec: SamplerSpec) -> Rows:
-        """Run the prompts (one per row, each shorter than the cache); the first
-        token of each row is sampled. Rows beyond the prompts repeat the last one."""
-        prompts = list(prompts) + [prompts[-1]] * (self.batch - len(prompts))
-        longest = max(len(p) for p in prompts)
-        width = bucket(longest, self.length)
-        tokens = np.zeros((self.batch, width), np.int32)
-        for i, prompt in enumerate(prompts):
-            tokens[i, : len(prompt)] = prompt
-        lengths = np.asarray([len(p) for p in prompts], np.int32)
-        rows, self.cache = prefill_jit(self.state, self.cache, tokens, lengths, params, graph=self.graph, spec=spec,
-                                       span=width)
-        return rows
+    def release(self) -> None:
+        for leaf in jax.tree_util.tree_leaves((self.state, self.cache, self.history, self.logits)):
+            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+                leaf.delete()
 
-    def step(self, rows: Rows, params: SamplerParams, spec: SamplerSpec, n: int, reach: int) -> Rows:
-        """One token for every row; ``reach`` bounds the positions the step reads."""
-        span = bucket(reach, self.length, MIN_SPAN)
-        rows, self.cache = step_jit(self.state, self.cache, rows, params, jnp.int32(n), graph=self.graph, spec=spec,
-                                    span=span)
-        return rows
+    # -- shapes and their programs -------------------------------------------------------
 
-    def generate(self, rows: Rows, params: SamplerParams, spec: SamplerSpec, limit: int,
-                 end_ids: Sequence[int], reach: int) -> tuple[np.ndarray, int]:
-        """Tokens (B, n) after the first, until every row ended or ``limit`` tokens."""
-        span = bucket(reach, self.length, MIN_SPAN)
-        capacity = bucket(limit, 1 << 30, MIN_BUCKET)
-        ends = jnp.asarray(list(end_ids) or [-1], jnp.int32)
-        out, n, self.cache = generate_jit(self.state, self.cache, rows, params, jnp.int32(limit), ends,
-                                          graph=self.graph, spec=spec, span=span, capacity=capacity)
-        return np.asarray(out)[:, : int(n)], int(n)
+    def chunk_buckets(self, chunk_tokens: int) -> list[int]:
+        return buckets(self.length, MIN_BUCKET, min(chunk_tokens, self.length))
+
+    def spans(self) -> list[int]:
+        """The decode step's attention spans."""
+        return buckets(self.length, MIN_SPAN)
+
+    def prefill_spans(self) -> list[int]:
+        return sorted({prefill_span(n, self.length) for n in self.spans()})
+
+    def _prefill_program(self, width: int, span: int) -> Any:
+        key = ("prefill", self.graph, self.batch, self.length, str(self.dtype), width, span, self.device)
+        tokens, scalar = self._abstract((1, width), jnp.int32), self._abstract((), jnp.int32)
+        return Programs.get(key, lambda: prefill_jit.lower(
+            self.state, self.cache, self.history, self.logits, tokens, scalar, scalar, scalar, graph=self.graph,
+            span=span))
+
+    def _decode_program(self, span: int) -> Any:
+        key = ("decode", self.graph, self.batch, self.length, str(self.dtype), span, self.device)
+        rows = self._abstract((self.batch,), jnp.int32)
+        return Programs.get(key, lambda: decode_jit.lower(
+            self.state, self.cache, self.history, rows, rows, graph=self.graph, span=span))
+
+    def _sample_program(self, mode: SampleMode) -> Any:
+        key = ("sample", self.batch, self.length, self.vocab_size, mode, self.device)
+        return Programs.get(key, lambda: sample_jit.lower(*self._sampling_args(), mode=mode))
+
+    def _sampling_args(self) -> tuple:
+        b, arg = self.batch, self._abstract
+        return (self.logits, self.history, arg((b,), jnp.int32), arg((b, 4), jnp.float32), arg((b, 4), jnp.int32),
+                arg((b, *self._key_shape), jnp.uint32))
+
+    def _mask_program(self) -> Any:
+        key = ("mask", self.batch, self.vocab_size, self.device)
+        mask = self._abstract((self.batch, self.vocab_size), jnp.bool_)
+        return Programs.get(key, lambda: mask_jit.lower(self.logits, mask))
+
+    def _logprobs_program(self) -> Any:
+        key = ("logprobs", self.batch, self.length, self.vocab_size, self.device)
+        args = self._sampling_args()[:5] + (self._abstract((self.batch,), jnp.int32),)
+        return Programs.get(key, lambda: logprobs_jit.lower(*args))
+
+    def warm(self, chunk_tokens: int) -> int:
+        """Compile every program a step can ask for (a few at a time: XLA compiles
+        outside Python's lock); returns how many there are."""
+        programs = [functools.partial(self._decode_program, s) for s in self.spans()]
+        for width, span in itertools.product(self.chunk_buckets(chunk_tokens), self.prefill_spans()):
+            if width <= span:
+                programs.append(functools.partial(self._prefill_program, width, span))
+        programs += [functools.partial(self._sample_program, m) for m in SampleMode.all()]
+        programs += [self._mask_program, self._logprobs_program]
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            for done in [pool.submit(compile_one) for compile_one in programs]:
+                done.result()
+        return len(programs)
+
+    # -- running them --------------------------------------------------------------------
+
+    def prefill(self, row: int, tokens: Sequence[int], start: int, widest: int) -> None:
+        """Write ``tokens`` into ``row`` from ``start``, in pieces of at most
+        ``widest`` (a bucket); the row's logits are those after the last one."""
+        for offset in range(0, len(tokens), widest):
+            piece = tokens[offset: offset + widest]
+            at = start + offset
+            width = bucket(len(piece), self.length)
+            span = prefill_span(at + len(piece), self.length)
+            padded = np.zeros((1, width), np.int32)
+            padded[0, : len(piece)] = piece
+            program = self._prefill_program(width, span)
+            self.cache, self.history, self.logits = program(
+                self.state, self.cache, self.history, self.logits, padded, np.int32(row), np.int32(at),
+                np.int32(len(piece)))
+
+    def decode(self, tokens: np.ndarray, positions: np.ndarray, reach: int) -> None:
+        """One token for every row (``positions`` >= length: the row sits out);
+        ``reach`` bounds the positions written."""
+        program = self._decode_program(bucket(reach, self.length, MIN_SPAN))
+        self.cache, self.history, self.logits = program(self.state, self.cache, self.history, tokens, positions)
+
+    def sample(self, lengths: np.ndarray, floats: np.ndarray, ints: np.ndarray, keys: np.ndarray,
+               mask: np.ndarray | None, mode: SampleMode, logprobs: bool) -> tuple[np.ndarray, ...]:
+        """The next token of every row from the logits buffer (see
+        :func:`.sampling.sample_rows`), after ``mask`` (B, V) when given; with
+        ``logprobs`` also their log-probabilities and the most likely tokens (see
+        :func:`.sampling.log_probabilities`). Host arrays."""
+        if mask is not None:
+            self.logits = self._mask_program()(self.logits, mask)
+        tokens = self._sample_program(mode)(self.logits, self.history, lengths, floats, ints, keys)
+        if not logprobs:
+            return (np.asarray(tokens),)
+        out = self._logprobs_program()(self.logits, self.history, lengths, floats, ints, tokens)
+        return (np.asarray(tokens), *(np.asarray(x) for x in out))
+
+    def key_data(self, seed: int) -> np.ndarray:
+        """The raw PRNG key of ``seed`` (what :meth:`sample` takes per row)."""
+        return np.asarray(jax.random.key_data(jax.random.key(seed % 2**32)), np.uint32)
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
         """Logits (B, T, V) float32 of equal-length prompts, each from position 0, in
@@ -191,3 +299,6 @@ class Decoder:
 def _compute_dtype(state: Any) -> Any:
     leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
     return leaves[0].dtype if leaves else jnp.float32
+
+
+__all__ = ["Decoder", "LOGPROB_TOP", "MIN_BUCKET", "MIN_SPAN", "SampleMode", "Structure", "bucket"]

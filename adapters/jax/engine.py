@@ -5,39 +5,36 @@ once into a Hugging Face folder under ``<home>/cache/hf-from-gguf``). Decoder
 families generate; encoder families (BERT) embed. JAX and Flax are imported on
 :meth:`JaxEngine.load`, never when this module is imported.
 
-Streaming runs one jitted decode step per token, dispatching the next step before
-the current token is read back, so that the host's work (detokenizing, stop
-strings) overlaps the device's. :meth:`JaxEngine.complete` runs the whole token
-loop inside one jitted ``lax.while_loop``.
+A decoder model implements the step-level port
+(:class:`~modelport.ports.SlotEngine`): its slots are the rows of one preallocated
+KV cache, and the generation core's :class:`~modelport.ports.Scheduler` (created
+on load) runs the one token loop over them. :meth:`JaxEngine.stream` hands a
+request to that scheduler. A slot keeps its tokens after its sequence ends, so a
+later prompt that starts the same way computes only the rest.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from modelport.domain import (
     CapabilityMissing,
-    Completion,
     ContextOverflow,
     EngineUnavailable,
-    FinishReason,
     GenerationRequest,
     InvalidRequest,
     ModelFormat,
     ModelInfo,
     ModelLoadError,
-    SamplingPolicy,
-    StopMatcher,
     TokenEvent,
-    Usage,
 )
-from modelport.ports import EngineOptions
+from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.slots import common_prefix
 
 FORMATS = (ModelFormat.SAFETENSORS, ModelFormat.GGUF)
+DEFAULT_SLOTS = 4
 
 
 def default_home() -> str:
@@ -50,21 +47,14 @@ def default_home() -> str:
     return platformdirs.user_cache_dir("modelport", appauthor=False)
 
 
-class _Clock:
-    """When a generation started, produced its first token and ended (ns)."""
+class _Row:
+    """What the engine knows of one slot (one row of the cache)."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic_ns()
-        self.first: int | None = None
-
-    def first_token(self) -> None:
-        if self.first is None:
-            self.first = time.monotonic_ns()
-
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
-        first = self.first or time.monotonic_ns()
-        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     prompt_eval_ns=max(1, first - self.started), eval_ns=max(1, time.monotonic_ns() - first))
+        self.tokens: list[int] = []  # the ids whose keys and values the row holds, from position 0
+        self.pending: int | None = None  # drawn last, fed by the next decode step
+        self.sampling: SlotSampling | None = None
+        self.draws = 0
 
 
 class JaxEngine:
@@ -74,7 +64,10 @@ class JaxEngine:
         self._home = home
         self._rt: Any = None  # a runtime.Runtime once loaded
         self._model: ModelInfo | None = None
-        self._lock = threading.Lock()  # one generation at a time: the cache is shared
+        self._lock = threading.Lock()  # embeddings and unloading
+        self.scheduler: Scheduler | None = None
+        self._rows: list[_Row] = []
+        self._params: Any = None  # the rows' packed sampling parameters (numpy), see _begin_params
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,14 +80,33 @@ class JaxEngine:
         except ImportError as exc:
             raise EngineUnavailable(self.name, f"JAX or Flax is not installed ({exc})", "jax") from None
         home = options.home or self._home or default_home()
-        self._rt = runtime.load(model, options, home)
-        self._model = model
+        rt = runtime.load(model, options, home, slots=options.slots or DEFAULT_SLOTS)
+        self._rt, self._model = rt, model
+        if rt.decoder is None:
+            self.scheduler = None
+            return
+        import numpy as np
+
+        from .sampling import pack
+
+        decoder = rt.decoder
+        self._rows = [_Row() for _ in range(decoder.batch)]
+        floats, ints = pack(_idle_policy())
+        self._params = (np.tile(np.asarray(floats, np.float32), (decoder.batch, 1)),
+                        np.tile(np.asarray(ints, np.int32), (decoder.batch, 1)),
+                        np.tile(decoder.key_data(0), (decoder.batch, 1)))
+        self.scheduler = Scheduler(self)
+        self._widest = max(decoder.chunk_buckets(self.scheduler.chunk_tokens))
+        decoder.warm(self.scheduler.chunk_tokens)
 
     def unload(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         with self._lock:
             if self._rt is not None:
                 self._rt.release()
-            self._rt, self._model = None, None
+            self._rt, self._model, self.scheduler = None, None, None
+            self._rows = []
 
     def memory_used(self) -> int:
         return self._rt.memory_used if self._rt is not None else 0
@@ -117,92 +129,135 @@ class JaxEngine:
             raise CapabilityMissing(self._name, "chat (no chat template)")
         return tokenizer.render(message.to_dict() for message in request.messages)
 
+    # -- generation: the step-level port -------------------------------------------------
+
+    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        """One request through the generation core; close the iterator to cancel."""
+        self._generator()
+        assert self.scheduler is not None
+        return self.scheduler.submit(request)
+
+    @property
+    def slots(self) -> int:
+        return self._generator().decoder.batch
+
+    @property
+    def context_length(self) -> int:
+        return self._generator().decoder.length
+
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """A raw prompt is encoded with the tokenizer's special tokens (BOS); a
         rendered chat already holds them."""
-        tokenizer = self._loaded().tokenizer
+        tokenizer = self._generator().tokenizer
         return tokenizer.encode(self.render(request), add_special_tokens=not request.is_chat)
 
-    # -- generation --------------------------------------------------------------------
+    def is_end(self, token: int) -> bool:
+        return token in self._rt.end_ids
 
-    def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
-        rt = self._generator()
-        prompt = self._checked_prompt(rt, request)
-        return self._stream(rt, prompt, request.sampling)
+    def text_decoder(self) -> Any:
+        return self._loaded().tokenizer.stream()
 
-    def complete(self, request: GenerationRequest) -> Completion:
-        """The whole generation in one jitted loop (stop strings are applied to its
-        output, so tokens past a stop string are computed and dropped)."""
-        rt = self._generator()
-        prompt = self._checked_prompt(rt, request)
-        policy = request.sampling
-        spec, params, limit = self._sampler(rt, prompt, policy)
-        with self._lock:
-            clock = _Clock()
-            rows = rt.decoder.prefill([prompt], params, spec)
-            rows.token.block_until_ready()
-            clock.first_token()
-            out, _ = rt.decoder.generate(rows, params, spec, limit, rt.end_ids, reach=len(prompt) + limit)
-        return Completion.fold(self._events(rt, iter(out[0].tolist()), policy, len(prompt), limit, clock))
+    def held(self, slot: int) -> Sequence[int]:
+        return tuple(self._rows[slot].tokens)
 
-    def _stream(self, rt: Any, prompt: list[int], policy: SamplingPolicy) -> Iterator[TokenEvent]:
-        spec, params, limit = self._sampler(rt, prompt, policy)
-        with self._lock:
-            clock = _Clock()
-            tokens = self._stepped(rt, prompt, spec, params, limit, clock)
-            try:
-                yield from self._events(rt, tokens, policy, len(prompt), limit, clock)
-            finally:
-                tokens.close()
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SlotSampling) -> int:
+        from .sampling import pack
 
-    @staticmethod
-    def _stepped(rt: Any, prompt: list[int], spec: Any, params: Any, limit: int, clock: _Clock) -> Iterator[int]:
-        """Tokens one by one; step n + 1 is dispatched before token n is read."""
-        decoder = rt.decoder
-        current = decoder.prefill([prompt], params, spec)
-        for n in range(1, limit + 1):
-            following = decoder.step(current, params, spec, n, len(prompt) + n) if n < limit else None
-            token = int(current.token[0])
-            clock.first_token()
-            yield token
-            current = following
+        decoder = self._generator().decoder
+        row = self._rows[slot]
+        keep = common_prefix(row.tokens, prompt[:-1])
+        del row.tokens[keep:]
+        row.pending, row.sampling, row.draws = None, sampling, 0
+        floats, ints, keys = self._params
+        floats[slot], ints[slot] = pack(sampling.policy)
+        keys[slot] = decoder.key_data(sampling.seed)
+        return keep
 
-    def _events(self, rt: Any, tokens: Iterator[int], policy: SamplingPolicy, prompt_tokens: int, limit: int,
-                clock: _Clock) -> Iterator[TokenEvent]:
-        """Token ids -> text events: end tokens, stop strings, the limit, usage."""
-        matcher, text = StopMatcher(policy.stop), rt.tokenizer.stream()
-        produced, reason = 0, FinishReason.LENGTH
-        for token in tokens:
-            if token in rt.end_ids:
-                reason = FinishReason.STOP
-                break
-            produced += 1
-            yield TokenEvent(text=matcher.push(text.push(token)), token_id=token)
-            if matcher.stopped:
-                reason = FinishReason.STOP
-                break
-            if produced >= limit:
-                break
-        tail = "" if matcher.stopped else matcher.push(text.flush()) + matcher.flush()
-        yield TokenEvent(text=tail, finish_reason=reason, usage=clock.usage(prompt_tokens, produced))
+    def end(self, slot: int) -> None:
+        row = self._rows[slot]
+        row.pending, row.sampling = None, None
 
-    def _sampler(self, rt: Any, prompt: list[int], policy: SamplingPolicy) -> tuple[Any, Any, int]:
-        from .sampling import SamplerParams, SamplerSpec
+    def step(self, step: Step) -> Mapping[int, Sample]:
+        decoder = self._generator().decoder
+        touched = {c.slot for c in step.chunks} | set(step.decode)
+        try:
+            self._feed(decoder, step)
+            return self._draw(decoder, step)
+        except BaseException:
+            for slot in touched:  # what the cache holds there is unknown now
+                self._rows[slot].tokens.clear()
+                self._rows[slot].pending = None
+            raise
 
-        seed = policy.seed if policy.seed is not None else random.randrange(2**31)
-        limit = rt.decoder.length - len(prompt)
-        if policy.max_tokens is not None:
-            limit = min(limit, policy.max_tokens)
-        vocab = rt.decoder.vocab_size
-        return SamplerSpec.of([policy], vocab), SamplerParams.of([policy], [seed], device=rt.device), limit
+    def _feed(self, decoder: Any, step: Step) -> None:
+        """Write the step's tokens into the cache: one token of every decoding row
+        (the others sit out), then the prompt chunks."""
+        import numpy as np
 
-    def _checked_prompt(self, rt: Any, request: GenerationRequest) -> list[int]:
-        prompt = self.prompt_tokens(request)
-        if not prompt:
-            raise InvalidRequest("the prompt is empty")
-        if len(prompt) >= rt.decoder.length:
-            raise ContextOverflow(len(prompt), rt.decoder.length)
-        return prompt
+        if step.decode:
+            tokens = np.zeros((decoder.batch,), np.int32)
+            positions = np.full((decoder.batch,), decoder.length, np.int32)  # past the cache: nothing written
+            for slot in step.decode:
+                row = self._rows[slot]
+                if row.pending is None:
+                    raise InvalidRequest(f"slot {slot} decodes before its prompt was read")
+                if len(row.tokens) >= decoder.length:
+                    raise ContextOverflow(len(row.tokens) + 1, decoder.length)
+                tokens[slot], positions[slot] = row.pending, len(row.tokens)
+            decoder.decode(tokens, positions, int(positions[list(step.decode)].max()) + 1)
+            for slot in step.decode:
+                row = self._rows[slot]
+                row.tokens.append(row.pending)
+                row.pending = None
+        for chunk in step.chunks:
+            row = self._rows[chunk.slot]
+            if chunk.start != len(row.tokens):
+                raise InvalidRequest(f"slot {chunk.slot}: a chunk at {chunk.start}, the cache holds "
+                                     f"{len(row.tokens)}")
+            if chunk.start + len(chunk.tokens) > decoder.length:
+                raise ContextOverflow(chunk.start + len(chunk.tokens), decoder.length)
+            if chunk.tokens:
+                decoder.prefill(chunk.slot, chunk.tokens, chunk.start, self._widest)
+                row.tokens.extend(chunk.tokens)
+
+    def _draw(self, decoder: Any, step: Step) -> dict[int, Sample]:
+        """Sample the next token of every row that gets one in this step."""
+        import numpy as np
+
+        from .sampling import DRAW, mask_rows, mode_of
+
+        drawing = step.sampling
+        if not drawing:
+            return {}
+        rows = self._rows
+        for slot in drawing:
+            if rows[slot].sampling is None:
+                raise InvalidRequest(f"slot {slot} draws without a sequence")
+        masks = {slot: step.masks[slot] for slot in drawing if slot in step.masks}
+        try:
+            mask = mask_rows(decoder.batch, decoder.vocab_size, masks) if masks else None
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        asks = {slot: rows[slot].sampling.logprobs for slot in drawing}
+        mode = mode_of([rows[slot].sampling.policy for slot in drawing], decoder.vocab_size)
+        floats, ints, keys = self._params
+        ints = ints.copy()
+        ints[:, DRAW] = [row.draws for row in rows]
+        lengths = np.asarray([len(row.tokens) for row in rows], np.int32)
+        out = decoder.sample(lengths, floats, ints, keys, mask, mode,
+                             logprobs=any(k is not None for k in asks.values()))
+        samples = {}
+        for slot in drawing:
+            row, token = rows[slot], int(out[0][slot])
+            row.pending = token
+            row.draws += 1
+            k = asks[slot]
+            if k is None:
+                samples[slot] = Sample(token=token)
+            else:
+                top = tuple(zip(out[2][slot][:k].tolist(), out[3][slot][:k].tolist()))
+                samples[slot] = Sample(token=token, logprob=float(out[1][slot]), top=top)
+        return samples
 
     # -- embeddings --------------------------------------------------------------------
 
@@ -238,3 +293,9 @@ class JaxEngine:
         if rt.decoder is None:
             raise CapabilityMissing(self._name, "generation (it is an embedding model)")
         return rt
+
+
+def _idle_policy() -> Any:
+    from modelport.domain import SamplingPolicy
+
+    return SamplingPolicy.greedy()

@@ -151,8 +151,20 @@ def attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
     return out.reshape(b, t, h, dh)
 
 
-def write_cache(cache: Array, new: Array, positions: Array) -> Array:
-    """Write ``new`` (B, T, K, Dh) into one layer's ``cache`` (B, S, K, Dh) at the
-    per-row ``positions`` (B, T). Positions past the cache are dropped."""
-    rows = jnp.arange(new.shape[0])[:, None]
-    return cache.at[rows, positions].set(new.astype(cache.dtype), mode="drop")
+def write_cache(cache: Array, new: Array, positions: Array, row: Array | None = None) -> Array:
+    """Write ``new`` (B, T, K, Dh) into one layer's ``cache`` at ``positions`` (B, T):
+    row b of the batch is cache row b, or, with ``row`` (a scalar, B = 1), cache row
+    ``row``. Positions past the cache are dropped (a row that sits a step out is
+    given such positions)."""
+    if row is None:
+        rows = jnp.arange(new.shape[0])[:, None]
+        return cache.at[rows, positions].set(new.astype(cache.dtype), mode="drop")
+    return cache.at[row, positions[0]].set(new[0].astype(cache.dtype), mode="drop")
+
+
+def read_cache(cache: Array, span: int, row: Array | None = None) -> Array:
+    """The first ``span`` positions of every cache row (B, span, K, Dh), or of cache
+    row ``row`` only (1, span, K, Dh)."""
+    if row is None:
+        return cache[:, :span]
+    return jax.lax.dynamic_slice_in_dim(cache, row, 1, axis=0)[:, :span]

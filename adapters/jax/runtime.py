@@ -54,15 +54,18 @@ class Runtime:
 
     def release(self) -> None:
         """Free the device memory now rather than when the garbage collector runs."""
-        holders = [h for h in (self.decoder, self.encoder) if h is not None]
-        for leaf in jax.tree_util.tree_leaves([(h.state, getattr(h, "cache", None)) for h in holders]):
-            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
-                leaf.delete()
+        if self.decoder is not None:
+            self.decoder.release()
+        if self.encoder is not None:
+            for leaf in jax.tree_util.tree_leaves(self.encoder.state):
+                if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+                    leaf.delete()
         self.decoder = self.encoder = None
         self.parameter_bytes = 0
 
 
-def load(model: ModelInfo, options: EngineOptions, home: str) -> Runtime:
+def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1) -> Runtime:
+    """The model on its device; a decoder gets a cache of ``slots`` rows."""
     device = select_device(options.device, options.device_index)
     enable_compilation_cache(os.path.join(home, "cache", "jax"))
     dtype = select_dtype(getattr(options, "dtype", "auto"), device)
@@ -81,7 +84,7 @@ def load(model: ModelInfo, options: EngineOptions, home: str) -> Runtime:
     decoder = encoder = None
     if family.KIND == "decoder":
         length = max(16, min(options.num_ctx, cfg.context_length))
-        decoder = Decoder(network, family.cache_shape(cfg), length=length, device=device)
+        decoder = Decoder(network, family.cache_shape(cfg), length=length, batch=slots, device=device)
     else:
         encoder = Encoder(network, folder, device=device)
         length = encoder.max_length

@@ -181,6 +181,7 @@ class LlamaCppEngine:
     def _load_embedder(self, llama_cpp: Any, model: ModelInfo, path: Path, n_ctx: int, threads: int,
                        gpu_layers: int, options: EngineOptions) -> None:
         try:
+            n_ctx = _padded(n_ctx)
             llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx,
                 # an encoder sees each input whole: its batch is its context
@@ -525,6 +526,16 @@ def _with_logprobs(token: int, logits: Any, sampling: SlotSampling) -> Sample:
         best = best[np.argsort(-logprobs[best], kind="stable")]
         top = tuple((int(i), float(logprobs[i])) for i in best)
     return Sample(token=token, logprob=float(logprobs[token]), top=top)
+
+
+# llama.cpp rounds its context up to a multiple of this; llama-cpp-python sizes its
+# token buffer by the number asked for. Asking for a multiple keeps the two equal
+# (else a prompt between them overflows the buffer: a ValueError, not ContextOverflow).
+CONTEXT_PADDING = 256
+
+
+def _padded(n_ctx: int) -> int:
+    return -(-n_ctx // CONTEXT_PADDING) * CONTEXT_PADDING
 
 
 def _kv_cache_bytes(metadata: Mapping[str, str], n_ctx: int) -> int:

@@ -19,10 +19,10 @@ from modelport.ports import Services
 
 from ..bootstrap import bootstrap
 from ..config import Settings
-from . import errors, management, native, openai_resources, resources, schemas, security
+from . import chatpage, errors, management, native, openai_resources, resources, rustllm, schemas, security
 from .blobs import BlobStore
 from .inference import Runner
-from .lifecycle import REAP_INTERVAL_S, Reaper
+from .lifecycle import REAP_INTERVAL_S, Reaper, clean_leftovers
 from .metrics import Metrics, MetricsMiddleware
 from .openapi import OpenAPI
 from .schemas import Clock, Reply
@@ -37,7 +37,10 @@ class App(falcon.App):
     reaper: Reaper | None = None
 
     def start_reaper(self, interval: float = REAP_INTERVAL_S) -> Reaper:
+        """Start the background side: first clean what killed work left in the store,
+        then run the reaper."""
         if self.reaper is None:
+            clean_leftovers(self.runner.services)
             self.reaper = Reaper(self.runner.services.resident, interval).start()
         return self.reaper
 
@@ -69,9 +72,15 @@ def create_app(
     app.runner, app.metrics = runner, metrics
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
-    _ollama_routes(app, runner, settings, clock, max_body)
+    if settings.api == "rustllm":  # RustLLM's REST API at /api, instead of Ollama's
+        app.add_route("/", chatpage.Root())
+    else:
+        _ollama_routes(app, runner, settings, clock, max_body)
     _openai_routes(app, runner, clock, max_body)
     _modelport_routes(app, runner, settings, max_body)
+    rustllm.mount(app, runner, max_body=max_body)
+    if settings.api == "rustllm":
+        rustllm.mount(app, runner, prefix="", max_body=max_body)
     return app
 
 
@@ -79,7 +88,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     services = runner.services
     tags = resources.Tags(services)
     blobs = BlobStore(Path(settings.home) / "blobs")
-    app.add_route("/", resources.Root())
+    app.add_route("/", chatpage.Root())  # the chat page for browsers, "Ollama is running" for clients
     app.add_route("/api/version", resources.Version(package_version()))
     app.add_route("/api/tags", tags)
     app.add_route("/api/show", resources.Show(services, max_body))
@@ -92,7 +101,7 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     app.add_route("/api/ps", management.Ps(services, clock))
     app.add_route("/api/pull", management.Pull(services, max_body))
     app.add_route("/api/push", management.Push())
-    app.add_route("/api/create", management.Create(services, blobs, max_body))
+    app.add_route("/api/create", management.Create(services, blobs, max_body, allowed=settings.allowed_folders))
     app.add_route("/api/blobs/{digest}", management.Blob(blobs))
     app.add_route("/api/copy", management.Copy(services, max_body))
     app.add_route("/api/delete", management.Delete(services, max_body))

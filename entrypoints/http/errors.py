@@ -28,6 +28,8 @@ from modelport.domain import (
     UnsupportedArchitecture,
 )
 
+from . import disconnect
+
 log = logging.getLogger("modelport.http")
 
 # First match wins; CapabilityMissing is an InvalidRequest.
@@ -88,6 +90,7 @@ def install(app: falcon.App) -> None:
     """Register the handlers and the serializer on ``app``."""
     app.add_error_handler(ModelportError, _modelport_error)
     app.add_error_handler(ServerBusy, _queue_full)
+    disconnect.install(app)
     app.add_error_handler(Exception, _unexpected_error)
     app.set_error_serializer(_serialize)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from modelport.ports import ResidentModels
+from modelport.ports import ResidentModels, Services
 
 log = logging.getLogger("modelport.http")
 REAP_INTERVAL_S = 5.0
@@ -51,3 +51,19 @@ class Reaper:
                 continue
             if gone:
                 log.info("unloaded idle models: %s", ", ".join(gone))
+
+
+def clean_leftovers(services: Services) -> None:
+    """Delete what a killed create, copy or pull left in the store's staging folder
+    (scratch folders, empty pulls, locks nobody holds), once, as the server starts;
+    work in progress elsewhere holds its locks and is never touched."""
+    clean = getattr(services.store, "clean_staging", None)
+    if not callable(clean):
+        return
+    try:
+        freed = clean()
+    except OSError as exc:
+        log.warning("could not clean the store's staging folder: %s", exc)
+        return
+    if freed:
+        log.info("deleted %d bytes that interrupted work left in the store", freed)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import attrs
 import falcon
 
-from modelport.domain import ModelRef, PullProgress
+from modelport.domain import InvalidRequest, ModelRef, PullProgress
 from modelport.ports import ProgressCallback, Services
 
 from . import schemas
 from .blobs import CHUNK_BYTES, BlobStore
-from .resources import MAX_BODY_BYTES, read_json
+from .resources import MAX_BODY_BYTES, body_stream, read_json
 from .schemas import Clock, error, progress
 from .streaming import NDJSON, line, log_unexpected
 
@@ -77,7 +79,7 @@ class Pull:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._max_body)
-        name = schemas.parse_name(body)
+        name, trust_note = pull_target(body)
         stream = schemas.parse_stream(body)
         if self._services.source is None:
             raise falcon.HTTPNotImplemented(description=NO_SOURCE)
@@ -91,13 +93,42 @@ class Pull:
             resp.media = {"status": "success"}
             return
         steps = run.started()
+        if trust_note:
+            steps = _prepend(PullProgress(status=trust_note), steps)
         resp.content_type = NDJSON
         resp.stream = _progress_lines(steps, run)
 
 
+def pull_target(body: dict[str, Any]) -> tuple[str, str | None]:
+    """The model to pull, with Hugging Llama's ``revision`` (a branch, tag or commit)
+    folded in, and what to say about ``trust_remote_code`` (None when not asked)."""
+    from ..catalog import resolve_name
+    from ..cli_seeds import TRUST_REMOTE_CODE_NOTE
+
+    name = resolve_name(schemas.parse_name(body))
+    revision = body.get("revision")
+    if revision is not None:
+        if not isinstance(revision, str) or not revision:
+            raise InvalidRequest('field "revision" must be a non-empty string')
+        ref = ModelRef.parse(name)
+        if ref.revision and ref.revision != revision:
+            raise InvalidRequest(f"'{name}' names revision {ref.revision}; \"revision\" says {revision}: give one")
+        name = str(attrs.evolve(ref, revision=ModelRef.parse(f"x@{revision}").revision))
+    trust = body.get("trust_remote_code", False)
+    if not isinstance(trust, bool):
+        raise InvalidRequest('field "trust_remote_code" must be true or false')
+    return name, TRUST_REMOTE_CODE_NOTE.replace("--trust-remote-code", "trust_remote_code") if trust else None
+
+
 def _progress_lines(steps: Iterator[PullProgress], run: "Background") -> Iterator[bytes]:
+    """Ollama's progress lines; before a file's first one, Hugging Llama's
+    ``{"status": "downloading", "path": FILE}``."""
+    announced: set[str] = set()
     try:
         for step in steps:
+            if step.file and step.file not in announced:
+                announced.add(step.file)
+                yield line({"status": "downloading", "path": step.file})
             yield line(progress(step))
     except Exception as exc:  # the status is already sent: report it in the stream
         yield line(error(log_unexpected(exc, "pull")))
@@ -171,10 +202,12 @@ class Create:
     """``/api/create``: a model from a local file or folder, from an installed model
     (a copy), or from uploaded blobs (``files``)."""
 
-    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES,
+                 *, allowed: Sequence[str] = ()) -> None:
         self._services = services
         self._blobs = blobs
         self._max_body = max_body
+        self._allowed = tuple(allowed)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         call = schemas.parse_create(read_json(req, self._max_body))
@@ -193,10 +226,24 @@ class Create:
             return steps + [{"status": "writing manifest"}]
         assert call.source is not None
         if ModelRef.parse(call.source).is_path:
-            self._services.import_model(call.model, call.source)
+            self._services.import_model(call.model, allowed_path(call.source, self._allowed))
             return [{"status": f"importing {call.source}"}, {"status": "writing manifest"}]
         self._services.copy(call.source, call.model)
         return [{"status": f"using existing model {call.source}"}, {"status": "writing manifest"}]
+
+
+def allowed_path(source: str, allowed: Sequence[str]) -> str:
+    """The real path of ``source`` when it lies inside one of the ``allowed`` folders
+    (``MODELPORT_ALLOWED_PATHS``); anything else is refused with the same answer
+    whether or not it exists, so that the refusal tells nothing about the disk."""
+    real = os.path.realpath(source) if os.path.isabs(source) else None
+    for folder in allowed:
+        root = os.path.realpath(folder)
+        if real is not None and os.path.commonpath([real, root]) == root:
+            return real
+    where = "the folders in MODELPORT_ALLOWED_PATHS" if allowed else "folders listed in MODELPORT_ALLOWED_PATHS (none are)"
+    raise falcon.HTTPForbidden(description=f"'from' may be an installed model, or an absolute path "
+                                           f"inside {where}; '{source}' is neither")
 
 
 def _importable(folder: Path, files: tuple[tuple[str, str], ...]) -> Path:
@@ -218,10 +265,14 @@ class Blob:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
         hex_digest = schemas.blob_digest(digest)
-        if self._blobs.exists(hex_digest):
-            while req.bounded_stream.read(CHUNK_BYTES):
-                pass  # leave the connection clean for the next request
-            resp.status = falcon.HTTP_200
-            return
-        self._blobs.save(hex_digest, req.bounded_stream)
+        try:
+            if self._blobs.exists(hex_digest):
+                body = body_stream(req)
+                while body.read(CHUNK_BYTES):
+                    pass  # leave the connection clean for the next request
+                resp.status = falcon.HTTP_200
+                return
+            self._blobs.save(hex_digest, body_stream(req))
+        except TimeoutError:  # the client stalled (see worker.py)
+            raise falcon.HTTPError(falcon.HTTP_408, description="the blob did not arrive in time") from None
         resp.status = falcon.HTTP_201

@@ -19,6 +19,7 @@ from modelport.domain import Completion, InvalidRequest, ModelportError, TokenEv
 from modelport.ports import GenerationStream
 
 from . import schemas
+from .disconnect import fold, watch_of
 from .errors import openai_error, status_of
 from .inference import Runner
 from .resources import MAX_BODY_BYTES, read_json
@@ -56,10 +57,7 @@ class Generate:
             sse_headers(resp)
             resp.stream = deltas(events, stream)
             return
-        try:
-            done = Completion.fold(events)
-        finally:
-            stream.close()
+        done = fold(events, stream, watch_of(req))
         resp.media = {"model": call.model, **result(done)}
 
 
@@ -81,13 +79,11 @@ class GenerateBatch:
         rest = {k: v for k, v in body.items() if k not in ("prompts", "messages")}
         calls = [parse({**rest, "prompt": p}, self._runner) for p in prompts]
         results = []
+        watch = watch_of(req)
         for call in calls:
             assert call.request is not None
             events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive)
-            try:
-                results.append(result(Completion.fold(events)))
-            finally:
-                stream.close()
+            results.append(result(fold(events, stream, watch)))
         resp.media = {"model": calls[0].model, "results": results}
 
 

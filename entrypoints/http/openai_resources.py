@@ -11,10 +11,11 @@ from typing import Any, Callable, Iterator
 
 import falcon
 
-from modelport.domain import Completion, FinishReason, ModelportError, TokenEvent, Usage
+from modelport.domain import FinishReason, ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
 from . import openai_schemas as wire
+from .disconnect import fold, watch_of
 from .errors import openai_error, status_of
 from .inference import Runner
 from .resources import MAX_BODY_BYTES, read_json
@@ -38,7 +39,7 @@ class ChatCompletions:
             sse_headers(resp)
             resp.stream = sse(events, stream, envelope, call.include_usage, chat_chunk, first={"role": "assistant"})
             return
-        done = _whole(events, stream)
+        done = fold(events, stream, watch_of(req))
         envelope = wire.Envelope.chat(call.model, self._clock())
         resp.media = envelope.wrap([wire.chat_message(done.text, done.finish_reason)],
                                    usage=wire.usage(done.usage))
@@ -59,7 +60,8 @@ class Completions:
             sse_headers(resp)
             resp.stream = sse(events, stream, envelope, call.include_usage, text_chunk)
             return
-        done = [_whole(*self._runner.generate(request, started=started)) for request in call.requests]
+        watch = watch_of(req)
+        done = [fold(*self._runner.generate(request, started=started), watch) for request in call.requests]
         choices = [wire.text_choice(c.text, c.finish_reason, i) for i, c in enumerate(done)]
         resp.media = envelope.wrap(choices, usage=wire.usage(wire.add_usage([c.usage for c in done])))
 
@@ -84,7 +86,7 @@ class Models:
         resp.media = wire.model_list(self._services.list_models())
 
     def on_get_one(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
-        resp.media = wire.model_entry(self._services.show(model))
+        resp.media = wire.model_entry(self._services.show(wire.store_name(model)))
 
 
 def chat_chunk(text: str, reason: FinishReason | None) -> dict[str, Any]:
@@ -119,9 +121,3 @@ def sse(events: Iterator[TokenEvent], stream: GenerationStream, envelope: wire.E
     finally:
         stream.close()
 
-
-def _whole(events: Iterator[TokenEvent], stream: GenerationStream) -> Completion:
-    try:
-        return Completion.fold(events)
-    finally:
-        stream.close()

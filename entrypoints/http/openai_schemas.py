@@ -26,9 +26,10 @@ from modelport.domain import (
     Usage,
 )
 
-from .schemas import Body, EmbedCall, parse_dimensions, resize
+from .schemas import Body, EmbedCall, parse_dimensions, resize, store_name
 
 FINGERPRINT = "fp_modelport"
+MAX_PROMPTS = 64  # /v1/completions answers them one after the other, as /v1/generate_batch does
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 ENCODINGS = ("float", "base64")
 # Fields the server accepts and ignores: they change nothing a local model could do.
@@ -111,8 +112,7 @@ def _model(body: Body) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a string")
-    ModelRef.parse(model)
-    return model
+    return store_name(model)
 
 
 def _message(data: object, index: int) -> ChatMessage:
@@ -152,6 +152,8 @@ def _prompts(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+        if len(value) > MAX_PROMPTS:
+            raise InvalidRequest(f"at most {MAX_PROMPTS} prompts per request, got {len(value)}")
         return tuple(value)
     if isinstance(value, list) and value and all(isinstance(p, (int, list)) for p in value):
         raise InvalidRequest("token arrays are not supported as prompt; send a string")

@@ -11,6 +11,8 @@ from typing import Any
 
 import falcon
 
+from . import rustllm
+
 Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
@@ -23,7 +25,7 @@ KEEP_ALIVE: Schema = {"oneOf": [NUMBER, STRING], "description": 'seconds, or a d
 OPTIONS: Schema = {"type": "object", "description": "Ollama options (unknown keys are ignored)",
                    "properties": {"temperature": NUMBER, "top_k": INT, "top_p": NUMBER, "min_p": NUMBER,
                                   "repeat_penalty": NUMBER, "repeat_last_n": INT, "seed": INT,
-                                  "num_predict": INT, "num_ctx": INT,
+                                  "num_predict": INT, "num_ctx": {"type": "integer", "minimum": 256},
                                   "stop": {"type": "array", "items": STRING}}}
 STRINGS: Schema = {"oneOf": [STRING, {"type": "array", "items": STRING}]}
 MESSAGE: Schema = {"type": "object", "required": ["role"],
@@ -102,7 +104,8 @@ def paths() -> dict[str, Schema]:
             "model": MODEL, "prompt": STRING, "keep_alive": KEEP_ALIVE, "options": OPTIONS}))},
         "/api/ps": {"get": _operation("models loaded in this worker", o, statuses=())},
         "/api/pull": {"post": _operation("download a model (NDJSON progress)", o, _body({
-            "model": MODEL, "insecure": BOOL, "stream": BOOL}), media=ND, statuses=(400, 404, 502))},
+            "model": MODEL, "insecure": BOOL, "stream": BOOL, "revision": STRING, "trust_remote_code": BOOL}),
+            media=ND, statuses=(400, 404, 502))},
         "/api/push": {"post": _operation("not supported: always 501", o, _body({
             "model": MODEL, "insecure": BOOL, "stream": BOOL}), statuses=(501,))},
         "/api/create": {"post": _operation("a model from a local file, an installed model or blobs", o, _body({
@@ -140,6 +143,7 @@ def paths() -> dict[str, Schema]:
                                                    media=SSE)},
         "/v1/generate_batch": {"post": _operation("several prompts, one result each", mp, _body({
             **NATIVE, "prompts": {"type": "array", "items": STRING}}, ("model", "prompts")))},
+        **rustllm.openapi_paths(),  # RustLLM's REST API (at /api too with api=rustllm)
     }
 
 

@@ -19,6 +19,7 @@ from modelport.domain import Capability, CapabilityMissing, InvalidRequest
 from modelport.ports import Services, SlotStats
 
 from . import schemas, streaming
+from .disconnect import watch_of
 from .inference import Runner
 from .schemas import Body, Call, Clock, Reply
 
@@ -30,7 +31,7 @@ def read_json(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any
     larger than ``limit`` bytes."""
     if req.content_length is not None and req.content_length > limit:
         raise _too_large(limit)
-    data = req.bounded_stream.read(limit + 1)
+    data = read_body(body_stream(req), limit + 1)
     if len(data) > limit:
         raise _too_large(limit)
     if not data.strip():
@@ -42,6 +43,24 @@ def read_json(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
+
+
+def body_stream(req: falcon.Request) -> Any:
+    """The request body: ``Content-Length`` bytes, or, sent in chunks
+    (``Transfer-Encoding: chunked``, as ``requests`` sends a generator and Go an
+    ``io.Reader``), the server's decoded stream up to its end."""
+    if req.content_length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
+        return req.stream
+    return req.bounded_stream
+
+
+def read_body(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of the body; 408 when the client stalls sending it (the
+    server's socket timed out, see worker.py)."""
+    try:
+        return stream.read(size)
+    except TimeoutError:
+        raise falcon.HTTPError(falcon.HTTP_408, description="the request body did not arrive in time") from None
 
 
 def _too_large(limit: int) -> falcon.HTTPError:
@@ -187,7 +206,7 @@ class Inference:
             resp.content_type = streaming.NDJSON
             resp.stream = streaming.ndjson(events, stream, reply)
         else:
-            resp.media = streaming.whole(events, stream, reply)
+            resp.media = streaming.whole(events, stream, reply, watch_of(req))
 
     def _refuse_what_no_model_offers(self, call: Call) -> None:
         if call.needs:

@@ -22,6 +22,7 @@ from modelport.domain import (
     Embeddings,
     FinishReason,
     GenerationRequest,
+    InvalidModelName,
     InvalidRequest,
     ModelInfo,
     ModelRef,
@@ -114,7 +115,7 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     """
     model = _model(body)
     raw_messages = _optional(body, "messages", list, [])
-    images = [image for m in raw_messages if isinstance(m, Mapping) for image in m.get("images") or ()]
+    images = [image for m in raw_messages if isinstance(m, Mapping) for image in _images(m)]
     needs = _needs(body, images=images)
     if _optional(body, "tools", list, []) or any(isinstance(m, Mapping) and m.get("tool_calls")
                                                   for m in raw_messages):
@@ -128,6 +129,13 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
 
 
+def _images(message: Mapping[str, Any]) -> list:
+    images = message.get("images")
+    if images is not None and not isinstance(images, list):
+        raise InvalidRequest(f'field "images" of a message must be an array, not {_json_type(images)}')
+    return images or []
+
+
 def parse_show(body: Body) -> str:
     """``/api/show``: ``model``, or the legacy ``name``."""
     name = body.get("model") or body.get("name")
@@ -135,6 +143,19 @@ def parse_show(body: Body) -> str:
         raise InvalidRequest("model is required")
     if not isinstance(name, str):
         raise InvalidRequest('field "model" must be a string')
+    return store_name(name)
+
+
+PATH_REFUSED = ("over HTTP a model is named as in the store ('name', 'name:tag' or 'org/name'), "
+                "not by a path on the server")
+
+
+def store_name(name: str, field: str = "model") -> str:
+    """``name``, checked to be a well-formed store name: over HTTP a model is never
+    a path (on the command line it may be), so no request can probe or load the
+    server's files through it."""
+    if ModelRef.parse(name).is_path:  # a malformed name fails here too
+        raise InvalidModelName(f'field "{field}": {PATH_REFUSED}')
     return name
 
 
@@ -144,8 +165,7 @@ def _model(body: Body) -> str:
         raise InvalidRequest("model is required")
     if not isinstance(model, str):
         raise InvalidRequest('field "model" must be a string')
-    ModelRef.parse(model)  # fail early on a malformed name
-    return model
+    return store_name(model)
 
 
 def _stream(body: Body) -> bool:
@@ -477,8 +497,7 @@ def parse_name(body: Body, field: str = "model", legacy: str | None = "name") ->
         raise InvalidRequest(f"{field} is required")
     if not isinstance(name, str):
         raise InvalidRequest(f'field "{field}" must be a string')
-    ModelRef.parse(name)
-    return name
+    return store_name(name, field)
 
 
 def parse_copy(body: Body) -> tuple[str, str]:
@@ -558,6 +577,7 @@ def running(resident: Resident, now: float) -> dict[str, Any]:
         "expires_at": rfc3339(now + FOREVER_S if expiry is None else min(expiry, now + FOREVER_S)),
         "size_vram": size_vram,
         "context_length": resident.options.num_ctx,
+        "refs": resident.in_use,  # requests using it now (Hugging Llama's ps shows them)
         **_slots(resident),
     }
 

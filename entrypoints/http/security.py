@@ -124,6 +124,8 @@ class ApiKey:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path in PUBLIC_PATHS or (req.method == "OPTIONS" and req.get_header("Origin")):
             return
+        if req.path == "/" and req.method in ("GET", "HEAD") and "text/html" in (req.get_header("Accept") or ""):
+            return  # the chat page holds no data; it asks for the key itself (chatpage.py)
         scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
             raise falcon.HTTPUnauthorized(

@@ -1,16 +1,20 @@
 """Running the HTTP API under gunicorn, from Python (``modelport serve``).
 
-gthread workers: each worker process holds its own loaded models, and its threads
-serve requests side by side (a long generation does not block ``/api/tags``). The
-application is built inside each worker, after the fork, never in the master.
+:class:`~.worker.HeadFirstWorker` workers (gthread that reads request heads in its
+main loop): each worker process holds its own loaded models, and its threads serve
+requests side by side (a long generation does not block ``/api/tags``; slow or silent
+connections hold no thread). The application is built inside each worker, after the
+fork, never in the master.
 
 The same application runs under gunicorn's own command line:
 
-    gunicorn --worker-class gthread --threads 4 'modelport.entrypoints.http.app:get_app()'
+    gunicorn --worker-class modelport.entrypoints.http.worker.HeadFirstWorker --threads 4 \
+        'modelport.entrypoints.http.app:get_app()'
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
@@ -25,6 +29,11 @@ from ..config import Settings
 WORKER_TIMEOUT_S = 600
 # How long in-flight requests get to finish after SIGTERM.
 GRACEFUL_TIMEOUT_S = 30
+# How long an idle kept-alive connection stays open (it holds no thread meanwhile).
+KEEPALIVE_S = 5
+WORKER_CLASS = "modelport.entrypoints.http.worker.HeadFirstWorker"
+# A Unix socket path must fit in sun_path (108 bytes on Linux, 104 on macOS).
+MAX_SOCKET_PATH = 100
 
 WSGIApp = Callable[..., Any]
 
@@ -77,15 +86,27 @@ def gunicorn_options(
     return {
         "bind": [f"{host}:{settings.port}"],
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASS,
         "threads": threads or settings.threads,
         "timeout": WORKER_TIMEOUT_S,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": KEEPALIVE_S,
         "preload_app": False,
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "proc_name": "modelport",
+        **control_socket(settings),
     }
+
+
+def control_socket(settings: Settings) -> dict[str, Any]:
+    """gunicorn's control socket (for ``gunicornc``) inside ``MODELPORT_HOME``, one per
+    port, never in the user's home where every server would share one; off when that
+    path is too long for a Unix socket."""
+    path = Path(settings.home) / "run" / f"gunicorn-{settings.port}.ctl"
+    if len(str(path)) > MAX_SOCKET_PATH:
+        return {"control_socket_disable": True}
+    return {"control_socket": str(path)}
 
 
 def serve(

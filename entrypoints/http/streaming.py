@@ -13,9 +13,10 @@ import json
 import logging
 from typing import Any, Iterator
 
-from modelport.domain import Completion, ModelportError, TokenEvent, Usage
+from modelport.domain import ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
+from .disconnect import ClientWatch, fold
 from .errors import message_of
 from .schemas import Reply, error
 
@@ -56,12 +57,11 @@ def log_unexpected(exc: BaseException, what: str) -> str:
     return message_of(exc)
 
 
-def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply) -> dict[str, Any]:
-    """The answer to ``"stream": false``: the whole text and the final metrics."""
-    try:
-        completion = Completion.fold(events)
-    finally:
-        stream.close()
+def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply,
+          watch: ClientWatch | None = None) -> dict[str, Any]:
+    """The answer to ``"stream": false``: the whole text and the final metrics. The
+    generation is cancelled if the client leaves meanwhile (``watch``)."""
+    completion = fold(events, stream, watch)
     return reply.final(completion.text, completion.finish_reason, completion.usage)
 
 

@@ -5,7 +5,8 @@
 
 ``fake`` answers "The capital of France is Paris." one character per token;
 ``slow`` answers a reply of 10,000 tokens at 100 tokens a second, so a test can
-tell whether a generation was cancelled; ``embedder`` embeds. The source has one
+tell whether a generation was cancelled; ``chatty`` answers up to 1.6 million tokens
+at once, to fill a client's socket; ``embedder`` embeds. The source has one
 repository to pull, ``org/tiny``, and the store "imports" any GGUF file (it records
 a fake model for it), so that create works. Settings come from the environment
 (MODELPORT_HOME, MODELPORT_API_KEY ...), bound to 127.0.0.1.
@@ -29,10 +30,18 @@ SLOW_REPLY = "tick " * 2000
 
 
 class SlowEngine(FakeEngine):
+    """``slow``: 100 tokens a second; ``chatty``: as many tokens as num_ctx allows, at
+    once (enough to fill a socket's buffers)."""
+
     name = "slow"
 
     def __init__(self) -> None:
         super().__init__(SLOW_REPLY, token_delay=0.01)
+
+    def load(self, model, options):
+        super().load(model, options)
+        if model.name.startswith("chatty"):
+            self.reply, self.token_delay = "chatter " * 200_000, 0.0
 
 
 TINY = b"GGUF" + bytes(4092)
@@ -77,11 +86,12 @@ def store() -> InMemoryModelStore:
         fake_model("embedder:latest", format=ModelFormat.SAFETENSORS,
                    capabilities={Capability.EMBEDDING}, embedding_length=16),
         fake_model("slow:latest", format=ModelFormat.MLX),
+        fake_model("chatty:latest", format=ModelFormat.MLX),
     ])
 
 
 def engines() -> list[EngineSpec]:
-    """``slow`` is the only MLX model, so the registry picks the slow engine for it."""
+    """``slow`` and ``chatty`` are the MLX models, so the registry picks the slow engine for them."""
     return [
         EngineSpec(name="fake", formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS},
                    factory=lambda: FakeEngine(token_delay=0.001)),

@@ -39,7 +39,7 @@ def test_deploy_says_how_to_reach_and_keep_the_server(deployed) -> None:
     text = log.read_text()
     assert f"curl {url}/api/tags" in text and "does not detach" in text
     assert f"serve --host 127.0.0.1 --port {url.rsplit(':', 1)[1]}" in text
-    assert "gunicorn --worker-class gthread" in text
+    assert "gunicorn --worker-class modelport.entrypoints.http.worker.HeadFirstWorker" in text
 
 
 def test_run_and_chat_through_the_server(deployed, tmp_path: Path) -> None:

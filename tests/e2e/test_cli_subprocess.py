@@ -92,6 +92,9 @@ def test_show_info_and_verify_the_bundled_model(tmp_path: Path) -> None:
     assert shown["default_options"] == {"repeat_penalty": 1.1, "temperature": 0.2, "top_p": 0.9}
     info = json.loads(modelport("info", "--json", home=tmp_path).stdout)
     assert info["engines"]["gguf"]["available"] is True and info["paths"]["home"] == str(tmp_path)
+    # the installed llama.cpp build generated a token in a child process, remembered under the home
+    assert info["engines"]["gguf"]["check"]["usable"] is True, info["engines"]["gguf"]["check"]
+    assert list((tmp_path / "checks").glob("gguf-*.json"))
     about = json.loads(modelport("info", "smollm2", "--json", home=tmp_path).stdout)
     # 2 (K and V) x 30 layers x 3 KV heads x 64 x 4096 tokens x 2 bytes
     assert about["memory"]["kv_cache"] == 2 * 30 * 3 * 64 * 4096 * 2

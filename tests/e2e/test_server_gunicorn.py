@@ -27,7 +27,8 @@ CLIENT_TIMEOUT_S = 30
 def command(launcher: str, port: int) -> list[str]:
     if launcher == "gunicorn":
         return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--worker-class", "gthread", "--threads", "4", "fake_app:get_app()"]
+                "--worker-class", "modelport.entrypoints.http.worker.HeadFirstWorker", "--threads", "4",
+                "fake_app:get_app()"]
     return [sys.executable, str(HERE / "fake_app.py"), str(port)]
 
 
@@ -49,12 +50,12 @@ def client(url: str) -> ollama.Client:
 
 def test_root_answers(url: str) -> None:
     with urllib.request.urlopen(url) as response:
-        assert response.read() == b"modelport is running"
+        assert response.read() == b"Ollama is running"
 
 
 def test_list(client: ollama.Client) -> None:
     models = {m.model: m for m in client.list().models}
-    assert sorted(models) == ["embedder:latest", "fake:latest", "slow:latest"]
+    assert sorted(models) == ["chatty:latest", "embedder:latest", "fake:latest", "slow:latest"]
     assert models["fake:latest"].details.family == "fake"
     assert models["fake:latest"].modified_at is not None
 

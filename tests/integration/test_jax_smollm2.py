@@ -14,11 +14,13 @@ from modelport.adapters.filesystem import FilesystemModelStore
 from modelport.adapters.ggufconvert import cache_key, materialize_hf_folder
 from modelport.adapters.jax import JaxEngine
 from modelport.domain import (
+    ChatMessage,
     Completion,
     ContextOverflow,
     FinishReason,
     GenerationRequest,
     ModelRef,
+    Role,
     SamplingPolicy,
 )
 from modelport.ports import EngineOptions
@@ -48,7 +50,7 @@ def folder(gguf_path, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def engine(smollm2, engine_home):
     engine = JaxEngine()
-    engine.load(smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home))
+    engine.load(smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home, slots=4))
     yield engine
     engine.unload()
 
@@ -109,9 +111,9 @@ def test_the_rebuilt_tokenizer_agrees_with_llama_cpp(folder, gguf_path) -> None:
 # -- the engine on the converted weights -------------------------------------------------------
 
 
-def test_golden_prompt_and_greedy_tokens_in_one_jitted_loop(engine) -> None:
+def test_golden_prompt_and_greedy_tokens(engine) -> None:
     assert engine.tokenize(GOLDEN_PROMPT) == GOLDEN_PROMPT_TOKENS
-    completion = engine.complete(request(max_tokens=10))
+    completion = Completion.fold(engine.stream(request(max_tokens=10)))
     assert completion.token_ids == GOLDEN_TOKENS
     assert completion.text == " Emma who loved to play in the sun. She"
     assert completion.finish_reason is FinishReason.LENGTH
@@ -126,13 +128,13 @@ def test_logits_agree_with_a_numpy_forward_pass(engine, folder) -> None:
     assert int(reference[-1].argmax()) == GOLDEN_TOKENS[0]
 
 
-def test_streaming_and_the_jitted_loop_draw_the_same_tokens(engine) -> None:
+def test_a_seed_draws_the_same_tokens_again(engine) -> None:
     sampling = dict(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1, seed=7)
-    streamed = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
-    looped = engine.complete(request("Once upon a time", max_tokens=12, **sampling))
-    assert streamed.token_ids == looped.token_ids and streamed.text == looped.text
-    other = engine.complete(request("Once upon a time", max_tokens=12, **{**sampling, "seed": 8}))
-    assert other.token_ids != looped.token_ids
+    first = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
+    again = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **sampling)))
+    assert first.token_ids == again.token_ids and first.text == again.text
+    other = Completion.fold(engine.stream(request("Once upon a time", max_tokens=12, **{**sampling, "seed": 8})))
+    assert other.token_ids != first.token_ids
 
 
 def test_streamed_text_never_splits_a_character(engine) -> None:
@@ -147,7 +149,55 @@ def test_streamed_text_never_splits_a_character(engine) -> None:
 
 def test_a_prompt_longer_than_the_context_is_refused(engine) -> None:
     with pytest.raises(ContextOverflow):
-        engine.complete(request("word " * 1200, max_tokens=1))
+        engine.stream(request("word " * 1200, max_tokens=1))
+
+
+# -- slots: requests decoded together, the prompt cache -----------------------------------------
+
+BATCH = [
+    ("Once upon a time, there was a little girl named", 24),
+    ("The capital of France is", 8),
+    ("def fibonacci(n):", 20),
+    ("Here is a list of fruits: apples,", 12),
+    ("Water boils at", 16),
+    ("In 1492, Columbus", 10),
+    ("The three primary colors are", 18),
+    ("Dear Sir or Madam, I am writing to", 14),
+]
+
+
+def test_eight_requests_through_four_slots_equal_each_alone(engine) -> None:
+    """Greedy requests of different prompts and lengths, and one seeded sampled
+    request, submitted together: four decode at once, the rest wait for a slot."""
+    requests = [request(prompt, max_tokens=n) for prompt, n in BATCH]
+    requests[5] = request(BATCH[5][0], temperature=0.9, top_k=40, top_p=0.95, seed=21, max_tokens=10)
+    solo = [Completion.fold(engine.stream(r)) for r in requests]
+    streams = [engine.scheduler.submit(r) for r in requests]
+    batched = [Completion.fold(s) for s in streams]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in solo]
+    assert [c.text for c in batched] == [c.text for c in solo]
+    assert batched[0].token_ids[:10] == GOLDEN_TOKENS
+
+
+def chat_request(*turns: str) -> GenerationRequest:
+    roles = [Role.USER if i % 2 == 0 else Role.ASSISTANT for i in range(len(turns))]
+    messages = tuple(ChatMessage(role=role, content=text) for role, text in zip(roles, turns))
+    return GenerationRequest(model=ModelRef.parse("smollm2"), messages=messages,
+                             sampling=SamplingPolicy.greedy(max_tokens=16))
+
+
+def test_a_second_chat_turn_reuses_the_cached_conversation(engine) -> None:
+    question = "What is the capital of France? Answer in one sentence."
+    first = Completion.fold(engine.stream(chat_request(question)))
+    second_turn = chat_request(question, first.text, "And of Italy?")
+    second = Completion.fold(engine.stream(second_turn))
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens
+    evicting = [engine.scheduler.submit(request(f"{n} little pigs", max_tokens=1)) for n in range(engine.slots)]
+    for stream in evicting:
+        Completion.fold(stream)
+    cold = Completion.fold(engine.stream(second_turn))
+    assert cold.usage.cached_tokens == 0
+    assert cold.token_ids == second.token_ids and "Rome" in second.text
 
 
 # -- an independent reference --------------------------------------------------------------------

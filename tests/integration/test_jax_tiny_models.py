@@ -326,16 +326,18 @@ def _cache_dims(decoder) -> tuple:
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
-def test_streaming_steps_and_the_jitted_loop_agree_with_greedy_full_passes(name, tmp_path) -> None:
+def test_streamed_tokens_agree_with_greedy_full_passes(name, tmp_path) -> None:
     """Per family (the llama-family variants share this path; their caches are
-    checked above)."""
+    checked above): through the generation core, twice (the second time from the
+    prompt cache)."""
     config = CONFIGS[name]
     weights = hf_weights(config, np.random.default_rng(0))
     engine = load_engine(write_folder(tmp_path / name, config, weights))
     request = GenerationRequest(model=ModelRef.parse("tiny"), prompt="hello there",
                                 sampling=SamplingPolicy.greedy(max_tokens=6))
     streamed = Completion.fold(engine.stream(request))
-    looped = engine.complete(request)
+    again = Completion.fold(engine.stream(request))
+    assert again.usage.cached_tokens == len(engine.tokenize("hello there")) - 1
     sequence = engine.tokenize("hello there")
     expected = []
     for _ in range(6):
@@ -344,7 +346,8 @@ def test_streaming_steps_and_the_jitted_loop_agree_with_greedy_full_passes(name,
             break
         expected.append(token)
         sequence.append(token)
-    assert list(streamed.token_ids) == list(looped.token_ids) == expected
+    assert list(streamed.token_ids) == list(again.token_ids) == expected
+    engine.unload()
 
 
 def test_sharded_checkpoints_load_the_same(tmp_path) -> None:
@@ -389,7 +392,7 @@ def test_generation_ends_at_the_context_window_and_at_end_tokens(tmp_path) -> No
     engine = load_engine(folder, num_ctx=32)
     prompt = "x" * 20
     request = GenerationRequest(model=ModelRef.parse("tiny"), prompt=prompt, sampling=SamplingPolicy.greedy())
-    completion = engine.complete(request)
+    completion = Completion.fold(engine.stream(request))
     assert completion.finish_reason is FinishReason.LENGTH
     assert completion.usage.prompt_tokens + completion.usage.completion_tokens == 32
     assert Completion.fold(engine.stream(request)).token_ids == completion.token_ids
@@ -398,7 +401,7 @@ def test_generation_ends_at_the_context_window_and_at_end_tokens(tmp_path) -> No
     first = completion.token_ids[0]
     with open(os.path.join(folder, "generation_config.json"), "w") as handle:
         json.dump({"eos_token_id": [EOS, first]}, handle)
-    stopped = load_engine(folder, num_ctx=32).complete(request)
+    stopped = Completion.fold(load_engine(folder, num_ctx=32).stream(request))
     assert stopped.finish_reason is FinishReason.STOP and stopped.token_ids == ()
 
 

@@ -241,7 +241,9 @@ def test_config_shows_where_each_setting_came_from(services, monkeypatch, tmp_pa
         (["search", "llama"], EXIT_ERROR, "no model source is configured"),
         (["ps", "--url", "http://127.0.0.1:9"], EXIT_SERVER, "cannot reach a modelport server"),
         (["ps", "--url", "ftp://x"], EXIT_USAGE, "not a server address"),
-        (["frobnicate"], EXIT_USAGE, "Usage:"),
+        (["frobnicate"], EXIT_USAGE, "error: unknown command 'frobnicate'"),
+        (["generate", "fake", "hi", "--max-tokens", "-5"], EXIT_USAGE, "--max-tokens must be at least 1"),
+        (["generate", "fake", "hi", "--num-ctx", "16"], EXIT_USAGE, "num_ctx must be >= 256"),
         (["generate"], EXIT_USAGE, "Usage:"),
     ],
 )

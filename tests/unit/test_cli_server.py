@@ -96,7 +96,7 @@ class StandIn:
     def ps(self, body):
         return {"models": [{"name": r.model.name, "model": r.model.name, "size": r.model.size,
                             "size_vram": 0, "digest": r.model.digest, "context_length": 4096,
-                            "expires_at": rfc3339(time.time() + 300)} for r in self.services.loaded()]}
+                            "refs": r.in_use, "expires_at": rfc3339(time.time() + 300)} for r in self.services.loaded()]}
 
     def embed(self, body):
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -175,9 +175,9 @@ def test_preload_ps_and_stop(server_services, url) -> None:
     assert code == EXIT_OK and out == "loaded 'fake'\n" and loaded(server_services) == ["fake:latest"]
     code, out, _ = run(None, "ps", "--url", url)
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "SLOTS", "UNTIL"]
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "REFS", "SLOTS", "UNTIL"]
     assert row.startswith("fake:latest") and "100% CPU" in row and "minutes from now" in row
-    assert re.search(r" 0/\d+ ", row)  # no slot busy
+    assert re.search(r"\b4096\s+0\s+0/\d+\s", row)  # CONTEXT, REFS (no request using it), SLOTS (none busy)
     code, out, _ = run(None, "ps", "--json", "--url", url)
     assert [m["name"] for m in json.loads(out)] == ["fake:latest"]
     code, out, _ = run(None, "stop", "fake", "--url", url)

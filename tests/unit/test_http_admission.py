@@ -101,7 +101,7 @@ def test_a_closed_stream_gives_its_turn_back(settings, fake_store) -> None:
 def test_a_failed_start_gives_its_turn_back(settings, fake_store) -> None:
     services, app = one_slot_no_queue(settings, fake_store)
     client = falcon.testing.TestClient(app, headers=LOCAL)
-    body = {"model": "fake", "prompt": "x" * 40, "raw": True, "options": {"num_ctx": 16}}
+    body = {"model": "fake", "prompt": "x" * 400, "raw": True, "options": {"num_ctx": 256}}
     assert client.simulate_post("/api/generate", json=body).status_code == 400
     assert busy_slots(services) == 0
     result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "hi", "stream": False})

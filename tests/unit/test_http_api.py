@@ -71,7 +71,7 @@ def answer(client, path: str, stream: bool, **body: Any) -> tuple[str, dict[str,
 
 def test_root_says_the_server_is_running(client) -> None:
     result = client.simulate_get("/")
-    assert (result.status_code, result.text) == (200, "modelport is running")
+    assert (result.status_code, result.text) == (200, "Ollama is running")
     assert result.headers["content-type"].startswith("text/plain")
 
 
@@ -320,7 +320,7 @@ def test_a_model_without_chat_is_400(client) -> None:
 
 
 def test_a_prompt_longer_than_the_context_is_400_not_a_stream(client) -> None:
-    result = generate(client, prompt="x" * 40, raw=True, options={"num_ctx": 16})
+    result = generate(client, prompt="x" * 400, raw=True, options={"num_ctx": 256})
     assert result.status_code == 400 and "context window" in result.json["error"]
 
 

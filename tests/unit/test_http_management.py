@@ -10,6 +10,7 @@ import struct
 import threading
 from typing import Any
 
+import attrs
 import falcon.testing
 import pytest
 
@@ -101,7 +102,8 @@ def test_pull_streams_progress_then_success(client) -> None:
     steps = lines(client.simulate_post("/api/pull", json={"model": "org/tiny"}))
     digest = hashlib.sha256(WEIGHTS).hexdigest()
     assert steps[0] == {"status": "pulling manifest"}
-    assert steps[1:4] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
+    assert steps[1] == {"status": "downloading", "path": "model.gguf"}  # Hugging Llama's line, once per file
+    assert steps[2:5] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
                            "completed": done} for done in (0, 500, 1000)]
     assert steps[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
     assert any(name.startswith("org/tiny") for name in tags(client))
@@ -149,7 +151,7 @@ def test_a_client_that_leaves_stops_the_download(settings, fake_store, source) -
 
 @pytest.mark.parametrize("body, status, words", [
     ({}, 400, "model is required"), ({"model": "not a name"}, 400, "invalid model name"),
-    ({"model": "./local.gguf"}, 400, "local path"), ({"model": "org/tiny", "stream": "no"}, 400, "stream"),
+    ({"model": "./local.gguf"}, 400, "not by a path"), ({"model": "org/tiny", "stream": "no"}, 400, "stream"),
 ])
 def test_bad_pull_requests(client, body, status, words) -> None:
     result = client.simulate_post("/api/pull", json=body)
@@ -214,6 +216,8 @@ def tiny_gguf() -> bytes:
 def disk(tmp_path, settings, engine_box):
     """(client, blobs folder, store) over a filesystem store without bundled models."""
     store = FilesystemModelStore(tmp_path / "models", bundled=())
+    (tmp_path / "imports").mkdir()
+    settings = attrs.evolve(settings, allowed_paths=str(tmp_path / "imports"))
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
     services = bootstrap(settings, store=store, engines=[spec], sessions=InMemorySessionRepository())
     client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
@@ -267,9 +271,22 @@ def test_create_from_an_uploaded_gguf(disk) -> None:
     assert generated.status_code == 200
 
 
+def test_create_from_blobs_refuses_a_folder_no_engine_could_load(disk) -> None:
+    client, _, _ = disk
+    config, _ = upload(client, b"hello")
+    result = client.simulate_post("/api/create", json={"model": "broken", "files": {"config.json": config}})
+    assert result.status_code == 400 and "config.json is not valid JSON" in result.json["error"]
+    good_config, _ = upload(client, json.dumps({"model_type": "llama"}).encode())
+    weights, _ = upload(client, b"not safetensors")
+    result = client.simulate_post("/api/create", json={
+        "model": "broken", "files": {"config.json": good_config, "model.safetensors": weights}})
+    assert result.status_code == 400 and "not a safetensors file" in result.json["error"]
+    assert "broken:latest" not in tags(client)
+
+
 def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) -> None:
     client, _, _ = disk
-    path = tmp_path / "local.gguf"
+    path = tmp_path / "imports" / "local.gguf"
     path.write_bytes(tiny_gguf())
     result = client.simulate_post("/api/create", json={"model": "local", "from": str(path), "stream": False})
     assert (result.status_code, result.json) == (200, {"status": "success"})
@@ -284,7 +301,7 @@ def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) ->
     ({"model": "x", "from": "fake", "system": "Be brief."}, 400, "system"),
     ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "not found; upload it first"),
     ({"model": "x", "files": {"m.gguf": "nope"}}, 400, "sha256"),
-    ({"model": "x", "from": "/no/such/file.gguf"}, 400, "cannot import"),
+    ({"model": "x", "from": "/no/such/file.gguf"}, 403, "MODELPORT_ALLOWED_PATHS"),
     ({"model": "x", "from": "absent"}, 404, "not found"),
     ({"from": "fake"}, 400, "model is required"),
 ])
@@ -292,6 +309,46 @@ def test_bad_creates(disk, body, status, words) -> None:
     client, _, _ = disk
     result = client.simulate_post("/api/create", json=body)
     assert result.status_code == status and words in result.json["error"], result.text
+
+
+def test_paths_outside_the_allowed_folders_get_one_answer_whether_or_not_they_exist(disk, tmp_path) -> None:
+    client, _, _ = disk
+    real = tmp_path / "secret.gguf"
+    real.write_bytes(tiny_gguf())
+    escape = tmp_path / "imports" / "link.gguf"
+    escape.symlink_to(real)
+    answers = set()
+    for source in (str(real), str(tmp_path / "absent.gguf"), str(escape), str(tmp_path / "imports/../secret.gguf"),
+                   "/etc/passwd", "/etc/absent"):
+        result = client.simulate_post("/api/create", json={"model": "x", "from": source, "stream": False})
+        assert result.status_code == 403, result.text
+        answers.add(result.json["error"].replace(source, "SOURCE"))
+    assert len(answers) == 1 and "x:latest" not in tags(client)
+    inside = client.simulate_post("/api/create", json={"model": "x", "from": str(tmp_path / "imports/absent.gguf")})
+    assert inside.status_code == 400 and "cannot import" in inside.json["error"]
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/api/show", {"model": "/etc/passwd"}),
+    ("POST", "/api/show", {"model": "/etc/absent"}),
+    ("POST", "/api/generate", {"model": "/etc/passwd", "prompt": "hi"}),
+    ("POST", "/api/chat", {"model": "./model.gguf", "messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/api/embed", {"model": "/etc/passwd", "input": "hi"}),
+    ("POST", "/api/copy", {"source": "/etc/passwd", "destination": "mine"}),
+    ("DELETE", "/api/delete", {"model": "../models/x.gguf"}),
+    ("POST", "/api/create", {"model": "/tmp/x.gguf", "from": "fake"}),
+    ("POST", "/v1/chat/completions", {"model": "/etc/passwd", "messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/completions", {"model": "~/x.gguf", "prompt": "hi"}),
+    ("POST", "/v1/embeddings", {"model": "/etc/passwd", "input": "hi"}),
+    ("POST", "/v1/generate", {"model": "/etc/passwd", "prompt": "hi"}),
+    ("GET", "/v1/models//etc/passwd", None),
+])
+def test_a_model_over_http_is_a_store_name_never_a_path(disk, method, path, body) -> None:
+    client, _, _ = disk
+    result = client.simulate_request(method, path, json=body)
+    assert result.status_code == 400, result.text
+    message = result.json["error"]["message"] if path.startswith("/v1/") else result.json["error"]
+    assert "not by a path on the server" in message
 
 
 def test_create_refuses_file_names_that_leave_the_folder(disk) -> None:
@@ -304,7 +361,7 @@ def test_create_refuses_file_names_that_leave_the_folder(disk) -> None:
 
 def test_create_refuses_a_taken_name(disk, tmp_path) -> None:
     client, _, _ = disk
-    path = tmp_path / "local.gguf"
+    path = tmp_path / "imports" / "local.gguf"
     path.write_bytes(tiny_gguf())
     body = {"model": "local", "from": str(path), "stream": False}
     assert client.simulate_post("/api/create", json=body).status_code == 200

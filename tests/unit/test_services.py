@@ -78,8 +78,8 @@ def test_unknown_model_and_missing_capability(services) -> None:
 
 
 def test_context_overflow_is_raised_before_streaming(services) -> None:
-    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="x" * 100,
-                                sampling=SamplingPolicy(num_ctx=64))
+    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="x" * 300,
+                                sampling=SamplingPolicy(num_ctx=256))
     with pytest.raises(ContextOverflow):
         services.generate(request)
     assert services.loaded()[0].in_use == 0

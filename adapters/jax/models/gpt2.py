@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..kvcache import KVCache
-from ..layers import ACTIVATIONS, Embedding, LayerNorm, Linear, attention, causal_mask, write_cache
+from ..layers import ACTIVATIONS, Embedding, LayerNorm, Linear, attention, causal_mask, read_cache, write_cache
 from ..weights import Rule, vector
 
 KIND = "decoder"
@@ -68,12 +68,14 @@ class Block(nnx.Module):
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.act = ACTIVATIONS[cfg.activation]
 
-    def __call__(self, x, positions, k_cache, v_cache, span: int, mask):
-        """x (B, T, D); caches (B, S, H, Dh) updated at ``positions`` (B, T)."""
+    def __call__(self, x, positions, k_cache, v_cache, span: int, mask, row=None):
+        """x (B, T, D); caches (rows, S, H, Dh) updated at ``positions`` (B, T), in
+        cache row ``row`` only when it is set (B = 1)."""
         b, t, d = x.shape
         q, k, v = (p.reshape(b, t, self.heads, self.head_dim) for p in jnp.split(self.c_attn(self.ln_1(x)), 3, -1))
-        k_cache, v_cache = write_cache(k_cache, k, positions), write_cache(v_cache, v, positions)
-        out = attention(q, k_cache[:, :span], v_cache[:, :span], mask, self.head_dim**-0.5)
+        k_cache, v_cache = write_cache(k_cache, k, positions, row), write_cache(v_cache, v, positions, row)
+        seen_k, seen_v = read_cache(k_cache, span, row), read_cache(v_cache, span, row)
+        out = attention(q, seen_k, seen_v, mask, self.head_dim**-0.5)
         x = x + self.attn_proj(out.reshape(b, t, d))
         x = x + self.mlp_proj(self.act(self.c_fc(self.ln_2(x))))
         return x, k_cache, v_cache
@@ -87,12 +89,14 @@ class GPT2Model(nnx.Module):
         self.layers = nnx.List([Block(cfg, dtype) for _ in range(cfg.num_layers)])
         self.ln_f = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int):
-        """tokens, positions: (B, T) -> hidden (B, T, D), updated cache."""
-        x = self.wte(tokens) + self.wpe(positions)
+    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int,
+                 row: jax.Array | None = None):
+        """tokens, positions: (B, T) -> hidden (B, T, D), updated cache (its row
+        ``row`` only, when it is set: B = 1)."""
+        x = self.wte(tokens) + self.wpe(jnp.minimum(positions, self.cfg.max_position_embeddings - 1))
         mask = causal_mask(positions, span)
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, positions, *cache.layer(i), span, mask)
+            x, k, v = layer(x, positions, *cache.layer(i), span, mask, row)
             cache = cache.replace(i, k, v)
         return self.ln_f(x), cache
 

@@ -26,6 +26,7 @@ from ..layers import (
     apply_rope,
     attention,
     causal_mask,
+    read_cache,
     rope_inverse_frequencies,
     write_cache,
 )
@@ -153,11 +154,12 @@ class DecoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, positions: jax.Array, k_cache: jax.Array, v_cache: jax.Array, span: int,
                  ctx: "_Context"):
         """One block. Writes this step's keys and values at ``positions`` (B, T) into
-        the layer's caches (B, S, K, Dh) and attends over their first ``span``
-        positions. x: (B, T, D)."""
+        the layer's caches (rows, S, K, Dh) and attends over their first ``span``
+        positions (of cache row ``ctx.row`` only, when it is set). x: (B, T, D)."""
         q, k, v = self.attn.project(self.input_norm(x), positions, ctx.inv_freq)
-        k_cache, v_cache = write_cache(k_cache, k, positions), write_cache(v_cache, v, positions)
-        out = attention(q, k_cache[:, :span], v_cache[:, :span], ctx.mask, ctx.scale)  # (B, T, H, Dh)
+        k_cache, v_cache = write_cache(k_cache, k, positions, ctx.row), write_cache(v_cache, v, positions, ctx.row)
+        seen_k, seen_v = read_cache(k_cache, span, ctx.row), read_cache(v_cache, span, ctx.row)
+        out = attention(q, seen_k, seen_v, ctx.mask, ctx.scale)  # (B, T, H, Dh)
         x = x + ctx.residual * self.attn.o(out.reshape(*out.shape[:2], -1))
         x = x + ctx.residual * self.mlp(self.post_norm(x))
         return x, k_cache, v_cache
@@ -171,6 +173,7 @@ class _Context:
     mask: jax.Array
     scale: float
     residual: float
+    row: jax.Array | None  # the cache row of a one-row batch (None: batch row b is cache row b)
 
 
 class LlamaModel(nnx.Module):
@@ -183,14 +186,16 @@ class LlamaModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int):
-        """tokens, positions: (B, T) -> hidden (B, T, D), updated cache."""
+    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int,
+                 row: jax.Array | None = None):
+        """tokens, positions: (B, T) -> hidden (B, T, D), updated cache. With ``row``
+        (B = 1), the tokens go into that row of the cache, the others untouched."""
         cfg = self.cfg
         x = self.embed(tokens)
         if cfg.embedding_multiplier != 1.0:
             x = x * cfg.embedding_multiplier
         ctx = _Context(jnp.asarray(_inv_freq(cfg)), causal_mask(positions, span, cfg.sliding_window),
-                       cfg.attention_scale, cfg.residual_multiplier)
+                       cfg.attention_scale, cfg.residual_multiplier, row)
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, positions, *cache.layer(i), span, ctx)
             cache = cache.replace(i, k, v)
