@@ -59,6 +59,8 @@ class _Row:
 
 class JaxEngine:
     name = "jax"
+    renders_tools = True  # the chat template gets ``tools`` (transformers' convention)
+    late_masks = True  # masks are read after the forward pass is dispatched (JAX runs it asynchronously)
 
     def __init__(self, home: str | None = None) -> None:
         self._home = home
@@ -127,7 +129,28 @@ class JaxEngine:
         tokenizer = self._loaded().tokenizer
         if tokenizer.chat_template is None:
             raise CapabilityMissing(self._name, "chat (no chat template)")
-        return tokenizer.render(message.to_dict() for message in request.messages)
+        tools = [tool.to_dict() for tool in request.tools] or None
+        return tokenizer.render((message.to_dict() for message in request.messages), tools=tools)
+
+    def vocabulary(self) -> Any:
+        """The folder's tokenizer.json, the logits' width and the end tokens, for the
+        grammar engine (built once per load)."""
+        rt = self._generator()
+        if getattr(rt, "vocabulary", None) is None:
+            import os
+
+            from modelport.ports.constraints import Vocabulary
+
+            path = os.path.join(rt.folder, "tokenizer.json")
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise CapabilityMissing(self._name, f"structured outputs (no readable tokenizer.json: {exc})") \
+                    from None
+            rt.vocabulary = Vocabulary(size=rt.decoder.vocab_size, end_tokens=tuple(rt.end_ids),
+                                       tokenizer_json=text)
+        return rt.vocabulary
 
     # -- generation: the step-level port -------------------------------------------------
 
@@ -233,7 +256,7 @@ class JaxEngine:
         for slot in drawing:
             if rows[slot].sampling is None:
                 raise InvalidRequest(f"slot {slot} draws without a sequence")
-        masks = {slot: step.masks[slot] for slot in drawing if slot in step.masks}
+        masks = {slot: mask for slot in drawing if (mask := step.mask(slot)) is not None}
         try:
             mask = mask_rows(decoder.batch, decoder.vocab_size, masks) if masks else None
         except ValueError as exc:

@@ -47,6 +47,7 @@ class Runtime:
     context_length: int
     parameter_bytes: int
     device: Any
+    vocabulary: Any = None  # the grammar engine's view of the tokenizer, built on first use
 
     @property
     def memory_used(self) -> int:

@@ -109,6 +109,8 @@ class _Pieces:
 
 class LlamaCppEngine:
     name = "gguf"
+    renders_tools = True  # the GGUF's Jinja template gets ``tools`` (transformers' convention)
+    late_masks = True  # masks are read after llama_decode, which runs while the core computes them
 
     def __init__(self) -> None:
         self._lib: Any = None
@@ -124,6 +126,7 @@ class LlamaCppEngine:
         self._n_vocab = 0
         self._batch: _Batch | None = None
         self._pieces: dict[int, bytes] = {}
+        self._vocabulary: Any = None
         self.scheduler: Scheduler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -173,7 +176,7 @@ class LlamaCppEngine:
         self._n_ctx_slot, self._n_vocab = n_ctx, handle.n_vocab()
         self._slots = [_Slot() for _ in range(slots)]
         self._batch = _Batch(llama_cpp, batch)
-        self._pieces = {}
+        self._pieces, self._vocabulary = {}, None
         self._formatter = self._chat_formatter(handle.metadata(), self._text_of)
         self._kv_bytes = _kv_cache_bytes(handle.metadata(), n_ctx * slots)
         self.scheduler = Scheduler(self, chunk_tokens=DEFAULT_CHUNK_TOKENS)
@@ -210,7 +213,7 @@ class LlamaCppEngine:
             if self._llm is not None:
                 self._llm.close()
             self._ctx = self._model_handle = self._llm = None
-            self._model, self._formatter, self._batch = None, None, None
+            self._model, self._formatter, self._batch, self._vocabulary = None, None, None, None
 
     def memory_used(self) -> int:
         if self._model_handle is not None:
@@ -239,7 +242,16 @@ class LlamaCppEngine:
         if self._formatter is None:
             raise CapabilityMissing(self._model.name if self._model else "model", "chat (no chat template)")
         messages = [message.to_dict() for message in request.messages]
-        return self._formatter(messages=messages).prompt
+        tools = [tool.to_dict() for tool in request.tools] or None
+        return self._formatter(messages=messages, tools=tools).prompt
+
+    def vocabulary(self) -> Any:
+        """Every token's bytes, for the grammar engine (built once per load)."""
+        if self._vocabulary is None:
+            from .vocabulary import vocabulary_of
+
+            self._vocabulary = vocabulary_of(self._handle())
+        return self._vocabulary
 
     # -- generation: library use goes through the core ---------------------------------
 
@@ -314,7 +326,7 @@ class LlamaCppEngine:
                     if slot != pad:
                         self._slots[slot].tokens.extend(tokens)
                 for slot, row in rows:
-                    samples[slot] = self._draw(slot, row, step.masks.get(slot))
+                    samples[slot] = self._draw(slot, row, step.mask(slot))
         except BaseException:
             # what this step wrote is not known for sure: those sequences start afresh
             memory = lib.llama_get_memory(self._ctx)

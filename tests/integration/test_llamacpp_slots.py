@@ -13,10 +13,7 @@ import pytest
 from modelport.domain import ChatMessage, Completion, GenerationRequest, ModelRef, SamplingPolicy, system_and_user
 from modelport.ports import EngineOptions
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"),
-]
+pytestmark = pytest.mark.slow
 
 PROMPTS = (
     "Once upon a time, there was a little girl named",

@@ -7,12 +7,11 @@ import importlib.util
 import json
 import os
 
-import pytest
 
 from modelport.domain import OutputFormat, OutputSpec
 
-pytest.importorskip("llguidance")
-llama_cpp = pytest.importorskip("llama_cpp")
+import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
+import llama_cpp  # noqa: E402
 
 
 def test_the_bundled_vocabulary_constrains_json() -> None:

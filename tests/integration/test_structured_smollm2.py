@@ -1,8 +1,6 @@
 """Structured output and tool calls on the bundled SmolLM2, on every engine that
-runs it and can be constrained (honours ``Step.masks`` and describes its
-vocabulary): through the library API and through the official clients against
-the real app. An engine whose adapter does not describe its vocabulary yet is
-skipped with the reason."""
+runs it (each honours ``Step.masks`` and describes its vocabulary): through the
+library API and through the official clients against the real app."""
 
 from __future__ import annotations
 
@@ -31,7 +29,6 @@ from modelport.entrypoints.bootstrap import bootstrap
 from modelport.entrypoints.config import Settings
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("llguidance")
 
 ENGINES = {"mlx": ("modelport.adapters.mlx", "MlxEngine", "mlx_lm"),
            "gguf": ("modelport.adapters.llamacpp", "LlamaCppEngine", "llama_cpp"),
@@ -67,11 +64,9 @@ TOOLS = {t.name: t for t in (WEATHER, TIME)}
 
 def _constrainable(name: str) -> None:
     module, cls, library = ENGINES[name]
-    if importlib.util.find_spec(library) is None:
-        pytest.skip(f"{library} is not installed")
+    assert importlib.util.find_spec(library) is not None, f"{library} is not installed: see README"
     engine = getattr(importlib.import_module(module), cls)
-    if not hasattr(engine, "vocabulary"):
-        pytest.skip(f"the {name} engine does not describe its vocabulary yet (ports/constraints.py)")
+    assert hasattr(engine, "vocabulary"), f"the {name} engine does not describe its vocabulary"
 
 
 @pytest.fixture(scope="module", params=list(ENGINES))

@@ -5,7 +5,6 @@ served whole. (The line itself, FIFO and bounded, is tested in test_scheduler.py
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import re
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import falcon
 import falcon.testing

@@ -27,7 +27,7 @@ from modelport.domain import (
 )
 from modelport.domain.messages import without_native_tools
 
-pytest.importorskip("llguidance")
+import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
 
 WEATHER = Tool(name="get_weather", description="The weather in a city",
                parameters_text={"type": "object", "properties": {"city": {"type": "string"},
