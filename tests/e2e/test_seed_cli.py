@@ -73,8 +73,8 @@ def test_deploy_detached_returns_and_stop_server_stops_it(env, tmp_path) -> None
         again = modelport("deploy", "--detached", "--port", str(port), env=env)
         assert again.returncode == 2 and "already running" in again.stderr
         ps = modelport("ps", env={**env, "OLLAMA_LOCAL_PORT": str(port)})  # the client finds it by port
-        assert ps.returncode == 0 and ps.stdout.split()[:7] == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT",
-                                                                 "REFS", "UNTIL"]
+        assert ps.returncode == 0 and ps.stdout.split()[:8] == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT",
+                                                                 "REFS", "SLOTS", "UNTIL"]
     finally:
         stopped = modelport("stop-server", env=env, timeout=90)
     assert stopped.returncode == 0, stopped.stderr

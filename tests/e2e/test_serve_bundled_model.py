@@ -38,7 +38,9 @@ def client(url: str) -> ollama.Client:
 
 def test_tags_list_both_bundled_models(client: ollama.Client) -> None:
     models = {m.model: m for m in client.list().models}
-    assert set(models) == {"smollm2:135m", "all-minilm:l6-v2"}
+    # the two models, and their short names as Ollama clients match them exactly
+    assert set(models) == {"smollm2:135m", "all-minilm:l6-v2", "smollm2:latest", "all-minilm:latest"}
+    assert models["smollm2:latest"].digest == models["smollm2:135m"].digest
     smollm = models["smollm2:135m"]
     assert (smollm.size, smollm.details.format, smollm.details.family) == (98_362_432, "gguf", "llama")
     assert (smollm.details.parameter_size, smollm.details.quantization_level) == ("135M", "Q4_1")
