@@ -307,7 +307,13 @@ def _unknown_command(argv: Sequence[str]) -> str | None:
 
 def run() -> None:
     """The console script."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (modelport ... | head): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 def _quiet_broken_pipe(out: TextIO) -> None:

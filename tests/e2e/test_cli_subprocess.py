@@ -124,3 +124,17 @@ def test_ctrl_c_stops_a_generation_with_status_130(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
+    """`modelport --help | head -1`: here the reader is gone before anything is written."""
+    executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+    env = {**os.environ, "MODELPORT_HOME": str(tmp_path)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([executable, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=env,
+                                timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0 and result.stderr == b""
