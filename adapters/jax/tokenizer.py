@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from modelport.domain import InvalidRequest, ModelLoadError
@@ -118,22 +117,13 @@ class StreamDecoder:
 
 
 def _compile_template(source: str) -> Any:
-    """A sandboxed Jinja template with the helpers Hugging Face templates use."""
-    from jinja2 import TemplateError, ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """The model's chat template, compiled as the jinja adapter compiles every one."""
+    from jinja2 import TemplateError
 
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
+    from modelport.adapters.jinja import sandboxed
 
-    def tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
-        return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
-        return env.from_string(source)
+        return sandboxed(source)
     except TemplateError as exc:
         raise ModelLoadError(f"the chat template does not parse: {exc}") from None
 

@@ -1,5 +1,5 @@
 """Chat templates rendered with jinja2 (imported on first use)."""
 
-from .templates import JinjaChatTemplates
+from .templates import JinjaChatTemplates, sandboxed
 
-__all__ = ["JinjaChatTemplates"]
+__all__ = ["JinjaChatTemplates", "sandboxed"]

@@ -40,10 +40,20 @@ class JinjaChatTemplates:
 @functools.lru_cache(maxsize=32)
 def _compile(source: str) -> Any:
     try:
-        from jinja2 import TemplateError, ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from jinja2 import TemplateError
     except ImportError:
         raise EngineUnavailable("jinja2", "a model's own chat template needs jinja2", "server") from None
+    try:
+        return sandboxed(source)
+    except TemplateError as exc:
+        raise InvalidRequest(f"the chat template does not compile: {exc}") from None
+
+
+def sandboxed(source: str) -> Any:
+    """``source`` compiled in a sandboxed environment with the helpers Hugging Face
+    templates use; a template that does not parse raises jinja2's TemplateError."""
+    from jinja2 import TemplateError, ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
@@ -55,7 +65,4 @@ def _compile(source: str) -> Any:
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(source)
-    except TemplateError as exc:
-        raise InvalidRequest(f"the chat template does not compile: {exc}") from None
+    return env.from_string(source)
