@@ -31,6 +31,7 @@ from modelport.domain import (
     TokenEvent,
 )
 from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.slots import common_prefix
 from modelport.ports.constraints import Vocabulary
 
 DEFAULT_REPLY = "The capital of France is Paris."
@@ -144,11 +145,7 @@ class FakeEngine:
 
     def begin(self, slot: int, prompt: Sequence[int], sampling: SlotSampling) -> int:
         state = self._slots[slot]
-        keep = 0
-        for a, b in zip(state.tokens, prompt[:-1]):
-            if a != b:
-                break
-            keep += 1
+        keep = common_prefix(state.tokens, prompt[:-1])  # never the whole prompt: its last token is drawn from
         del state.tokens[keep:]
         state.pending, state.sampling, state.drawn = None, sampling, 0
         self.begun.append((slot, tuple(prompt)))

@@ -28,6 +28,7 @@ from modelport.domain import (
     TokenEvent,
 )
 from modelport.ports import EngineOptions, Sample, Scheduler, SlotSampling, Step
+from modelport.ports.slots import common_prefix
 from modelport.ports.constraints import Vocabulary
 
 FORMATS = (ModelFormat.SAFETENSORS, ModelFormat.MLX)
@@ -162,11 +163,7 @@ class MlxEngine:
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
         state = self._slots[slot]
-        keep = 0
-        for a, b in zip(state.tokens, prompt[:-1]):
-            if a != b:
-                break
-            keep += 1
+        keep = common_prefix(state.tokens, prompt[:-1])  # never the whole prompt: its last token is drawn from
         drop = len(state.tokens) - keep
         if drop and can_trim_prompt_cache(state.cache):
             trim_prompt_cache(state.cache, drop)
