@@ -14,8 +14,12 @@ from .errors import (
     ModelNotFound,
     ModelportError,
     ModelReadOnly,
-    ServerBusy,
     PromptTooLong,
+    RemoteBadRequest,
+    RemoteNotFound,
+    ServerBusy,
+    ServerError,
+    ServerUnreachable,
     UnsupportedArchitecture,
 )
 from .generation import (
@@ -51,6 +55,10 @@ from .structured import (
 from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
+    "RemoteBadRequest",
+    "RemoteNotFound",
+    "ServerError",
+    "ServerUnreachable",
     "DEFAULT_TAG",
     "MAX_LOGPROBS",
     "MAX_TOKEN_BYTES",

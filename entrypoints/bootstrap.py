@@ -209,3 +209,12 @@ def build_templates() -> ChatTemplates:
     from modelport.adapters.jinja import JinjaChatTemplates
 
     return JinjaChatTemplates()
+
+
+def build_remote(url: str):
+    """A running server at ``url`` as the backend (``--url``): the remote adapter
+    implements :class:`~modelport.ports.Backend` as :class:`Services` does, and also
+    offers the server's own calls (``ps``, ``health``, ``load``, ``unload``, ``is_up``)."""
+    from modelport.adapters.remote import OllamaClient, RemoteServices
+
+    return RemoteServices(OllamaClient(url))

@@ -338,7 +338,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
 def update_dotenv(path: str | os.PathLike[str], key: str, value: str) -> None:
     """Set ``key=value`` in a ``.env`` file (created if missing), keeping every other
     line; the file is replaced in one step."""
-    from modelport.adapters.filesystem.files import write_atomic
+    from .files import write_atomic
 
     target = Path(path)
     try:

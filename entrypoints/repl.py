@@ -369,7 +369,7 @@ class ChatRepl:
     def _error(self, exc: BaseException) -> None:
         print(f"error: {exc}", file=self.err, flush=True)
         if not self.interactive:
-            from .cli import exit_code
+            from .exits import exit_code
 
             self.status = exit_code(exc) or 1
 
@@ -413,7 +413,7 @@ def load_session(name: str, sessions: SessionRepository | None) -> ChatSession:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` in one step: a crash leaves the old file or the new one."""
-    from modelport.adapters.filesystem.files import write_atomic as replace_file
+    from .files import write_atomic as replace_file
 
     try:
         replace_file(str(path), text.encode("utf-8"))

@@ -9,8 +9,10 @@ from .sessions import Clock, SessionRepository
 from .store import ModelSource, ModelStore, ProgressCallback
 from .templates import ChatTemplates
 from .usecases import ChatTurn, GenerationStream, Services
+from .backend import Backend
 
 __all__ = [
+    "Backend",
     "ChatTemplates",
     "ChatTurn",
     "Chunk",

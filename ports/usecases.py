@@ -6,6 +6,7 @@ Each method speaks domain types only; the ports it needs are handed to
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
@@ -141,6 +142,15 @@ class Services:
         self.engine_options = engine_options or EngineOptions()
         self.templates = templates
         self.constraints: ConstraintCompiler = constraints or NoConstraints()
+
+    def using(self, engine: str | None) -> "Services":
+        """These services with ``engine`` run every model (None: as configured); the
+        store, the loaded models and the rest are shared."""
+        if engine is None or engine == self.default_engine:
+            return self
+        chosen = copy.copy(self)
+        chosen.default_engine = engine
+        return chosen
 
     # -- models ---------------------------------------------------------------------
 
