@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import shutil
 import time
 from typing import Callable, Iterable, Iterator
@@ -119,13 +118,18 @@ class FilesystemModelStore:
         bundled: Iterable[BundledModel] = DEFAULT_BUNDLED,
         *,
         converter: Converter | None = None,
+        conversions: str | os.PathLike[str] | None = None,
     ) -> None:
         """``converter(gguf_path, folder)`` writes a GGUF out as a Hugging Face folder;
-        the composition root passes one when the libraries it needs are installed."""
+        the composition root passes one when the libraries it needs are installed, and
+        ``conversions``, the home's one conversion cache (``adapters/ggufconvert/cache.py``,
+        shared with the JAX engine; default: ``<models_dir>/.converted``)."""
         self.root = os.path.abspath(os.path.expanduser(os.fspath(models_dir)))
         self.bundled = tuple(bundled)
         self._index = ModelIndex(self.root)
         self._converter = converter
+        self._conversions = (os.path.join(self.root, CONVERTED) if conversions is None
+                             else os.path.abspath(os.path.expanduser(os.fspath(conversions))))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -232,37 +236,23 @@ class FilesystemModelStore:
             delete(aside)
 
     def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:
-        """A GGUF model as a Hugging Face folder under ``.converted/``, converted once
-        (under the store's lock, into a temporary folder renamed into place) and reused
-        while the GGUF stays the same (the folder is keyed by its digest)."""
+        """A GGUF model as a Hugging Face folder, from the one conversion cache
+        (converted once, reused while the GGUF stays the same)."""
         if model.format is format:
             return model
         if (model.format, format) != (ModelFormat.GGUF, ModelFormat.SAFETENSORS) or self._converter is None:
             raise EngineUnavailable(
                 "auto", f"cannot convert '{model.name}' from {model.format.value} to {format.value}"
                 + ("" if self._converter else "; converting GGUF files needs modelport[jax]"), "jax")
-        target = os.path.join(self.root, CONVERTED, f"{model.digest[:16]}-{format.value}")
-        if not os.path.isfile(os.path.join(target, "config.json")):
-            with self._index.locked():
-                if not os.path.isfile(os.path.join(target, "config.json")):
-                    self._convert_into(os.path.join(model.location, model.primary_file), target)
+        from modelport.adapters.ggufconvert.cache import converted_folder
+
+        target = converted_folder(os.path.join(model.location, model.primary_file), self._conversions,
+                                  self._converter)
         record = _local_record(model.name, target)
         assert record is not None, f"the converter left no config.json in {target}"
         converted = self._info(attrs.evolve(record, aliases=model.aliases,
                                             options=model.default_options))
         return attrs.evolve(converted, read_only=True, chat_template=converted.chat_template or model.chat_template)
-
-    def _convert_into(self, gguf_path: str, target: str) -> None:
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=".partial-", dir=parent)
-        try:
-            self._converter(gguf_path, scratch)
-            fsync_folder(scratch)
-            os.replace(scratch, target)
-        finally:
-            if os.path.lexists(scratch):
-                delete(scratch)
 
     @contextlib.contextmanager
     def staging(self, ref: ModelRef) -> Iterator[str]:
