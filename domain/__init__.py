@@ -37,6 +37,7 @@ from .generation import (
 from .messages import ChatMessage, ChatSession, Conversation, Role
 from .modelfile import ModelDefaults, Modelfile, chat_template
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
+from .running import RunningModel, SlotStats
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
 from .structured import (
@@ -55,6 +56,8 @@ from .structured import (
 from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
+    "RunningModel",
+    "SlotStats",
     "RemoteBadRequest",
     "RemoteNotFound",
     "ServerError",

@@ -36,8 +36,9 @@ class Ps:
         self._clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._services.resident.expire()
-        resp.media = schemas.ps(self._services.loaded(), self._clock())
+        self._services.expire()
+        now = self._clock()
+        resp.media = schemas.ps(self._services.loaded(now), now)
 
 
 class Copy:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import falcon
 
 from modelport.domain import Capability, CapabilityMissing, InvalidRequest
-from modelport.ports import Services, SlotStats
+from modelport.domain import SlotStats
+from modelport.ports import Services
 
 from . import logprobs, schemas, streaming
 from .disconnect import watch_of
@@ -102,10 +103,10 @@ class Health:
             "status": "ok",
             "engines": self._services.engines.status(),
             "devices": devices(self._device),
-            "loaded": [resident.model.name for resident in self._services.loaded()],
+            "loaded": [running.model.name for running in self._services.loaded()],
             "queue": {"active": sum(s.busy for s in activity.values()),
                       "waiting": sum(s.waiting for s in activity.values()),
-                      "max_waiting": self._services.resident.max_queue},
+                      "max_waiting": self._services.max_queue},
             "slots": {name: slots(stats) for name, stats in activity.items()},
         }
 

@@ -30,13 +30,14 @@ from modelport.domain import (
     ModelInfo,
     ModelRef,
     PullProgress,
+    RunningModel,
     SamplingPolicy,
+    SlotStats,
     ToolCall,
     Usage,
     system_and_user,
 )
 from modelport.domain.modelfile import PARAMETERS, check_parameters, render_modelfile
-from modelport.ports import Resident
 
 from . import tools as tool_wire
 
@@ -646,40 +647,35 @@ def progress(step: PullProgress) -> dict[str, Any]:
 FOREVER_S = (2**63 - 1) / 1e9  # Go's longest duration, which Ollama reports for "forever"
 
 
-def running(resident: Resident, now: float) -> dict[str, Any]:
+def running(model: RunningModel, now: float) -> dict[str, Any]:
     """One entry of ``/api/ps``."""
-    model = resident.model
-    size = resident.engine.memory_used() or model.size
-    device_bytes = getattr(resident.engine, "device_memory_used", None)
-    size_vram = device_bytes() if callable(device_bytes) else (size if resident.options.device == "gpu" else 0)
-    expiry = resident.expiry(now)
+    info = model.model
+    expiry = model.expires_at
     return {
-        "name": model.name,
-        "model": model.name,
-        "size": size,
-        "digest": model.digest,
-        "details": details(model),
+        "name": info.name,
+        "model": info.name,
+        "size": model.size,
+        "digest": info.digest,
+        "details": details(info),
         "expires_at": rfc3339(now + FOREVER_S if expiry is None else min(expiry, now + FOREVER_S)),
-        "size_vram": size_vram,
-        "context_length": resident.options.num_ctx,
-        "refs": resident.in_use,  # requests using it now (Hugging Llama's ps shows them)
-        **_slots(resident),
+        "size_vram": model.size_vram,
+        "context_length": model.num_ctx,
+        "refs": model.in_use,  # requests using it now (Hugging Llama's ps shows them)
+        **_slots(model.slots),
     }
 
 
-def _slots(resident: Resident) -> dict[str, Any]:
+def _slots(stats: SlotStats | None) -> dict[str, Any]:
     """modelport's addition to a ``/api/ps`` entry: the generation core's slots."""
-    stats = resident.stats()
     if stats is None:
         return {}
     return {"slots": {"total": stats.slots, "busy": stats.busy, "free": stats.free, "waiting": stats.waiting,
                       "tokens_per_second": round(stats.tokens_per_second, 2)}}
 
 
-def ps(residents: list[Resident], now: float) -> dict[str, Any]:
+def ps(models: list[RunningModel], now: float) -> dict[str, Any]:
     """``/api/ps``: the loaded models, the one staying longest first."""
-    def remaining(resident: Resident) -> float:
-        expiry = resident.expiry(now)
-        return math.inf if expiry is None else expiry
+    def remaining(model: RunningModel) -> float:
+        return math.inf if model.expires_at is None else model.expires_at
 
-    return {"models": [running(r, now) for r in sorted(residents, key=remaining, reverse=True)]}
+    return {"models": [running(m, now) for m in sorted(models, key=remaining, reverse=True)]}
