@@ -132,6 +132,40 @@ Global options:
   -h, --help               Show this help.
   --version                Print the version.
 
+Which command takes which option (any other is bad usage; <group> stands for the
+options of its lines, a command's name for that command's options):
+  <generation> --system --temperature --top-k --top-p --min-p --repeat-penalty
+  <generation> --repeat-last-n --seed --stop --max-tokens --num-ctx --verbose
+  <reply>      --raw --stream --no-stream --format --json
+  <engine>     --engine --device --device-index
+  <local>      --home --models-path --debug
+  <serve>      --host --port --threads --max-models --max-resident-models
+  <serve>      --model-ttl --api <engine> <local>
+  <client>     --url --json --debug
+  run          <generation> <reply> <engine> <local> --url --model --model-path
+  generate     <generation> <reply> <engine> <local> --url
+  chat         <generation> <engine> <local> --session --url --model --model-path
+  chat         --format
+  embed        <engine> <local> --url --json
+  pull         <local> --url --json --revision --trust-remote-code
+  model        pull list
+  search       <local> --author --filter --sort --limit --json
+  list         <local> --url --json
+  show         <local> --url --json
+  info         <local> <engine> --url --json --num-ctx
+  verify       <local> --json
+  copy         <local> --url --json
+  remove       <local> --url --json
+  create       <local> --json --file
+  serve        <serve>
+  deploy       <serve> --detached --json
+  stop-server  <local> --json
+  ps           <client>
+  stop         <client>
+  cache        <client>
+  catalog      <local> --memory --all --num-ctx --json --device-index
+  config       <serve> --json
+
 Exit status: 0 success, 1 error, 2 bad usage, 3 model not found, 4 engine
 unavailable, 5 server not reachable, 130 interrupted.
 """
@@ -147,6 +181,7 @@ from docopt import DocoptExit, docopt
 from modelport.domain import InvalidRequest, ModelportError  # noqa: F401  (ModelportError: tests raise it)
 from modelport.ports import Services
 
+from .cli_help import options_of
 from .commands import generation, info, models, server
 from .commands.context import SETTING_FLAGS, Cli  # noqa: F401  (part of this module's interface)
 from .commands.info import version
@@ -165,40 +200,8 @@ from .exits import (  # noqa: F401  (the statuses are part of this module's inte
 )
 from .render import format_stats  # noqa: F401
 
-# Which options each command takes; any other option given is a usage error.
-_GENERATION = {"--system", "--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-               "--repeat-last-n", "--seed", "--stop", "--max-tokens", "--num-ctx", "--verbose"}
-_ENGINE = {"--engine", "--device", "--device-index"}
-_LOCAL = {"--home", "--models-path", "--debug"}
-_SERVE = {"--host", "--port", "--threads", "--max-models", "--max-resident-models", "--model-ttl",
-          "--api"} | _ENGINE | _LOCAL
-_CLIENT = {"--url", "--json", "--debug"}
-OPTIONS_OF: dict[str, set[str]] = {
-    "run": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url", "--json",
-                                             "--model", "--model-path"},
-    "generate": _GENERATION | _ENGINE | _LOCAL | {"--raw", "--stream", "--no-stream", "--format", "--url",
-                                                  "--json"},
-    "chat": _GENERATION | _ENGINE | _LOCAL | {"--session", "--url", "--model", "--model-path", "--format"},
-    "embed": _ENGINE | _LOCAL | {"--url", "--json"},
-    "pull": _LOCAL | {"--url", "--json", "--revision", "--trust-remote-code"},
-    "search": _LOCAL | {"--author", "--filter", "--sort", "--limit", "--json"},
-    "list": _LOCAL | {"--url", "--json"},
-    "show": _LOCAL | {"--url", "--json"},
-    "info": _LOCAL | _ENGINE | {"--url", "--json", "--num-ctx"},
-    "verify": _LOCAL | {"--json"},
-    "copy": _LOCAL | {"--url", "--json"},
-    "remove": _LOCAL | {"--url", "--json"},
-    "create": _LOCAL | {"--json", "--file"},
-    "serve": _SERVE,
-    "deploy": _SERVE | {"--detached", "--json"},
-    "stop-server": _LOCAL | {"--json"},
-    "ps": _CLIENT,
-    "stop": _CLIENT,
-    "cache": _CLIENT,
-    "catalog": _LOCAL | {"--memory", "--all", "--num-ctx", "--json", "--device-index"},
-    "config": _SERVE | {"--json"},
-}
-OPTIONS_OF["model"] = OPTIONS_OF["pull"] | OPTIONS_OF["list"]  # only for `model --help`: `model pull` is pull
+# Which options each command takes (any other given is bad usage): the docstring's table.
+OPTIONS_OF: dict[str, set[str]] = options_of(__doc__)  # `model` only for `model --help`: `model pull` is pull
 ALIASES = {"ls": "list", "download": "pull", "cp": "copy", "rm": "remove"}
 
 # Each command's handler: handler(cli) -> exit status.
