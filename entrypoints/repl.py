@@ -23,6 +23,8 @@ import attrs
 from modelport.domain import ChatSession, InvalidRequest, ModelportError
 from modelport.ports import SessionRepository
 
+from .chat_files import load_session, save_session_file, session_path
+from .commands.context import isatty
 from .render import MarkdownReply, PlainReply, format_stats, is_terminal, tool_call_text
 
 QUOTES = '"""'
@@ -83,7 +85,7 @@ class ChatRepl:
         self.overrides: dict[str, Any] = dict(overrides or {})
         self.out, self.err, self.stdin = out, err, stdin
         self.sessions = sessions
-        self.interactive = _isatty(stdin)
+        self.interactive = isatty(stdin)
         self.markdown = self.interactive and is_terminal(out)
         self.use_readline = self.interactive and stdin is sys.stdin
         self.history_file = Path(history_file) if history_file else None
@@ -305,9 +307,9 @@ class ChatRepl:
     def _save(self, rest: str) -> None:
         if not rest:
             raise InvalidRequest("/save needs a name or a file")
-        path = _as_path(rest)
+        path = session_path(rest)
         if path is not None:
-            write_atomic(path, self.session.to_json())
+            save_session_file(path, self.session)
             self._note(f"Saved {len(self.session.conversation)} messages to {path}.")
             return
         repository = self._repository()
@@ -374,48 +376,5 @@ class ChatRepl:
             self.status = exit_code(exc) or 1
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 def _is_command(text: str) -> bool:
     return text.startswith("/") and "\n" not in text
-
-
-def _as_path(name: str) -> Path | None:
-    """A file path (it has a separator, starts with ~ or ends in .json), else None."""
-    if "/" in name or os.sep in name or name.startswith("~") or name.lower().endswith(".json"):
-        return Path(name).expanduser()
-    return None
-
-
-def load_session(name: str, sessions: SessionRepository | None) -> ChatSession:
-    """A saved chat from a file, or from the saved sessions by name."""
-    path = _as_path(name)
-    if path is not None:
-        try:
-            return ChatSession.from_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidRequest(f"no such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"cannot read {path}: {exc}") from None
-    if sessions is None:
-        raise InvalidRequest("no session folder here; give a file path instead")
-    try:
-        return sessions.get(name)
-    except KeyError:
-        saved = ", ".join(sessions.list()) or "none"
-        raise InvalidRequest(f"no saved session '{name}' (saved: {saved})") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step: a crash leaves the old file or the new one."""
-    from .files import write_atomic as replace_file
-
-    try:
-        replace_file(str(path), text.encode("utf-8"))
-    except OSError as exc:
-        raise InvalidRequest(f"cannot write {path}: {exc}") from None

@@ -62,7 +62,7 @@ def chat(cli: Cli) -> int:
 
 
 def embed(cli: Cli) -> int:
-    from ..http import schemas
+    from ..http import model_schemas
 
     texts = list(cli.args["<text>"])
     if not texts:
@@ -72,7 +72,7 @@ def embed(cli: Cli) -> int:
     if not texts:
         raise InvalidRequest("nothing to embed: stdin held no text")
     result = cli.backend.embed(EmbeddingRequest(model=ModelRef.parse(cli.model), inputs=texts))
-    print(json.dumps(schemas.embed_reply(result, None), ensure_ascii=False), file=cli.out)
+    print(json.dumps(model_schemas.embed_reply(result, None), ensure_ascii=False), file=cli.out)
     return 0
 
 
@@ -165,7 +165,8 @@ def _reason(event: TokenEvent) -> FinishReason:
 
 
 def _chat(cli: Cli, model: str) -> int:
-    from ..repl import ChatRepl, load_session
+    from ..chat_files import load_session
+    from ..repl import ChatRepl
 
     backend = cli.backend
     sessions = _sessions(cli)

@@ -28,7 +28,8 @@ from modelport.domain import (
 )
 
 from . import tools as tool_wire
-from .schemas import Body, EmbedCall, listed_names, parse_dimensions, resize, store_name
+from .model_schemas import EmbedCall, listed_names, parse_dimensions, resize
+from .schemas import Body, store_name
 
 FINGERPRINT = "fp_modelport"
 MAX_PROMPTS = 64  # /v1/completions answers them one after the other, as /v1/generate_batch does

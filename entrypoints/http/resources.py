@@ -19,7 +19,7 @@ from modelport.domain import Capability, CapabilityMissing, InvalidRequest
 from modelport.domain import SlotStats
 from modelport.ports import Services
 
-from . import logprobs, schemas, streaming
+from . import logprobs, model_schemas, schemas, streaming
 from .disconnect import watch_of
 from .inference import Runner
 from .schemas import Body, Call, Clock, Reply
@@ -144,7 +144,7 @@ class Tags:
         self._services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = schemas.tags(self._services.list_models())
+        resp.media = model_schemas.tags(self._services.list_models())
 
     on_head = on_get
 
@@ -171,7 +171,7 @@ class Show:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         name = schemas.parse_show(read_json(req, self._max_body))
-        resp.media = schemas.show(self._services.show(name))
+        resp.media = model_schemas.show(self._services.show(name))
 
 
 class Inference:
@@ -236,7 +236,7 @@ class Embed:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._max_body)
-        call = schemas.parse_embeddings(body) if self._legacy else schemas.parse_embed(body)
+        call = model_schemas.parse_embeddings(body) if self._legacy else model_schemas.parse_embed(body)
         model = self._runner.services.show(call.model)
         if not call.inputs:
             resp.media = {"embedding": []} if self._legacy else {"model": call.model, "embeddings": []}
@@ -247,7 +247,7 @@ class Embed:
         if self._legacy:
             resp.media = {"embedding": list(result.vectors[0])}
         else:
-            resp.media = {**schemas.embed_reply(result, call.dimensions), "model": call.model}
+            resp.media = {**model_schemas.embed_reply(result, call.dimensions), "model": call.model}
 
 
 class MetricsPage:
