@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, TextIO
 import attrs
 
 from modelport.domain import ChatSession, InvalidRequest, ModelportError
+from modelport.domain.parameters import parameters
 from modelport.ports import SessionRepository
 
 from .chat_files import load_session, save_session_file, session_path
@@ -30,7 +31,8 @@ from .render import MarkdownReply, PlainReply, format_stats, is_terminal, tool_c
 QUOTES = '"""'
 HISTORY_LENGTH = 1000
 
-# /set KEY VALUE: the Ollama option each key sets, and how its value is read.
+# /set KEY VALUE: the SamplingPolicy field each key sets, and how its value is read
+# (the one place /set's keys are mapped).
 SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "temperature": ("temperature", float),
     "top_p": ("top_p", float),
@@ -39,7 +41,7 @@ SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "repeat_penalty": ("repeat_penalty", float),
     "repeat_last_n": ("repeat_last_n", int),
     "seed": ("seed", int),
-    "max_tokens": ("num_predict", int),
+    "max_tokens": ("max_tokens", int),
     "num_ctx": ("num_ctx", int),
 }
 
@@ -237,7 +239,7 @@ class ChatRepl:
         self._settings()
 
     def _settings(self) -> None:
-        for key, value in self.session.sampling.to_options().items():
+        for key, value in parameters(self.session.sampling).items():  # as /api/show names them
             print(f"  {key:<16}{value}", file=self.out)
         print(f"  {'verbose':<16}{'on' if self.verbose else 'off'}", file=self.out)
 
@@ -269,6 +271,8 @@ class ChatRepl:
         except ValueError:
             raise InvalidRequest(f"/set {key} needs {'a whole number' if kind is int else 'a number'}, "
                                  f"got {value!r}") from None
+        if option in ("seed", "max_tokens") and number < 0:  # as Ollama's -1: random, no limit
+            number = None
         self._apply({**self.overrides, option: number})
         self._note(f"Set {key} to {number}.")
 
@@ -333,7 +337,7 @@ class ChatRepl:
             self._note(f"Keeping {self.session.model} for the loaded conversation.")
             session = attrs.evolve(session, model=self.session.model)
         self.session = session
-        self.overrides = session.sampling.to_options()
+        self.overrides = attrs.asdict(session.sampling)
         self._note(f"Loaded {len(session.conversation)} messages ({session.model}).")
 
     def _repository(self) -> SessionRepository:

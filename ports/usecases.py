@@ -45,6 +45,7 @@ from modelport.domain import (
     template_renders_tools,
 )
 from modelport.domain.modelfile import PARAMETERS
+from modelport.domain.sampling import layered
 from modelport.domain.messages import without_native_tools
 from modelport.ports.constraints import ConstraintCompiler, NoConstraints
 from modelport.ports.engine import EngineOptions
@@ -166,20 +167,11 @@ class Services:
         which every error about the model uses; ModelNotFound when it names nothing."""
         return self.store.resolve(_ref(name)).name
 
-    def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        """The policy for a request to ``name``: the request's Ollama ``options`` over
-        the model's own defaults over modelport's."""
-        model = self.store.resolve(_ref(name))
-        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
-        return SamplingPolicy.from_ollama_options(options, base=base)
-
-    def sampling_for_openai(self, name: str | ModelRef, body: Mapping[str, Any]) -> SamplingPolicy:
-        """The policy for an OpenAI-style request to ``name``: the request's fields
-        (temperature, top_p, max_tokens, stop, seed ...) over the model's own
+    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        """The policy for a request to ``name``: the request's ``changes`` (SamplingPolicy
+        field names; each wire format maps its own at its edge) over the model's own
         defaults over modelport's."""
-        model = self.store.resolve(_ref(name))
-        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
-        return SamplingPolicy.from_openai(body, base=base)
+        return layered(self.store.resolve(_ref(name)).sampling_defaults, changes)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
         return self.store.copy(_ref(source), _ref(destination))

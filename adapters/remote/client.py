@@ -41,6 +41,8 @@ from modelport.domain import (
     Usage,
     ToolCall,
 )
+from modelport.domain.parameters import parameters
+from modelport.domain.sampling import layered
 from modelport.ports import ChatTurn, GenerationStream
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -219,12 +221,11 @@ class RemoteServices:
         data = self.client.post("/api/show", {"model": str(name)})
         return model_from_ollama(str(name), data, self.client.url)
 
-    def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        base = SamplingPolicy.from_ollama_options(dict(self.show(name).default_options))
-        return SamplingPolicy.from_ollama_options(options, base=base)
+    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        return layered(self.show(name).sampling_defaults, changes)
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
-        body: dict[str, Any] = {"model": str(request.model), "options": request.sampling.to_options()}
+        body: dict[str, Any] = {"model": str(request.model), "options": parameters(request.sampling)}
         if request.format is not None:
             body["format"] = "json" if request.format.is_json_mode else request.format.schema
         if request.is_chat:

@@ -177,7 +177,7 @@ def _chat(cli: Cli, model: str) -> int:
         session = load_session(cli.args["--session"], sessions)
         if cli.model:
             session = attrs.evolve(session, model=model)
-        overrides = {**session.sampling.to_options(), **overrides}
+        overrides = {**attrs.asdict(session.sampling), **overrides}
         session = attrs.evolve(session, sampling=backend.sampling_for(session.model, overrides))
     else:
         session = backend.new_session(model, sampling=backend.sampling_for(model, overrides))
@@ -219,7 +219,7 @@ def _sessions(cli: Cli):
     return cli.services.sessions
 
 
-# -- sampling flags ------------------------------------------------------------------------
+# -- sampling flags: the one place they map to SamplingPolicy fields ----------------------
 
 SAMPLING_FLAGS: dict[str, tuple[str, type]] = {
     "--temperature": ("temperature", float),
@@ -229,26 +229,28 @@ SAMPLING_FLAGS: dict[str, tuple[str, type]] = {
     "--repeat-penalty": ("repeat_penalty", float),
     "--repeat-last-n": ("repeat_last_n", int),
     "--seed": ("seed", int),
-    "--max-tokens": ("num_predict", int),
+    "--max-tokens": ("max_tokens", int),
     "--num-ctx": ("num_ctx", int),
 }
 
 
 def sampling_options(args: dict[str, Any]) -> dict[str, Any]:
-    """The generation flags given, as Ollama options."""
+    """The generation flags given, as SamplingPolicy field changes."""
     options: dict[str, Any] = {}
-    for flag, (option, kind) in SAMPLING_FLAGS.items():
+    for flag, (field, kind) in SAMPLING_FLAGS.items():
         if args[flag] is not None:
-            options[option] = number(args[flag], flag, kind)
-    if options.get("num_predict", 1) < 1:  # Ollama's -1 (no limit) is leaving the flag out
-        raise InvalidRequest(f"--max-tokens must be at least 1, got {options['num_predict']}")
+            options[field] = number(args[flag], flag, kind)
+    if options.get("max_tokens", 1) < 1:  # no limit is leaving the flag out
+        raise InvalidRequest(f"--max-tokens must be at least 1, got {options['max_tokens']}")
+    if options.get("seed", 0) < 0:  # as Ollama's -1: a random seed
+        options["seed"] = None
     if args["--stop"]:
         options["stop"] = list(args["--stop"])
     return options
 
 
 def _sampling(cli: Cli, model: str) -> SamplingPolicy:
-    """The flags given, as Ollama options over the model's own defaults, over the
+    """The flags given over the model's own defaults, over the
     MODELPORT_TEMPERATURE-style defaults."""
     return cli.backend.sampling_for(model, _with_env_defaults(cli, model, sampling_options(cli.args)))
 
@@ -259,7 +261,7 @@ def _with_env_defaults(cli: Cli, model: str, options: dict[str, Any]) -> dict[st
     defaults = cli.settings.sampling_defaults()
     if not defaults:
         return options
-    own = dict(cli.backend.show(model).default_options)
+    own = cli.backend.show(model).sampling_defaults
     return {**{k: v for k, v in defaults.items() if k not in own}, **options}
 
 

@@ -29,6 +29,8 @@ from modelport.domain import (
     SlotStats,
 )
 from modelport.domain.modelfile import PARAMETERS, check_parameters, render_modelfile
+from modelport.domain.parameters import parameters
+from modelport.domain.sampling import layered
 
 from .schemas import Body, _model, _optional, _stream, parse_keep_alive, rfc3339, store_name
 
@@ -100,12 +102,12 @@ def show(model: ModelInfo) -> dict[str, Any]:
     """The ``/api/show`` answer. ``model_info`` is always there: the client requires it.
     ``template`` is the model's own (a Modelfile's TEMPLATE as given, else the one
     in its files); ``system`` and ``messages`` are what it was created with."""
-    defaults = SamplingPolicy.from_ollama_options(dict(model.default_options))
-    parameters = parameter_lines(defaults)
+    defaults = layered(model.sampling_defaults)
+    lines = parameter_lines(defaults)
     shape = {
         "license": model.license or "",
         "modelfile": modelfile(model),
-        "parameters": "\n".join(parameters),
+        "parameters": "\n".join(lines),
         "template": model.defaults.template if model.defaults.template is not None else model.chat_template or "",
         "system": model.defaults.system or "",
         "details": details(model),
@@ -120,7 +122,7 @@ def show(model: ModelInfo) -> dict[str, Any]:
 
 def parameter_lines(policy: SamplingPolicy) -> list[str]:
     lines = []
-    for key, value in policy.to_options().items():
+    for key, value in parameters(policy).items():
         values = value if isinstance(value, list) else [value]
         lines += [f'{key} "{v}"' if isinstance(v, str) else f"{key} {v}" for v in values]
     return lines

@@ -29,6 +29,8 @@ from modelport.domain import (
     system_and_user,
 )
 
+from modelport.domain import parameters
+
 from . import tools as tool_wire
 
 THINK_LEVELS = ("low", "medium", "high", "max")
@@ -61,13 +63,14 @@ class Call:
         return self.request is None and self.keep_alive == 0
 
 
+# (model, SamplingPolicy field changes) -> the request's policy
 Policy = Callable[[str, "Mapping[str, Any] | None"], SamplingPolicy]
 
 
-def default_policy(model: str, options: Mapping[str, Any] | None) -> SamplingPolicy:
-    """Request options over modelport's defaults (the server passes
+def default_policy(model: str, changes: Mapping[str, Any] | None) -> SamplingPolicy:
+    """The request's changes over modelport's defaults (the server passes
     ``Services.sampling_for``, which puts the model's own defaults in between)."""
-    return SamplingPolicy.from_ollama_options(options)
+    return SamplingPolicy().with_changes(changes)
 
 
 def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
@@ -97,7 +100,7 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     fmt = tool_wire.ollama_format(body.get("format"))
     if prompt or system:
-        sampling = policy(model, _options(body))
+        sampling = policy(model, parameters.changes(_options(body)))
         top = parse_logprobs(body)
         if raw:
             request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
@@ -127,7 +130,7 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     if len(messages):
         request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(model, _options(body)), logprobs=parse_logprobs(body),
+                                    sampling=policy(model, parameters.changes(_options(body))), logprobs=parse_logprobs(body),
                                     format=fmt, tools=tools)
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
