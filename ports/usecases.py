@@ -66,10 +66,12 @@ class GenerationStream(Iterator[TokenEvent]):
     """The events of one generation. The model stays in use until the stream is
     exhausted or closed; closing it early cancels the generation."""
 
-    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None]) -> None:
+    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None], *,
+                 model: str | None = None) -> None:
         self._events = events
         self._release = release
         self._open = True
+        self.model = model  # the name the store files the model under, when known
 
     def __iter__(self) -> "GenerationStream":
         return self
@@ -323,7 +325,7 @@ class Services:
             events = _with_tool_calls(events, spec.tools)
         load_ns = resident.load_ns if loaded_now else 0
         return GenerationStream(
-            _with_totals(events, load_ns), lambda: self.resident.release(resident)
+            _with_totals(events, load_ns), lambda: self.resident.release(resident), model=model.name
         )
 
     def complete(self, request: GenerationRequest, *, engine: str | None = None) -> Completion:
