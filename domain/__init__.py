@@ -14,8 +14,12 @@ from .errors import (
     ModelNotFound,
     ModelportError,
     ModelReadOnly,
-    ServerBusy,
     PromptTooLong,
+    RemoteBadRequest,
+    RemoteNotFound,
+    ServerBusy,
+    ServerError,
+    ServerUnreachable,
     UnsupportedArchitecture,
 )
 from .generation import (
@@ -33,6 +37,7 @@ from .generation import (
 from .messages import ChatMessage, ChatSession, Conversation, Role
 from .modelfile import ModelDefaults, Modelfile, chat_template
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
+from .running import RunningModel, SlotStats
 from .sampling import SamplingPolicy
 from .stopping import StopMatcher
 from .structured import (
@@ -51,6 +56,12 @@ from .structured import (
 from .store import DiskUsage, FileCheck, PullProgress, SearchHit, VerifyReport
 
 __all__ = [
+    "RunningModel",
+    "SlotStats",
+    "RemoteBadRequest",
+    "RemoteNotFound",
+    "ServerError",
+    "ServerUnreachable",
     "DEFAULT_TAG",
     "MAX_LOGPROBS",
     "MAX_TOKEN_BYTES",

@@ -121,3 +121,30 @@ class ModelReadOnly(ModelportError):
 
 class DownloadError(ModelportError):
     """Fetching a model failed; the message says why and what to do."""
+
+
+class ServerUnreachable(ModelportError):
+    """Nothing answers at a modelport server's address (``--url`` mode)."""
+
+    def __init__(self, url: str, reason: object) -> None:
+        super().__init__(
+            f"cannot reach a modelport server at {url} ({reason}); "
+            "start one with `modelport serve`, or name another with --url"
+        )
+        self.url = url
+
+
+class ServerError(ModelportError):
+    """A server answered with an error status (or an error line in a stream)."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteNotFound(ServerError):
+    """404: the server has no such model (or no such route)."""
+
+
+class RemoteBadRequest(ServerError):
+    """400: the server refused the request's values."""

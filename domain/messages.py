@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from .errors import InvalidRequest
+from . import parameters
 from .sampling import SamplingPolicy
 from .structured import ToolCall
 
@@ -171,7 +172,7 @@ class ChatSession:
                 "id": self.id,
                 "model": self.model,
                 "messages": [m.to_dict() for m in self.conversation],
-                "options": self.sampling.to_options(),
+                "options": parameters.parameters(self.sampling),
                 "kept_turns": self.kept_turns,
             },
             indent=2,
@@ -191,7 +192,7 @@ class ChatSession:
                 id=data["id"],
                 model=data["model"],
                 conversation=Conversation(messages=data.get("messages") or ()),
-                sampling=SamplingPolicy.from_ollama_options(data.get("options") or {}),
+                sampling=parameters.policy(data.get("options") or {}),
                 kept_turns=data.get("kept_turns", DEFAULT_KEPT_TURNS),
             )
         except (TypeError, ValueError) as exc:

@@ -21,13 +21,11 @@ import attrs
 
 from .errors import InvalidRequest
 from .messages import ChatMessage, Role
-from .sampling import SamplingPolicy
+from .parameters import FIELD_OF
+from .parameters import policy as parameter_policy
 
 # PARAMETER names and their types; ``stop`` may be given several times.
-PARAMETERS: dict[str, type] = {
-    "temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float,
-    "repeat_last_n": int, "seed": int, "stop": str, "num_predict": int, "num_ctx": int,
-}
+PARAMETERS: dict[str, type] = {name: str if kind is list else kind for name, (_, kind) in FIELD_OF.items()}
 # Ollama's other parameters: known, and refused by name (nothing here honours them).
 UNSUPPORTED_PARAMETERS = ("mirostat", "mirostat_eta", "mirostat_tau", "num_gpu", "num_thread", "num_batch",
                           "num_keep", "typical_p", "tfs_z", "presence_penalty", "frequency_penalty",
@@ -117,7 +115,7 @@ def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
         if key not in PARAMETERS:
             raise InvalidRequest(f"unknown parameter '{key}'; known: {', '.join(PARAMETERS)}")
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
-    SamplingPolicy.from_ollama_options(options)  # types and ranges
+    parameter_policy(options)  # types and ranges
     return options
 
 

@@ -229,6 +229,13 @@ class ModelInfo:
         return capability in self.capabilities
 
     @property
+    def sampling_defaults(self) -> dict[str, object]:
+        """The model's own sampling defaults as SamplingPolicy field changes."""
+        from .parameters import changes
+
+        return changes(dict(self.default_options))
+
+    @property
     def parameter_size(self) -> str:
         """Ollama's human form: ``135M``, ``6.7B``."""
         return format_parameter_count(self.parameter_count)

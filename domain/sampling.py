@@ -1,4 +1,10 @@
-"""How the next token is chosen: one validated policy, built from any wire format."""
+"""How the next token is chosen: one validated policy, in its own field names.
+
+Each wire format maps onto these fields at its edge (Ollama's options and Modelfile
+parameters: ``domain/parameters.py``; OpenAI's fields: ``entrypoints/http/openai_schemas.py``;
+the CLI's flags: ``entrypoints/commands/generation.py``; the chat's ``/set``:
+``entrypoints/repl.py``); :func:`layered` merges the layers.
+"""
 
 from __future__ import annotations
 
@@ -67,97 +73,30 @@ class SamplingPolicy:
     def replace(self, **changes: Any) -> "SamplingPolicy":
         return attrs.evolve(self, **changes)
 
-    # -- wire formats ---------------------------------------------------------------
-
-    @classmethod
-    def from_ollama_options(
-        cls, options: Mapping[str, Any] | None, base: "SamplingPolicy | None" = None
-    ) -> "SamplingPolicy":
-        """Ollama's ``options`` object. Unknown keys are ignored, as Ollama does."""
-        if options is None:
-            return base or cls()
-        if not isinstance(options, Mapping):
-            raise InvalidRequest("options must be an object")
-        changes: dict[str, Any] = {}
-        for key, (field, kind) in _OLLAMA_KEYS.items():
-            if key in options and options[key] is not None:
-                changes[field] = _typed(key, options[key], kind)
-        if "seed" in changes and changes["seed"] < 0:
-            changes["seed"] = None  # Ollama: -1 means a random seed
-        if "max_tokens" in changes and changes["max_tokens"] < 0:
-            changes["max_tokens"] = None  # -1: no limit, -2: fill the context
-        if changes.get("max_tokens") == 0:
-            raise InvalidRequest("num_predict must not be 0")
-        return attrs.evolve(base or cls(), **changes)
-
-    @classmethod
-    def from_openai(cls, body: Mapping[str, Any], base: "SamplingPolicy | None" = None) -> "SamplingPolicy":
-        """OpenAI request fields, plus the common extensions top_k, min_p and repeat_penalty."""
-        changes: dict[str, Any] = {}
-        for key, (field, kind) in _OPENAI_KEYS.items():
-            if body.get(key) is not None:
-                changes[field] = _typed(key, body[key], kind)
-        if "stop" in body:
-            changes["stop"] = _stops(body["stop"])
-        policy = base or cls(temperature=1.0, top_k=0, top_p=1.0)
-        return attrs.evolve(policy, **changes)
-
-    def to_options(self) -> dict[str, Any]:
-        """The Ollama ``options`` object that :meth:`from_ollama_options` reads back."""
-        options: dict[str, Any] = {
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-            "min_p": self.min_p,
-            "repeat_penalty": self.repeat_penalty,
-            "repeat_last_n": self.repeat_last_n,
-            "num_ctx": self.num_ctx,
-            "num_predict": -1 if self.max_tokens is None else self.max_tokens,
-            "seed": -1 if self.seed is None else self.seed,
-        }
-        if self.stop:
-            options["stop"] = list(self.stop)
-        return options
+    def with_changes(self, changes: Mapping[str, Any] | None) -> "SamplingPolicy":
+        """This policy with ``changes`` (field name -> value) applied, validated;
+        a name that is not a field is refused."""
+        if not changes:
+            return self
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise InvalidRequest(f"unknown sampling setting {unknown[0]!r}; one of: {', '.join(FIELDS)}")
+        return attrs.evolve(self, **changes)
 
 
-_OLLAMA_KEYS: dict[str, tuple[str, type]] = {
-    "temperature": ("temperature", float),
-    "top_k": ("top_k", int),
-    "top_p": ("top_p", float),
-    "min_p": ("min_p", float),
-    "repeat_penalty": ("repeat_penalty", float),
-    "repeat_last_n": ("repeat_last_n", int),
-    "seed": ("seed", int),
-    "stop": ("stop", list),
-    "num_predict": ("max_tokens", int),
-    "num_ctx": ("num_ctx", int),
-}
-
-_OPENAI_KEYS: dict[str, tuple[str, type]] = {
-    "temperature": ("temperature", float),
-    "top_p": ("top_p", float),
-    "top_k": ("top_k", int),
-    "min_p": ("min_p", float),
-    "repeat_penalty": ("repeat_penalty", float),
-    "seed": ("seed", int),
-    "max_tokens": ("max_tokens", int),
-    "max_completion_tokens": ("max_tokens", int),
-}
+FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(SamplingPolicy))
 
 
-def _typed(key: str, value: Any, kind: type) -> Any:
-    if kind is list:
-        return _stops(value)
-    if isinstance(value, bool):
-        raise InvalidRequest(f'option "{key}" must be of type {_KIND_NAMES[kind]}')
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int):
-            return value
-    elif kind is float and isinstance(value, (int, float)):
-        return float(value)
-    raise InvalidRequest(f'option "{key}" must be of type {_KIND_NAMES[kind]}')
+def layered(*changes: Mapping[str, Any] | None) -> SamplingPolicy:
+    """modelport's defaults, then each mapping of changes in turn (a model's own
+    defaults, then a request's): the one place sampling settings are merged.
 
-
-_KIND_NAMES = {int: "integer", float: "number"}
+    >>> layered({"temperature": 0.2, "top_k": 5}, {"temperature": 0.0}).temperature
+    0.0
+    >>> layered({"temperature": 0.2, "top_k": 5}, {"temperature": 0.0}).top_k
+    5
+    """
+    policy = SamplingPolicy()
+    for layer in changes:
+        policy = policy.with_changes(layer)
+    return policy

@@ -133,7 +133,16 @@ def default_engines(home: str | None = None) -> list[EngineSpec]:
 def build_store(settings: Settings) -> ModelStore:
     from modelport.adapters.filesystem import FilesystemModelStore
 
-    return FilesystemModelStore(settings.models_dir, converter=_gguf_converter())
+    return FilesystemModelStore(settings.models_dir, converter=_gguf_converter(),
+                                conversions=_conversions(settings.home))
+
+
+def _conversions(home: str) -> str:
+    """The home's one cache of GGUF conversions, shared by the store (MLX) and the
+    JAX engine (``adapters/ggufconvert/cache.py``)."""
+    from modelport.adapters.ggufconvert.cache import cache_root
+
+    return cache_root(home)
 
 
 def _gguf_converter():
@@ -209,3 +218,12 @@ def build_templates() -> ChatTemplates:
     from modelport.adapters.jinja import JinjaChatTemplates
 
     return JinjaChatTemplates()
+
+
+def build_remote(url: str):
+    """A running server at ``url`` as the backend (``--url``): the remote adapter
+    implements :class:`~modelport.ports.Backend` as :class:`Services` does, and also
+    offers the server's own calls (``ps``, ``health``, ``load``, ``unload``, ``is_up``)."""
+    from modelport.adapters.remote import OllamaClient, RemoteServices
+
+    return RemoteServices(OllamaClient(url))

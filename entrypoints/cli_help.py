@@ -1,5 +1,6 @@
-"""``modelport COMMAND --help``: one command's usage lines, what it does, and the
-options it takes, cut out of the CLI's docstring (so the two never disagree)."""
+"""The CLI's docstring read as its one spec: which options each command takes
+(:func:`options_of`), and ``modelport COMMAND --help`` (one command's usage lines,
+what it does and the options it takes, cut out of the docstring)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,37 @@ from typing import Iterable, Mapping, Sequence
 
 HELP_FLAGS = ("-h", "--help")
 _OPTION_LINE = re.compile(r"^  (-\w, )?(--[\w-]+)")
+TAKES_TITLE = "Which command takes which option"
+
+
+def options_of(doc: str) -> dict[str, set[str]]:
+    """The options each command takes, from the docstring's section titled
+    ``Which command takes which option``: one ``NAME WORD...`` line per entry (a
+    name given on several lines takes all of them), where a word is an option
+    (``--json``), a ``<group>`` or another command's name, both standing for
+    their options. The groups are not commands."""
+    lines = doc.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(TAKES_TITLE))
+    while not lines[start].rstrip().endswith(":"):
+        start += 1
+    entries: dict[str, list[str]] = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        name, *words = line.split()
+        entries.setdefault(name, []).extend(words)
+
+    def expand(name: str, seen: tuple[str, ...]) -> set[str]:
+        if name in seen:
+            raise ValueError(f"the docstring's option table refers to itself through {name}")
+        if name not in entries:
+            raise ValueError(f"the docstring's option table names '{name}', which it does not define")
+        options: set[str] = set()
+        for word in entries[name]:
+            options |= {word} if word.startswith("--") else expand(word, (*seen, name))
+        return options
+
+    return {name: expand(name, ()) for name in entries if not name.startswith("<")}
 
 
 def wants_command_help(argv: Sequence[str], commands: Iterable[str]) -> str | None:

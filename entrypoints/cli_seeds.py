@@ -32,7 +32,7 @@ STOP_TIMEOUT_S = 40.0  # gunicorn's graceful timeout (30 s) and a margin
 
 def save_reply(folder: str, model: str, prompt: str, reply: str) -> str:
     """Write one reply (with its prompt and model) as JSON into ``folder``; returns the path."""
-    from modelport.adapters.filesystem.files import write_atomic
+    from .files import write_atomic
 
     target = Path(folder).expanduser()
     target.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def start_detached(settings: Settings, flags: Mapping[str, str], *, is_up) -> di
     """Start ``modelport serve`` (with ``flags``) in a session of its own, its output
     in the home's logs/server.log, its pid in the home's server.pid; wait until
     ``is_up()`` says it answers. Returns what the pid file holds."""
-    from modelport.adapters.filesystem.files import write_atomic
+    from .files import write_atomic
 
     running = read_pid_file(settings)
     if running and _alive(running["pid"]) and _ours(running["pid"]):

@@ -115,13 +115,13 @@ def _seconds(name: str) -> Callable[[str], float]:
     return convert
 
 
-# model-rs' generation defaults: setting -> (variable, Ollama option, type, lowest value).
+# model-rs' generation defaults: setting -> (variable, SamplingPolicy field, type, lowest value).
 SAMPLING_DEFAULTS: dict[str, tuple[str, str, type, float]] = {
     "temperature": ("MODELPORT_TEMPERATURE", "temperature", float, 0),
     "top_p": ("MODELPORT_TOP_P", "top_p", float, 0),
     "top_k": ("MODELPORT_TOP_K", "top_k", int, 0),
     "repeat_penalty": ("MODELPORT_REPEAT_PENALTY", "repeat_penalty", float, 0),
-    "max_tokens": ("MODELPORT_MAX_TOKENS", "num_predict", int, 1),
+    "max_tokens": ("MODELPORT_MAX_TOKENS", "max_tokens", int, 1),
 }
 
 
@@ -257,7 +257,7 @@ class Settings:
         return Path(self.models_path).expanduser() if self.models_path else Path(self.home) / "models"
 
     def sampling_defaults(self) -> dict[str, Any]:
-        """The MODELPORT_TEMPERATURE-style defaults that are set, as Ollama options."""
+        """The MODELPORT_TEMPERATURE-style defaults that are set, as SamplingPolicy field changes."""
         return {option: getattr(self, name) for name, (_, option, _, _) in SAMPLING_DEFAULTS.items()
                 if getattr(self, name) is not None}
 
@@ -338,7 +338,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
 def update_dotenv(path: str | os.PathLike[str], key: str, value: str) -> None:
     """Set ``key=value`` in a ``.env`` file (created if missing), keeping every other
     line; the file is replaced in one step."""
-    from modelport.adapters.filesystem.files import write_atomic
+    from .files import write_atomic
 
     target = Path(path)
     try:

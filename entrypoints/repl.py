@@ -21,14 +21,18 @@ from typing import Any, Callable, Mapping, TextIO
 import attrs
 
 from modelport.domain import ChatSession, InvalidRequest, ModelportError
+from modelport.domain.parameters import parameters
 from modelport.ports import SessionRepository
 
+from .chat_files import load_session, save_session_file, session_path
+from .commands.context import isatty
 from .render import MarkdownReply, PlainReply, format_stats, is_terminal, tool_call_text
 
 QUOTES = '"""'
 HISTORY_LENGTH = 1000
 
-# /set KEY VALUE: the Ollama option each key sets, and how its value is read.
+# /set KEY VALUE: the SamplingPolicy field each key sets, and how its value is read
+# (the one place /set's keys are mapped).
 SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "temperature": ("temperature", float),
     "top_p": ("top_p", float),
@@ -37,7 +41,7 @@ SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "repeat_penalty": ("repeat_penalty", float),
     "repeat_last_n": ("repeat_last_n", int),
     "seed": ("seed", int),
-    "max_tokens": ("num_predict", int),
+    "max_tokens": ("max_tokens", int),
     "num_ctx": ("num_ctx", int),
 }
 
@@ -83,7 +87,7 @@ class ChatRepl:
         self.overrides: dict[str, Any] = dict(overrides or {})
         self.out, self.err, self.stdin = out, err, stdin
         self.sessions = sessions
-        self.interactive = _isatty(stdin)
+        self.interactive = isatty(stdin)
         self.markdown = self.interactive and is_terminal(out)
         self.use_readline = self.interactive and stdin is sys.stdin
         self.history_file = Path(history_file) if history_file else None
@@ -235,7 +239,7 @@ class ChatRepl:
         self._settings()
 
     def _settings(self) -> None:
-        for key, value in self.session.sampling.to_options().items():
+        for key, value in parameters(self.session.sampling).items():  # as /api/show names them
             print(f"  {key:<16}{value}", file=self.out)
         print(f"  {'verbose':<16}{'on' if self.verbose else 'off'}", file=self.out)
 
@@ -267,6 +271,8 @@ class ChatRepl:
         except ValueError:
             raise InvalidRequest(f"/set {key} needs {'a whole number' if kind is int else 'a number'}, "
                                  f"got {value!r}") from None
+        if option in ("seed", "max_tokens") and number < 0:  # as Ollama's -1: random, no limit
+            number = None
         self._apply({**self.overrides, option: number})
         self._note(f"Set {key} to {number}.")
 
@@ -305,9 +311,9 @@ class ChatRepl:
     def _save(self, rest: str) -> None:
         if not rest:
             raise InvalidRequest("/save needs a name or a file")
-        path = _as_path(rest)
+        path = session_path(rest)
         if path is not None:
-            write_atomic(path, self.session.to_json())
+            save_session_file(path, self.session)
             self._note(f"Saved {len(self.session.conversation)} messages to {path}.")
             return
         repository = self._repository()
@@ -331,7 +337,7 @@ class ChatRepl:
             self._note(f"Keeping {self.session.model} for the loaded conversation.")
             session = attrs.evolve(session, model=self.session.model)
         self.session = session
-        self.overrides = session.sampling.to_options()
+        self.overrides = attrs.asdict(session.sampling)
         self._note(f"Loaded {len(session.conversation)} messages ({session.model}).")
 
     def _repository(self) -> SessionRepository:
@@ -369,53 +375,10 @@ class ChatRepl:
     def _error(self, exc: BaseException) -> None:
         print(f"error: {exc}", file=self.err, flush=True)
         if not self.interactive:
-            from .cli import exit_code
+            from .exits import exit_code
 
             self.status = exit_code(exc) or 1
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
 def _is_command(text: str) -> bool:
     return text.startswith("/") and "\n" not in text
-
-
-def _as_path(name: str) -> Path | None:
-    """A file path (it has a separator, starts with ~ or ends in .json), else None."""
-    if "/" in name or os.sep in name or name.startswith("~") or name.lower().endswith(".json"):
-        return Path(name).expanduser()
-    return None
-
-
-def load_session(name: str, sessions: SessionRepository | None) -> ChatSession:
-    """A saved chat from a file, or from the saved sessions by name."""
-    path = _as_path(name)
-    if path is not None:
-        try:
-            return ChatSession.from_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidRequest(f"no such file: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"cannot read {path}: {exc}") from None
-    if sessions is None:
-        raise InvalidRequest("no session folder here; give a file path instead")
-    try:
-        return sessions.get(name)
-    except KeyError:
-        saved = ", ".join(sessions.list()) or "none"
-        raise InvalidRequest(f"no saved session '{name}' (saved: {saved})") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step: a crash leaves the old file or the new one."""
-    from modelport.adapters.filesystem.files import write_atomic as replace_file
-
-    try:
-        replace_file(str(path), text.encode("utf-8"))
-    except OSError as exc:
-        raise InvalidRequest(f"cannot write {path}: {exc}") from None

@@ -5,12 +5,14 @@ from .engine import EngineOptions, InferenceEngine
 from .engines import EngineCheck, EngineRegistry, EngineSpec, Resident, ResidentModels
 from .scheduler import Generation, Scheduler, SlotStats
 from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, TokenConstraint
-from .sessions import Clock, SessionRepository
+from .sessions import SessionRepository
 from .store import ModelSource, ModelStore, ProgressCallback
 from .templates import ChatTemplates
 from .usecases import ChatTurn, GenerationStream, Services
+from .backend import Backend
 
 __all__ = [
+    "Backend",
     "ChatTemplates",
     "ChatTurn",
     "Chunk",
@@ -23,7 +25,6 @@ __all__ = [
     "Step",
     "TextDecoder",
     "TokenConstraint",
-    "Clock",
     "EngineCheck",
     "EngineOptions",
     "EngineRegistry",

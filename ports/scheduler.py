@@ -38,14 +38,13 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-import attrs
-
 from modelport.domain import (
     ContextOverflow,
     FinishReason,
     GenerationRequest,
     InvalidRequest,
     ServerBusy,
+    SlotStats,
     StopMatcher,
     TokenEvent,
     Usage,
@@ -56,21 +55,7 @@ from .slots import Chunk, Sample, SlotEngine, SlotSampling, Step, TextDecoder, T
 DEFAULT_CHUNK_TOKENS = 512
 MASK_WORKERS = 4  # at most this many masks computed at once, per engine
 RATE_WINDOW_NS = 10_000_000_000  # tokens/s is measured over the last 10 s
-
-
-@attrs.frozen(kw_only=True)
-class SlotStats:
-    """What a scheduler is doing now, for ``/api/ps``, ``modelport ps`` and metrics."""
-
-    slots: int
-    busy: int
-    waiting: int
-    tokens_per_second: float
-    generated_tokens: int
-
-    @property
-    def free(self) -> int:
-        return self.slots - self.busy
+# SlotStats, what stats() returns, is a domain value (domain/running.py).
 
 
 _END = object()  # the queue's sentinel after the final event

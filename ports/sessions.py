@@ -18,12 +18,3 @@ class SessionRepository(Protocol):
 
     def delete(self, session_id: str) -> None: ...
 
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds since the epoch (wall time, for timestamps)."""
-        ...
-
-    def monotonic_ns(self) -> int:
-        """A monotonic counter in nanoseconds (for durations)."""
-        ...

@@ -6,6 +6,7 @@ Each method speaks domain types only; the ports it needs are handed to
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
@@ -31,8 +32,10 @@ from modelport.domain import (
     ModelportError,
     ModelRef,
     PullProgress,
+    RunningModel,
     SamplingPolicy,
     SearchHit,
+    SlotStats,
     TokenEvent,
     Tool,
     ToolCallSplitter,
@@ -42,11 +45,11 @@ from modelport.domain import (
     template_renders_tools,
 )
 from modelport.domain.modelfile import PARAMETERS
+from modelport.domain.sampling import layered
 from modelport.domain.messages import without_native_tools
 from modelport.ports.constraints import ConstraintCompiler, NoConstraints
 from modelport.ports.engine import EngineOptions
 from modelport.ports.engines import EngineRegistry, Resident, ResidentModels
-from modelport.ports.scheduler import SlotStats
 from modelport.ports.sessions import SessionRepository
 from modelport.ports.store import ModelSource, ModelStore, ProgressCallback
 from modelport.ports.templates import ChatTemplates
@@ -63,10 +66,12 @@ class GenerationStream(Iterator[TokenEvent]):
     """The events of one generation. The model stays in use until the stream is
     exhausted or closed; closing it early cancels the generation."""
 
-    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None]) -> None:
+    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None], *,
+                 model: str | None = None) -> None:
         self._events = events
         self._release = release
         self._open = True
+        self.model = model  # the name the store files the model under, when known
 
     def __iter__(self) -> "GenerationStream":
         return self
@@ -142,6 +147,15 @@ class Services:
         self.templates = templates
         self.constraints: ConstraintCompiler = constraints or NoConstraints()
 
+    def using(self, engine: str | None) -> "Services":
+        """These services with ``engine`` run every model (None: as configured); the
+        store, the loaded models and the rest are shared."""
+        if engine is None or engine == self.default_engine:
+            return self
+        chosen = copy.copy(self)
+        chosen.default_engine = engine
+        return chosen
+
     # -- models ---------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
@@ -155,20 +169,11 @@ class Services:
         which every error about the model uses; ModelNotFound when it names nothing."""
         return self.store.resolve(_ref(name)).name
 
-    def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        """The policy for a request to ``name``: the request's Ollama ``options`` over
-        the model's own defaults over modelport's."""
-        model = self.store.resolve(_ref(name))
-        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
-        return SamplingPolicy.from_ollama_options(options, base=base)
-
-    def sampling_for_openai(self, name: str | ModelRef, body: Mapping[str, Any]) -> SamplingPolicy:
-        """The policy for an OpenAI-style request to ``name``: the request's fields
-        (temperature, top_p, max_tokens, stop, seed ...) over the model's own
+    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        """The policy for a request to ``name``: the request's ``changes`` (SamplingPolicy
+        field names; each wire format maps its own at its edge) over the model's own
         defaults over modelport's."""
-        model = self.store.resolve(_ref(name))
-        base = SamplingPolicy.from_ollama_options(dict(model.default_options))
-        return SamplingPolicy.from_openai(body, base=base)
+        return layered(self.store.resolve(_ref(name)).sampling_defaults, changes)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
         return self.store.copy(_ref(source), _ref(destination))
@@ -243,11 +248,6 @@ class Services:
         so errors come out here rather than mid-stream. ``keep_alive``: seconds the
         model stays loaded once idle (0: unload after this request; negative or
         ``math.inf``: until evicted; None: as before)."""
-        model = self.store.resolve(request.model)
-        if request.is_chat and not model.supports(Capability.CHAT):
-            raise CapabilityMissing(model.name, "chat")
-        if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
-            raise CapabilityMissing(model.name, "generate")
         return self.generate_many(request, 1, engine=engine, keep_alive=keep_alive)[0]
 
     def generate_many(
@@ -325,7 +325,7 @@ class Services:
             events = _with_tool_calls(events, spec.tools)
         load_ns = resident.load_ns if loaded_now else 0
         return GenerationStream(
-            _with_totals(events, load_ns), lambda: self.resident.release(resident)
+            _with_totals(events, load_ns), lambda: self.resident.release(resident), model=model.name
         )
 
     def complete(self, request: GenerationRequest, *, engine: str | None = None) -> Completion:
@@ -365,7 +365,12 @@ class Services:
 
     def load(
         self, name: str | ModelRef, *, engine: str | None = None, keep_alive: float | None = None
-    ) -> Resident:
+    ) -> RunningModel:
+        """Load ``name`` (Ollama's empty generate request) and say how it runs."""
+        return self._running(self._load(name, engine, keep_alive), time.time())
+
+    def _load(self, name: str | ModelRef, engine: str | None = None,
+              keep_alive: float | None = None) -> Resident:
         model = self.store.resolve(_ref(name))
         with self.resident.use(model, engine or self.default_engine, self.engine_options, keep_alive) as lease:
             assert lease.resident is not None
@@ -374,8 +379,34 @@ class Services:
     def unload(self, name: str | ModelRef) -> bool:
         return self.resident.unload(self.store.resolve(_ref(name)).name)
 
-    def loaded(self) -> list[Resident]:
-        return self.resident.loaded()
+    def loaded(self, now: float | None = None) -> list[RunningModel]:
+        """The loaded models, as values (``now``: the moment their expiry is counted from)."""
+        now = time.time() if now is None else now
+        return [self._running(resident, now) for resident in self.resident.loaded()]
+
+    def expire(self) -> list[str]:
+        """Unload the models whose keep_alive has run out; returns their names."""
+        return self.resident.expire()
+
+    @property
+    def max_queue(self) -> int:
+        """Requests that may wait for each model's slots."""
+        return self.resident.max_queue
+
+    def clean_leftovers(self) -> int:
+        """Delete what killed work left in the store's staging folder; bytes freed
+        (0 for a store that keeps no such folder)."""
+        clean = getattr(self.store, "clean_staging", None)
+        return int(clean()) if callable(clean) else 0
+
+    @staticmethod
+    def _running(resident: Resident, now: float) -> RunningModel:
+        size = resident.engine.memory_used() or resident.model.size
+        return RunningModel(
+            model=resident.model, size=size, size_vram=size if resident.options.device == "gpu" else 0,
+            num_ctx=resident.options.num_ctx, device=resident.options.device, in_use=resident.in_use,
+            expires_at=resident.expiry(now), slots=resident.stats(),
+        )
 
     def activity(self) -> dict[str, SlotStats]:
         """Each loaded generating model's slots, queue and decode rate, by name."""
@@ -387,11 +418,11 @@ class Services:
         return out
 
     def tokenize(self, name: str | ModelRef, text: str) -> list[int]:
-        return self.load(name).engine.tokenize(text)
+        return self._load(name).engine.tokenize(text)
 
     def detokenize(self, name: str | ModelRef, token_ids: list[int]) -> str:
         """The engine's text for ``token_ids`` (the text of a log-probability's token)."""
-        return self.load(name).engine.detokenize(list(token_ids))
+        return self._load(name).engine.detokenize(list(token_ids))
 
     def close(self) -> None:
         self.resident.unload_all()

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from modelport.domain import Capability, InvalidRequest, ModelFormat, SamplingPolicy
+from modelport.domain import Capability, InvalidRequest, ModelFormat, parameters
 
 from .gguf_header import GGUFHeader, read_gguf_header
 
@@ -161,7 +161,7 @@ def generation_defaults(folder: str) -> dict[str, object]:
         value = config.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                SamplingPolicy.from_ollama_options({option: value})
+                parameters.policy({option: value})
             except InvalidRequest:
                 continue
             options[option] = value

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 from typing import Any, Iterator, Mapping
 
 import attrs
@@ -91,14 +92,36 @@ def _file_dict(file: ModelFile) -> dict[str, Any]:
 
 
 class ModelIndex:
-    """Read without a lock (writes are atomic renames); write only inside :meth:`locked`."""
+    """Read without a lock (writes are atomic renames); write only inside :meth:`locked`.
+
+    The parsed index is kept and reused while the file on disk is the same one: a
+    write, here or in another process, renames a new file into place, so its inode
+    (and mtime and size) change and the next read parses it again."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.path = os.path.join(root, INDEX_FILE)
+        self._cache: tuple[tuple[int, int, int, int], dict[str, IndexEntry]] | None = None
+        self._cache_lock = threading.Lock()
 
     def read(self) -> dict[str, IndexEntry]:
-        """Entries by canonical name; entries that make no sense are skipped."""
+        """Entries by canonical name (a new dict each call); entries that make no
+        sense are skipped."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return {}
+        identity = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._cache_lock:
+            cached = self._cache
+        if cached is not None and cached[0] == identity:
+            return dict(cached[1])
+        entries = self._parse()
+        with self._cache_lock:
+            self._cache = (identity, entries)
+        return dict(entries)
+
+    def _parse(self) -> dict[str, IndexEntry]:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -123,6 +146,8 @@ class ModelIndex:
             "version": INDEX_VERSION,
             "models": [entries[name].to_dict() for name in sorted(entries)],
         }
+        with self._cache_lock:
+            self._cache = None
         write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
     @contextlib.contextmanager

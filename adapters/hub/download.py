@@ -23,6 +23,7 @@ import tempfile
 import urllib.parse
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from modelport.adapters.filesystem.files import file_digests  # sha256 (and git blob id) written once
 from modelport.domain import ModelFile
 
 from .selection import RemoteFile
@@ -180,7 +181,7 @@ class Workspace:
             return None
         if remote.size is not None and os.path.getsize(candidate) != remote.size:
             return None
-        sha256, blob = _digests(candidate, git=remote.sha256 is None)
+        sha256, blob = file_digests(candidate, git=remote.sha256 is None)
         if not _matches(remote, sha256, blob):
             return None
         target = self.target(remote.path)
@@ -191,7 +192,7 @@ class Workspace:
     def install(self, remote: RemoteFile, partial: PartialFile) -> ModelFile:
         """Check a completed download against the Hub's digest and move it into place."""
         sha256 = partial.sha256()
-        blob = _digests(partial.path, git=True)[1] if remote.sha256 is None and remote.blob_id else None
+        blob = file_digests(partial.path, git=True)[1] if remote.sha256 is None and remote.blob_id else None
         if not _matches(remote, sha256, blob):
             expected, actual = (remote.sha256, sha256) if remote.sha256 else (remote.blob_id, blob)
             partial.restart()
@@ -260,7 +261,7 @@ class Workspace:
         if remote.source_digest is None or (remote.size is not None and os.path.getsize(target) != remote.size):
             os.unlink(target)
             return None
-        sha256, blob = _digests(target, git=remote.sha256 is None)
+        sha256, blob = file_digests(target, git=remote.sha256 is None)
         if not _matches(remote, sha256, blob):
             os.unlink(target)
             return None
@@ -293,18 +294,6 @@ def _matches(remote: RemoteFile, sha256: str, blob: str | None) -> bool:
     if remote.blob_id:
         return blob == remote.blob_id
     return True  # the mirror gave no digest: nothing to check against
-
-
-def _digests(path: str, *, git: bool) -> tuple[str, str | None]:
-    """sha256 and, with ``git``, the git blob id of a file, in one read."""
-    sha256 = hashlib.sha256()
-    blob = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode()) if git else None
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha256.update(chunk)
-            if blob is not None:
-                blob.update(chunk)
-    return sha256.hexdigest(), blob.hexdigest() if blob is not None else None
 
 
 def _safe(text: str) -> str:

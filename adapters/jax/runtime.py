@@ -100,12 +100,12 @@ def model_folder(model: ModelInfo, home: str) -> str:
     """The Hugging Face folder to load: the model's own, or its GGUF converted once
     into ``<home>/cache/hf-from-gguf/<key>``."""
     if model.format is ModelFormat.GGUF:
-        from modelport.adapters.ggufconvert import cache_key, materialize_hf_folder
+        from modelport.adapters.ggufconvert import cache_root, converted_folder
 
         path = os.path.join(model.location, model.primary_file)
         if not os.path.isfile(path):
             raise ModelLoadError(f"'{model.name}': {path} is missing")
-        return materialize_hf_folder(path, os.path.join(home, "cache", "hf-from-gguf", cache_key(path)))
+        return converted_folder(path, cache_root(home))  # the one cache, shared with the store
     if model.format is ModelFormat.SAFETENSORS:
         folder = model.location
         if not os.path.isfile(os.path.join(folder, "config.json")):

@@ -42,7 +42,7 @@ class App(falcon.App):
         then run the reaper."""
         if self.reaper is None:
             clean_leftovers(self.runner.services)
-            self.reaper = Reaper(self.runner.services.resident, interval).start()
+            self.reaper = Reaper(self.runner.services, interval).start()
         return self.reaper
 
     def close(self) -> None:

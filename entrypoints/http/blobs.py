@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from modelport.adapters.filesystem.files import write_atomic
+from ..files import write_atomic
 from modelport.domain import InvalidRequest
 
 CHUNK_BYTES = 1024 * 1024

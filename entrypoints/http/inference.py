@@ -35,8 +35,8 @@ class Runner:
         """(the events, first one already produced; the stream to close). What fails
         before the first event (an unknown model, a prompt too long) raises here."""
         started = time.monotonic() if started is None else started
-        name = self.services.show(request.model).name
         inner = self.services.generate(request, keep_alive=self.keep_alive_for(keep_alive))
+        name = inner.model or str(request.model)  # the store's name, from the one lookup
         stream = GenerationStream(self.metrics.observe(inner, name, started), inner.close)
         return run_to_first_event(stream), stream
 
@@ -46,8 +46,8 @@ class Runner:
         if n == 1:
             return [self.generate(request, keep_alive=keep_alive, started=started)]
         started = time.monotonic() if started is None else started
-        name = self.services.show(request.model).name
         inners = self.services.generate_many(request, n, keep_alive=self.keep_alive_for(keep_alive))
+        name = inners[0].model or str(request.model)
         streams = [GenerationStream(self.metrics.observe(inner, name, started), inner.close) for inner in inners]
         out = []
         try:

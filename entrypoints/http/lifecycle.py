@@ -2,7 +2,7 @@
 
 Expiry is lazy (every request that acquires a model first unloads the expired ones,
 and ``/api/ps`` does too) *and* eager: a :class:`Reaper` thread, started by the
-production application, calls :meth:`ResidentModels.expire` every few seconds so an
+production application, calls :meth:`Services.expire` every few seconds so an
 idle server gives its memory back without waiting for the next request.
 """
 
@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
-from modelport.ports import ResidentModels, Services
+from modelport.ports import Services
 
 log = logging.getLogger("modelport.http")
 REAP_INTERVAL_S = 5.0
+
+
+class Expiring(Protocol):
+    """What the reaper calls: :class:`Services` (or the resident models themselves)."""
+
+    def expire(self) -> list[str]: ...
 
 
 class Reaper:
     """A daemon thread that expires idle models every ``interval`` seconds until
     :meth:`stop`."""
 
-    def __init__(self, resident: ResidentModels, interval: float = REAP_INTERVAL_S) -> None:
+    def __init__(self, resident: Expiring, interval: float = REAP_INTERVAL_S) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self._resident = resident
@@ -57,11 +64,8 @@ def clean_leftovers(services: Services) -> None:
     """Delete what a killed create, copy or pull left in the store's staging folder
     (scratch folders, empty pulls, locks nobody holds), once, as the server starts;
     work in progress elsewhere holds its locks and is never touched."""
-    clean = getattr(services.store, "clean_staging", None)
-    if not callable(clean):
-        return
     try:
-        freed = clean()
+        freed = services.clean_leftovers()
     except OSError as exc:
         log.warning("could not clean the store's staging folder: %s", exc)
         return

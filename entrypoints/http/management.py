@@ -14,10 +14,11 @@ import falcon
 from modelport.domain import InvalidRequest, ModelRef, PullProgress
 from modelport.ports import ProgressCallback, Services
 
-from . import schemas
+from . import model_schemas, schemas
 from .blobs import CHUNK_BYTES, BlobStore
 from .resources import MAX_BODY_BYTES, body_stream, read_json
-from .schemas import Clock, error, progress
+from .model_schemas import progress
+from .schemas import Clock, error
 from .streaming import NDJSON, line, log_unexpected
 
 PUSH_REFUSAL = ("push is not supported: modelport does not publish models to a registry; "
@@ -36,8 +37,9 @@ class Ps:
         self._clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._services.resident.expire()
-        resp.media = schemas.ps(self._services.loaded(), self._clock())
+        self._services.expire()
+        now = self._clock()
+        resp.media = model_schemas.ps(self._services.loaded(now), now)
 
 
 class Copy:
@@ -46,7 +48,7 @@ class Copy:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        source, destination = schemas.parse_copy(read_json(req, self._max_body))
+        source, destination = model_schemas.parse_copy(read_json(req, self._max_body))
         self._services.copy(source, destination)
         resp.status = falcon.HTTP_200
 
@@ -60,7 +62,7 @@ class Delete:
         self._max_body = max_body
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self._services.remove(schemas.parse_name(read_json(req, self._max_body)))
+        self._services.remove(model_schemas.parse_name(read_json(req, self._max_body)))
         if self._blobs is not None:
             self._blobs.prune()
         resp.status = falcon.HTTP_200
@@ -110,7 +112,7 @@ def pull_target(body: dict[str, Any]) -> tuple[str, str | None]:
     from ..catalog import resolve_name
     from ..cli_seeds import TRUST_REMOTE_CODE_NOTE
 
-    name = resolve_name(schemas.parse_name(body))
+    name = resolve_name(model_schemas.parse_name(body))
     revision = body.get("revision")
     if revision is not None:
         if not isinstance(revision, str) or not revision:
@@ -215,7 +217,7 @@ class Create:
         self._allowed = tuple(allowed)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = schemas.parse_create(read_json(req, self._max_body))
+        call = model_schemas.parse_create(read_json(req, self._max_body))
         steps = self._create(call) + [{"status": "success"}]
         if call.stream:
             resp.content_type = NDJSON
@@ -223,7 +225,7 @@ class Create:
         else:
             resp.media = steps[-1]
 
-    def _create(self, call: schemas.CreateCall) -> list[dict[str, Any]]:
+    def _create(self, call: model_schemas.CreateCall) -> list[dict[str, Any]]:
         defaults = [{"status": "writing model defaults"}] if not call.defaults.empty else []
         if call.files:
             with self._blobs.assembled(call.files) as folder:
@@ -268,11 +270,11 @@ class Blob:
         self._blobs = blobs
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
-        if not self._blobs.exists(schemas.blob_digest(digest)):
+        if not self._blobs.exists(model_schemas.blob_digest(digest)):
             raise falcon.HTTPNotFound(description=f"blob {digest} not found")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, digest: str) -> None:
-        hex_digest = schemas.blob_digest(digest)
+        hex_digest = model_schemas.blob_digest(digest)
         try:
             if self._blobs.exists(hex_digest):
                 body = body_stream(req)

@@ -43,7 +43,7 @@ class ChatCompletions:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         services = self._runner.services
-        call = wire.parse_chat(read_json(req, self._max_body), services.sampling_for_openai, services.name_of)
+        call = wire.parse_chat(read_json(req, self._max_body), wire.openai_policy(services), services.name_of)
         runs = self._runner.generate_many(call.request, call.n, started=getattr(req.context, "started", None))
         texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
         if call.stream:
@@ -68,7 +68,7 @@ class Completions:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         services = self._runner.services
-        call = wire.parse_completion(read_json(req, self._max_body), services.sampling_for_openai,
+        call = wire.parse_completion(read_json(req, self._max_body), wire.openai_policy(services),
                                      services.name_of)
         started = getattr(req.context, "started", None)
         envelope = wire.Envelope.completion(call.model, self._clock())

@@ -28,7 +28,8 @@ from modelport.domain import (
 )
 
 from . import tools as tool_wire
-from .schemas import Body, EmbedCall, listed_names, parse_dimensions, resize, store_name
+from .model_schemas import EmbedCall, listed_names, parse_dimensions, resize
+from .schemas import Body, store_name
 
 FINGERPRINT = "fp_modelport"
 MAX_PROMPTS = 64  # /v1/completions answers them one after the other, as /v1/generate_batch does
@@ -39,8 +40,40 @@ IGNORED = ("user", "logit_bias", "presence_penalty", "frequency_penalty", "paral
            "metadata", "store", "service_tier", "prediction", "modalities")
 
 MAX_CHOICES = 16
-OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]
+OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]  # (model, a body's fields) -> policy
 Named = Callable[[str], str]
+
+# OpenAI's sampling fields (and the common extensions top_k, min_p, repeat_penalty)
+# -> SamplingPolicy fields: the one place they are mapped.
+FIELD_OF: dict[str, tuple[str, type]] = {
+    "temperature": ("temperature", float),
+    "top_p": ("top_p", float),
+    "top_k": ("top_k", int),
+    "min_p": ("min_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
+    "seed": ("seed", int),
+    "max_tokens": ("max_tokens", int),
+    "max_completion_tokens": ("max_tokens", int),
+}
+
+
+def sampling_changes(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The SamplingPolicy changes an OpenAI body's fields ask for, typed."""
+    from modelport.domain.parameters import typed
+
+    changes: dict[str, Any] = {}
+    for key, (field, kind) in FIELD_OF.items():
+        if body.get(key) is not None:
+            changes[field] = typed(key, body[key], kind)
+    if "stop" in body:
+        changes["stop"] = body["stop"] if body["stop"] is not None else ()
+    return changes
+
+
+def openai_policy(services: Any) -> OpenAIPolicy:
+    """The policy of an OpenAI-style request: its fields over the model's own
+    defaults over modelport's (``Services.sampling_for``)."""
+    return lambda model, body: services.sampling_for(model, sampling_changes(body))
 
 
 @attrs.frozen(kw_only=True)

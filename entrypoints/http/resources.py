@@ -16,9 +16,10 @@ from typing import Any, Callable
 import falcon
 
 from modelport.domain import Capability, CapabilityMissing, InvalidRequest
-from modelport.ports import Services, SlotStats
+from modelport.domain import SlotStats
+from modelport.ports import Services
 
-from . import logprobs, schemas, streaming
+from . import logprobs, model_schemas, schemas, streaming
 from .disconnect import watch_of
 from .inference import Runner
 from .schemas import Body, Call, Clock, Reply
@@ -102,10 +103,10 @@ class Health:
             "status": "ok",
             "engines": self._services.engines.status(),
             "devices": devices(self._device),
-            "loaded": [resident.model.name for resident in self._services.loaded()],
+            "loaded": [running.model.name for running in self._services.loaded()],
             "queue": {"active": sum(s.busy for s in activity.values()),
                       "waiting": sum(s.waiting for s in activity.values()),
-                      "max_waiting": self._services.resident.max_queue},
+                      "max_waiting": self._services.max_queue},
             "slots": {name: slots(stats) for name, stats in activity.items()},
         }
 
@@ -143,7 +144,7 @@ class Tags:
         self._services = services
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = schemas.tags(self._services.list_models())
+        resp.media = model_schemas.tags(self._services.list_models())
 
     on_head = on_get
 
@@ -170,7 +171,7 @@ class Show:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         name = schemas.parse_show(read_json(req, self._max_body))
-        resp.media = schemas.show(self._services.show(name))
+        resp.media = model_schemas.show(self._services.show(name))
 
 
 class Inference:
@@ -235,7 +236,7 @@ class Embed:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._max_body)
-        call = schemas.parse_embeddings(body) if self._legacy else schemas.parse_embed(body)
+        call = model_schemas.parse_embeddings(body) if self._legacy else model_schemas.parse_embed(body)
         model = self._runner.services.show(call.model)
         if not call.inputs:
             resp.media = {"embedding": []} if self._legacy else {"model": call.model, "embeddings": []}
@@ -246,7 +247,7 @@ class Embed:
         if self._legacy:
             resp.media = {"embedding": list(result.vectors[0])}
         else:
-            resp.media = {**schemas.embed_reply(result, call.dimensions), "model": call.model}
+            resp.media = {**model_schemas.embed_reply(result, call.dimensions), "model": call.model}
 
 
 class MetricsPage:

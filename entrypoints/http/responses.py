@@ -31,6 +31,7 @@ from modelport.ports import GenerationStream
 
 from . import logprobs
 from . import responses_schemas as wire
+from .openai_schemas import openai_policy
 from .errors import status_of
 from .inference import Runner
 from .logprobs import TokenTexts
@@ -109,7 +110,7 @@ class Responses:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = wire.parse(read_json(req, self._max_body), self._runner.services.sampling_for_openai)
+        call = wire.parse(read_json(req, self._max_body), openai_policy(self._runner.services))
         history = self._store.get(call.previous_response_id).history if call.previous_response_id else ()
         request = call.request(history)
         events, stream = self._runner.generate(request, started=getattr(req.context, "started", None))

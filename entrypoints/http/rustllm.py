@@ -97,7 +97,7 @@ def parse_chat(body: dict[str, Any], services: Services) -> GenerationRequest:
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise InvalidRequest("'max_tokens' must be a whole number of at least 1")
-        options["num_predict"] = max_tokens
+        options["max_tokens"] = max_tokens
     name = resolve_name(model)
     return GenerationRequest(model=ModelRef.parse(name), messages=Conversation(messages=tuple(messages)),
                              sampling=services.sampling_for(name, options))

@@ -67,6 +67,23 @@ def test_adapters_never_import_entrypoints(path: Path) -> None:
         assert layer_of(module) != "entrypoints", f"{path.relative_to(ROOT)}:{line} imports {module}"
 
 
+@pytest.mark.parametrize("path", sources("entrypoints"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_bootstrap_imports_adapters(path: Path) -> None:
+    """The composition root is the one module that knows the concrete adapters; the
+    CLI and the HTTP app get them from it (as ports)."""
+    if path == ROOT / "entrypoints" / "bootstrap.py":
+        return
+    for line, module in imports_of(path):
+        assert layer_of(module) != "adapters", f"{path.relative_to(ROOT)}:{line} imports {module}"
+
+
+def test_the_rule_sees_an_entrypoint_importing_an_adapter(tmp_path: Path) -> None:
+    (tmp_path / "entrypoints").mkdir()
+    probe = tmp_path / "entrypoints" / "probe.py"
+    probe.write_text("def f():\n    from ..adapters.filesystem.files import write_atomic\n")
+    assert [layer_of(m) for _, m in imports_of(probe, root=tmp_path)] == ["adapters"]
+
+
 def module_level_imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module) for the imports a module runs when it is imported;
     ``from . import x`` counts as importing the submodule ``x``."""

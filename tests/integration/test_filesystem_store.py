@@ -453,23 +453,38 @@ def test_two_pulls_of_one_model_run_one_after_the_other(store, models_dir) -> No
     log: list[tuple[str, str]] = []
     reused: list[list[str]] = []
     errors: list[BaseException] = []
+    trying = threading.Event()  # the second pull is about to ask for the staging folder
+    second_in = threading.Event()
 
-    def pull(architecture: str) -> None:
+    def pull(architecture: str, first: bool) -> None:
         try:
+            if not first:
+                trying.set()
             with store.staging(ref("org/repo")) as folder:
                 log.append(("enter", architecture))
+                if first:
+                    assert trying.wait(10)
+                    # with the lock broken the second pull gets in now, and this sees it
+                    assert not second_in.wait(0.5), "the second pull got in while the first ran"
+                else:
+                    second_in.set()
                 installed = os.path.join(folder, ".installed")
                 reused.append(sorted(os.listdir(installed)) if os.path.isdir(installed) else [])
-                time.sleep(0.2)  # room for the other thread to barge in, were it not locked out
                 path = write_gguf(os.path.join(folder, "model.gguf"), architecture=architecture)
                 store.commit(ref("org/repo"), folder, [ModelFile(path="model.gguf", size=0, sha256=sha256(path))])
                 log.append(("exit", architecture))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=pull, args=(arch,)) for arch in ("llama", "qwen2")]
-    for thread in threads:
-        thread.start()
+    first = threading.Thread(target=pull, args=("llama", True))
+    first.start()
+    for _ in range(1000):  # the first pull holds the folder before the second starts
+        if log or errors:
+            break
+        time.sleep(0.01)
+    second = threading.Thread(target=pull, args=("qwen2", False))
+    second.start()
+    threads = [first, second]
     for thread in threads:
         thread.join(timeout=10)
     assert errors == []

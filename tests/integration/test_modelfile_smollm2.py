@@ -38,7 +38,7 @@ def test_the_created_model_answers_as_its_base_with_the_same_system_prompt(servi
     assert created.defaults.system == "You are a geography teacher."
     mine = GenerationRequest(model=ModelRef.parse("teacher"), messages=system_and_user(QUESTION),
                              sampling=services.sampling_for("teacher"))
-    same = services.sampling_for("smollm2", {"temperature": 0, "num_predict": 12})  # repeat_penalty 1.1 too
+    same = services.sampling_for("smollm2", {"temperature": 0, "max_tokens": 12})  # repeat_penalty 1.1 too
     assert same == mine.sampling
     theirs = GenerationRequest(model=ModelRef.parse("smollm2"), sampling=same,
                                messages=system_and_user(QUESTION, "You are a geography teacher."))

@@ -196,3 +196,14 @@ def test_run_with_only_a_question_uses_the_default_model(monkeypatch, services, 
     code, out, _ = cli(services, "run", "capital of France?", "--temperature", "0")
     assert (code, out) == (EXIT_OK, "The capital of France is Paris.\n")
     assert engine_box.last.prompts[-1] == "<|user|>capital of France?\n<|assistant|>"
+
+
+def test_the_option_table_is_read_from_the_docstring() -> None:
+    from modelport.entrypoints.cli_help import options_of
+
+    doc = ("Usage:\n  x a\n\nWhich command takes which option (a note):\n"
+           "  <g>   --one --two\n  a     <g> --three\n  a     --four\n  b     a --five\n\nExit\n")
+    assert options_of(doc) == {"a": {"--one", "--two", "--three", "--four"},
+                               "b": {"--one", "--two", "--three", "--four", "--five"}}
+    with pytest.raises(ValueError, match="<h>"):
+        options_of(doc.replace("a     --four", "a     <h>"))

@@ -164,7 +164,7 @@ def test_ps_shows_size_expiry_and_context(client, services, clock) -> None:
     generate(client, keep_alive=60, options={**GREEDY, "num_ctx": 2048})
     (entry,) = client.simulate_get("/api/ps").json["models"]
     assert entry["name"] == entry["model"] == "fake:latest"
-    assert entry["size"] == services.loaded()[0].engine.memory_used() > 0
+    assert entry["size"] == services.resident.loaded()[0].engine.memory_used() > 0  # the engine behind the use case
     assert entry["size_vram"] == 0 and entry["context_length"] == 2048
     assert datetime.fromisoformat(entry["expires_at"]).timestamp() == clock.now() + 60
     assert entry["details"]["family"] == "fake" and len(entry["digest"]) == 64

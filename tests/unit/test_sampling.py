@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.domain import InvalidRequest, SamplingPolicy
+import doctest
+
+from modelport.domain import InvalidRequest, SamplingPolicy, parameters, sampling, stopping
+from modelport.domain.sampling import layered
+from modelport.entrypoints.http.openai_schemas import sampling_changes
 
 
 def test_defaults_follow_ollama() -> None:
@@ -27,7 +31,7 @@ def test_out_of_range_values_are_rejected_with_the_field_named(field, value) -> 
 
 
 def test_ollama_options_map_and_unknown_keys_are_ignored() -> None:
-    policy = SamplingPolicy.from_ollama_options(
+    policy = parameters.policy(
         {"temperature": 0, "top_k": 5.0, "num_predict": 12, "seed": 7, "stop": ["\n"],
          "num_ctx": 2048, "mirostat": 2, "numa": False, "penalize_newline": True}
     )
@@ -36,37 +40,54 @@ def test_ollama_options_map_and_unknown_keys_are_ignored() -> None:
 
 
 def test_ollama_sentinels() -> None:
-    policy = SamplingPolicy.from_ollama_options({"seed": -1, "num_predict": -1})
+    policy = parameters.policy({"seed": -1, "num_predict": -1})
     assert policy.seed is None and policy.max_tokens is None
-    assert SamplingPolicy.from_ollama_options({"num_predict": -2}).max_tokens is None
+    assert parameters.policy({"num_predict": -2}).max_tokens is None
 
 
 @pytest.mark.parametrize("options", [{"top_k": "5"}, {"top_k": 1.5}, {"temperature": True}, {"stop": 3},
                                      {"stop": [""]}, {"num_predict": 0}])
 def test_ollama_wrong_types_are_rejected(options) -> None:
     with pytest.raises(InvalidRequest):
-        SamplingPolicy.from_ollama_options(options)
+        parameters.policy(options)
 
 
 def test_options_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest):
-        SamplingPolicy.from_ollama_options(["temperature"])  # type: ignore[arg-type]
+        parameters.policy(["temperature"])  # type: ignore[arg-type]
 
 
 def test_openai_fields() -> None:
-    policy = SamplingPolicy.from_openai({"temperature": 0.2, "max_completion_tokens": 9, "stop": "END",
-                                         "top_p": 0.5, "seed": 3, "presence_penalty": 1})
+    policy = layered(sampling_changes({"temperature": 0.2, "max_completion_tokens": 9, "stop": "END",
+                                       "top_p": 0.5, "seed": 3, "presence_penalty": 1}))
     assert (policy.temperature, policy.max_tokens, policy.stop, policy.top_p, policy.seed) == (
         0.2, 9, ("END",), 0.5, 3)
-    assert SamplingPolicy.from_openai({}).temperature == 1.0  # OpenAI's default
+    assert sampling_changes({}) == {}  # the model's own defaults and modelport's stand
 
 
 def test_options_round_trip() -> None:
     policy = SamplingPolicy(temperature=0.3, top_k=7, seed=11, stop=("a", "b"), max_tokens=5, num_ctx=1024)
-    assert SamplingPolicy.from_ollama_options(policy.to_options()) == policy
-    assert SamplingPolicy.from_ollama_options(SamplingPolicy().to_options()) == SamplingPolicy()
+    assert parameters.policy(parameters.parameters(policy)) == policy
+    assert parameters.policy(parameters.parameters(SamplingPolicy())) == SamplingPolicy()
 
 
 def test_policies_are_hashable_values() -> None:
     assert hash(SamplingPolicy(seed=1)) == hash(SamplingPolicy(seed=1))
     assert SamplingPolicy(stop=["x", "x"]).stop == ("x",)
+
+
+def test_changes_name_policy_fields_only() -> None:
+    assert SamplingPolicy().with_changes({"max_tokens": 5}).max_tokens == 5
+    with pytest.raises(InvalidRequest, match="num_predict"):
+        SamplingPolicy().with_changes({"num_predict": 5})  # a wire name, not a field
+
+
+def test_layers_merge_in_order() -> None:
+    policy = layered({"temperature": 0.2, "top_k": 5}, None, {"temperature": 0.0, "stop": ["x"]})
+    assert (policy.temperature, policy.top_k, policy.stop) == (0.0, 5, ("x",))
+
+
+@pytest.mark.parametrize("module", [sampling, parameters, stopping], ids=lambda m: m.__name__)
+def test_the_domain_doctests(module) -> None:
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0

@@ -17,6 +17,7 @@ from modelport.domain import (
     EngineUnavailable,
     FinishReason,
     GenerationRequest,
+    InvalidRequest,
     ModelFormat,
     ModelNotFound,
     ModelReadOnly,
@@ -161,7 +162,9 @@ def test_resident_models_evict_the_least_recently_used(settings, engine_box) -> 
 
 def test_sampling_takes_request_options_over_model_defaults_over_ollamas(services, fake_store) -> None:
     fake_store.add(fake_model("tuned:latest", default_options={"temperature": 0.2, "top_k": 7}))
-    policy = services.sampling_for("tuned", {"top_k": 3, "unknown": 1})
+    policy = services.sampling_for("tuned", {"top_k": 3})  # SamplingPolicy fields; wire names map at the edges
+    with pytest.raises(InvalidRequest, match="num_predict"):
+        services.sampling_for("tuned", {"num_predict": 1})
     assert (policy.temperature, policy.top_k, policy.top_p) == (0.2, 3, 0.9)
     assert services.sampling_for("fake").temperature == 0.8
     with pytest.raises(ModelNotFound):

@@ -1,13 +1,16 @@
-"""Talking to a running server through its Ollama-compatible API (``--url``).
+"""A running modelport (or Ollama) server, through its Ollama-compatible API.
 
 :class:`OllamaClient` speaks the wire format (standard library only: urllib);
-:class:`RemoteServices` offers the part of :class:`~modelport.ports.Services` the
-command line uses, so a command runs the same against this machine or a server.
+:class:`RemoteServices` implements :class:`~modelport.ports.Backend`, the use cases
+the command line needs, so ``--url`` mode is the same commands over other adapters
+(``entrypoints/bootstrap.py`` picks them).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import shlex
 import socket
 import urllib.error
@@ -29,44 +32,21 @@ from modelport.domain import (
     ModelportError,
     ModelRef,
     PullProgress,
+    RemoteBadRequest,
+    RemoteNotFound,
     SamplingPolicy,
+    ServerError,
+    ServerUnreachable,
     TokenEvent,
     Usage,
     ToolCall,
 )
+from modelport.domain.parameters import parameters
+from modelport.domain.sampling import layered
 from modelport.ports import ChatTurn, GenerationStream
-
-from .render import parse_timestamp
 
 DEFAULT_TIMEOUT_S = 30.0
 STREAM_TIMEOUT_S = 600.0  # between two lines of a stream (a model loading, a long prompt)
-
-
-class ServerUnreachable(ModelportError):
-    """Nothing answers at the server's address."""
-
-    def __init__(self, url: str, reason: object) -> None:
-        super().__init__(
-            f"cannot reach a modelport server at {url} ({reason}); "
-            "start one with `modelport serve`, or name another with --url"
-        )
-        self.url = url
-
-
-class ServerError(ModelportError):
-    """The server answered with an error status (or an error line in a stream)."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RemoteNotFound(ServerError):
-    """404: the server has no such model (or no such route)."""
-
-
-class RemoteBadRequest(ServerError):
-    """400: the server refused the request's values."""
 
 
 def normalize_url(text: str) -> str:
@@ -211,6 +191,26 @@ class RemoteServices:
 
     def __init__(self, client: OllamaClient) -> None:
         self.client = client
+        self.url = client.url
+
+    # the server's own calls (ps, stop, cache, info and deploy use them)
+
+    def ps(self) -> list[dict[str, Any]]:
+        return self.client.ps()
+
+    def health(self) -> dict[str, Any]:
+        return self.client.health()
+
+    def load(self, model: str) -> dict[str, Any]:
+        return self.client.load(model)
+
+    def unload(self, model: str) -> dict[str, Any]:
+        return self.client.unload(model)
+
+    def is_up(self) -> bool:
+        return self.client.is_up()
+
+    # the Backend port
 
     def list_models(self) -> list[ModelInfo]:
         models = self.client.get("/api/tags").get("models") or []
@@ -221,12 +221,11 @@ class RemoteServices:
         data = self.client.post("/api/show", {"model": str(name)})
         return model_from_ollama(str(name), data, self.client.url)
 
-    def sampling_for(self, name: str | ModelRef, options: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        base = SamplingPolicy.from_ollama_options(dict(self.show(name).default_options))
-        return SamplingPolicy.from_ollama_options(options, base=base)
+    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        return layered(self.show(name).sampling_defaults, changes)
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
-        body: dict[str, Any] = {"model": str(request.model), "options": request.sampling.to_options()}
+        body: dict[str, Any] = {"model": str(request.model), "options": parameters(request.sampling)}
         if request.format is not None:
             body["format"] = "json" if request.format.is_json_mode else request.format.schema
         if request.is_chat:
@@ -364,3 +363,15 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             options[key] = parsed
     return options
+
+
+def parse_timestamp(text: str | None) -> float | None:
+    """An RFC 3339 timestamp (nanoseconds and ``Z`` allowed) as seconds since the epoch."""
+    if not text:
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text.strip())
+    if not match:
+        return None
+    base, fraction, zone = match.groups()
+    stamp = datetime.datetime.fromisoformat(base + (zone if zone and zone != "Z" else "+00:00"))
+    return stamp.timestamp() + (float(fraction) if fraction else 0.0)

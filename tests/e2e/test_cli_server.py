@@ -2,10 +2,8 @@
 and serve/deploy themselves, through main(argv) with fakes.
 
 The server is modelport's own Falcon application over the fake services, served on
-127.0.0.1 by wsgiref in a thread, so a test sees both sides. Where that application
-has no route yet for an Ollama endpoint the client uses (``/api/ps`` ... on this
-branch), a stand-in over the same services answers it; as soon as the application
-has the route, the real one is used (see ``Dispatch``).
+127.0.0.1 by wsgiref in a thread, so a test sees both sides; ``serve`` itself runs in
+a forked child (hence the e2e tier).
 """
 
 from __future__ import annotations
@@ -27,12 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from modelport.adapters.fake import InMemorySessionRepository, fake_model
-from modelport.domain import EmbeddingRequest, ModelFile, ModelFormat, ModelportError, ModelRef, PullProgress
+from modelport.domain import EmbeddingRequest, ModelFile, ModelFormat, ModelRef, PullProgress
 from modelport.entrypoints.bootstrap import bootstrap
 from modelport.entrypoints.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
 from modelport.entrypoints.http.app import create_app
-from modelport.entrypoints.http.errors import status_of
-from modelport.entrypoints.http.schemas import rfc3339
 from modelport.ports import EngineSpec
 
 REPLY = "The capital of France is Paris."
@@ -70,77 +66,6 @@ class TinySource:
         return []
 
 
-class StandIn:
-    """Ollama's /api/ps, /api/embed, /api/pull, /api/copy and /api/delete over the
-    services, for an application that does not have them yet."""
-
-    ROUTES = ("/api/ps", "/api/embed", "/api/pull", "/api/copy", "/api/delete")
-
-    def __init__(self, services) -> None:
-        self.services = services
-
-    def __call__(self, environ, start_response):
-        path = environ["PATH_INFO"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        try:
-            status, answer = 200, getattr(self, path.rsplit("/", 1)[-1])(body)
-        except ModelportError as exc:
-            status, answer = status_of(exc), {"error": str(exc)}
-        if isinstance(answer, list):  # a stream
-            start_response(f"{status} X", [("Content-Type", "application/x-ndjson")])
-            return [json.dumps(line).encode() + b"\n" for line in answer]
-        start_response(f"{status} X", [("Content-Type", "application/json")])
-        return [json.dumps(answer).encode()]
-
-    def ps(self, body):
-        return {"models": [{"name": r.model.name, "model": r.model.name, "size": r.model.size,
-                            "size_vram": 0, "digest": r.model.digest, "context_length": 4096,
-                            "refs": r.in_use, "expires_at": rfc3339(time.time() + 300)} for r in self.services.loaded()]}
-
-    def embed(self, body):
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        result = self.services.embed(EmbeddingRequest(model=ModelRef.parse(body["model"]), inputs=inputs))
-        return {"model": result.model, "embeddings": [list(v) for v in result.vectors],
-                "prompt_eval_count": result.usage.prompt_tokens}
-
-    def pull(self, body):
-        lines: list[dict] = []
-        self.services.pull(body["model"], lambda p: lines.append(
-            {k: v for k, v in {"status": p.status, "digest": p.file, "total": p.total,
-                               "completed": p.completed}.items() if v is not None}))
-        return lines
-
-    def copy(self, body):
-        self.services.copy(body["source"], body["destination"])
-        return {}
-
-    def delete(self, body):
-        self.services.remove(body["model"])
-        return {}
-
-
-class Dispatch:
-    """The real application, and the stand-in for routes it does not have."""
-
-    def __init__(self, app, stand_in: StandIn) -> None:
-        self.app, self.stand_in = app, stand_in
-
-    def __call__(self, environ, start_response):
-        if environ["PATH_INFO"] in StandIn.ROUTES and not self._has_route(environ["PATH_INFO"]):
-            return self.stand_in(environ, start_response)
-        return self.app(environ, start_response)
-
-    def _has_route(self, path: str) -> bool:
-        """Falcon answers OPTIONS on a route it has, and 404 on one it has not."""
-        seen: list[str] = []
-        probe = {"REQUEST_METHOD": "OPTIONS", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
-                 "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO()}
-        for _ in self.app(probe, lambda status, headers, *a: seen.append(status)):
-            pass
-        return not seen[0].startswith("404")
-
-
 @pytest.fixture
 def server_services(settings, fake_store, engine_box):
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
@@ -150,7 +75,7 @@ def server_services(settings, fake_store, engine_box):
 
 @pytest.fixture
 def url(server_services, settings) -> Iterator[str]:
-    app = Dispatch(create_app(server_services, settings), StandIn(server_services))
+    app = create_app(server_services, settings)
     server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=Quiet)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
