@@ -110,7 +110,8 @@ def responses_text_format(value: object) -> OutputFormat | None:
 
 def responses_tools(value: object) -> tuple[Tool, ...]:
     """``tools``: ``[{"type": "function", "name", "description", "parameters",
-    "strict"}]``. Call arguments always validate against ``parameters`` (the
+    "strict"}]`` (chat completions' ``{"type": "function", "function": {...}}``
+    is read too). Call arguments always validate against ``parameters`` (the
     grammar enforces them whether ``strict`` or not). Other tool types (the
     hosted ones: web search, file search, MCP ...) are refused, naming them."""
     if value is None:
@@ -125,9 +126,8 @@ def responses_tools(value: object) -> tuple[Tool, ...]:
         kind = tool.get("type")
         if kind != "function":
             raise InvalidRequest(f"{where}.type {kind!r} is not supported; only function tools are")
-        if "function" in tool:
-            raise InvalidRequest(f"{where}: a Responses tool has 'name' and 'parameters' at its top level, "
-                                 "not in a 'function' object")
+        if "function" in tool and "name" not in tool:  # chat completions' shape, as sent by mistake: read it
+            tool = {**tool["function"], "type": "function"} if isinstance(tool["function"], Mapping) else {}
         strict = tool.get("strict")
         if strict is not None and not isinstance(strict, bool):
             raise InvalidRequest(f"{where}.strict must be a boolean")

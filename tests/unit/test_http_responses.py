@@ -139,7 +139,7 @@ def test_logprobs_in_output_text(client, engine_box) -> None:
     ({"text": {"stop": 1}}, "text.stop"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type 'web_search'"),
     ({"tools": [{"type": "function", "name": "no spaces"}]}, "tools[0]"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": "f"}]}, "tools[0]"),
     ({"tools": [{"type": "function", "name": "f", "parameters": 3}]}, "tools[0]"),
     ({"tools": [{"type": "function", "name": "f", "strict": 1}]}, "tools[0].strict"),
     ({"tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}]}, "unique"),
@@ -212,6 +212,12 @@ def test_a_forced_function_gives_a_function_call_item(client, engine_box) -> Non
     assert body["tool_choice"] == {"type": "function", "name": "get_time"}
     assert [t["name"] for t in body["tools"]] == ["get_weather", "get_time"] and body["tools"][0]["strict"] is True
     assert "get_time" in engine_box.last.prompts[-1]  # the tool is described to the model
+
+
+def test_a_chat_completions_shaped_tool_is_read_too(client) -> None:
+    chat_shape = {"type": "function", "function": {k: v for k, v in TIME.items() if k != "type"}}
+    body = respond(client, tools=[chat_shape], tool_choice="required").json
+    assert body["output"][0]["name"] == "get_time" and body["tools"][0]["name"] == "get_time"
 
 
 def test_auto_and_none_give_text(client) -> None:
