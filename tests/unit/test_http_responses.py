@@ -287,3 +287,24 @@ def test_the_tool_round_trip_with_input_items_and_previous_response_id(client, e
     assert engine_box.last.prompts[-1] == prompt
     unknown = respond(client, input=[{**result, "call_id": "call_other"}], previous_response_id=first["id"])
     assert unknown.status_code == 400 and "call_other" in unknown.json["error"]["message"]
+
+
+ODD = [None, 0, -1, 2.5, True, "", "x", [], [None], [1], ["function"], {}, {"type": None}, {"type": "function"},
+       {"type": "function", "name": 3}, {"type": "function", "name": "f", "parameters": "{not json"},
+       {"type": "json_schema", "schema": "not json"}, {"type": "json_schema", "schema": [1]},
+       [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": None}]]
+
+
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "parallel_tool_calls", "text", "input"])
+def test_odd_values_of_the_tool_fields_are_answered_never_a_500(client, field) -> None:
+    for value in ODD:
+        body = {field: value}
+        if field == "text":
+            body = {"text": {"format": value}}
+        elif field == "input":
+            body = {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": value},
+                              {"type": "function_call_output", "call_id": value, "output": value}]}
+        result = respond(client, **body)
+        assert result.status_code in (200, 400), (body, result.text)
+        if result.status_code == 400:
+            assert result.json["error"]["message"]
