@@ -77,6 +77,8 @@ RESPONSES = {"model": MODEL, "input": {"oneOf": [STRING, {"type": "array", "item
              "instructions": STRING, "max_output_tokens": INT, "temperature": NUMBER, "top_p": NUMBER,
              "seed": INT, "stream": BOOL, "store": BOOL, "previous_response_id": STRING, "top_logprobs": INT,
              "include": {"type": "array", "items": STRING}, "text": {"type": "object"},
+             "tools": {"type": "array", "items": {"type": "object"}},
+             "tool_choice": {"oneOf": [STRING, {"type": "object"}]}, "parallel_tool_calls": BOOL,
              "metadata": {"type": "object"}}
 CREATE = {"model": MODEL, "from": STRING, "stream": BOOL, "files": {"type": "object", "additionalProperties": STRING},
           "system": STRING, "template": STRING, "license": STRINGS, "parameters": OPTIONS,

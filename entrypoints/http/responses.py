@@ -9,6 +9,14 @@ delta, ``response.output_text.done``, ``response.content_part.done``,
 when ``max_output_tokens`` cut it short). An error after the stream began is an
 ``error`` event, then ``response.failed``.
 
+``text.format`` (a JSON schema, JSON mode) and function ``tools`` are chat
+completions' own (``tools.py`` reads their Responses shapes): each call the model
+makes is a ``function_call`` output item, streamed as ``response.output_item.added``,
+``response.function_call_arguments.delta`` (the whole arguments: the core gives a
+call once it is complete), ``response.function_call_arguments.done``,
+``response.output_item.done``. ``function_call`` and ``function_call_output``
+input items carry a tool round trip back in, as does ``previous_response_id``.
+
 Stored responses (``store``, true unless false) give ``previous_response_id`` its
 conversation: they are kept in this server process's memory, at most
 ``capacity`` of them and each for ``ttl`` seconds after it was made, and
@@ -26,7 +34,16 @@ from typing import Any, Callable, Iterator
 import attrs
 import falcon
 
-from modelport.domain import ChatMessage, Completion, ModelportError, TokenEvent, Usage
+from modelport.domain import (
+    ChatMessage,
+    Completion,
+    ModelportError,
+    Role,
+    TokenEvent,
+    ToolCall,
+    Usage,
+    canonical_json_text,
+)
 from modelport.ports import GenerationStream
 
 from . import logprobs
@@ -115,7 +132,8 @@ class Responses:
         request = call.request(history)
         events, stream = self._runner.generate(request, started=getattr(req.context, "started", None))
         texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
-        answer = _Answer(call, self._clock(), texts, history, self._store)
+        before = history + wire.named_results(history, call.input)
+        answer = _Answer(call, self._clock(), texts, before, self._store)
         if call.stream:
             resp.content_type = SSE
             resp.set_header("Cache-Control", "no-cache")
@@ -137,12 +155,13 @@ class Responses:
 
 
 class _Answer:
-    """One response being made: its ids, its events, and storing it at the end."""
+    """One response being made: its ids, its events, and storing it at the end.
+    ``before``: the conversation it answers, without the instructions."""
 
     def __init__(self, call: wire.ResponsesCall, created: float, texts: TokenTexts | None,
-                 history: tuple[ChatMessage, ...], store: ResponseStore) -> None:
+                 before: tuple[ChatMessage, ...], store: ResponseStore) -> None:
         self.call, self.created, self.texts = call, created, texts
-        self.history, self.store = history, store
+        self.before, self.store = before, store
         self.id, self.item_id = wire.new_ids()
         self._sequence = 0
 
@@ -154,13 +173,22 @@ class _Answer:
     def _response(self, status: str, output: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return wire.response(self.call, self.id, self.created, status=status, output=output, **extra)
 
-    def finished(self, text: str, done: Completion, entries: list[logprobs.TokenLogprob]) -> dict[str, Any]:
+    def finished(self, text: str, done: Completion, entries: list[logprobs.TokenLogprob],
+                 output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The final response, stored when asked. ``output``: the items as they
+        were streamed; None: a message with the text (when there is text, or no
+        call), then one ``function_call`` item per call."""
         status = wire.status_of(done.finish_reason)
-        item = wire.message_item(self.item_id, status, [wire.text_part(text, self._logprobs(entries))])
-        body = self._response(status, [item], usage_=done.usage)
+        calls = self.call.kept_calls(done.tool_calls)
+        if output is None:
+            output = [wire.message_item(self.item_id, status, [wire.text_part(text, self._logprobs(entries))])]
+            if calls and not text.strip():
+                output = []
+            output += [wire.function_call_item(wire.new_item_id("fc"), c) for c in calls]
+        body = self._response(status, output, usage_=done.usage)
         if self.call.store:
-            turn = self.call.input + (ChatMessage.assistant(text),)
-            self.store.put(self.id, self.history + turn, body)
+            reply = ChatMessage(role=Role.ASSISTANT, content=text, tool_calls=calls)
+            self.store.put(self.id, self.before + (reply,), body)
         return body
 
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -170,41 +198,109 @@ class _Answer:
         return f"event: {kind}\ndata: {payload}\n\n".encode()
 
     def events(self, events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[bytes]:
-        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        """The Responses event sequence. A message item opens at its first text
+        (``output_item.added``, ``content_part.added``, then ``output_text.delta``
+        s) and closes before a call or at the end; each call is its own
+        ``function_call`` item: ``output_item.added``, its arguments in one
+        ``function_call_arguments.delta``, ``.done``, ``output_item.done``."""
+        output: list[dict[str, Any]] = []
+        message: _Message | None = None
+        texts: list[str] = []
+        tokens: list[logprobs.TokenLogprob] = []
+        calls: list[ToolCall] = []
+        blank = ""  # white space no message holds yet: beside calls, it makes none
         try:
             yield self._event("response.created", response=self._response("in_progress", []))
             yield self._event("response.in_progress", response=self._response("in_progress", []))
-            yield self._event("response.output_item.added", output_index=0,
-                              item=wire.message_item(self.item_id, "in_progress", []))
-            yield self._event("response.content_part.added", **where, part=wire.text_part(""))
-            parts, tokens = [], []
             for item in events:
                 entries = logprobs.of_event(item)
                 tokens += entries
-                if item.text or (self.texts is not None and entries):
-                    parts.append(item.text)
-                    yield self._event("response.output_text.delta", **where, delta=item.text,
+                delta = item.text
+                if message is None and self.call.tools and not delta.strip():
+                    blank, delta = blank + delta, ""
+                if delta or (self.texts is not None and entries and (message or not self.call.tools)):
+                    if message is None:
+                        message = _Message(self.item_id if not output else wire.new_item_id(), len(output))
+                        yield from self._open(message)
+                    delta, blank = blank + delta, ""
+                    texts.append(delta)
+                    message.parts.append(delta)
+                    message.entries += entries
+                    yield self._event("response.output_text.delta", **message.where, delta=delta,
                                       logprobs=self._logprobs(entries) or [])
+                for call in self.call.kept_calls(calls + list(item.tool_calls))[len(calls):]:
+                    if message is not None:
+                        output.append(message.item("completed", self._logprobs(message.entries)))
+                        yield from self._close(message, output[-1])
+                        message = None
+                    calls.append(call)
+                    yield from self._call(call, len(output), output)
                 if item.done:
-                    text = "".join(parts)
+                    status = wire.status_of(item.finish_reason)
+                    if message is None and not calls:
+                        message = _Message(self.item_id, len(output))
+                        yield from self._open(message)
+                        if blank:
+                            texts.append(blank)
+                            message.parts.append(blank)
+                            yield self._event("response.output_text.delta", **message.where, delta=blank,
+                                              logprobs=[])
+                    if message is not None:
+                        output.append(message.item(status, self._logprobs(message.entries)))
+                        yield from self._close(message, output[-1])
+                    text = "".join(texts)
                     done = Completion(text=text, token_ids=(), finish_reason=item.finish_reason,
-                                      usage=item.usage or Usage())
-                    body = self.finished(text, done, tokens)
-                    part = body["output"][0]["content"][0]
-                    yield self._event("response.output_text.done", **where, text=text,
-                                      logprobs=part.get("logprobs") or [])
-                    yield self._event("response.content_part.done", **where, part=part)
-                    yield self._event("response.output_item.done", output_index=0, item=body["output"][0])
+                                      usage=item.usage or Usage(), tool_calls=tuple(calls))
+                    body = self.finished(text, done, tokens, output)
                     kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
                     yield self._event(kind, response=body)
                     return
             raise RuntimeError("the generation stream ended without a final event")
         except Exception as exc:  # the status is already sent: report it in the stream
-            message = log_unexpected(exc, "response")
-            status = status_of(exc) if isinstance(exc, ModelportError) else 500
-            code = "server_error" if status >= 500 else "invalid_request"
-            yield self._event("error", code=code, message=message, param=None)
+            message_text = log_unexpected(exc, "response")
+            status_code = status_of(exc) if isinstance(exc, ModelportError) else 500
+            code = "server_error" if status_code >= 500 else "invalid_request"
+            yield self._event("error", code=code, message=message_text, param=None)
             yield self._event("response.failed", response=self._response(
-                "failed", [], error={"code": code, "message": message}))
+                "failed", [], error={"code": code, "message": message_text}))
         finally:
             stream.close()
+
+    def _open(self, message: "_Message") -> Iterator[bytes]:
+        yield self._event("response.output_item.added", output_index=message.index,
+                          item=wire.message_item(message.id, "in_progress", []))
+        yield self._event("response.content_part.added", **message.where, part=wire.text_part(""))
+
+    def _close(self, message: "_Message", item: dict[str, Any]) -> Iterator[bytes]:
+        part = item["content"][0]
+        yield self._event("response.output_text.done", **message.where, text=part["text"],
+                          logprobs=part.get("logprobs") or [])
+        yield self._event("response.content_part.done", **message.where, part=part)
+        yield self._event("response.output_item.done", output_index=message.index, item=item)
+
+    def _call(self, call: ToolCall, index: int, output: list[dict[str, Any]]) -> Iterator[bytes]:
+        item_id = wire.new_item_id("fc")
+        arguments = canonical_json_text(call.arguments)
+        where = {"item_id": item_id, "output_index": index}
+        yield self._event("response.output_item.added", output_index=index,
+                          item=wire.function_call_item(item_id, call, "in_progress", arguments=""))
+        yield self._event("response.function_call_arguments.delta", **where, delta=arguments)
+        yield self._event("response.function_call_arguments.done", **where, arguments=arguments)
+        output.append(wire.function_call_item(item_id, call))
+        yield self._event("response.output_item.done", output_index=index, item=output[-1])
+
+
+class _Message:
+    """A message output item being streamed: its text and its tokens so far."""
+
+    def __init__(self, item_id: str, index: int) -> None:
+        self.id, self.index = item_id, index
+        self.parts: list[str] = []
+        self.entries: list[logprobs.TokenLogprob] = []
+
+    @property
+    def where(self) -> dict[str, Any]:
+        return {"item_id": self.id, "output_index": self.index, "content_index": 0}
+
+    def item(self, status: str, entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+        return wire.message_item(self.id, status, [wire.text_part("".join(self.parts), entries)])

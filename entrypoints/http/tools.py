@@ -5,6 +5,10 @@ Requests: Ollama ``format`` ("json" or a schema) and ``tools``; OpenAI
 and ``tool_choice``. Answers: Ollama's ``message.tool_calls`` (arguments an
 object, one whole call per streamed chunk), OpenAI's (arguments a JSON string,
 call ids, ``finish_reason: "tool_calls"``, streamed as ``delta.tool_calls``).
+The Responses API (``/v1/responses``) writes the same requests flatter
+(``text.format`` is ``{"type": "json_schema", "name", "schema", "strict"}``, a
+tool is ``{"type": "function", "name", "parameters"}``) and reads them into the
+same values here.
 """
 
 from __future__ import annotations
@@ -49,15 +53,26 @@ def openai_response_format(value: object) -> OutputFormat | None:
         spec = value.get("json_schema")  # type: ignore[union-attr]
         if not isinstance(spec, Mapping):
             raise InvalidRequest("response_format json_schema needs a 'json_schema' object with a 'schema'")
-        schema = spec.get("schema")
-        if schema is None:
-            schema = {"type": "object"}
-        strict = spec.get("strict")
-        if strict is not None and not isinstance(strict, bool):
-            raise InvalidRequest("response_format.json_schema.strict must be a boolean")
-        name = spec.get("name")
-        return OutputFormat.from_schema(schema, strict=bool(strict), name=name if isinstance(name, str) else None)
+        return _json_schema(spec, "response_format.json_schema")
     raise InvalidRequest("response_format.type must be one of: text, json_object, json_schema")
+
+
+def _json_schema(spec: Mapping[str, Any], field: str) -> OutputFormat:
+    """``{"name", "schema", "strict"}`` (no schema: any JSON object), ``field``
+    naming where it was in the errors."""
+    schema = spec.get("schema")
+    if schema is None:
+        schema = {"type": "object"}
+    strict = spec.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise InvalidRequest(f"{field}.strict must be a boolean")
+    name = spec.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest(f"{field}.name must be a string")
+    try:
+        return OutputFormat.from_schema(schema, strict=bool(strict), name=name)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{field}.schema: {exc}") from None
 
 
 def openai_tool_choice(value: object) -> ToolChoice:
@@ -73,6 +88,77 @@ def openai_tool_choice(value: object) -> ToolChoice:
             return ToolChoice.function(name)
     raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
                          '{"type": "function", "function": {"name": ...}}')
+
+
+# -- the Responses API's requests ----------------------------------------------------------
+
+
+def responses_text_format(value: object) -> OutputFormat | None:
+    """``text.format``: ``{"type": "text"}`` (None), ``{"type": "json_object"}`` or
+    ``{"type": "json_schema", "name", "schema", "strict"}``."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat.json_mode()
+    if kind == "json_schema":
+        return _json_schema(value, "text.format")  # type: ignore[arg-type]
+    raise InvalidRequest("text.format.type must be one of: text, json_object, json_schema")
+
+
+def responses_tools(value: object) -> tuple[Tool, ...]:
+    """``tools``: ``[{"type": "function", "name", "description", "parameters",
+    "strict"}]`` (chat completions' ``{"type": "function", "function": {...}}``
+    is read too). Call arguments always validate against ``parameters`` (the
+    grammar enforces them whether ``strict`` or not). Other tool types (the
+    hosted ones: web search, file search, MCP ...) are refused, naming them."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest("'tools' must be an array")
+    tools = []
+    for index, tool in enumerate(value):
+        where = f"tools[{index}]"
+        if not isinstance(tool, Mapping):
+            raise InvalidRequest(f"{where} must be an object")
+        kind = tool.get("type")
+        if kind != "function":
+            raise InvalidRequest(f"{where}.type {kind!r} is not supported; only function tools are")
+        if "function" in tool and "name" not in tool:  # chat completions' shape, as sent by mistake: read it
+            tool = {**tool["function"], "type": "function"} if isinstance(tool["function"], Mapping) else {}
+        strict = tool.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest(f"{where}.strict must be a boolean")
+        description = tool.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InvalidRequest(f"{where}.description must be a string")
+        try:
+            tools.append(Tool(name=tool.get("name"), description=description or "",  # type: ignore[arg-type]
+                              parameters_text=tool.get("parameters")))  # type: ignore[arg-type]
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}: {exc}") from None
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("tools: tool names must be unique")
+    return tuple(tools)
+
+
+def responses_tool_choice(value: object) -> ToolChoice:
+    """``none``, ``auto``, ``required`` or ``{"type": "function", "name"}``."""
+    if value is None:
+        return ToolChoice()
+    if value in ("none", "auto", "required"):
+        return ToolChoice(mode=value)  # type: ignore[arg-type]
+    if isinstance(value, Mapping) and value.get("type") == "function":
+        name = value.get("name")
+        if isinstance(name, str) and name:
+            return ToolChoice.function(name)
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind not in (None, "function"):
+        raise InvalidRequest(f"tool_choice {kind!r} is not supported; only function tools are")
+    raise InvalidRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "name": ...}')
 
 
 # -- answers --------------------------------------------------------------------------------

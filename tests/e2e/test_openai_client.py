@@ -3,6 +3,7 @@ gunicorn on 127.0.0.1 serving the fake app (see fake_app.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -144,9 +145,27 @@ def test_responses_whole_streamed_and_continued(client) -> None:
     assert follow.output_text == REPLY and follow.usage.input_tokens > answer.usage.input_tokens
     assert client.responses.retrieve(answer.id).output_text == REPLY
     with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model="fake", input="hi", tools=[{"type": "function", "name": "f",
-                                                                  "parameters": {"type": "object"}}])
-    assert "tools" in raised.value.message
+        client.responses.create(model="fake", input="hi", tools=[{"type": "web_search"}])
+    assert "tools[0].type 'web_search'" in raised.value.message
+
+
+def test_responses_forced_call_streamed_through_the_stream_helper(client) -> None:
+    import jsonschema
+
+    tool = {"type": "function", "name": "get_time", "strict": True, "parameters": {
+        "type": "object", "properties": {"zone": {"enum": ["CET", "UTC"]}}, "required": ["zone"],
+        "additionalProperties": False}}
+    with client.responses.stream(model="fake", input="Time?", tools=[tool], tool_choice="required") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                     "response.output_item.done", "response.completed"]
+    (call,) = final.output
+    assert call.type == "function_call" and call.name == "get_time" and call.status == "completed"
+    jsonschema.validate(call.parsed_arguments, tool["parameters"])
+    answer = client.responses.create(model="fake", input="JSON?", text={"format": {"type": "json_object"}})
+    assert answer.text.format.type == "json_object" and isinstance(json.loads(answer.output_text), dict)
 
 
 def test_n_choices_and_logprobs(client) -> None:

@@ -131,13 +131,34 @@ def test_logprobs_in_output_text(client, engine_box) -> None:
 
 
 @pytest.mark.parametrize("body, words", [
-    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": []}}}, "text.format.schema"),
+    ({"text": {"format": {"type": "json_schema", "schema": {}, "strict": "yes"}}}, "text.format.strict"),
+    ({"text": {"format": {"type": "grammar"}}}, "text.format.type"),
+    ({"text": {"format": {"type": "json_schema", "strict": True,
+                          "schema": {"type": "object", "dependentSchemas": {}}}}}, "dependentSchemas"),
+    ({"text": {"stop": 1}}, "text.stop"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type 'web_search'"),
+    ({"tools": [{"type": "function", "name": "no spaces"}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": "f"}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": 3}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "name": "f", "strict": 1}]}, "tools[0].strict"),
+    ({"tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}]}, "unique"),
+    ({"tools": {"type": "function", "name": "f"}}, "'tools'"),
+    ({"tool_choice": "required"}, "needs tools"),
+    ({"tool_choice": {"type": "function", "name": "g"}, "tools": [{"type": "function", "name": "f"}]}, "'g'"),
+    ({"tool_choice": {"type": "file_search"}}, "tool_choice 'file_search'"),
+    ({"tool_choice": "sometimes"}, "tool_choice"),
+    ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "call_id 'c'"),
+    ({"input": [{"type": "function_call_output", "output": "1"}]}, "input[0].call_id"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": 1}]}, "input[0].output"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {}}]}, "input[0].arguments"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "input[0]"),
+    ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0].call_id"),
     ({"reasoning": {"effort": "high"}}, "reasoning"),
     ({"background": True}, "background"),
     ({"conversation": "conv_1", "prompt": {"id": "p"}}, "conversation, prompt"),
     ({"include": ["file_search_call.results"]}, "file_search_call.results"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "function_call_output"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "images"),
     ({"input": []}, "input"),
     ({"input": 3}, "input"),
@@ -154,3 +175,136 @@ def test_unsupported_or_bad_fields_are_400_naming_them(client, body, words) -> N
 def test_an_unknown_model_is_404(client) -> None:
     result = respond(client, model="nope")
     assert result.status_code == 404 and result.json["error"]["code"] == "model_not_found"
+
+
+# -- text.format and function tools -------------------------------------------------------------
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city", "strict": True,
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
+                          "required": ["city"], "additionalProperties": False}}
+TIME = {"type": "function", "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"enum": ["CET", "UTC"]}}, "required": ["zone"]}}
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+                                           "age": {"type": "integer", "minimum": 0}},
+          "required": ["name", "age"], "additionalProperties": False}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+
+
+def test_a_json_schema_format_gives_text_that_validates(client) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    fmt = {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}
+    body = respond(client, text={"format": fmt}).json
+    assert body["text"] == {"format": fmt}
+    jsonschema.validate(json.loads(body["output"][0]["content"][0]["text"]), PERSON)
+    events = sse(respond(client, text={"format": {"type": "json_object"}}, stream=True))
+    assert [k for k, _ in events][-4:] == ["response.output_text.done", "response.content_part.done",
+                                          "response.output_item.done", "response.completed"]
+    assert isinstance(json.loads(events[-1][1]["response"]["output"][0]["content"][0]["text"]), dict)
+
+
+def test_a_forced_function_gives_a_function_call_item(client, engine_box) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    body = respond(client, tools=[WEATHER, TIME], tool_choice={"type": "function", "name": "get_time"}).json
+    (item,) = body["output"]
+    assert item["type"] == "function_call" and item["status"] == "completed" and item["name"] == "get_time"
+    assert item["id"].startswith("fc_") and item["call_id"].startswith("call_")
+    jsonschema.validate(json.loads(item["arguments"]), TIME["parameters"])
+    assert body["tool_choice"] == {"type": "function", "name": "get_time"}
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "get_time"] and body["tools"][0]["strict"] is True
+    assert "get_time" in engine_box.last.prompts[-1]  # the tool is described to the model
+
+
+def test_a_chat_completions_shaped_tool_is_read_too(client) -> None:
+    chat_shape = {"type": "function", "function": {k: v for k, v in TIME.items() if k != "type"}}
+    body = respond(client, tools=[chat_shape], tool_choice="required").json
+    assert body["output"][0]["name"] == "get_time" and body["tools"][0]["name"] == "get_time"
+
+
+def test_auto_and_none_give_text(client) -> None:
+    for choice in ("auto", "none"):
+        body = respond(client, tools=[WEATHER], tool_choice=choice).json
+        assert [i["type"] for i in body["output"]] == ["message"]
+        assert body["output"][0]["content"][0]["text"] == REPLY and body["tool_choice"] == choice
+
+
+def test_calls_the_model_makes_stream_as_function_call_items(client, engine_box) -> None:
+    engine_box.reply = f"Let me see.{CALL}\n{CALL.replace('Oslo', 'Rome')}"
+    events = sse(respond(client, tools=[WEATHER], stream=True))
+    kinds = [kind for kind, _ in events]
+    call_events = ["response.output_item.added", "response.function_call_arguments.delta",
+                   "response.function_call_arguments.done", "response.output_item.done"]
+    text_close = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert kinds[-12:] == text_close + call_events + call_events + ["response.completed"]
+    final = events[-1][1]["response"]
+    message, first, second = final["output"]
+    assert message["type"] == "message" and message["content"][0]["text"] == "Let me see."
+    assert [(i["type"], json.loads(i["arguments"])) for i in (first, second)] == [
+        ("function_call", {"city": "Oslo"}), ("function_call", {"city": "Rome"})]
+    added = [e for k, e in events if k == "response.output_item.added"]
+    assert [a["output_index"] for a in added] == [0, 1, 2]
+    assert added[1]["item"] == {**first, "status": "in_progress", "arguments": ""}
+    deltas = [e for k, e in events if k == "response.function_call_arguments.delta"]
+    assert [d["item_id"] for d in deltas] == [first["id"], second["id"]]
+    assert deltas[0]["delta"] == first["arguments"] and deltas[0]["output_index"] == 1
+    whole = respond(client, tools=[WEATHER]).json
+    assert [i["type"] for i in whole["output"]] == ["message", "function_call", "function_call"]
+    one = respond(client, tools=[WEATHER], parallel_tool_calls=False).json
+    assert [i["type"] for i in one["output"]] == ["message", "function_call"] and one["parallel_tool_calls"] is False
+    streamed = sse(respond(client, tools=[WEATHER], parallel_tool_calls=False, stream=True))
+    assert [i["type"] for i in streamed[-1][1]["response"]["output"]] == ["message", "function_call"]
+
+
+def test_a_call_alone_streams_no_message(client, engine_box) -> None:
+    engine_box.reply = CALL
+    events = sse(respond(client, tools=[WEATHER], stream=True))
+    assert [k for k, _ in events] == ["response.created", "response.in_progress", "response.output_item.added",
+                                      "response.function_call_arguments.delta",
+                                      "response.function_call_arguments.done", "response.output_item.done",
+                                      "response.completed"]
+    assert [i["type"] for i in events[-1][1]["response"]["output"]] == ["function_call"]
+
+
+def test_the_tool_round_trip_with_input_items_and_previous_response_id(client, engine_box) -> None:
+    engine_box.reply = CALL
+    first = respond(client, input="Weather in Oslo?", tools=[WEATHER]).json
+    (call,) = first["output"]
+    engine_box.last.reply = "It is sunny in Oslo."
+    result = {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny, 21 C"}
+    # the whole conversation sent back, as a client without server state does
+    again = respond(client, input=[{"role": "user", "content": "Weather in Oslo?"}, call, result],
+                    tools=[WEATHER]).json
+    assert again["output"][0]["content"][0]["text"] == "It is sunny in Oslo."
+    prompt = engine_box.last.prompts[-1]
+    assert '{"name":"get_weather","arguments":{"city":"Oslo"}}' in prompt
+    assert '{"name":"get_weather","content":"sunny, 21 C"}' in prompt
+    # or only the result, after the stored response
+    engine_box.last.prompts.clear()
+    chained = respond(client, input=[{**result, "output": [{"type": "input_text", "text": "sunny, 21 C"}]}],
+                      previous_response_id=first["id"], tools=[WEATHER], stream=True)
+    assert sse(chained)[-1][1]["response"]["output"][0]["content"][0]["text"] == "It is sunny in Oslo."
+    assert engine_box.last.prompts[-1] == prompt
+    unknown = respond(client, input=[{**result, "call_id": "call_other"}], previous_response_id=first["id"])
+    assert unknown.status_code == 400 and "call_other" in unknown.json["error"]["message"]
+
+
+ODD = [None, 0, -1, 2.5, True, "", "x", [], [None], [1], ["function"], {}, {"type": None}, {"type": "function"},
+       {"type": "function", "name": 3}, {"type": "function", "name": "f", "parameters": "{not json"},
+       {"type": "json_schema", "schema": "not json"}, {"type": "json_schema", "schema": [1]},
+       [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": None}]]
+
+
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "parallel_tool_calls", "text", "input"])
+def test_odd_values_of_the_tool_fields_are_answered_never_a_500(client, field) -> None:
+    for value in ODD:
+        body = {field: value}
+        if field == "text":
+            body = {"text": {"format": value}}
+        elif field == "input":
+            body = {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": value},
+                              {"type": "function_call_output", "call_id": value, "output": value}]}
+        result = respond(client, **body)
+        assert result.status_code in (200, 400), (body, result.text)
+        if result.status_code == 400:
+            assert result.json["error"]["message"]
