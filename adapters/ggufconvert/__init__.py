@@ -6,6 +6,6 @@ The ``gguf`` package dequantizes the tensors and ``tokenizers`` rebuilds the
 tokenizer; both are imported on first use, never when this package is imported.
 """
 
-from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, materialize_hf_folder
+from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, llama_tensor_name, materialize_hf_folder
 
-__all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "materialize_hf_folder"]
+__all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "llama_tensor_name", "materialize_hf_folder"]
