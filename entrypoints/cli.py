@@ -124,6 +124,8 @@ Global options:
   --engine=<name>          auto, gguf, jax or mlx (default: auto, or MODELPORT_ENGINE).
   --device=<device>        auto, cpu or gpu (default: auto, or MODELPORT_DEVICE).
   --device-index=<i>       Which GPU to use (default: 0, or MODELPORT_DEVICE_INDEX).
+  --quantize=<kind>        The jax engine's weights: none, int8 or int4 (default: auto,
+                           float weights; or MODELPORT_QUANTIZE).
   --home=<dir>             Where models live (default: MODELPORT_HOME, or the user cache).
   --models-path=<dir>      The model store's folder (default: MODELPORT_MODELS_PATH, or
                            the home's models/).
@@ -196,7 +198,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 # Which options each command takes; any other option given is a usage error.
 _GENERATION = {"--system", "--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                "--repeat-last-n", "--seed", "--stop", "--max-tokens", "--num-ctx", "--verbose"}
-_ENGINE = {"--engine", "--device", "--device-index"}
+_ENGINE = {"--engine", "--device", "--device-index", "--quantize"}
 _LOCAL = {"--home", "--models-path", "--debug"}
 _SERVE = {"--host", "--port", "--threads", "--max-models", "--max-resident-models", "--model-ttl",
           "--api"} | _ENGINE | _LOCAL
@@ -229,7 +231,8 @@ OPTIONS_OF: dict[str, set[str]] = {
 OPTIONS_OF["model"] = OPTIONS_OF["pull"] | OPTIONS_OF["list"]  # only for `model --help`: `model pull` is pull
 ALIASES = {"ls": "list", "download": "pull", "cp": "copy", "rm": "remove"}
 SETTING_FLAGS = {"--home": "home", "--host": "host", "--port": "port", "--engine": "engine",
-                 "--device": "device", "--device-index": "device_index", "--threads": "threads",
+                 "--device": "device", "--device-index": "device_index", "--quantize": "quantize",
+                 "--threads": "threads",
                  "--max-models": "max_resident_models", "--max-resident-models": "max_resident_models",
                  "--model-ttl": "model_ttl", "--api": "api", "--models-path": "models_path"}
 
@@ -361,7 +364,7 @@ class Cli:
     def backend(self):
         """The services, or a running server's when --url is given."""
         if self.args["--url"]:
-            for option in ("--engine", "--device", "--device-index"):
+            for option in ("--engine", "--device", "--device-index", "--quantize"):
                 if self.args.get(option) is not None:
                     raise InvalidRequest(f"{option} chooses how this machine runs a model; "
                                          "with --url the server decides")
