@@ -102,3 +102,15 @@ def test_quantize_is_validated() -> None:
     with pytest.raises(InvalidRequest, match="quantize"):
         EngineOptions(quantize="int3")
     assert EngineOptions(quantize="INT8").quantize == "int8"
+
+
+def test_the_setting_reaches_the_engine_options(tmp_path) -> None:
+    from modelport.entrypoints.bootstrap import bootstrap
+    from modelport.entrypoints.config import Settings
+
+    settings = Settings.load(flags={"quantize": "INT4", "home": str(tmp_path)}, environ={}, dotenv=None)
+    assert bootstrap(settings).engine_options.quantize == "int4"
+    from_env = Settings.load(environ={"MODELPORT_QUANTIZE": "int8", "MODELPORT_HOME": str(tmp_path)}, dotenv=None)
+    assert from_env.quantize == "int8"
+    with pytest.raises(InvalidRequest, match="quantize"):
+        Settings.load(environ={"MODELPORT_QUANTIZE": "fp4", "MODELPORT_HOME": str(tmp_path)}, dotenv=None)
