@@ -48,6 +48,13 @@ def _engine(text: str) -> str:
     return text
 
 
+def _quantize(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("auto", "none", "int8", "int4"):
+        raise InvalidRequest(f"quantize must be auto, none, int8 or int4, got {text!r}")
+    return text
+
+
 def _non_negative_int(name: str) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
@@ -155,6 +162,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", ("MODELPORT_ENGINE",), lambda: "auto", _engine, "auto, gguf, jax or mlx"),
     Option("device", ("MODELPORT_DEVICE",), lambda: "auto", str, "auto, cpu or gpu"),
     Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
+    Option("quantize", ("MODELPORT_QUANTIZE",), lambda: "auto", _quantize,
+           "the jax engine's weights: auto, none, int8 or int4"),
     Option("mirror", ("MODELPORT_MIRROR", "HF_ENDPOINT"), lambda: "", str, "Hugging Face Hub endpoint"),
     Option("max_resident_models", ("MODELPORT_MAX_RESIDENT_MODELS",), lambda: "3",
            _positive_int("max_resident_models"), "models kept loaded at once"),
@@ -206,6 +215,7 @@ class Settings:
     engine: str = "auto"
     device: str = "auto"
     device_index: int = 0
+    quantize: str = "auto"
     mirror: str = ""
     max_resident_models: int = 3
     threads: int = 4

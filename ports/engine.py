@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "gpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE = ("auto", "none", "int8", "int4")
 
 
 def _device(value: str) -> str:
@@ -20,6 +21,13 @@ def _device(value: str) -> str:
     value = "gpu" if value == "cuda" else value
     if value not in DEVICES:
         raise InvalidRequest(f"device must be one of {', '.join(DEVICES)} (or cuda), got {value!r}")
+    return value
+
+
+def _quantize(value: str) -> str:
+    value = value.lower()
+    if value not in QUANTIZE:
+        raise InvalidRequest(f"quantize must be one of {', '.join(QUANTIZE)}, got {value!r}")
     return value
 
 
@@ -39,7 +47,9 @@ class EngineOptions:
     user cache folder. ``dtype`` is the weights' type for engines that choose it
     (jax); ``auto`` is the engine's default. ``slots`` is how many sequences a
     generating engine decodes together (the generation core's slots); None: the
-    engine's default.
+    engine's default. ``quantize`` is how engines that choose it (jax) keep the
+    weights: ``none`` (float), ``int8`` or ``int4``; ``auto`` is the engine's
+    default for the device.
     """
 
     num_ctx: int = 4096
@@ -49,6 +59,7 @@ class EngineOptions:
     home: str | None = None
     dtype: str = attrs.field(default="auto", converter=_dtype)
     slots: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
+    quantize: str = attrs.field(default="auto", converter=_quantize)
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ tokenizer; both are imported on first use, never when this package is imported.
 """
 
 from .cache import cache_root, converted_folder
-from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, materialize_hf_folder
+from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, llama_tensor_name, materialize_hf_folder
 
 __all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "cache_root", "converted_folder",
-           "materialize_hf_folder"]
+           "llama_tensor_name", "materialize_hf_folder"]

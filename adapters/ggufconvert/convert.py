@@ -188,6 +188,9 @@ def _llama_name(name: str, heads: int, kv_heads: int) -> tuple[str | None, Calla
     return f"model.layers.{layer}.{_LLAMA_BLOCK[part]}", fix
 
 
+llama_tensor_name = _llama_name  # for loaders that read the GGUF's tensors themselves
+
+
 def unpermute_rows(weight: Any, heads: int) -> Any:
     """Undo llama.cpp's interleaving of Q/K rows for its RoPE layout.
 

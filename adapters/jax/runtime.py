@@ -28,7 +28,8 @@ from . import registry
 from .decode import Decoder
 from .encode import Encoder
 from .tokenizer import TextTokenizer
-from .weights import Checkpoint, load_model, parameter_bytes
+from .quant import Quantization
+from .weights import Checkpoint, GGUFCheckpoint, load_model, parameter_bytes
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -78,9 +79,12 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1)
         cfg = family.Config.from_hf_config(config)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"'{model.name}': config.json does not describe a {model_type} model: {exc}") from None
+    quant = select_quantization(getattr(options, "quantize", "auto"), device, family)
+    build = (lambda: family.Model(cfg, dtype=dtype, quant=quant)) if quant.active else \
+        (lambda: family.Model(cfg, dtype=dtype))
     with jax.default_device(device):
-        network = load_model(lambda: family.Model(cfg, dtype=dtype), family.weight_rules(cfg),
-                             Checkpoint(folder, family.PREFIXES), ignored=family.IGNORED, device=device)
+        network = load_model(build, family.weight_rules(cfg), checkpoint(model, folder, family, cfg, quant),
+                             ignored=family.IGNORED, device=device)
     tokenizer = TextTokenizer(folder)
     decoder = encoder = None
     if family.KIND == "decoder":
@@ -112,6 +116,26 @@ def model_folder(model: ModelInfo, home: str) -> str:
             raise ModelLoadError(f"'{model.name}': {folder} has no config.json")
         return folder
     raise EngineUnavailable("jax", f"it runs safetensors and GGUF models and '{model.name}' is {model.format.value}")
+
+
+def select_quantization(mode: str, device: Any, family: Any) -> Quantization:
+    """``none``, ``int8`` or ``int4`` (see :class:`.quant.Quantization`); ``auto`` is
+    none (float weights) on every device. Families without quantized layers (GPT-2,
+    BERT) refuse int8 and int4 and take auto as none."""
+    if mode in ("auto", None):
+        return Quantization()
+    quant = Quantization.of(mode)
+    if quant.active and not getattr(family, "QUANTIZABLE", False):
+        raise InvalidRequest(f"--quantize {mode} is for Llama-family decoders; use --quantize none")
+    return quant
+
+
+def checkpoint(model: ModelInfo, folder: str, family: Any, cfg: Any, quant: Quantization) -> Any:
+    """Where the weights come from: a quantized load of a GGUF reads its blocks
+    straight from the file; anything else reads the folder's safetensors."""
+    if quant.active and model.format is ModelFormat.GGUF:
+        return GGUFCheckpoint(os.path.join(model.location, model.primary_file), cfg.num_heads, cfg.num_kv_heads)
+    return Checkpoint(folder, family.PREFIXES)
 
 
 def select_device(kind: str, index: int) -> Any:

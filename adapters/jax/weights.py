@@ -50,6 +50,7 @@ def concat(*vectors: np.ndarray) -> np.ndarray:
 
 
 vector = identity
+_QUANTIZED_TRANSFORMS = (identity, linear_t, concat_linear_t)  # what a quantized parameter's rule may do
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,69 @@ class Checkpoint:
         return raw.view(dtype).reshape(info["shape"])
 
 
+class GGUFCheckpoint:
+    """A llama GGUF's tensors under their Hugging Face names, memory-mapped:
+    :meth:`blocks` gives a quantized matrix's blocks as they are (Q8_0, Q4_0, Q4_1,
+    Q4_K; see :mod:`.quant`), :meth:`get` any tensor dequantized to float32, one at
+    a time. Q and K rows are un-permuted from llama.cpp's RoPE layout."""
+
+    def __init__(self, path: str, heads: int, kv_heads: int) -> None:
+        import gguf
+
+        from modelport.adapters.ggufconvert import llama_tensor_name
+
+        self.folder = path
+        try:
+            reader = gguf.GGUFReader(path)
+        except (ValueError, OSError, IndexError) as exc:
+            raise ModelLoadError(f"cannot read the GGUF file {path}: {exc}") from None
+        self._tensors: dict[str, tuple[Any, Callable[[np.ndarray], np.ndarray]]] = {}
+        for tensor in reader.tensors:
+            name, fix = llama_tensor_name(tensor.name, heads, kv_heads)
+            if name is None:
+                raise ModelLoadError(f"the GGUF holds a tensor the loader does not know: {tensor.name}")
+            self._tensors[name] = (tensor, fix)
+
+    def keys(self) -> set[str]:
+        return set(self._tensors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._tensors
+
+    def _shape(self, tensor: Any) -> tuple[int, ...]:
+        return tuple(int(d) for d in reversed(tensor.shape))
+
+    def get(self, key: str) -> np.ndarray:
+        from gguf.quants import dequantize
+
+        tensor, fix = self._tensors[key]
+        shape = self._shape(tensor)
+        if tensor.tensor_type.name in ("F32", "F16"):
+            array = np.asarray(tensor.data, dtype=np.float32)
+        else:
+            try:
+                array = dequantize(tensor.data, tensor.tensor_type)
+            except NotImplementedError:
+                raise ModelLoadError(f"the gguf package cannot dequantize {tensor.tensor_type.name} "
+                                     f"({tensor.name})") from None
+        return fix(array.reshape(shape))
+
+    def blocks(self, key: str) -> Any:
+        """The tensor's blocks as :class:`.quant.Blocks`, or None (a float tensor or
+        a block type without a direct form)."""
+        from .quant import from_gguf
+
+        tensor, fix = self._tensors[key]
+        shape = self._shape(tensor)
+        if len(shape) != 2:
+            return None
+        blocks = from_gguf(tensor.data, tensor.tensor_type.name, shape)  # type: ignore[arg-type]
+        if blocks is None:
+            return None
+        order = fix(np.arange(shape[0]).reshape(shape[0], 1))[:, 0]
+        return blocks if np.array_equal(order, np.arange(shape[0])) else blocks.take_rows(order)
+
+
 def weight_files(folder: str) -> list[str]:
     """The safetensors files holding the weights; a sharded index wins when present."""
     index = os.path.join(folder, "model.safetensors.index.json")
@@ -138,26 +202,42 @@ def _strip(key: str, prefixes: Iterable[str]) -> str:
 def load_model(
     build: Callable[[], nnx.Module],
     rules: Sequence[Rule],
-    checkpoint: Checkpoint,
+    checkpoint: Any,
     *,
     ignored: Sequence[str] = (),
     device: Any = None,
 ) -> nnx.Module:
-    """``build()`` abstractly, fill every parameter from ``checkpoint``, merge."""
+    """``build()`` abstractly, fill every parameter from ``checkpoint`` (a
+    :class:`Checkpoint` or a :class:`GGUFCheckpoint`), merge. A parameter that is a
+    :class:`~.layers.QuantizedWeight` (its ``values``, ``scales`` and ``offsets``)
+    is filled from blocks: the checkpoint's own when it holds them, else its float
+    tensors quantized one by one."""
     graph, state = nnx.split(nnx.eval_shape(build))
     targets = _flatten(nnx.to_pure_dict(state))
     filled: dict[tuple, Any] = {}
     problems = _Problems()
     used: set[str] = set()
+
+    def put(value: np.ndarray) -> jax.Array:
+        return jax.device_put(value, device) if device is not None else jax.numpy.asarray(value)
+
     for rule in rules:
         target = targets.get(rule.path)
+        if target is None and rule.path + ("values",) in targets:
+            parts = _assemble_quantized(rule, targets, checkpoint, problems, used)
+            for name, value in (parts or {}).items():
+                problems.covered.add(rule.path + (name,))
+                filled[rule.path + (name,)] = put(value)
+            if parts is None:
+                problems.covered.update(p for p in targets if p[:-1] == rule.path)
+            continue
         if target is None:
             problems.unknown_paths.append(rule.name)
             continue
         problems.covered.add(rule.path)
         value = _assemble(rule, target, checkpoint, problems, used)
         if value is not None:
-            filled[rule.path] = jax.device_put(value, device) if device is not None else jax.numpy.asarray(value)
+            filled[rule.path] = put(value)
     problems.unfilled = [".".join(map(str, p)) for p in targets if p not in problems.covered]
     ignore = re.compile("|".join(f"(?:{pattern})" for pattern in ignored)) if ignored else None
     problems.unexpected = sorted(k for k in checkpoint.keys() - used if not (ignore and ignore.fullmatch(k)))
@@ -166,7 +246,7 @@ def load_model(
     return nnx.merge(graph, state)
 
 
-def _assemble(rule: Rule, target: Any, checkpoint: Checkpoint, problems: "_Problems",
+def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
               used: set[str]) -> np.ndarray | None:
     """The value of one parameter, or None (with the problem noted)."""
     missing = [name for name in rule.keys if name not in checkpoint]
@@ -187,6 +267,51 @@ def _assemble(rule: Rule, target: Any, checkpoint: Checkpoint, problems: "_Probl
     value = np.ascontiguousarray(value.astype(target.dtype))
     assert value.dtype == target.dtype and value.shape == tuple(target.shape), rule.name
     return value
+
+
+def _assemble_quantized(rule: Rule, targets: dict[tuple, Any], checkpoint: Any, problems: "_Problems",
+                        used: set[str]) -> dict[str, np.ndarray] | None:
+    """``values``, ``scales`` (and ``offsets``) of a quantized parameter: each
+    checkpoint tensor (out, in) as blocks of the parameter's width, stacked by
+    outputs for a fused one, and turned (in, out) for a kernel."""
+    from .quant import Blocks, concat_rows, to_blocks
+
+    missing = [name for name in rule.keys if name not in checkpoint]
+    if missing:
+        problems.missing += missing
+        return None
+    used.update(rule.keys)
+    bits = 8 if targets[rule.path + ("values",)].dtype == np.int8 else 4
+    if rule.transform not in _QUANTIZED_TRANSFORMS:
+        problems.dtypes.append(f"{rule.name} cannot be quantized (its rule transforms the tensors)")
+        return None
+    parts = []
+    for name in rule.keys:
+        blocks = checkpoint.blocks(name) if hasattr(checkpoint, "blocks") else None
+        tensor = blocks if blocks is not None else checkpoint.get(name)
+        if not isinstance(tensor, Blocks) and not _is_float(tensor.dtype):
+            problems.dtypes.append(f"{name} is {tensor.dtype}")
+            return None
+        try:
+            parts.append(to_blocks(tensor, bits))
+        except (ValueError, ModelLoadError) as exc:
+            problems.shapes.append(f"{rule.name} from {name}: {exc}")
+            return None
+    merged = parts[0] if len(parts) == 1 else concat_rows(parts)
+    kernel = rule.transform is not identity  # a Linear's (in, out) kernel, else an (count, dim) table
+    values = {"values": merged.values, "scales": merged.scales, "offsets": merged.offsets}
+    out: dict[str, np.ndarray] = {}
+    for name, value in values.items():
+        target = targets.get(rule.path + (name,))
+        if value is None or target is None:
+            continue
+        value = np.ascontiguousarray(value.T if kernel else value)
+        if tuple(value.shape) != tuple(target.shape):
+            problems.shapes.append(f"{rule.name}.{name} from {', '.join(rule.keys)}: the checkpoint gives "
+                                   f"{tuple(value.shape)}, the model needs {tuple(target.shape)}")
+            return None
+        out[name] = value.astype(target.dtype, copy=False)
+    return out
 
 
 def _is_float(dtype: Any) -> bool:

@@ -30,6 +30,7 @@ from ..layers import (
     rope_inverse_frequencies,
     write_cache,
 )
+from ..quant import Quantization
 from ..weights import Rule, concat, concat_linear_t, linear_t, vector
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "phi3", "granite")
@@ -116,10 +117,11 @@ class LlamaConfig:
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any) -> None:
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
         q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.qkv = Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype)  # D -> (H + 2K) * Dh
-        self.o = Linear(q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype)  # H * Dh -> D
+        self.qkv = Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype,
+                          bits=quant.bits_for(cfg.hidden_size))  # D -> (H + 2K) * Dh
+        self.o = Linear(q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype, bits=quant.bits_for(q))  # H * Dh -> D
         self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def project(self, x: jax.Array, positions: jax.Array, inv_freq: jax.Array):
@@ -134,9 +136,11 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any) -> None:
-        self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype)
-        self.down = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype)
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
+        self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype,
+                              bits=quant.bits_for(cfg.hidden_size))
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype,
+                           bits=quant.bits_for(cfg.intermediate_size))
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, D) -> (B, T, D)
@@ -145,11 +149,11 @@ class MLP(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any) -> None:
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
         self.input_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.attn = Attention(cfg, dtype)
+        self.attn = Attention(cfg, dtype, quant)
         self.post_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.mlp = MLP(cfg, dtype)
+        self.mlp = MLP(cfg, dtype, quant)
 
     def __call__(self, x: jax.Array, positions: jax.Array, k_cache: jax.Array, v_cache: jax.Array, span: int,
                  ctx: "_Context"):
@@ -177,14 +181,18 @@ class _Context:
 
 
 class LlamaModel(nnx.Module):
-    """Decoder-only transformer over a KV cache (see :mod:`..decode`)."""
+    """Decoder-only transformer over a KV cache (see :mod:`..decode`). ``quant``
+    quantizes the projections and the embedding table (and an untied head, as the
+    table); norms stay float."""
 
-    def __init__(self, cfg: LlamaConfig, *, dtype: Any = jnp.float32) -> None:
+    def __init__(self, cfg: LlamaConfig, *, dtype: Any = jnp.float32, quant: Quantization = Quantization()) -> None:
         self.cfg = cfg
-        self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.layers = nnx.List([DecoderLayer(cfg, dtype) for _ in range(cfg.num_layers)])
+        table_bits = quant.bits_for(cfg.hidden_size, embedding=True)
+        self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, bits=table_bits)
+        self.layers = nnx.List([DecoderLayer(cfg, dtype, quant) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False,
+                                                                   dtype=dtype, bits=table_bits)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int,
                  row: jax.Array | None = None):
@@ -264,6 +272,7 @@ def _layer_rules(cfg: LlamaConfig, i: int) -> list[Rule]:
 IGNORED = (r".*rotary_emb\.inv_freq", r"lm_head\.weight")
 
 KIND = "decoder"
+QUANTIZABLE = True  # Model takes quant=
 PREFIXES: tuple[str, ...] = ()
 Config = LlamaConfig
 Model = LlamaModel
