@@ -8,7 +8,6 @@ writes ANSI codes to anything that is not a terminal.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import re
 import threading
@@ -16,6 +15,7 @@ import time
 from typing import Any, Iterable, Sequence, TextIO
 
 from modelport.domain import InvalidRequest, PullProgress, Usage
+from modelport.domain.timestamps import parse_timestamp  # noqa: F401  (render.parse_timestamp)
 
 # -- plain text ----------------------------------------------------------------------
 
@@ -101,18 +101,6 @@ def until(timestamp: float | None, now: float | None = None) -> str:
         if seconds >= scale:
             return f"{int(seconds // scale)} {unit} from now"
     return "Less than a minute from now"
-
-
-def parse_timestamp(text: str | None) -> float | None:
-    """An RFC 3339 timestamp (nanoseconds and ``Z`` allowed) as seconds since the epoch."""
-    if not text:
-        return None
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text.strip())
-    if not match:
-        return None
-    base, fraction, zone = match.groups()
-    stamp = _dt.datetime.fromisoformat(base + (zone if zone and zone != "Z" else "+00:00"))
-    return stamp.timestamp() + (float(fraction) if fraction else 0.0)
 
 
 def is_terminal(stream: Any) -> bool:

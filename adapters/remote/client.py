@@ -8,9 +8,7 @@ the command line needs, so ``--url`` mode is the same commands over other adapte
 
 from __future__ import annotations
 
-import datetime
 import json
-import re
 import shlex
 import socket
 import urllib.error
@@ -42,6 +40,7 @@ from modelport.domain import (
     ToolCall,
 )
 from modelport.domain.parameters import parameters
+from modelport.domain.timestamps import parse_timestamp
 from modelport.domain.sampling import layered
 from modelport.ports import ChatTurn, GenerationStream
 
@@ -363,15 +362,3 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             options[key] = parsed
     return options
-
-
-def parse_timestamp(text: str | None) -> float | None:
-    """An RFC 3339 timestamp (nanoseconds and ``Z`` allowed) as seconds since the epoch."""
-    if not text:
-        return None
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", text.strip())
-    if not match:
-        return None
-    base, fraction, zone = match.groups()
-    stamp = datetime.datetime.fromisoformat(base + (zone if zone and zone != "Z" else "+00:00"))
-    return stamp.timestamp() + (float(fraction) if fraction else 0.0)
