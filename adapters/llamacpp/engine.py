@@ -85,29 +85,6 @@ class _Batch:
         )
 
 
-class _Held:
-    """The few llama.cpp calls a step makes besides ``llama_decode``, through the same
-    library loaded as a ``ctypes.PyDLL``: they keep the GIL.
-
-    ctypes releases the GIL around every foreign call. A step's short calls (a
-    sampler draw, a cache removal) then each wait to take it back from whichever
-    request thread is encoding a chunk meanwhile, up to the interpreter's switch
-    interval (5 ms) each: on two cores, with eight streams, most of a step. Only
-    ``llama_decode``, the long call, lets the request threads run."""
-
-    def __init__(self, llama_cpp: Any) -> None:
-        lib = ctypes.PyDLL(llama_cpp.llama_cpp._lib._name)
-        pointer = ctypes.c_void_p
-        self.sample = lib.llama_sampler_sample
-        self.sample.argtypes, self.sample.restype = [pointer, pointer, ctypes.c_int32], ctypes.c_int32
-        self.logits = lib.llama_get_logits_ith
-        self.logits.argtypes, self.logits.restype = [pointer, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)
-        self.memory = lib.llama_get_memory
-        self.memory.argtypes, self.memory.restype = [pointer], pointer
-        self.seq_rm = lib.llama_memory_seq_rm
-        self.seq_rm.argtypes, self.seq_rm.restype = [pointer, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32], ctypes.c_bool
-
-
 class _Slot:
     def __init__(self) -> None:
         self.tokens: list[int] = []  # what the slot's sequence holds, from position 0
@@ -150,8 +127,6 @@ class LlamaCppEngine:
         self._batch: _Batch | None = None
         self._pieces: dict[int, bytes] = {}
         self._vocabulary: Any = None
-        self._held: _Held | None = None
-        self._ends: frozenset[int] = frozenset()
         self.scheduler: Scheduler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -202,9 +177,6 @@ class LlamaCppEngine:
         self._slots = [_Slot() for _ in range(slots)]
         self._batch = _Batch(llama_cpp, batch)
         self._pieces, self._vocabulary = {}, None
-        self._held = _Held(llama_cpp)
-        vocab = handle.vocab
-        self._ends = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t))
         self._formatter = self._chat_formatter(handle.metadata(), self._text_of)
         self._kv_bytes = _kv_cache_bytes(handle.metadata(), n_ctx * slots)
         self.scheduler = Scheduler(self, chunk_tokens=DEFAULT_CHUNK_TOKENS)
@@ -305,7 +277,7 @@ class LlamaCppEngine:
         return self.tokenize(self.render(request))
 
     def is_end(self, token: int) -> bool:
-        return token in self._ends
+        return bool(self._lib.llama_vocab_is_eog(self._handle().vocab, token))
 
     def text_decoder(self) -> _Pieces:
         return _Pieces(self._piece)
@@ -364,8 +336,7 @@ class LlamaCppEngine:
                 self._slots[slot].pending = None
             raise
         if pad is not None:
-            held = self._held
-            held.seq_rm(held.memory(self._ctx), pad, len(self._slots[pad].tokens), -1)
+            lib.llama_memory_seq_rm(lib.llama_get_memory(self._ctx), pad, len(self._slots[pad].tokens), -1)
         return samples
 
     def _pad(self, parts: list[tuple[int, Sequence[int], int, bool]]) -> int | None:
@@ -416,12 +387,12 @@ class LlamaCppEngine:
     def _draw(self, slot: int, row: int, mask: Sequence[int] | None) -> Sample:
         """The slot's next token from ``row``'s logits: masked in place first when the
         slot has a mask, then drawn by the slot's sampler chain."""
-        state = self._slots[slot]
+        lib, state = self._lib, self._slots[slot]
         logits = None
         if mask is not None or (state.sampling is not None and state.sampling.logprobs is not None):
             import numpy as np
 
-            logits = np.ctypeslib.as_array(self._held.logits(self._ctx, row), shape=(self._n_vocab,))
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
             if mask is not None:
                 allowed = np.asarray(mask, dtype=np.int64)
                 allowed = allowed[(allowed >= 0) & (allowed < self._n_vocab)]
@@ -430,7 +401,7 @@ class LlamaCppEngine:
                 kept = logits[allowed].copy()
                 logits[:] = -np.inf
                 logits[allowed] = kept
-        token = int(self._held.sample(state.chain, self._ctx, row))
+        token = int(lib.llama_sampler_sample(state.chain, self._ctx, row))
         state.pending = token
         if state.sampling is None or state.sampling.logprobs is None:
             return Sample(token=token)
