@@ -42,6 +42,13 @@ def parse_tools(value: object) -> tuple[Tool, ...]:
 
 def openai_response_format(value: object) -> OutputFormat | None:
     """``text``, ``json_object`` or ``json_schema`` (``{"name", "schema", "strict"}``)."""
+    return _output_format(value, "response_format", nested=True)
+
+
+def _output_format(value: object, field: str, *, nested: bool) -> OutputFormat | None:
+    """``{"type": "text" | "json_object" | "json_schema", ...}`` at ``field``: the
+    schema's ``name``, ``schema`` and ``strict`` beside ``type`` (Responses'
+    ``text.format``) or, ``nested``, in a ``json_schema`` object (chat completions)."""
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, Mapping) else None
@@ -50,11 +57,13 @@ def openai_response_format(value: object) -> OutputFormat | None:
     if kind == "json_object":
         return OutputFormat.json_mode()
     if kind == "json_schema":
+        if not nested:
+            return _json_schema(value, field)  # type: ignore[arg-type]
         spec = value.get("json_schema")  # type: ignore[union-attr]
         if not isinstance(spec, Mapping):
-            raise InvalidRequest("response_format json_schema needs a 'json_schema' object with a 'schema'")
-        return _json_schema(spec, "response_format.json_schema")
-    raise InvalidRequest("response_format.type must be one of: text, json_object, json_schema")
+            raise InvalidRequest(f"{field} json_schema needs a 'json_schema' object with a 'schema'")
+        return _json_schema(spec, f"{field}.json_schema")
+    raise InvalidRequest(f"{field}.type must be one of: text, json_object, json_schema")
 
 
 def _json_schema(spec: Mapping[str, Any], field: str) -> OutputFormat:
@@ -96,16 +105,7 @@ def openai_tool_choice(value: object) -> ToolChoice:
 def responses_text_format(value: object) -> OutputFormat | None:
     """``text.format``: ``{"type": "text"}`` (None), ``{"type": "json_object"}`` or
     ``{"type": "json_schema", "name", "schema", "strict"}``."""
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, Mapping) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return OutputFormat.json_mode()
-    if kind == "json_schema":
-        return _json_schema(value, "text.format")  # type: ignore[arg-type]
-    raise InvalidRequest("text.format.type must be one of: text, json_object, json_schema")
+    return _output_format(value, "text.format", nested=False)
 
 
 def responses_tools(value: object) -> tuple[Tool, ...]:
