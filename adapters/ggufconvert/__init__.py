@@ -8,7 +8,14 @@ tokenizer; both are imported on first use, never when this package is imported.
 """
 
 from .cache import cache_root, converted_folder
-from .convert import CONVERTER_VERSION, SUPPORTED_ARCHITECTURES, cache_key, llama_tensor_name, materialize_hf_folder
+from .convert import (
+    CONVERTER_VERSION,
+    SUPPORTED_ARCHITECTURES,
+    cache_key,
+    dequantize_tensor,
+    llama_tensor_name,
+    materialize_hf_folder,
+)
 
 __all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "cache_root", "converted_folder",
-           "llama_tensor_name", "materialize_hf_folder"]
+           "dequantize_tensor", "llama_tensor_name", "materialize_hf_folder"]

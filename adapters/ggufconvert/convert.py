@@ -166,7 +166,7 @@ def _llama_weights(tensors: dict[str, Any], config: dict[str, Any], dtype: str) 
         if hf_name is None:
             unknown.append(name)
             continue
-        weights[hf_name] = fix(_dequantize(tensor)).astype(dtype)
+        weights[hf_name] = fix(dequantize_tensor(tensor)).astype(dtype)
     if unknown:
         raise ModelLoadError(f"the GGUF holds tensors the converter does not know: {', '.join(sorted(unknown))}")
     return weights
@@ -201,7 +201,7 @@ def unpermute_rows(weight: Any, heads: int) -> Any:
     return weight.reshape(heads, head_dim // 2, 2, in_dim).swapaxes(1, 2).reshape(out_dim, in_dim)
 
 
-def _dequantize(tensor: Any) -> Any:
+def dequantize_tensor(tensor: Any) -> Any:
     """A GGUF tensor as float32 numpy, in numpy order (out, in)."""
     import numpy as np
     from gguf import GGMLQuantizationType

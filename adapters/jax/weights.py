@@ -138,19 +138,10 @@ class GGUFCheckpoint:
         return tuple(int(d) for d in reversed(tensor.shape))
 
     def get(self, key: str) -> np.ndarray:
-        from gguf.quants import dequantize
+        from modelport.adapters.ggufconvert import dequantize_tensor
 
         tensor, fix = self._tensors[key]
-        shape = self._shape(tensor)
-        if tensor.tensor_type.name in ("F32", "F16"):
-            array = np.asarray(tensor.data, dtype=np.float32)
-        else:
-            try:
-                array = dequantize(tensor.data, tensor.tensor_type)
-            except NotImplementedError:
-                raise ModelLoadError(f"the gguf package cannot dequantize {tensor.tensor_type.name} "
-                                     f"({tensor.name})") from None
-        return fix(array.reshape(shape))
+        return fix(dequantize_tensor(tensor))
 
     def blocks(self, key: str) -> Any:
         """The tensor's blocks as :class:`.quant.Blocks`, or None (a float tensor or
