@@ -55,7 +55,13 @@ def url(server) -> str:
 
 
 def test_gunicorns_control_socket_is_in_modelport_home(server) -> None:
-    assert (Path(server["home"]) / "run" / f"gunicorn-{server['port']}.ctl").is_socket()
+    # gunicorn's arbiter opens the socket in a thread of its own after it has forked
+    # the workers, so the server may answer a moment before the socket is there.
+    path = Path(server["home"]) / "run" / f"gunicorn-{server['port']}.ctl"
+    deadline = time.monotonic() + TIMEOUT_S
+    while not path.is_socket() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.is_socket()
     assert not (Path(server["user_home"]) / ".gunicorn").exists()
 
 
