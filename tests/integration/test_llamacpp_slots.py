@@ -62,6 +62,25 @@ def test_eight_concurrent_greedy_requests_equal_each_alone(engine) -> None:
     assert all(len(t) <= 12 + 5 * i for i, t in enumerate(alone)) and sum(map(len, alone)) > 100
 
 
+def test_a_request_that_grows_past_256_cells_alone_equals_it_beside_others(engine) -> None:
+    # Alone, a short sequence's one-token step needs no padding token; from 257
+    # cells on it gets one (llama.cpp would split its attention otherwise). This
+    # one starts short of that and crosses it while it decodes.
+    from modelport.adapters.llamacpp.engine import SPLIT_KV_CELLS
+
+    story = " ".join(PROMPTS[3].split() * 30)
+    prompt = engine.tokenize(story)[: SPLIT_KV_CELLS - 16]
+    request = greedy(engine.detokenize(prompt), 40)
+    assert len(engine.prompt_tokens(request)) < SPLIT_KV_CELLS
+    alone = Completion.fold(engine.stream(request)).token_ids
+    assert len(engine.prompt_tokens(request)) + len(alone) > SPLIT_KV_CELLS + 8
+    others = [engine.scheduler.submit(greedy(p, 10)) for p in PROMPTS[:3]]
+    beside = Completion.fold(engine.scheduler.submit(request)).token_ids
+    for other in others:
+        Completion.fold(other)
+    assert beside == alone
+
+
 def test_a_seeded_request_draws_the_same_whatever_runs_beside_it(engine) -> None:
     seeded = sampled(PROMPTS[0], 24, seed=4242)
     alone = Completion.fold(engine.stream(seeded)).token_ids
