@@ -287,7 +287,7 @@ class ChatRepl:
             print(self.session.model, file=self.out)
             return
         info = self.services.show(rest)
-        sampling = self.services.sampling_for(rest, self.overrides)
+        sampling = self.services.sampling_for(info, self.overrides)
         self.session = attrs.evolve(self.session, model=rest, sampling=sampling)
         self._note(f"Now talking to {info.name}.")
 

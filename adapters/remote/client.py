@@ -216,14 +216,18 @@ class RemoteServices:
         return sorted((model_from_ollama(m.get("name") or m.get("model"), m, self.client.url)
                        for m in models if not m.get("alias_of")), key=lambda m: m.name)  # as `list` here
 
-    def show(self, name: str | ModelRef) -> ModelInfo:
+    def show(self, name: str | ModelRef | ModelInfo) -> ModelInfo:
+        if isinstance(name, ModelInfo):
+            return name
         data = self.client.post("/api/show", {"model": str(name)})
         return model_from_ollama(str(name), data, self.client.url)
 
-    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        return layered(self.show(name).sampling_defaults, changes)
+    def sampling_for(self, model: str | ModelRef | ModelInfo,
+                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        return layered(self.show(model).sampling_defaults, changes)
 
-    def generate(self, request: GenerationRequest) -> GenerationStream:
+    def generate(self, request: GenerationRequest, *, model: ModelInfo | None = None) -> GenerationStream:
+        """``model`` is not needed here: the server looks the model up itself."""
         body: dict[str, Any] = {"model": str(request.model), "options": parameters(request.sampling)}
         if request.format is not None:
             body["format"] = "json" if request.format.is_json_mode else request.format.schema
