@@ -26,6 +26,7 @@ from modelport.domain import (
     SamplingPolicy,
     Usage,
 )
+from modelport.domain.sampling import typed
 
 from . import tools as tool_wire
 from .model_schemas import EmbedCall, listed_names, parse_dimensions, resize
@@ -58,8 +59,6 @@ FIELD_OF: dict[str, tuple[str, type]] = {
 
 def sampling_changes(body: Mapping[str, Any]) -> dict[str, Any]:
     """The SamplingPolicy changes an OpenAI body's fields ask for, typed."""
-    from modelport.domain.parameters import typed
-
     changes: dict[str, Any] = {}
     for key, (field, kind) in FIELD_OF.items():
         if body.get(key) is not None:

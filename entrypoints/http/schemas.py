@@ -29,7 +29,7 @@ from modelport.domain import (
     system_and_user,
 )
 
-from modelport.domain import parameters
+from modelport.domain.modelfile import parameter_changes
 
 from . import tools as tool_wire
 
@@ -101,7 +101,7 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     fmt = tool_wire.ollama_format(body.get("format"))
     if prompt or system:
-        sampling = policy(parameters.changes(_options(body)))
+        sampling = policy(parameter_changes(_options(body)))
         top = parse_logprobs(body)
         if raw:
             request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
@@ -131,7 +131,7 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     if len(messages):
         request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(parameters.changes(_options(body))),
+                                    sampling=policy(parameter_changes(_options(body))),
                                     logprobs=parse_logprobs(body),
                                     format=fmt, tools=tools)
     return Call(model=model, request=request, stream=_stream(body),
