@@ -34,11 +34,12 @@ from .generation import (
     Usage,
     system_and_user,
 )
-from .messages import ChatMessage, ChatSession, Conversation, Role
+from .messages import ChatMessage, Conversation, Role
 from .modelfile import ModelDefaults, Modelfile, chat_template
 from .models import DEFAULT_TAG, Capability, ModelFile, ModelFormat, ModelInfo, ModelRef
 from .running import RunningModel, SlotStats
 from .sampling import SamplingPolicy
+from .sessions import ChatSession
 from .stopping import StopMatcher
 from .structured import (
     OutputFormat,

@@ -21,11 +21,80 @@ import attrs
 
 from .errors import InvalidRequest
 from .messages import ChatMessage, Role
-from .parameters import FIELD_OF
-from .parameters import policy as parameter_policy
+from .sampling import SamplingPolicy, typed
+
+# The one table of Ollama's sampling names: a Modelfile's PARAMETER names, which
+# Ollama's request ``options`` share, -> (SamplingPolicy field, type). A model's own
+# defaults are kept under these names (PARAMETER lines, index.json, saved chats), so
+# the table lives with the Modelfile; every edge that speaks them (the Ollama
+# routes, /api/show, the remote adapter, generation_config.json) reads it here.
+PARAMETER_FIELDS: dict[str, tuple[str, type]] = {
+    "temperature": ("temperature", float),
+    "top_k": ("top_k", int),
+    "top_p": ("top_p", float),
+    "min_p": ("min_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
+    "repeat_last_n": ("repeat_last_n", int),
+    "seed": ("seed", int),
+    "stop": ("stop", list),
+    "num_predict": ("max_tokens", int),
+    "num_ctx": ("num_ctx", int),
+}
+
+
+def parameter_changes(options: Mapping[str, Any] | None, *, what: str = "options") -> dict[str, Any]:
+    """The field changes ``options`` ask for, typed; unknown names are ignored (as
+    Ollama does). Ollama's sentinels: seed -1 is a random seed, num_predict -1
+    (or -2) no limit; num_predict 0 is refused."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidRequest(f"{what} must be an object")
+    found: dict[str, Any] = {}
+    for key, (field, kind) in PARAMETER_FIELDS.items():
+        if key in options and options[key] is not None:
+            found[field] = typed(key, options[key], kind)
+    if "seed" in found and found["seed"] < 0:
+        found["seed"] = None
+    if "max_tokens" in found and found["max_tokens"] < 0:
+        found["max_tokens"] = None
+    if found.get("max_tokens") == 0:
+        raise InvalidRequest("num_predict must not be 0")
+    return found
+
+
+def parameter_policy(options: Mapping[str, Any] | None, base: SamplingPolicy | None = None) -> SamplingPolicy:
+    """``base`` (modelport's defaults) with ``options`` applied, validated."""
+    return (base or SamplingPolicy()).with_changes(parameter_changes(options))
+
+
+def as_parameters(policy: SamplingPolicy) -> dict[str, Any]:
+    """Every setting of ``policy`` under its parameter name (what :func:`parameter_changes`
+    reads back).
+
+    >>> as_parameters(SamplingPolicy(seed=3))["seed"]
+    3
+    >>> parameter_changes({"num_predict": 12, "seed": -1, "mirostat": 2})
+    {'seed': None, 'max_tokens': 12}
+    """
+    options: dict[str, Any] = {
+        "temperature": policy.temperature,
+        "top_k": policy.top_k,
+        "top_p": policy.top_p,
+        "min_p": policy.min_p,
+        "repeat_penalty": policy.repeat_penalty,
+        "repeat_last_n": policy.repeat_last_n,
+        "num_ctx": policy.num_ctx,
+        "num_predict": -1 if policy.max_tokens is None else policy.max_tokens,
+        "seed": -1 if policy.seed is None else policy.seed,
+    }
+    if policy.stop:
+        options["stop"] = list(policy.stop)
+    return options
+
 
 # PARAMETER names and their types; ``stop`` may be given several times.
-PARAMETERS: dict[str, type] = {name: str if kind is list else kind for name, (_, kind) in FIELD_OF.items()}
+PARAMETERS: dict[str, type] = {name: str if kind is list else kind for name, (_, kind) in PARAMETER_FIELDS.items()}
 # Ollama's other parameters: known, and refused by name (nothing here honours them).
 UNSUPPORTED_PARAMETERS = ("mirostat", "mirostat_eta", "mirostat_tau", "num_gpu", "num_thread", "num_batch",
                           "num_keep", "typical_p", "tfs_z", "presence_penalty", "frequency_penalty",
@@ -47,7 +116,7 @@ def _messages(value: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
 class ModelDefaults:
     """What a model adds to its base: ``system`` (used when a chat has no system
     message), ``template`` (as given: a Jinja chat template or Ollama's Go
-    template; None keeps the base model's), ``parameters`` (Ollama options, the
+    template; None keeps the base model's), ``parameters`` (PARAMETER names: the
     model's sampling defaults), ``messages`` (put before every chat) and
     ``license``."""
 
@@ -129,6 +198,43 @@ def parameter_value(key: str, text: str) -> Any:
     except ValueError:
         raise InvalidRequest(f"parameter '{key}' must be a {'whole ' if kind is int else ''}number, "
                              f"got {text!r}") from None
+
+
+def parameter_lines(policy: SamplingPolicy) -> list[str]:
+    """Every setting of ``policy`` as ``name value`` lines (``/api/show``'s
+    ``parameters``; ``stop`` once per string), what :func:`read_parameter_lines` reads.
+
+    >>> parameter_lines(SamplingPolicy(stop=("END",)))[-1]
+    'stop "END"'
+    """
+    lines = []
+    for key, value in as_parameters(policy).items():
+        values = value if isinstance(value, list) else [value]
+        lines += [f'{key} "{v}"' if isinstance(v, str) else f"{key} {v}" for v in values]
+    return lines
+
+
+def read_parameter_lines(text: str) -> dict[str, Any]:
+    r"""``name value`` lines as parameters (``stop`` gathered into a list), typed by
+    the table; names it does not know (another server's) and bad lines are skipped.
+
+    >>> read_parameter_lines('temperature 0.5\nstop "a b"\nstop "c"\nmirostat 1')
+    {'temperature': 0.5, 'stop': ['a b', 'c']}
+    """
+    found: dict[str, Any] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key not in PARAMETERS or not value.strip():
+            continue
+        try:
+            typed = parameter_value(key, _unquote(value.strip()))
+        except InvalidRequest:
+            continue
+        if key == "stop":
+            found.setdefault("stop", []).append(typed)
+        else:
+            found[key] = typed
+    return found
 
 
 @attrs.frozen(kw_only=True)

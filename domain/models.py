@@ -217,8 +217,9 @@ class ModelInfo:
     aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     license: str | None = None
     metadata: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=tuple)
-    # The model's own sampling defaults, as Ollama options (a Modelfile's PARAMETERs,
-    # a generation_config.json); a request's options override them.
+    # The model's own sampling defaults under the Modelfile's PARAMETER names (from its
+    # PARAMETERs, a generation_config.json; ``sampling_defaults`` reads them through
+    # ``modelfile.PARAMETER_FIELDS``, the one table); a request's settings override them.
     default_options: tuple[tuple[str, object], ...] = attrs.field(default=(), converter=_as_pairs)
     # What the model was created with on top of its files (a Modelfile's SYSTEM,
     # TEMPLATE, MESSAGEs, PARAMETERs and LICENSE); its parameters are already part
@@ -231,9 +232,9 @@ class ModelInfo:
     @property
     def sampling_defaults(self) -> dict[str, object]:
         """The model's own sampling defaults as SamplingPolicy field changes."""
-        from .parameters import changes
+        from .modelfile import parameter_changes
 
-        return changes(dict(self.default_options))
+        return parameter_changes(dict(self.default_options))
 
     @property
     def parameter_size(self) -> str:

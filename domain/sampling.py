@@ -1,7 +1,7 @@
 """How the next token is chosen: one validated policy, in its own field names.
 
 Each wire format maps onto these fields at its edge (Ollama's options and Modelfile
-parameters: ``domain/parameters.py``; OpenAI's fields: ``entrypoints/http/openai_schemas.py``;
+parameters: ``domain/modelfile.py``'s one table, ``PARAMETER_FIELDS``; OpenAI's fields: ``entrypoints/http/openai_schemas.py``;
 the CLI's flags: ``entrypoints/commands/generation.py``; the chat's ``/set``:
 ``entrypoints/repl.py``); :func:`layered` merges the layers.
 """
@@ -100,3 +100,23 @@ def layered(*changes: Mapping[str, Any] | None) -> SamplingPolicy:
     for layer in changes:
         policy = policy.with_changes(layer)
     return policy
+
+
+def typed(key: str, value: Any, kind: type) -> Any:
+    """A wire value for a field of ``kind`` (int, float, or list: stop strings),
+    refused by its wire name ``key`` when it has another type."""
+    if kind is list:
+        return _stops(value)
+    if isinstance(value, bool):
+        raise InvalidRequest(f'option "{key}" must be of type {_KIND_NAMES[kind]}')
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+    elif kind is float and isinstance(value, (int, float)):
+        return float(value)
+    raise InvalidRequest(f'option "{key}" must be of type {_KIND_NAMES[kind]}')
+
+
+_KIND_NAMES = {int: "integer", float: "number"}

@@ -21,7 +21,6 @@ from typing import Any, Callable, Mapping, TextIO
 import attrs
 
 from modelport.domain import ChatSession, InvalidRequest, ModelportError
-from modelport.domain.parameters import parameters
 from modelport.ports import SessionRepository
 
 from .chat_files import load_session, save_session_file, session_path
@@ -32,7 +31,7 @@ QUOTES = '"""'
 HISTORY_LENGTH = 1000
 
 # /set KEY VALUE: the SamplingPolicy field each key sets, and how its value is read
-# (the one place /set's keys are mapped).
+# (the one place /set's keys are mapped; /set and /show list the settings by them).
 SET_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "temperature": ("temperature", float),
     "top_p": ("top_p", float),
@@ -239,8 +238,13 @@ class ChatRepl:
         self._settings()
 
     def _settings(self) -> None:
-        for key, value in parameters(self.session.sampling).items():  # as /api/show names them
-            print(f"  {key:<16}{value}", file=self.out)
+        """The settings under the names /set takes (-1: a random seed, no token limit)."""
+        sampling = self.session.sampling
+        for key, (field, _) in SET_KEYS.items():
+            value = getattr(sampling, field)
+            print(f"  {key:<16}{-1 if value is None else value}", file=self.out)
+        if sampling.stop:
+            print(f"  {'stop':<16}{list(sampling.stop)}", file=self.out)
         print(f"  {'verbose':<16}{'on' if self.verbose else 'off'}", file=self.out)
 
     def _set(self, rest: str) -> None:
@@ -287,7 +291,7 @@ class ChatRepl:
             print(self.session.model, file=self.out)
             return
         info = self.services.show(rest)
-        sampling = self.services.sampling_for(rest, self.overrides)
+        sampling = self.services.sampling_for(info, self.overrides)
         self.session = attrs.evolve(self.session, model=rest, sampling=sampling)
         self._note(f"Now talking to {info.name}.")
 

@@ -28,13 +28,19 @@ class Backend(Protocol):
 
     def list_models(self) -> list[ModelInfo]: ...
 
-    def show(self, name: str | ModelRef) -> ModelInfo: ...
-
-    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        """``changes`` (SamplingPolicy field names) over the model's defaults over modelport's."""
+    def show(self, name: str | ModelRef | ModelInfo) -> ModelInfo:
+        """The model ``name`` names (one lookup; a ModelInfo is given back as it is)."""
         ...
 
-    def generate(self, request: GenerationRequest) -> GenerationStream: ...
+    def sampling_for(self, model: str | ModelRef | ModelInfo,
+                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        """``changes`` (SamplingPolicy field names) over the model's defaults over
+        modelport's; given the ModelInfo :meth:`show` gave, no lookup is made."""
+        ...
+
+    def generate(self, request: GenerationRequest, *, model: ModelInfo | None = None) -> GenerationStream:
+        """``model``: what ``request.model`` resolved to, when the caller holds it."""
+        ...
 
     def chat(self, session: ChatSession, message: str, **output: Any) -> ChatTurn: ...
 

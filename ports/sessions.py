@@ -1,4 +1,4 @@
-"""Saved chat sessions, and the clock (injected so tests control time)."""
+"""Where saved chat sessions are kept."""
 
 from __future__ import annotations
 

@@ -2,6 +2,11 @@
 
 Each method speaks domain types only; the ports it needs are handed to
 :class:`Services` by the composition root (``modelport.entrypoints.bootstrap``).
+
+One store lookup per request: a method that takes a model also takes the
+:class:`~modelport.domain.ModelInfo` an earlier :meth:`Services.show` gave, and uses
+it as it is. An entrypoint looks the model up once at its edge (it needs the
+model's own sampling defaults to build the request) and passes that value on.
 """
 
 from __future__ import annotations
@@ -161,19 +166,20 @@ class Services:
     def list_models(self) -> list[ModelInfo]:
         return sorted(self.store.list(), key=lambda m: m.name)
 
-    def show(self, name: str | ModelRef) -> ModelInfo:
+    def show(self, name: str | ModelRef | ModelInfo) -> ModelInfo:
+        """The installed model ``name`` names (one store lookup; ModelNotFound when it
+        names nothing). Its ``name`` is the one the store files it under
+        (``smollm2`` -> ``smollm2:135m``), which every error about the model uses."""
+        if isinstance(name, ModelInfo):
+            return name
         return self.store.resolve(_ref(name))
 
-    def name_of(self, name: str | ModelRef) -> str:
-        """The name the store files ``name`` under (``smollm2`` -> ``smollm2:135m``),
-        which every error about the model uses; ModelNotFound when it names nothing."""
-        return self.store.resolve(_ref(name)).name
-
-    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        """The policy for a request to ``name``: the request's ``changes`` (SamplingPolicy
+    def sampling_for(self, model: str | ModelRef | ModelInfo,
+                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        """The policy for a request to ``model``: the request's ``changes`` (SamplingPolicy
         field names; each wire format maps its own at its edge) over the model's own
-        defaults over modelport's."""
-        return layered(self.store.resolve(_ref(name)).sampling_defaults, changes)
+        defaults over modelport's. Given the ModelInfo, no lookup is made."""
+        return layered(self.show(model).sampling_defaults, changes)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
         return self.store.copy(_ref(source), _ref(destination))
@@ -242,16 +248,20 @@ class Services:
     # -- inference ------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, *, engine: str | None = None, keep_alive: float | None = None
+        self, request: GenerationRequest, *, engine: str | None = None, keep_alive: float | None = None,
+        model: ModelInfo | None = None,
     ) -> GenerationStream:
         """Stream a generation. The model is resolved and loaded before this returns,
         so errors come out here rather than mid-stream. ``keep_alive``: seconds the
         model stays loaded once idle (0: unload after this request; negative or
-        ``math.inf``: until evicted; None: as before)."""
-        return self.generate_many(request, 1, engine=engine, keep_alive=keep_alive)[0]
+        ``math.inf``: until evicted; None: as before). ``model``: what
+        ``request.model`` resolved to, when the caller looked it up already
+        (:meth:`show`, for :meth:`sampling_for`): the store is not asked again."""
+        return self.generate_many(request, 1, engine=engine, keep_alive=keep_alive, model=model)[0]
 
     def generate_many(
-        self, request: GenerationRequest, n: int, *, engine: str | None = None, keep_alive: float | None = None
+        self, request: GenerationRequest, n: int, *, engine: str | None = None, keep_alive: float | None = None,
+        model: ModelInfo | None = None,
     ) -> list[GenerationStream]:
         """``n`` independent generations of one request (OpenAI's ``n`` choices),
         submitted together so that the model's slots decode them side by side. A
@@ -261,7 +271,7 @@ class Services:
         and nothing is left running."""
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
             raise InvalidRequest(f"n must be an integer from 1 to {MAX_CHOICES}")
-        model = self.store.resolve(request.model)
+        model = self.show(request.model if model is None else model)
         if request.is_chat and not model.supports(Capability.CHAT):
             raise CapabilityMissing(model.name, "chat")
         if not (model.supports(Capability.COMPLETION) or model.supports(Capability.CHAT)):
@@ -346,9 +356,11 @@ class Services:
         return ChatSession(id=uuid.uuid4().hex[:12], model=model, **fields)  # type: ignore[arg-type]
 
     def embed(
-        self, request: EmbeddingRequest, *, engine: str | None = None, keep_alive: float | None = None
+        self, request: EmbeddingRequest, *, engine: str | None = None, keep_alive: float | None = None,
+        model: ModelInfo | None = None,
     ) -> Embeddings:
-        model = self.store.resolve(request.model)
+        """``model``: as for :meth:`generate`."""
+        model = self.show(request.model if model is None else model)
         if not model.supports(Capability.EMBEDDING):
             raise CapabilityMissing(model.name, "embeddings")
         started = time.monotonic_ns()
@@ -364,20 +376,20 @@ class Services:
         return Embeddings(model=model.name, vectors=tuple(tuple(v) for v in vectors), usage=usage)
 
     def load(
-        self, name: str | ModelRef, *, engine: str | None = None, keep_alive: float | None = None
+        self, name: str | ModelRef | ModelInfo, *, engine: str | None = None, keep_alive: float | None = None
     ) -> RunningModel:
         """Load ``name`` (Ollama's empty generate request) and say how it runs."""
         return self._running(self._load(name, engine, keep_alive), time.time())
 
-    def _load(self, name: str | ModelRef, engine: str | None = None,
+    def _load(self, name: str | ModelRef | ModelInfo, engine: str | None = None,
               keep_alive: float | None = None) -> Resident:
-        model = self.store.resolve(_ref(name))
+        model = self.show(name)
         with self.resident.use(model, engine or self.default_engine, self.engine_options, keep_alive) as lease:
             assert lease.resident is not None
             return lease.resident
 
-    def unload(self, name: str | ModelRef) -> bool:
-        return self.resident.unload(self.store.resolve(_ref(name)).name)
+    def unload(self, name: str | ModelRef | ModelInfo) -> bool:
+        return self.resident.unload(self.show(name).name)
 
     def loaded(self, now: float | None = None) -> list[RunningModel]:
         """The loaded models, as values (``now``: the moment their expiry is counted from)."""
@@ -417,10 +429,10 @@ class Services:
                 out[resident.model.name] = stats
         return out
 
-    def tokenize(self, name: str | ModelRef, text: str) -> list[int]:
+    def tokenize(self, name: str | ModelRef | ModelInfo, text: str) -> list[int]:
         return self._load(name).engine.tokenize(text)
 
-    def detokenize(self, name: str | ModelRef, token_ids: list[int]) -> str:
+    def detokenize(self, name: str | ModelRef | ModelInfo, token_ids: list[int]) -> str:
         """The engine's text for ``token_ids`` (the text of a log-probability's token)."""
         return self._load(name).engine.detokenize(list(token_ids))
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from modelport.domain import Capability, InvalidRequest, ModelFormat, parameters
+from modelport.domain import Capability, InvalidRequest, ModelFormat
+from modelport.domain.modelfile import parameter_policy
 
 from .gguf_header import GGUFHeader, read_gguf_header
 
@@ -139,13 +140,13 @@ def describe_folder(folder: str) -> Details:
     )
 
 
-# generation_config.json key -> Ollama option
+# generation_config.json key -> Modelfile parameter (the names a model's defaults are kept in)
 _GENERATION_KEYS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
                     "min_p": "min_p", "repetition_penalty": "repeat_penalty"}
 
 
 def generation_defaults(folder: str) -> dict[str, object]:
-    """The sampling defaults of a folder's generation_config.json, as Ollama options.
+    """The sampling defaults of a folder's generation_config.json, as Modelfile parameters.
 
     Only sampled decoding counts (``do_sample`` true or absent); values a policy would
     refuse are dropped, so a bad file never breaks requests.
@@ -161,7 +162,7 @@ def generation_defaults(folder: str) -> dict[str, object]:
         value = config.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                parameters.policy({option: value})
+                parameter_policy({option: value})
             except InvalidRequest:
                 continue
             options[option] = value

@@ -9,7 +9,6 @@ the command line needs, so ``--url`` mode is the same commands over other adapte
 from __future__ import annotations
 
 import json
-import shlex
 import socket
 import urllib.error
 import urllib.parse
@@ -39,7 +38,7 @@ from modelport.domain import (
     Usage,
     ToolCall,
 )
-from modelport.domain.parameters import parameters
+from modelport.domain.modelfile import as_parameters, read_parameter_lines
 from modelport.domain.timestamps import parse_timestamp
 from modelport.domain.sampling import layered
 from modelport.ports import ChatTurn, GenerationStream
@@ -216,15 +215,19 @@ class RemoteServices:
         return sorted((model_from_ollama(m.get("name") or m.get("model"), m, self.client.url)
                        for m in models if not m.get("alias_of")), key=lambda m: m.name)  # as `list` here
 
-    def show(self, name: str | ModelRef) -> ModelInfo:
+    def show(self, name: str | ModelRef | ModelInfo) -> ModelInfo:
+        if isinstance(name, ModelInfo):
+            return name
         data = self.client.post("/api/show", {"model": str(name)})
         return model_from_ollama(str(name), data, self.client.url)
 
-    def sampling_for(self, name: str | ModelRef, changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
-        return layered(self.show(name).sampling_defaults, changes)
+    def sampling_for(self, model: str | ModelRef | ModelInfo,
+                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+        return layered(self.show(model).sampling_defaults, changes)
 
-    def generate(self, request: GenerationRequest) -> GenerationStream:
-        body: dict[str, Any] = {"model": str(request.model), "options": parameters(request.sampling)}
+    def generate(self, request: GenerationRequest, *, model: ModelInfo | None = None) -> GenerationStream:
+        """``model`` is not needed here: the server looks the model up itself."""
+        body: dict[str, Any] = {"model": str(request.model), "options": as_parameters(request.sampling)}
         if request.format is not None:
             body["format"] = "json" if request.format.is_json_mode else request.format.schema
         if request.is_chat:
@@ -324,7 +327,7 @@ def model_from_ollama(name: str, data: Mapping[str, Any], url: str) -> ModelInfo
         digest=str(data.get("digest") or ""),
         license=data.get("license") or None,
         chat_template=data.get("template") or None,
-        default_options=parse_parameters(data.get("parameters") or ""),
+        default_options=read_parameter_lines(data.get("parameters") or ""),
     )
 
 
@@ -337,28 +340,3 @@ def parse_parameter_size(text: object) -> int | None:
         return int(float(text[:-1]) * scale) if scale else int(float(text))
     except ValueError:
         return None
-
-
-def parse_parameters(text: str) -> dict[str, Any]:
-    """Ollama's ``parameters`` text (``key value`` lines, stop repeated) as options."""
-    options: dict[str, Any] = {}
-    for line in text.splitlines():
-        try:
-            parts = shlex.split(line)
-        except ValueError:
-            continue
-        if len(parts) < 2:
-            continue
-        key, value = parts[0], " ".join(parts[1:])
-        parsed: Any = value
-        for kind in (int, float):
-            try:
-                parsed = kind(value)
-                break
-            except ValueError:
-                pass
-        if key == "stop":
-            options.setdefault("stop", []).append(value)
-        else:
-            options[key] = parsed
-    return options

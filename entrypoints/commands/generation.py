@@ -15,6 +15,7 @@ from modelport.domain import (
     FinishReason,
     GenerationRequest,
     InvalidRequest,
+    ModelInfo,
     ModelRef,
     OutputFormat,
     SamplingPolicy,
@@ -93,7 +94,8 @@ def _answer(cli: Cli, model: str, prompt: str) -> int:
     if not prompt.strip():
         raise InvalidRequest("the prompt is empty")
     ref = ModelRef.parse(model)
-    sampling = _sampling(cli, model)
+    info = cli.backend.show(model)  # the request's one store lookup
+    sampling = _sampling(cli, info)
     if cli.args["--raw"]:
         if cli.args["--system"]:
             raise InvalidRequest("--raw sends the prompt as is; it cannot take --system")
@@ -102,7 +104,7 @@ def _answer(cli: Cli, model: str, prompt: str) -> int:
         request = GenerationRequest(
             model=ref, messages=system_and_user(prompt, cli.args["--system"]), sampling=sampling, format=fmt
         )
-    stream = cli.backend.generate(request)
+    stream = cli.backend.generate(request, model=info)
     saved: list[str] = []
     if cli.settings.output_dir:
         stream = _collecting(stream, saved)
@@ -171,8 +173,6 @@ def _chat(cli: Cli, model: str) -> int:
     backend = cli.backend
     sessions = _sessions(cli)
     overrides = sampling_options(cli.args)
-    if not cli.args["--session"]:
-        overrides = _with_env_defaults(cli, model, overrides)
     if cli.args["--session"]:
         session = load_session(cli.args["--session"], sessions)
         if cli.model:
@@ -180,7 +180,9 @@ def _chat(cli: Cli, model: str) -> int:
         overrides = {**attrs.asdict(session.sampling), **overrides}
         session = attrs.evolve(session, sampling=backend.sampling_for(session.model, overrides))
     else:
-        session = backend.new_session(model, sampling=backend.sampling_for(model, overrides))
+        info = backend.show(model)
+        overrides = _with_env_defaults(cli, info, overrides)
+        session = backend.new_session(model, sampling=backend.sampling_for(info, overrides))
     if cli.args["--system"]:
         session = session.with_system(cli.args["--system"])
     repl = ChatRepl(backend, session, overrides=overrides, out=cli.out, err=cli.err, stdin=cli.stdin,
@@ -249,19 +251,19 @@ def sampling_options(args: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _sampling(cli: Cli, model: str) -> SamplingPolicy:
+def _sampling(cli: Cli, model: ModelInfo) -> SamplingPolicy:
     """The flags given over the model's own defaults, over the
     MODELPORT_TEMPERATURE-style defaults."""
     return cli.backend.sampling_for(model, _with_env_defaults(cli, model, sampling_options(cli.args)))
 
 
-def _with_env_defaults(cli: Cli, model: str, options: dict[str, Any]) -> dict[str, Any]:
+def _with_env_defaults(cli: Cli, model: ModelInfo, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with the MODELPORT_TEMPERATURE-style defaults (model-rs') added
     for every option that neither the flags nor the model's own defaults set."""
     defaults = cli.settings.sampling_defaults()
     if not defaults:
         return options
-    own = cli.backend.show(model).sampling_defaults
+    own = model.sampling_defaults
     return {**{k: v for k, v in defaults.items() if k not in own}, **options}
 
 

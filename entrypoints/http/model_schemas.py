@@ -25,11 +25,9 @@ from modelport.domain import (
     ModelRef,
     PullProgress,
     RunningModel,
-    SamplingPolicy,
     SlotStats,
 )
-from modelport.domain.modelfile import PARAMETERS, check_parameters, render_modelfile
-from modelport.domain.parameters import parameters
+from modelport.domain.modelfile import PARAMETERS, check_parameters, parameter_lines, render_modelfile
 from modelport.domain.sampling import layered
 
 from .schemas import Body, _model, _optional, _stream, parse_keep_alive, rfc3339, store_name
@@ -119,13 +117,6 @@ def show(model: ModelInfo) -> dict[str, Any]:
         shape["messages"] = [m.to_dict() for m in model.defaults.messages]
     return shape
 
-
-def parameter_lines(policy: SamplingPolicy) -> list[str]:
-    lines = []
-    for key, value in parameters(policy).items():
-        values = value if isinstance(value, list) else [value]
-        lines += [f'{key} "{v}"' if isinstance(v, str) else f"{key} {v}" for v in values]
-    return lines
 
 
 def modelfile(model: ModelInfo) -> str:

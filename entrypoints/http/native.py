@@ -11,11 +11,12 @@ plus ``system``, ``options`` (Ollama's names) and ``keep_alive``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator
 
 import falcon
 
-from modelport.domain import Completion, InvalidRequest, ModelportError, TokenEvent, Usage
+from modelport.domain import Completion, InvalidRequest, ModelInfo, ModelportError, TokenEvent, Usage
 from modelport.ports import GenerationStream
 
 from . import schemas
@@ -52,9 +53,11 @@ class Generate:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = parse(read_json(req, self._max_body), self._runner)
+        body = read_json(req, self._max_body)
+        model = self._runner.services.show(schemas.model_name(body))  # the request's one store lookup
+        call = parse(body, self._runner, model)
         assert call.request is not None
-        events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive,
+        events, stream = self._runner.generate(call.request, model=model, keep_alive=call.keep_alive,
                                                started=getattr(req.context, "started", None))
         if self._stream:
             sse_headers(resp)
@@ -80,25 +83,27 @@ class GenerateBatch:
         if len(prompts) > MAX_BATCH:
             raise InvalidRequest(f"at most {MAX_BATCH} prompts per batch, got {len(prompts)}")
         rest = {k: v for k, v in body.items() if k not in ("prompts", "messages")}
-        calls = [parse({**rest, "prompt": p}, self._runner) for p in prompts]
+        model = self._runner.services.show(schemas.model_name(body))  # one lookup for the batch
+        calls = [parse({**rest, "prompt": p}, self._runner, model) for p in prompts]
         results = []
         watch = watch_of(req)
         for call in calls:
             assert call.request is not None
-            events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive)
+            events, stream = self._runner.generate(call.request, model=model, keep_alive=call.keep_alive)
             results.append(result(fold(events, stream, watch)))
         resp.media = {"model": calls[0].model, "results": results}
 
 
-def parse(body: Body, runner: Runner) -> Call:
+def parse(body: Body, runner: Runner, model: ModelInfo) -> Call:
     """Ollama's generate body (``prompt``) or chat body (``messages``), which must
-    ask for a generation; features no model offers are refused."""
+    ask for a generation; features no model offers are refused. ``model``: what the
+    body's ``model`` names, looked up once by the route."""
     if body.get("stream") is not None:
         raise InvalidRequest("'stream' is not a field here: use /v1/generate or /v1/generate_stream")
-    policy = runner.services.sampling_for
+    policy = functools.partial(runner.services.sampling_for, model)
     call = schemas.parse_chat(body, policy) if "messages" in body else schemas.parse_generate(body, policy)
     if call.needs:
-        raise InvalidRequest(f"'{runner.services.show(call.model).name}' does not support {call.needs[0]}")
+        raise InvalidRequest(f"'{model.name}' does not support {call.needs[0]}")
     if call.request is None:
         raise InvalidRequest("give a non-empty 'prompt' or 'messages'")
     return call

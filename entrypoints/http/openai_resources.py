@@ -43,9 +43,12 @@ class ChatCompletions:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         services = self._runner.services
-        call = wire.parse_chat(read_json(req, self._max_body), wire.openai_policy(services), services.name_of)
-        runs = self._runner.generate_many(call.request, call.n, started=getattr(req.context, "started", None))
-        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
+        body = read_json(req, self._max_body)
+        model = services.show(wire.model_name(body))  # the request's one store lookup
+        call = wire.parse_chat(body, wire.openai_policy(services, model), model.name)
+        runs = self._runner.generate_many(call.request, call.n, model=model,
+                                          started=getattr(req.context, "started", None))
+        texts = self._runner.token_texts(model) if call.logprobs is not None else None
         if call.stream:
             envelope = wire.Envelope.chat(call.model, self._clock(), chunk=True)
             sse_headers(resp)
@@ -68,18 +71,20 @@ class Completions:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         services = self._runner.services
-        call = wire.parse_completion(read_json(req, self._max_body), wire.openai_policy(services),
-                                     services.name_of)
+        body = read_json(req, self._max_body)
+        model = services.show(wire.model_name(body))  # the request's one store lookup
+        call = wire.parse_completion(body, wire.openai_policy(services, model), model.name)
         started = getattr(req.context, "started", None)
         envelope = wire.Envelope.completion(call.model, self._clock())
-        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
+        texts = self._runner.token_texts(model) if call.logprobs is not None else None
         if call.stream:
-            runs = self._runner.generate_many(call.request, call.n, started=started)
+            runs = self._runner.generate_many(call.request, call.n, model=model, started=started)
             sse_headers(resp)
             resp.stream = sse(runs, envelope, call.include_usage, TextChunks(texts, call.logprobs))
             return
         watch = watch_of(req)
-        done = [[fold(*run, watch) for run in self._runner.generate_many(request, call.n, started=started)]
+        done = [[fold(*run, watch) for run in self._runner.generate_many(request, call.n, model=model,
+                                                                         started=started)]
                 for request in call.requests]
         choices = []
         for c in (c for group in done for c in group):

@@ -26,6 +26,7 @@ from modelport.domain import (
     SamplingPolicy,
     Usage,
 )
+from modelport.domain.sampling import typed
 
 from . import tools as tool_wire
 from .model_schemas import EmbedCall, listed_names, parse_dimensions, resize
@@ -40,8 +41,7 @@ IGNORED = ("user", "logit_bias", "presence_penalty", "frequency_penalty", "paral
            "metadata", "store", "service_tier", "prediction", "modalities")
 
 MAX_CHOICES = 16
-OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]  # (model, a body's fields) -> policy
-Named = Callable[[str], str]
+OpenAIPolicy = Callable[[Mapping[str, Any]], SamplingPolicy]  # a body's sampling fields -> policy
 
 # OpenAI's sampling fields (and the common extensions top_k, min_p, repeat_penalty)
 # -> SamplingPolicy fields: the one place they are mapped.
@@ -59,8 +59,6 @@ FIELD_OF: dict[str, tuple[str, type]] = {
 
 def sampling_changes(body: Mapping[str, Any]) -> dict[str, Any]:
     """The SamplingPolicy changes an OpenAI body's fields ask for, typed."""
-    from modelport.domain.parameters import typed
-
     changes: dict[str, Any] = {}
     for key, (field, kind) in FIELD_OF.items():
         if body.get(key) is not None:
@@ -70,10 +68,15 @@ def sampling_changes(body: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def openai_policy(services: Any) -> OpenAIPolicy:
-    """The policy of an OpenAI-style request: its fields over the model's own
-    defaults over modelport's (``Services.sampling_for``)."""
-    return lambda model, body: services.sampling_for(model, sampling_changes(body))
+def openai_policy(services: Any, model: ModelInfo) -> OpenAIPolicy:
+    """The policy of an OpenAI-style request to ``model`` (the route's one lookup):
+    its fields over the model's own defaults over modelport's (``Services.sampling_for``)."""
+    return lambda body: services.sampling_for(model, sampling_changes(body))
+
+
+def default_policy(body: Mapping[str, Any]) -> SamplingPolicy:
+    """A body's fields over modelport's defaults (no model's own defaults)."""
+    return SamplingPolicy().with_changes(sampling_changes(body))
 
 
 @attrs.frozen(kw_only=True)
@@ -94,11 +97,11 @@ class OpenAICall:
 # -- requests -----------------------------------------------------------------------------
 
 
-def parse_chat(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICall:
-    """``/v1/chat/completions``. ``named`` gives the name errors call the model by
-    (the server passes the store's, as the Ollama routes say it)."""
+def parse_chat(body: Body, policy: OpenAIPolicy = default_policy, shown: str | None = None) -> OpenAICall:
+    """``/v1/chat/completions``. ``shown`` is the name errors call the model by (the
+    server passes the store's, as the Ollama routes say it; default: the body's)."""
     model = _model(body)
-    shown = named(model)
+    shown = shown or model
     raw = body.get("messages")
     if not isinstance(raw, list):
         raise InvalidRequest("'messages' is required and must be an array")
@@ -107,7 +110,7 @@ def parse_chat(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICa
     messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
     _refuse_unsupported(body, shown)
     top = chat_logprobs(body)
-    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(model, body),
+    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(body),
                                 logprobs=top,
                                 format=tool_wire.openai_response_format(body.get("response_format")),
                                 tools=tool_wire.parse_tools(body.get("tools") or None),
@@ -115,12 +118,12 @@ def parse_chat(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICa
     return OpenAICall(model=model, requests=(request,), n=choices(body), logprobs=top, **_streaming(body))
 
 
-def parse_completion(body: Body, policy: OpenAIPolicy, named: Named = str) -> OpenAICall:
+def parse_completion(body: Body, policy: OpenAIPolicy = default_policy, shown: str | None = None) -> OpenAICall:
     """``/v1/completions``: a raw prompt (no chat template); a list of prompts gives
-    one choice each (not streamed)."""
+    one choice each (not streamed). ``shown``: as for :func:`parse_chat`."""
     model = _model(body)
     prompts = _prompts(body.get("prompt"))
-    shown = named(model)
+    shown = shown or model
     if body.get("suffix"):
         raise InvalidRequest(f"'{shown}' does not support insert (suffix)")
     if body.get("echo"):
@@ -132,7 +135,7 @@ def parse_completion(body: Body, policy: OpenAIPolicy, named: Named = str) -> Op
     _refuse_unsupported(body, shown)
     if body.get("tools"):
         raise InvalidRequest("tools need /v1/chat/completions")
-    sampling = policy(model, body)
+    sampling = policy(body)
     fmt = tool_wire.openai_response_format(body.get("response_format"))
     requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top,
                                        format=fmt)
@@ -185,6 +188,11 @@ def parse_embeddings(body: Body) -> tuple[EmbedCall, str]:
     if encoding not in ENCODINGS:
         raise InvalidRequest(f"invalid encoding_format {encoding!r}; supported: {', '.join(ENCODINGS)}")
     return EmbedCall(model=model, inputs=inputs, dimensions=parse_dimensions(body.get("dimensions"))), encoding
+
+
+def model_name(body: Body) -> str:
+    """The body's ``model``: a well-formed store name (400 when missing or not one)."""
+    return _model(body)
 
 
 def _model(body: Body) -> str:

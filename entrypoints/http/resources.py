@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import falcon
 
-from modelport.domain import Capability, CapabilityMissing, InvalidRequest
+from modelport.domain import Capability, CapabilityMissing, InvalidRequest, ModelInfo
 from modelport.domain import SlotStats
 from modelport.ports import Services
 
@@ -195,17 +195,20 @@ class Inference:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = self._parse(read_json(req, self._max_body), self._services.sampling_for)
+        body = read_json(req, self._max_body)
+        model = self._services.show(schemas.model_name(body))  # the request's one store lookup
+        call = self._parse(body, functools.partial(self._services.sampling_for, model))
         reply = self._shape(call.model, self._clock)
-        self._refuse_what_no_model_offers(call)
+        if call.needs:
+            raise CapabilityMissing(model.name, call.needs[0])
         if call.request is None:
-            resp.media = reply.done(self._load_or_unload(call))
+            resp.media = reply.done(self._load_or_unload(call, model))
             return
-        events, stream = self._runner.generate(call.request, keep_alive=call.keep_alive,
+        events, stream = self._runner.generate(call.request, model=model, keep_alive=call.keep_alive,
                                                started=getattr(req.context, "started", None))
         top = call.request.logprobs
         if top is not None:
-            texts = self._runner.token_texts(call.model)
+            texts = self._runner.token_texts(model)
             reply = reply.with_logprobs(lambda entries: logprobs.ollama(entries, texts, top))
         if call.stream:
             resp.content_type = streaming.NDJSON
@@ -213,16 +216,11 @@ class Inference:
         else:
             resp.media = streaming.whole(events, stream, reply, watch_of(req))
 
-    def _refuse_what_no_model_offers(self, call: Call) -> None:
-        if call.needs:
-            model = self._services.show(call.model)  # an unknown model is a 404 first
-            raise CapabilityMissing(model.name, call.needs[0])
-
-    def _load_or_unload(self, call: Call) -> str:
+    def _load_or_unload(self, call: Call, model: ModelInfo) -> str:
         if call.unloads:
-            self._services.unload(call.model)
+            self._services.unload(model)
             return "unload"
-        self._services.load(call.model, keep_alive=self._runner.keep_alive_for(call.keep_alive))
+        self._services.load(model, keep_alive=self._runner.keep_alive_for(call.keep_alive))
         return "load"
 
 
@@ -237,13 +235,13 @@ class Embed:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._max_body)
         call = model_schemas.parse_embeddings(body) if self._legacy else model_schemas.parse_embed(body)
-        model = self._runner.services.show(call.model)
+        model = self._runner.services.show(call.model)  # the request's one store lookup
         if not call.inputs:
             resp.media = {"embedding": []} if self._legacy else {"model": call.model, "embeddings": []}
             return
         if not model.supports(Capability.EMBEDDING):
             raise CapabilityMissing(model.name, "embeddings")
-        result = self._runner.embed(call.request, keep_alive=call.keep_alive)
+        result = self._runner.embed(call.request, model=model, keep_alive=call.keep_alive)
         if self._legacy:
             resp.media = {"embedding": list(result.vectors[0])}
         else:

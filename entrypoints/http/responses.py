@@ -127,11 +127,14 @@ class Responses:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        call = wire.parse(read_json(req, self._max_body), openai_policy(self._runner.services))
+        body = read_json(req, self._max_body)
+        services = self._runner.services
+        model = services.show(wire.model_name(body))  # the request's one store lookup
+        call = wire.parse(body, openai_policy(services, model))
         history = self._store.get(call.previous_response_id).history if call.previous_response_id else ()
         request = call.request(history)
-        events, stream = self._runner.generate(request, started=getattr(req.context, "started", None))
-        texts = self._runner.token_texts(call.model) if call.logprobs is not None else None
+        events, stream = self._runner.generate(request, model=model, started=getattr(req.context, "started", None))
+        texts = self._runner.token_texts(model) if call.logprobs is not None else None
         before = history + wire.named_results(history, call.input)
         answer = _Answer(call, self._clock(), texts, before, self._store)
         if call.stream:

@@ -104,14 +104,20 @@ def named_results(history: tuple[ChatMessage, ...], turns: tuple[ChatMessage, ..
     return tuple(out)
 
 
-def parse(body: Body, policy: OpenAIPolicy) -> ResponsesCall:
-    unknown = sorted(key for key in body if key not in SUPPORTED and key not in IGNORED)
-    if unknown:
-        raise InvalidRequest(f"/v1/responses does not support {', '.join(unknown)}")
+def model_name(body: Body) -> str:
+    """The body's ``model`` (400 when missing or malformed)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a string")
     ModelRef.parse(model)
+    return model
+
+
+def parse(body: Body, policy: OpenAIPolicy) -> ResponsesCall:
+    unknown = sorted(key for key in body if key not in SUPPORTED and key not in IGNORED)
+    if unknown:
+        raise InvalidRequest(f"/v1/responses does not support {', '.join(unknown)}")
+    model = model_name(body)
     _refuse_unsupported(body)
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
@@ -124,7 +130,7 @@ def parse(body: Body, policy: OpenAIPolicy) -> ResponsesCall:
     for key, value in (("store", store), ("stream", stream)):
         if value is not None and not isinstance(value, bool):
             raise InvalidRequest(f"'{key}' must be a boolean")
-    sampling = policy(model, {key: body[key] for key in ("temperature", "top_p", "seed") if key in body}
+    sampling = policy({key: body[key] for key in ("temperature", "top_p", "seed") if key in body}
                       | ({"max_tokens": body["max_output_tokens"]} if body.get("max_output_tokens") is not None
                          else {}))
     text = body.get("text") or {}

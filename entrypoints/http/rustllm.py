@@ -73,9 +73,10 @@ def usage_of(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
 
 
-def parse_chat(body: dict[str, Any], services: Services) -> GenerationRequest:
+def parse_chat(body: dict[str, Any], services: Services) -> tuple[GenerationRequest, ModelInfo]:
     """RustLLM's ChatRequest: ``model``, ``messages`` ([{role, content}]), and the
-    optional ``temperature`` and ``max_tokens`` (over the model's own defaults)."""
+    optional ``temperature`` and ``max_tokens`` (over the model's own defaults);
+    with the model it names (the request's one store lookup)."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("'model' is required and must be a string")
@@ -99,8 +100,10 @@ def parse_chat(body: dict[str, Any], services: Services) -> GenerationRequest:
             raise InvalidRequest("'max_tokens' must be a whole number of at least 1")
         options["max_tokens"] = max_tokens
     name = resolve_name(model)
-    return GenerationRequest(model=ModelRef.parse(name), messages=Conversation(messages=tuple(messages)),
-                             sampling=services.sampling_for(name, options))
+    info = services.show(name)
+    request = GenerationRequest(model=ModelRef.parse(name), messages=Conversation(messages=tuple(messages)),
+                                sampling=services.sampling_for(info, options))
+    return request, info
 
 
 class Health:
@@ -154,8 +157,8 @@ class Chat:
         self._max_body = max_body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request = parse_chat(read_json(req, self._max_body), self._runner.services)
-        events, stream = self._runner.generate(request, started=getattr(req.context, "started", None))
+        request, model = parse_chat(read_json(req, self._max_body), self._runner.services)
+        events, stream = self._runner.generate(request, model=model, started=getattr(req.context, "started", None))
         if self._stream:
             sse_headers(resp)
             resp.stream = sse(events, stream)

@@ -29,7 +29,7 @@ from modelport.domain import (
     system_and_user,
 )
 
-from modelport.domain import parameters
+from modelport.domain.modelfile import parameter_changes
 
 from . import tools as tool_wire
 
@@ -63,13 +63,14 @@ class Call:
         return self.request is None and self.keep_alive == 0
 
 
-# (model, SamplingPolicy field changes) -> the request's policy
-Policy = Callable[[str, "Mapping[str, Any] | None"], SamplingPolicy]
+# SamplingPolicy field changes -> the request's policy. The server passes one bound to
+# the model it looked up (``Services.sampling_for``: the model's own defaults go in
+# between), so parsing asks the store nothing.
+Policy = Callable[["Mapping[str, Any] | None"], SamplingPolicy]
 
 
-def default_policy(model: str, changes: Mapping[str, Any] | None) -> SamplingPolicy:
-    """The request's changes over modelport's defaults (the server passes
-    ``Services.sampling_for``, which puts the model's own defaults in between)."""
+def default_policy(changes: Mapping[str, Any] | None) -> SamplingPolicy:
+    """The request's changes over modelport's defaults."""
     return SamplingPolicy().with_changes(changes)
 
 
@@ -100,7 +101,7 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     fmt = tool_wire.ollama_format(body.get("format"))
     if prompt or system:
-        sampling = policy(model, parameters.changes(_options(body)))
+        sampling = policy(parameter_changes(_options(body)))
         top = parse_logprobs(body)
         if raw:
             request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
@@ -130,7 +131,8 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     request = None
     if len(messages):
         request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(model, parameters.changes(_options(body))), logprobs=parse_logprobs(body),
+                                    sampling=policy(parameter_changes(_options(body))),
+                                    logprobs=parse_logprobs(body),
                                     format=fmt, tools=tools)
     return Call(model=model, request=request, stream=_stream(body),
                 keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
@@ -174,6 +176,11 @@ def store_name(name: str, field: str = "model") -> str:
     if ModelRef.parse(name).is_path:  # a malformed name fails here too
         raise InvalidModelName(f'field "{field}": {PATH_REFUSED}')
     return name
+
+
+def model_name(body: Body) -> str:
+    """The body's ``model``: a well-formed store name (400 when missing or not one)."""
+    return _model(body)
 
 
 def _model(body: Body) -> str:

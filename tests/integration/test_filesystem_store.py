@@ -519,6 +519,20 @@ def test_clean_staging_deletes_leftovers_but_never_work_in_progress(store, model
     assert store.clean_staging() == 1000 and staging_leftovers(models_dir) == []
 
 
+def _someone_waits_for(path: str, timeout: float = 10.0) -> bool:
+    """Whether a lock request on ``path`` is blocked, within ``timeout`` seconds: Linux
+    lists each blocked one in /proc/locks with ``->`` and the file's inode."""
+    inode = f":{os.stat(path).st_ino}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/locks", encoding="ascii") as table:
+            if any(fields[1] == "->" and fields[-3].endswith(inode)
+                   for fields in (line.split() for line in table) if len(fields) > 3):
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def test_a_lock_file_deleted_by_its_holder_is_not_held_twice(tmp_path) -> None:
     path = str(tmp_path / "x.lock")
     holders: list[int] = []
@@ -538,7 +552,9 @@ def test_a_lock_file_deleted_by_its_holder_is_not_held_twice(tmp_path) -> None:
     with exclusive_lock(path):
         holders.append(1)
         entered.set()
-        time.sleep(0.1)  # the waiter now blocks on the file about to be deleted
+        # the waiter must be blocked on the file about to be deleted: with the lock
+        # broken it never is, and it would have got in beside this holder
+        assert _someone_waits_for(path), "the waiter did not block on the held lock"
         unlink_lock(path)
         holders.remove(1)
     with exclusive_lock(path):  # the new file: never at the same time as the waiter

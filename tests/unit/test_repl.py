@@ -55,7 +55,7 @@ def test_set_changes_the_sampling_and_the_system_prompt(services, engine_box) ->
     assert code == EXIT_OK
     assert engine_box.last.prompts[-1] == "<|system|>be brief\n<|user|>hi\n<|assistant|>"
     assert "The\n" in out  # three tokens, greedy
-    assert "temperature     0.0" in out and "num_predict     3" in out
+    assert "temperature     0.0" in out and "max_tokens      3" in out
     assert "error: top_p must be in (0, 1], got 7.0" in err and "unknown setting 'nothing'" in err
 
 

@@ -4,7 +4,8 @@ import pytest
 
 import doctest
 
-from modelport.domain import InvalidRequest, SamplingPolicy, parameters, sampling, stopping
+from modelport.domain import InvalidRequest, SamplingPolicy, modelfile, sampling, stopping
+from modelport.domain.modelfile import as_parameters, parameter_policy
 from modelport.domain.sampling import layered
 from modelport.entrypoints.http.openai_schemas import sampling_changes
 
@@ -31,7 +32,7 @@ def test_out_of_range_values_are_rejected_with_the_field_named(field, value) -> 
 
 
 def test_ollama_options_map_and_unknown_keys_are_ignored() -> None:
-    policy = parameters.policy(
+    policy = parameter_policy(
         {"temperature": 0, "top_k": 5.0, "num_predict": 12, "seed": 7, "stop": ["\n"],
          "num_ctx": 2048, "mirostat": 2, "numa": False, "penalize_newline": True}
     )
@@ -40,21 +41,21 @@ def test_ollama_options_map_and_unknown_keys_are_ignored() -> None:
 
 
 def test_ollama_sentinels() -> None:
-    policy = parameters.policy({"seed": -1, "num_predict": -1})
+    policy = parameter_policy({"seed": -1, "num_predict": -1})
     assert policy.seed is None and policy.max_tokens is None
-    assert parameters.policy({"num_predict": -2}).max_tokens is None
+    assert parameter_policy({"num_predict": -2}).max_tokens is None
 
 
 @pytest.mark.parametrize("options", [{"top_k": "5"}, {"top_k": 1.5}, {"temperature": True}, {"stop": 3},
                                      {"stop": [""]}, {"num_predict": 0}])
 def test_ollama_wrong_types_are_rejected(options) -> None:
     with pytest.raises(InvalidRequest):
-        parameters.policy(options)
+        parameter_policy(options)
 
 
 def test_options_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest):
-        parameters.policy(["temperature"])  # type: ignore[arg-type]
+        parameter_policy(["temperature"])  # type: ignore[arg-type]
 
 
 def test_openai_fields() -> None:
@@ -67,8 +68,8 @@ def test_openai_fields() -> None:
 
 def test_options_round_trip() -> None:
     policy = SamplingPolicy(temperature=0.3, top_k=7, seed=11, stop=("a", "b"), max_tokens=5, num_ctx=1024)
-    assert parameters.policy(parameters.parameters(policy)) == policy
-    assert parameters.policy(parameters.parameters(SamplingPolicy())) == SamplingPolicy()
+    assert parameter_policy(as_parameters(policy)) == policy
+    assert parameter_policy(as_parameters(SamplingPolicy())) == SamplingPolicy()
 
 
 def test_policies_are_hashable_values() -> None:
@@ -87,7 +88,7 @@ def test_layers_merge_in_order() -> None:
     assert (policy.temperature, policy.top_k, policy.stop) == (0.0, 5, ("x",))
 
 
-@pytest.mark.parametrize("module", [sampling, parameters, stopping], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [sampling, modelfile, stopping], ids=lambda m: m.__name__)
 def test_the_domain_doctests(module) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
