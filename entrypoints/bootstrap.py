@@ -208,7 +208,7 @@ def bootstrap(
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
-                                     home=settings.home, slots=settings.num_parallel,
+                                     home=settings.home, slots=settings.num_parallel, threads=settings.num_thread,
                                      quantize=settings.quantize),
         templates=build_templates(),
         constraints=constraints if constraints is not None else build_constraints(),

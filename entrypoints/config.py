@@ -174,6 +174,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: str(default_slots()),
            _positive_int("num_parallel"), "slots per model: generations decoded together (default: "
            "twice the CPU count, 2 to 8)"),
+    Option("num_thread", ("MODELPORT_NUM_THREAD",), lambda: "", _optional_number("MODELPORT_NUM_THREAD", int, 1),
+           "CPU threads a model computes with (empty: one per CPU; fewer on a machine busy with other work)"),
     Option("warmup_tokens", ("MODELPORT_WARMUP_TOKENS",), lambda: "4", _non_negative_int("warmup_tokens"),
            "tokens a model decodes when it loads, so that the first request does not pay the warm-up"),
     Option("max_queue", ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), lambda: "512",
@@ -222,6 +224,7 @@ class Settings:
     default_model: str = "smollm2"
     model_ttl: float = 300.0
     num_parallel: int = attrs.field(factory=default_slots)
+    num_thread: int | None = None
     warmup_tokens: int = 4
     max_queue: int = 512
     origins: str = ""
