@@ -34,6 +34,7 @@ import concurrent.futures
 import itertools
 import queue
 import random
+import sys
 import threading
 import time
 from typing import Callable, Iterator, Sequence
@@ -126,7 +127,11 @@ class Generation(Iterator[TokenEvent]):
         self.close()
 
     def __del__(self) -> None:  # a backstop only: callers close what they stop reading
-        self.close()
+        # Not while the interpreter shuts down: its daemon threads (the loop's among
+        # them) are frozen wherever they were, maybe holding the loop's lock, which
+        # closing takes; a script's leftover stream would hang its exit.
+        if not sys.is_finalizing():
+            self.close()
 
 
 class Scheduler:
