@@ -209,7 +209,7 @@ def bootstrap(
         engine=None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
                                      home=settings.home, slots=settings.num_parallel,
-                                     quantize=settings.quantize),
+                                     quantize=settings.quantize, tensor_parallel=settings.tensor_parallel),
         templates=build_templates(),
         constraints=constraints if constraints is not None else build_constraints(),
     )

@@ -126,6 +126,8 @@ Global options:
   --device-index=<i>       Which GPU to use (default: 0, or MODELPORT_DEVICE_INDEX).
   --quantize=<kind>        The jax engine's weights: none, int8 or int4 (default: auto,
                            float weights; or MODELPORT_QUANTIZE).
+  --tensor-parallel=<n>    The jax engine splits a model over n devices (default: 1, or
+                           MODELPORT_TENSOR_PARALLEL); see docs/scaling.md.
   --home=<dir>             Where models live (default: MODELPORT_HOME, or the user cache).
   --models-path=<dir>      The model store's folder (default: MODELPORT_MODELS_PATH, or
                            the home's models/).
@@ -139,7 +141,7 @@ options of its lines, a command's name for that command's options):
   <generation> --system --temperature --top-k --top-p --min-p --repeat-penalty
   <generation> --repeat-last-n --seed --stop --max-tokens --num-ctx --verbose
   <reply>      --raw --stream --no-stream --format --json
-  <engine>     --engine --device --device-index --quantize
+  <engine>     --engine --device --device-index --quantize --tensor-parallel
   <local>      --home --models-path --debug
   <serve>      --host --port --threads --max-models --max-resident-models
   <serve>      --model-ttl --api <engine> <local>

@@ -164,6 +164,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
     Option("quantize", ("MODELPORT_QUANTIZE",), lambda: "auto", _quantize,
            "the jax engine's weights: auto, none, int8 or int4"),
+    Option("tensor_parallel", ("MODELPORT_TENSOR_PARALLEL",), lambda: "1", _positive_int("tensor_parallel"),
+           "devices the jax engine splits one model over (tensor parallelism)"),
     Option("mirror", ("MODELPORT_MIRROR", "HF_ENDPOINT"), lambda: "", str, "Hugging Face Hub endpoint"),
     Option("max_resident_models", ("MODELPORT_MAX_RESIDENT_MODELS",), lambda: "3",
            _positive_int("max_resident_models"), "models kept loaded at once"),
@@ -216,6 +218,7 @@ class Settings:
     device: str = "auto"
     device_index: int = 0
     quantize: str = "auto"
+    tensor_parallel: int = 1
     mirror: str = ""
     max_resident_models: int = 3
     threads: int = 4
