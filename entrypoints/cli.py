@@ -119,6 +119,13 @@ Server options:
                            at /api (RustLLM's are always under /rustllm/api too).
   --detached               deploy: start the server in the background (a pid file and
                            a log under the home); stop-server stops it.
+  --coordinator=<address>  serve: HOST:PORT of process 0, to serve one model from
+                           several processes or hosts with jax.distributed (or
+                           MODELPORT_COORDINATOR); see docs/scaling.md.
+  --num-processes=<n>      serve: how many processes take part (default: 1, or
+                           MODELPORT_NUM_PROCESSES).
+  --process-id=<i>         serve: this one's number (default: 0, or MODELPORT_PROCESS_ID);
+                           0 serves HTTP, the others follow its steps and open no port.
 
 Global options:
   --engine=<name>          auto, gguf, jax or mlx (default: auto, or MODELPORT_ENGINE).
@@ -161,7 +168,7 @@ options of its lines, a command's name for that command's options):
   copy         <local> --url --json
   remove       <local> --url --json
   create       <local> --json --file
-  serve        <serve>
+  serve        <serve> --coordinator --num-processes --process-id
   deploy       <serve> --detached --json
   stop-server  <local> --json
   ps           <client>

@@ -67,9 +67,10 @@ class Runtime:
         self.parameter_bytes = 0
 
 
-def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1) -> Runtime:
-    """The model on its device (or split over a mesh of them, with
-    ``options.tensor_parallel``); a decoder gets a cache of ``slots`` rows."""
+def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1, leader: bool = True) -> Runtime:
+    """The model on its device; a decoder gets a cache of ``slots`` rows. Over
+    several processes (:mod:`.distributed`), the leader tells the followers to load
+    it too, and its decoder tells them every step."""
     device = select_device(options.device, options.device_index)
     enable_compilation_cache(os.path.join(home, "cache", "jax"))
     dtype = select_dtype(getattr(options, "dtype", "auto"), device)
@@ -88,15 +89,30 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1)
         kwargs["quant"] = quant
     if mesh is not None:
         kwargs["shards"] = mesh.size
-    with jax.default_device(device):
-        network = load_model(lambda: family.Model(cfg, **kwargs), family.weight_rules(cfg),
-                             checkpoint(model, folder, family, cfg, quant), ignored=family.IGNORED,
-                             device=device, mesh=mesh)
+    steps = None
+    if leader and jax.process_count() > 1:  # checked here first: the followers load what is valid
+        from . import distributed
+
+        steps = distributed.channel()
+        distributed.announce_load(steps, model, options, slots)
+    try:
+        with jax.default_device(device):
+            network = load_model(lambda: family.Model(cfg, **kwargs), family.weight_rules(cfg),
+                                 checkpoint(model, folder, family, cfg, quant), ignored=family.IGNORED,
+                                 device=device, mesh=mesh)
+    except Exception:
+        if steps is not None:
+            steps.publish("unload")  # the followers drop what they loaded
+        raise
     tokenizer = TextTokenizer(folder)
     decoder = encoder = None
     if family.KIND == "decoder":
         length = max(16, min(options.num_ctx, cfg.context_length))
         decoder = Decoder(network, family.cache_shape(cfg), length=length, batch=slots, device=device, mesh=mesh)
+        if steps is not None:
+            from .distributed import Leader
+
+            decoder = Leader(decoder, steps)  # type: ignore[assignment]
     else:
         encoder = Encoder(network, folder, device=device)
         length = encoder.max_length
@@ -176,9 +192,9 @@ def checkpoint(model: ModelInfo, folder: str, family: Any, cfg: Any, quant: Quan
 def select_device(kind: str, index: int) -> Any:
     """``cpu``, ``gpu`` (GPU number ``index``) or ``auto`` (a GPU when JAX sees one)."""
     if kind == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     try:
-        gpus = jax.devices("gpu")
+        gpus = jax.local_devices(backend="gpu")
     except RuntimeError:
         gpus = []
     if kind == "gpu" and not gpus:
@@ -187,7 +203,7 @@ def select_device(kind: str, index: int) -> Any:
         return gpus[index]
     if kind == "gpu":
         raise InvalidRequest(f"there is no GPU {index}; JAX sees {len(gpus)}")
-    return gpus[0] if gpus else jax.devices("cpu")[0]
+    return gpus[0] if gpus else jax.local_devices(backend="cpu")[0]
 
 
 def select_dtype(name: str, device: Any) -> Any:

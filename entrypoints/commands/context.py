@@ -16,7 +16,8 @@ from ..config import Settings
 # The flags that are settings (Settings.load(flags=...)), by setting name.
 SETTING_FLAGS = {"--home": "home", "--host": "host", "--port": "port", "--engine": "engine",
                  "--device": "device", "--device-index": "device_index", "--quantize": "quantize",
-                 "--tensor-parallel": "tensor_parallel", "--threads": "threads",
+                 "--tensor-parallel": "tensor_parallel", "--coordinator": "coordinator",
+                 "--num-processes": "num_processes", "--process-id": "process_id", "--threads": "threads",
                  "--max-models": "max_resident_models", "--max-resident-models": "max_resident_models",
                  "--model-ttl": "model_ttl", "--api": "api", "--models-path": "models_path"}
 

@@ -266,6 +266,13 @@ def test_config_shows_where_each_setting_came_from(services, monkeypatch, tmp_pa
         (["generate", "fake", "hi", "--tensor-parallel", "0"], EXIT_USAGE, "tensor_parallel must be at least 1"),
         (["generate", "fake", "hi", "--tensor-parallel", "2", "--url", "http://127.0.0.1:9"], EXIT_USAGE,
          "--tensor-parallel chooses how this machine runs a model"),
+        (["serve", "--num-processes", "2"], EXIT_USAGE, "--num-processes above 1 needs --coordinator"),
+        (["serve", "--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"], EXIT_USAGE,
+         "--process-id must be 0 to 1 for 2 processes"),
+        (["serve", "--coordinator", "nohost"], EXIT_USAGE, "coordinator must be HOST:PORT"),
+        (["serve", "--num-processes", "2", "--coordinator", "h:1", "--engine", "gguf"], EXIT_USAGE,
+         "with the jax engine only"),
+        (["generate", "fake", "hi", "--process-id", "1"], EXIT_USAGE, "--process-id does not apply to 'generate'"),
         (["generate"], EXIT_USAGE, "Usage:"),
     ],
 )
