@@ -227,11 +227,13 @@ def start_distributed(settings: Settings) -> None:
 
 def follow(settings: Settings) -> int:
     """A process other than 0 of a group: join it, then make process 0's calls
-    until it is gone (no HTTP). Returns the exit status."""
+    until it is gone (no HTTP); the process ends there, with the exit status."""
     from modelport.adapters.jax.distributed import follow as follow_leader
+    from modelport.adapters.jax.distributed import leave
 
     start_distributed(settings)
-    return follow_leader(settings.home)
+    leave(follow_leader(settings.home))
+    return 1  # not reached
 
 
 def build_templates() -> ChatTemplates:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -114,24 +115,28 @@ class Channel:
         self.step = 0
         self.since = 0  # the step of the last load: a follower's failure before it is forgotten
         self.broken: EngineUnavailable | None = None
+        # Held from a step's publication to its dispatch: two resident models' scheduler
+        # threads must run their programs in the order the followers are told them.
+        self.lock = threading.RLock()
 
     # -- the leader ---------------------------------------------------------------------
 
     def publish(self, op: str, meta: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None) -> None:
         """Tell every follower the next call, and wait until each has it."""
-        if self.broken is not None:
-            raise self.broken
-        self.step += 1
-        n = self.step
-        if op == "load":
-            self.since = n
-        self.client.key_value_set_bytes(f"{PREFIX}/{n}", _pack(op, meta or {}, arrays or {}))
-        for process in self.followers:
-            self._wait_ack(n, process)
-        if n > 2:  # every follower has read step n - 1's successor: the older keys go
-            self.client.key_value_delete(f"{PREFIX}/{n - 2}")
+        with self.lock:
+            if self.broken is not None:
+                raise self.broken
+            self.step += 1
+            n = self.step
+            if op == "load":
+                self.since = n
+            self.client.key_value_set_bytes(f"{PREFIX}/{n}", _pack(op, meta or {}, arrays or {}))
             for process in self.followers:
-                self.client.key_value_delete(f"{PREFIX}-ack/{n - 2}/{process}")
+                self._wait_ack(n, process)
+            if n > 2:  # every follower has taken step n: the keys of n - 2 go
+                self.client.key_value_delete(f"{PREFIX}/{n - 2}")
+                for process in self.followers:
+                    self.client.key_value_delete(f"{PREFIX}-ack/{n - 2}/{process}")
 
     def _wait_ack(self, n: int, process: int) -> None:
         started = time.monotonic()
@@ -217,22 +222,24 @@ class Channel:
 
 class Leader:
     """The leader's :class:`~.decode.Decoder`: every call is told to the followers
-    first, then made; everything else is the decoder's own."""
+    first (for the model loaded at step ``ident``: the server may hold several),
+    then made; everything else is the decoder's own."""
 
-    def __init__(self, decoder: Any, channel: Channel) -> None:
-        self._decoder, self._channel = decoder, channel
+    def __init__(self, decoder: Any, channel: Channel, ident: int) -> None:
+        self._decoder, self._channel, self._ident = decoder, channel, ident
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._decoder, name)
 
     def _call(self, op: str, meta: dict[str, Any], arrays: dict[str, np.ndarray], run: Callable[[], Any]) -> Any:
-        self._channel.publish(op, meta, arrays)
-        try:
-            return run()
-        except Exception as exc:  # noqa: BLE001 - a collective that lost a peer
-            if type(exc).__name__ != "JaxRuntimeError":
-                raise
-            raise self._channel.diagnose(exc) from None
+        with self._channel.lock:
+            self._channel.publish(op, {**meta, "model": self._ident}, arrays)
+            try:
+                return run()
+            except Exception as exc:  # noqa: BLE001 - a collective that lost a peer
+                if type(exc).__name__ != "JaxRuntimeError":
+                    raise
+                raise self._channel.diagnose(exc) from None
 
     def warm(self, chunk_tokens: int) -> int:
         return self._call("warm", {"chunk_tokens": chunk_tokens}, {}, lambda: self._decoder.warm(chunk_tokens))
@@ -260,29 +267,45 @@ class Leader:
         return self._call("forward", {}, {"tokens": tokens}, lambda: self._decoder.forward(tokens))
 
     def release(self) -> None:
-        if self._channel.broken is None:
-            try:
-                self._channel.publish("unload")
-            except EngineUnavailable:
-                pass
-        self._decoder.release()
+        with self._channel.lock:
+            if self._channel.broken is None:
+                try:
+                    self._channel.publish("unload", {"model": self._ident})
+                except EngineUnavailable:
+                    pass
+            self._decoder.release()
 
 
-def announce_load(channel: Channel, model: Any, options: Any, slots: int) -> None:
-    """Tell the followers to load ``model`` as the leader is about to."""
+def announce_load(channel: Channel, model: Any, options: Any, slots: int) -> int:
+    """Tell the followers to load ``model`` as the leader is about to; returns the
+    load's step, which names that model in the steps after it."""
     import attrs
 
     described = {"name": model.name, "format": model.format.value, "location": model.location,
                  "primary_file": model.primary_file}
-    channel.publish("load", {"model": described, "options": attrs.asdict(options), "slots": slots})
+    channel.publish("load", {"info": described, "options": attrs.asdict(options), "slots": slots})
+    return channel.step
 
 
 # -- a follower ---------------------------------------------------------------------------
 
 
+def leave(status: int) -> None:
+    """End a follower's process now: with the leader gone, jax.distributed's own
+    shutdown at exit cannot reach the coordinator and aborts the process."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def follow(home: str) -> int:
     """A follower's life: make the leader's calls until it is gone. Returns the
-    exit status (0: the leader stopped, 1: a failure, reported to the leader)."""
+    exit status (0: the leader stopped with no model loaded, 1: a failure,
+    reported to the leader, or the leader lost with models loaded); then
+    :func:`leave`."""
     from modelport.domain import ModelInfo
     from modelport.ports import EngineOptions
 
@@ -290,31 +313,30 @@ def follow(home: str) -> int:
     from .sampling import SampleMode
 
     steps = channel()
-    rt = None
+    loaded: dict[int, Any] = {}  # the leader's models, by the step that loaded them
     log.info("process %d of %d follows process 0", steps.process, steps.processes)
     while True:
         try:
             op, meta, arrays = steps.receive()
         except EngineUnavailable as exc:
             log.error("%s", exc)
-            return 0 if rt is None else 1
+            return 0 if not loaded else 1
         if op == "load":  # a model that does not load here is reported; the leader decides
-            if rt is not None:
-                rt.release()
-                rt = None
             try:
-                rt = runtime.load(ModelInfo(**meta["model"]), EngineOptions(**meta["options"]), home,
-                                  slots=meta["slots"], leader=False)
+                loaded[steps.step] = runtime.load(ModelInfo(**meta["info"]), EngineOptions(**meta["options"]),
+                                                  home, slots=meta["slots"], leader=False)
             except Exception as exc:  # noqa: BLE001
-                log.error("loading %s failed: %s", meta["model"]["name"], exc)
+                log.error("loading %s failed: %s", meta["info"]["name"], exc)
                 steps.report(exc)
             continue
+        if op == "unload":
+            gone = loaded.pop(meta["model"], None)
+            if gone is not None:
+                gone.release()
+            continue
+        rt = loaded.get(meta["model"])
         try:
-            if op == "unload":
-                if rt is not None:
-                    rt.release()
-                rt = None
-            elif rt is None or rt.decoder is None:
+            if rt is None or rt.decoder is None:
                 raise EngineUnavailable("jax", f"step {steps.step} ({op}) came before a model was loaded")
             elif op == "warm":
                 rt.decoder.warm(meta["chunk_tokens"])

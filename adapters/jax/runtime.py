@@ -89,12 +89,12 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
         kwargs["quant"] = quant
     if mesh is not None:
         kwargs["shards"] = mesh.size
-    steps = None
+    steps = ident = None
     if leader and jax.process_count() > 1:  # checked here first: the followers load what is valid
         from . import distributed
 
         steps = distributed.channel()
-        distributed.announce_load(steps, model, options, slots)
+        ident = distributed.announce_load(steps, model, options, slots)
     try:
         with jax.default_device(device):
             network = load_model(lambda: family.Model(cfg, **kwargs), family.weight_rules(cfg),
@@ -102,7 +102,7 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
                                  device=device, mesh=mesh)
     except Exception:
         if steps is not None:
-            steps.publish("unload")  # the followers drop what they loaded
+            steps.publish("unload", {"model": ident})  # the followers drop what they loaded
         raise
     tokenizer = TextTokenizer(folder)
     decoder = encoder = None
@@ -112,7 +112,7 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
         if steps is not None:
             from .distributed import Leader
 
-            decoder = Leader(decoder, steps)  # type: ignore[assignment]
+            decoder = Leader(decoder, steps, ident)  # type: ignore[assignment]
     else:
         encoder = Encoder(network, folder, device=device)
         length = encoder.max_length
