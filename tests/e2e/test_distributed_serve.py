@@ -1,7 +1,8 @@
 """``modelport serve`` as two processes on 127.0.0.1 (jax.distributed, gloo), two
 virtual CPU devices each: process 0 serves HTTP, process 1 follows and opens no
-port; a request through the official ``openai`` client gets the tokens one process
-gives; once the follower is killed, requests get a clear 503 naming it, never a hang."""
+port; requests through the official ``openai`` client get the tokens one process
+gives, to two models held at once; once the follower is killed, requests get a
+clear 503 naming it, never a hang."""
 
 from __future__ import annotations
 
@@ -45,13 +46,16 @@ def _one_process_text(folder: Path, home: str) -> str:
         engine.unload()
 
 
-def test_two_processes_serve_one_model_and_a_lost_follower_is_reported(tmp_path) -> None:
-    folder = tiny_llama.build(tmp_path / "tiny-wide", config=WIDE)
+def test_two_processes_serve_two_models_and_a_lost_follower_is_reported(tmp_path) -> None:
     home = str(tmp_path / "home")
-    created = subprocess.run([_executable(), "create", "tiny-wide", str(folder), "--home", home],
-                             capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
-    expected = _one_process_text(folder, home)
+    expected = {}
+    for name, seed in (("tiny-wide", 0), ("tiny-other", 1)):
+        folder = tiny_llama.build(tmp_path / name, seed=seed, config=WIDE)
+        created = subprocess.run([_executable(), "create", name, str(folder), "--home", home],
+                                 capture_output=True, text=True, timeout=120)
+        assert created.returncode == 0, created.stderr
+        expected[name] = _one_process_text(folder, home)
+    assert expected["tiny-wide"] != expected["tiny-other"]
 
     port, follower_port, coordinator = free_port(), free_port(), f"127.0.0.1:{free_port()}"
     env = {**os.environ, "MODELPORT_HOME": home, "JAX_PLATFORMS": "cpu", "MODELPORT_ENGINE": "jax",
@@ -66,9 +70,10 @@ def test_two_processes_serve_one_model_and_a_lost_follower_is_reported(tmp_path)
         command = [_executable(), "serve", "--port", str(port), "--process-id", "0"]
         with serving(command, port, env, tmp_path / "leader.log") as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=120, max_retries=0)
-            answer = client.completions.create(model="tiny-wide", prompt=PROMPT, temperature=0, max_tokens=8)
-            assert answer.choices[0].text == expected
-            assert answer.usage.completion_tokens == 8
+            for name in ("tiny-wide", "tiny-other", "tiny-wide"):  # both stay loaded: steps of each go to each
+                answer = client.completions.create(model=name, prompt=PROMPT, temperature=0, max_tokens=8)
+                assert answer.choices[0].text == expected[name], name
+                assert answer.usage.completion_tokens == 8
             with pytest.raises(openai.APIConnectionError):  # the follower opened no port
                 openai.OpenAI(base_url=f"http://127.0.0.1:{follower_port}/v1", api_key="unused", timeout=5,
                               max_retries=0).models.list()
