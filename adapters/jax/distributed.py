@@ -176,12 +176,14 @@ class Channel:
             return self.broken
         deadline = time.monotonic() + self.heartbeat_s + 2
         while True:
-            lost = [p for p in self.followers if self._failure_of(p)]
+            lost = {p: failure for p in self.followers if (failure := self._failure_of(p))}
             if lost or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        who = f"process {', '.join(map(str, lost))} (a follower)" if lost else "a follower"
-        return self.fail(f"{who} was lost during step {self.step} ({type(error).__name__}: {error})")
+        if lost:
+            who = "; ".join(f"process {p} (a follower) {failure}" for p, failure in lost.items())
+            return self.fail(f"{who}, during step {self.step}")
+        return self.fail(f"a follower was lost during step {self.step} ({type(error).__name__}: {error})")
 
     def fail(self, reason: str) -> EngineUnavailable:
         self.broken = EngineUnavailable(
