@@ -206,13 +206,34 @@ def bootstrap(
                                 warmup_tokens=settings.warmup_tokens),
         source=source if source is not None else build_source(settings),
         sessions=sessions if sessions is not None else build_sessions(settings),
-        engine=None if settings.engine == "auto" else settings.engine,
+        engine="jax" if settings.num_processes > 1 else None if settings.engine == "auto" else settings.engine,
         engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
                                      home=settings.home, slots=settings.num_parallel, threads=settings.num_thread,
-                                     quantize=settings.quantize),
+                                     quantize=settings.quantize, tensor_parallel=settings.tensor_parallel),
         templates=build_templates(),
         constraints=constraints if constraints is not None else build_constraints(),
     )
+
+
+def start_distributed(settings: Settings) -> None:
+    """Join the group of ``settings.num_processes`` processes that serve one model
+    (jax.distributed); nothing with one process. Call it in the process that will
+    run the engine (a gunicorn worker), before anything uses JAX."""
+    if settings.num_processes > 1:
+        from modelport.adapters.jax.distributed import initialize
+
+        initialize(settings.coordinator, settings.num_processes, settings.process_id)
+
+
+def follow(settings: Settings) -> int:
+    """A process other than 0 of a group: join it, then make process 0's calls
+    until it is gone (no HTTP); the process ends there, with the exit status."""
+    from modelport.adapters.jax.distributed import follow as follow_leader
+    from modelport.adapters.jax.distributed import leave
+
+    start_distributed(settings)
+    leave(follow_leader(settings.home))
+    return 1  # not reached
 
 
 def build_templates() -> ChatTemplates:

@@ -119,6 +119,13 @@ Server options:
                            at /api (RustLLM's are always under /rustllm/api too).
   --detached               deploy: start the server in the background (a pid file and
                            a log under the home); stop-server stops it.
+  --coordinator=<address>  serve: HOST:PORT of process 0, to serve one model from
+                           several processes or hosts with jax.distributed (or
+                           MODELPORT_COORDINATOR); see docs/scaling.md.
+  --num-processes=<n>      serve: how many processes take part (default: 1, or
+                           MODELPORT_NUM_PROCESSES).
+  --process-id=<i>         serve: this one's number (default: 0, or MODELPORT_PROCESS_ID);
+                           0 serves HTTP, the others follow its steps and open no port.
 
 Global options:
   --engine=<name>          auto, gguf, jax or mlx (default: auto, or MODELPORT_ENGINE).
@@ -126,6 +133,8 @@ Global options:
   --device-index=<i>       Which GPU to use (default: 0, or MODELPORT_DEVICE_INDEX).
   --quantize=<kind>        The jax engine's weights: none, int8 or int4 (default: auto,
                            float weights; or MODELPORT_QUANTIZE).
+  --tensor-parallel=<n>    The jax engine splits a model over n devices (default: 1, or
+                           MODELPORT_TENSOR_PARALLEL); see docs/scaling.md.
   --home=<dir>             Where models live (default: MODELPORT_HOME, or the user cache).
   --models-path=<dir>      The model store's folder (default: MODELPORT_MODELS_PATH, or
                            the home's models/).
@@ -139,7 +148,7 @@ options of its lines, a command's name for that command's options):
   <generation> --system --temperature --top-k --top-p --min-p --repeat-penalty
   <generation> --repeat-last-n --seed --stop --max-tokens --num-ctx --verbose
   <reply>      --raw --stream --no-stream --format --json
-  <engine>     --engine --device --device-index --quantize
+  <engine>     --engine --device --device-index --quantize --tensor-parallel
   <local>      --home --models-path --debug
   <serve>      --host --port --threads --max-models --max-resident-models
   <serve>      --model-ttl --api <engine> <local>
@@ -159,7 +168,7 @@ options of its lines, a command's name for that command's options):
   copy         <local> --url --json
   remove       <local> --url --json
   create       <local> --json --file
-  serve        <serve>
+  serve        <serve> --coordinator --num-processes --process-id
   deploy       <serve> --detached --json
   stop-server  <local> --json
   ps           <client>

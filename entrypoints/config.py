@@ -55,6 +55,15 @@ def _quantize(text: str) -> str:
     return text
 
 
+def _coordinator(text: str) -> str:
+    """HOST:PORT of jax.distributed's coordinator (empty: one process)."""
+    text = text.strip()
+    host, _, port = text.rpartition(":")
+    if text and not (host and port.isdigit() and 0 < int(port) <= 65535):
+        raise InvalidRequest(f"coordinator must be HOST:PORT, got {text!r}")
+    return text
+
+
 def _non_negative_int(name: str) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
@@ -164,6 +173,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
     Option("quantize", ("MODELPORT_QUANTIZE",), lambda: "auto", _quantize,
            "the jax engine's weights: auto, none, int8 or int4"),
+    Option("tensor_parallel", ("MODELPORT_TENSOR_PARALLEL",), lambda: "1", _positive_int("tensor_parallel"),
+           "devices the jax engine splits one model over (tensor parallelism)"),
+    Option("coordinator", ("MODELPORT_COORDINATOR",), lambda: "", _coordinator,
+           "serve: HOST:PORT of jax.distributed's coordinator, process 0's (empty: one process)"),
+    Option("num_processes", ("MODELPORT_NUM_PROCESSES",), lambda: "1", _positive_int("num_processes"),
+           "serve: how many processes (hosts) serve one model together"),
+    Option("process_id", ("MODELPORT_PROCESS_ID",), lambda: "0", _non_negative_int("process_id"),
+           "serve: this process's number; 0 serves HTTP, the others follow it"),
     Option("mirror", ("MODELPORT_MIRROR", "HF_ENDPOINT"), lambda: "", str, "Hugging Face Hub endpoint"),
     Option("max_resident_models", ("MODELPORT_MAX_RESIDENT_MODELS",), lambda: "3",
            _positive_int("max_resident_models"), "models kept loaded at once"),
@@ -218,6 +235,10 @@ class Settings:
     device: str = "auto"
     device_index: int = 0
     quantize: str = "auto"
+    tensor_parallel: int = 1
+    coordinator: str = ""
+    num_processes: int = 1
+    process_id: int = 0
     mirror: str = ""
     max_resident_models: int = 3
     threads: int = 4

@@ -49,7 +49,8 @@ class EngineOptions:
     generating engine decodes together (the generation core's slots); None: the
     engine's default. ``quantize`` is how engines that choose it (jax) keep the
     weights: ``none`` (float), ``int8`` or ``int4``; ``auto`` is the engine's
-    default for the device.
+    default for the device. ``tensor_parallel`` is how many devices an engine that
+    can (jax, the Llama family) splits one model over (1: one device).
     """
 
     num_ctx: int = 4096
@@ -60,6 +61,7 @@ class EngineOptions:
     dtype: str = attrs.field(default="auto", converter=_dtype)
     slots: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
     quantize: str = attrs.field(default="auto", converter=_quantize)
+    tensor_parallel: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 @runtime_checkable

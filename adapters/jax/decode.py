@@ -20,6 +20,11 @@ The KV cache, the token history (for the repeat penalty) and the logits buffer s
 on the device and are donated to every call that changes them. :meth:`Decoder.warm`
 compiles every program a step can ask for, so that requests coming and going never
 compile anything.
+
+On a mesh (tensor parallelism, :mod:`.sharding`) the same programs run over every
+device: the weights carry their shardings, the cache is split by KV heads, and the
+token history, the logits buffer and every host input are replicated; the programs'
+outputs are given those same shardings, so a donated buffer comes back as it went.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import sharding
 from .kvcache import KVCache
 from .sampling import LOGPROB_TOP, SampleMode, apply_mask, log_probabilities, sample_rows
 
@@ -131,6 +137,26 @@ logprobs_jit = jax.jit(log_probabilities)
 forward_jit = jax.jit(_forward, static_argnames=("graph",))
 
 
+@functools.lru_cache(maxsize=16)
+def _mesh_jits(cache: Any, rows: Any) -> dict[str, Any]:
+    """The programs of a mesh: the same functions, their outputs kept where their
+    inputs were (``cache``: the KVCache's shardings, ``rows``: replicated)."""
+    state_out = (cache, rows, rows)
+    return {
+        "prefill": jax.jit(_prefill, static_argnames=("graph", "span"),
+                           donate_argnames=("cache", "history", "logits"), out_shardings=state_out),
+        "decode": jax.jit(_decode, static_argnames=("graph", "span"), donate_argnames=("cache", "history"),
+                          out_shardings=state_out),
+        "sample": jax.jit(sample_rows, static_argnames=("mode",), out_shardings=rows),
+        "mask": jax.jit(apply_mask, donate_argnames=("logits",), out_shardings=rows),
+        "logprobs": jax.jit(log_probabilities, out_shardings=rows),
+    }
+
+
+_SINGLE = {"prefill": prefill_jit, "decode": decode_jit, "sample": sample_jit, "mask": mask_jit,
+           "logprobs": logprobs_jit}
+
+
 class Programs:
     """Compiled programs by key, shared by every Decoder of a process: a model
     loaded again compiles nothing again. The least recently used are dropped past
@@ -156,33 +182,56 @@ class Programs:
 
 
 class Decoder:
-    """A decoder model on one device with a preallocated cache of ``batch`` rows of
-    ``length`` positions, the rows' token histories and their last logits."""
+    """A decoder model on one device, or on a ``mesh`` (its weights already placed
+    there, see :func:`.weights.load_model`), with a preallocated cache of ``batch``
+    rows of ``length`` positions, the rows' token histories and their last logits."""
 
     def __init__(self, model: nnx.Module, cache_dims: tuple[int, int, int], *, length: int, batch: int = 1,
-                 device: Any = None) -> None:
+                 device: Any = None, mesh: Any = None) -> None:
         self.graph = Structure(model)
         self.state = self.graph.leaves  # the weights: a tuple of arrays
         self.vocab_size = model.cfg.vocab_size
-        self.length, self.batch, self.device = length, batch, device
+        self.length, self.batch, self.device, self.mesh = length, batch, device, mesh
         self.cache_dims = cache_dims
         self.dtype = _compute_dtype(self.state)
-        self.cache = KVCache.zeros(cache_dims[0], batch, length, *cache_dims[1:], self.dtype, device)
-        self.history = self._put(jnp.zeros((batch, length), jnp.int32))
-        self.logits = self._put(jnp.zeros((batch, self.vocab_size), jnp.float32))
+        layers, kv_heads, head_dim = cache_dims
+        if mesh is not None:
+            self._rows = sharding.replicated(mesh)  # where history, logits and host inputs go
+            self._cache_at = sharding.named(mesh, sharding.CACHE_AXES, (batch, length, kv_heads, head_dim))
+            self._jits = _mesh_jits(KVCache(k=(self._cache_at,) * layers, v=(self._cache_at,) * layers),
+                                    self._rows)
+            self._where: Any = mesh
+        else:
+            self._rows = self._cache_at = device
+            self._jits, self._where = _SINGLE, device
+        self.cache = KVCache.zeros(layers, batch, length, kv_heads, head_dim, self.dtype, self._cache_at)
+        self.history = jnp.zeros((batch, length), jnp.int32, device=self._rows)
+        self.logits = jnp.zeros((batch, self.vocab_size), jnp.float32, device=self._rows)
         self._key_shape = tuple(jax.random.key_data(jax.random.key(0)).shape)
-
-    def _put(self, array: jax.Array) -> jax.Array:
-        return jax.device_put(array, self.device) if self.device is not None else array
+        self._global = mesh is not None and not self.history.is_fully_addressable  # several processes
 
     def _abstract(self, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
-        """An argument of a program compiled ahead of time, on the decoder's device."""
-        sharding = jax.sharding.SingleDeviceSharding(self.device) if self.device is not None else None
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+        """An argument of a program compiled ahead of time, on the decoder's device
+        (replicated on a mesh)."""
+        if self.mesh is not None:
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=self._rows)
+        sharding_ = jax.sharding.SingleDeviceSharding(self.device) if self.device is not None else None
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding_)
+
+    def _in(self, value: np.ndarray) -> Any:
+        """A host input of a program: as it is, or, over several processes, a global
+        array that each process builds from the same value."""
+        return sharding.place(np.asarray(value), self._rows) if self._global else value
 
     @property
     def nbytes(self) -> int:
         return self.cache.nbytes + self.history.nbytes + self.logits.nbytes
+
+    @property
+    def bytes_per_device(self) -> int:
+        """The most that one device holds of the weights, cache and buffers."""
+        return sharding.bytes_per_device(jax.tree_util.tree_leaves((self.state, self.cache, self.history,
+                                                                    self.logits)))
 
     def release(self) -> None:
         for leaf in jax.tree_util.tree_leaves((self.state, self.cache, self.history, self.logits)):
@@ -202,21 +251,21 @@ class Decoder:
         return sorted({prefill_span(n, self.length) for n in self.spans()})
 
     def _prefill_program(self, width: int, span: int) -> Any:
-        key = ("prefill", self.graph, self.batch, self.length, str(self.dtype), width, span, self.device)
+        key = ("prefill", self.graph, self.batch, self.length, str(self.dtype), width, span, self._where)
         tokens, scalar = self._abstract((1, width), jnp.int32), self._abstract((), jnp.int32)
-        return Programs.get(key, lambda: prefill_jit.lower(
+        return Programs.get(key, lambda: self._jits["prefill"].lower(
             self.state, self.cache, self.history, self.logits, tokens, scalar, scalar, scalar, graph=self.graph,
             span=span))
 
     def _decode_program(self, span: int) -> Any:
-        key = ("decode", self.graph, self.batch, self.length, str(self.dtype), span, self.device)
+        key = ("decode", self.graph, self.batch, self.length, str(self.dtype), span, self._where)
         rows = self._abstract((self.batch,), jnp.int32)
-        return Programs.get(key, lambda: decode_jit.lower(
+        return Programs.get(key, lambda: self._jits["decode"].lower(
             self.state, self.cache, self.history, rows, rows, graph=self.graph, span=span))
 
     def _sample_program(self, mode: SampleMode) -> Any:
-        key = ("sample", self.batch, self.length, self.vocab_size, mode, self.device)
-        return Programs.get(key, lambda: sample_jit.lower(*self._sampling_args(), mode=mode))
+        key = ("sample", self.batch, self.length, self.vocab_size, mode, self._where)
+        return Programs.get(key, lambda: self._jits["sample"].lower(*self._sampling_args(), mode=mode))
 
     def _sampling_args(self) -> tuple:
         b, arg = self.batch, self._abstract
@@ -224,14 +273,14 @@ class Decoder:
                 arg((b, *self._key_shape), jnp.uint32))
 
     def _mask_program(self) -> Any:
-        key = ("mask", self.batch, self.vocab_size, self.device)
+        key = ("mask", self.batch, self.vocab_size, self._where)
         mask = self._abstract((self.batch, self.vocab_size), jnp.bool_)
-        return Programs.get(key, lambda: mask_jit.lower(self.logits, mask))
+        return Programs.get(key, lambda: self._jits["mask"].lower(self.logits, mask))
 
     def _logprobs_program(self) -> Any:
-        key = ("logprobs", self.batch, self.length, self.vocab_size, self.device)
+        key = ("logprobs", self.batch, self.length, self.vocab_size, self._where)
         args = self._sampling_args()[:5] + (self._abstract((self.batch,), jnp.int32),)
-        return Programs.get(key, lambda: logprobs_jit.lower(*args))
+        return Programs.get(key, lambda: self._jits["logprobs"].lower(*args))
 
     def warm(self, chunk_tokens: int) -> int:
         """Compile every program a step can ask for (a few at a time: XLA compiles
@@ -261,14 +310,15 @@ class Decoder:
             padded[0, : len(piece)] = piece
             program = self._prefill_program(width, span)
             self.cache, self.history, self.logits = program(
-                self.state, self.cache, self.history, self.logits, padded, np.int32(row), np.int32(at),
-                np.int32(len(piece)))
+                self.state, self.cache, self.history, self.logits, self._in(padded), self._in(np.int32(row)),
+                self._in(np.int32(at)), self._in(np.int32(len(piece))))
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, reach: int) -> None:
         """One token for every row (``positions`` >= length: the row sits out);
         ``reach`` bounds the positions written."""
         program = self._decode_program(bucket(reach, self.length, MIN_SPAN))
-        self.cache, self.history, self.logits = program(self.state, self.cache, self.history, tokens, positions)
+        self.cache, self.history, self.logits = program(self.state, self.cache, self.history, self._in(tokens),
+                                                        self._in(positions))
 
     def sample(self, lengths: np.ndarray, floats: np.ndarray, ints: np.ndarray, keys: np.ndarray,
                mask: np.ndarray | None, mode: SampleMode, logprobs: bool) -> tuple[np.ndarray, ...]:
@@ -277,12 +327,13 @@ class Decoder:
         ``logprobs`` also their log-probabilities and the most likely tokens (see
         :func:`.sampling.log_probabilities`). Host arrays."""
         if mask is not None:
-            self.logits = self._mask_program()(self.logits, mask)
-        tokens = self._sample_program(mode)(self.logits, self.history, lengths, floats, ints, keys)
+            self.logits = self._mask_program()(self.logits, self._in(mask))
+        lengths, floats, ints = self._in(lengths), self._in(floats), self._in(ints)
+        tokens = self._sample_program(mode)(self.logits, self.history, lengths, floats, ints, self._in(keys))
         if not logprobs:
-            return (np.asarray(tokens),)
+            return (sharding.fetch(tokens),)
         out = self._logprobs_program()(self.logits, self.history, lengths, floats, ints, tokens)
-        return (np.asarray(tokens), *(np.asarray(x) for x in out))
+        return (sharding.fetch(tokens), *(sharding.fetch(x) for x in out))
 
     def key_data(self, seed: int) -> np.ndarray:
         """The raw PRNG key of ``seed`` (what :meth:`sample` takes per row)."""
@@ -292,8 +343,12 @@ class Decoder:
         """Logits (B, T, V) float32 of equal-length prompts, each from position 0, in
         a cache of their own (for checks against other implementations)."""
         b, t = tokens.shape
-        cache = KVCache.zeros(self.cache_dims[0], b, t, *self.cache_dims[1:], self.dtype, self.device)
-        return np.asarray(forward_jit(self.state, cache, jnp.asarray(tokens, jnp.int32), graph=self.graph))
+        at = self.device
+        if self.mesh is not None:
+            at = sharding.named(self.mesh, sharding.CACHE_AXES, (b, t, *self.cache_dims[1:]))
+        cache = KVCache.zeros(self.cache_dims[0], b, t, *self.cache_dims[1:], self.dtype, at)
+        tokens = self._in(np.asarray(tokens, np.int32)) if self.mesh is not None else jnp.asarray(tokens, jnp.int32)
+        return sharding.fetch(forward_jit(self.state, cache, tokens, graph=self.graph))
 
 
 def _compute_dtype(state: Any) -> Any:

@@ -22,11 +22,12 @@ class KVCache:
     @classmethod
     def zeros(cls, layers: int, batch: int, length: int, kv_heads: int, head_dim: int, dtype: Any,
               device: Any = None) -> "KVCache":
+        """``device``: a device, or a sharding (on a mesh: split by KV heads, see
+        :func:`.sharding.named` with :data:`.sharding.CACHE_AXES`)."""
         shape = (batch, length, kv_heads, head_dim)
 
         def buffer() -> jax.Array:
-            array = jnp.zeros(shape, dtype)
-            return jax.device_put(array, device) if device is not None else array
+            return jnp.zeros(shape, dtype, device=device)
 
         return cls(k=tuple(buffer() for _ in range(layers)), v=tuple(buffer() for _ in range(layers)))
 

@@ -24,7 +24,7 @@ from modelport.domain import (
 )
 from modelport.ports import EngineOptions
 
-from . import registry
+from . import registry, sharding
 from .decode import Decoder
 from .encode import Encoder
 from .tokenizer import TextTokenizer
@@ -49,6 +49,7 @@ class Runtime:
     parameter_bytes: int
     device: Any
     vocabulary: Any = None  # the grammar engine's view of the tokenizer, built on first use
+    mesh: Any = None  # the devices a tensor-parallel model is split over
 
     @property
     def memory_used(self) -> int:
@@ -66,8 +67,10 @@ class Runtime:
         self.parameter_bytes = 0
 
 
-def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1) -> Runtime:
-    """The model on its device; a decoder gets a cache of ``slots`` rows."""
+def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1, leader: bool = True) -> Runtime:
+    """The model on its device; a decoder gets a cache of ``slots`` rows. Over
+    several processes (:mod:`.distributed`), the leader tells the followers to load
+    it too, and its decoder tells them every step."""
     device = select_device(options.device, options.device_index)
     enable_compilation_cache(os.path.join(home, "cache", "jax"))
     dtype = select_dtype(getattr(options, "dtype", "auto"), device)
@@ -80,23 +83,43 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"'{model.name}': config.json does not describe a {model_type} model: {exc}") from None
     quant = select_quantization(getattr(options, "quantize", "auto"), device, family)
-    build = (lambda: family.Model(cfg, dtype=dtype, quant=quant)) if quant.active else \
-        (lambda: family.Model(cfg, dtype=dtype))
-    with jax.default_device(device):
-        network = load_model(build, family.weight_rules(cfg), checkpoint(model, folder, family, cfg, quant),
-                             ignored=family.IGNORED, device=device)
+    mesh = select_mesh(getattr(options, "tensor_parallel", 1), device, family, cfg, model.name)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quant.active:
+        kwargs["quant"] = quant
+    if mesh is not None:
+        kwargs["shards"] = mesh.size
+    steps = ident = None
+    if leader and jax.process_count() > 1:  # checked here first: the followers load what is valid
+        from . import distributed
+
+        steps = distributed.channel()
+        ident = distributed.announce_load(steps, model, options, slots)
+    try:
+        with jax.default_device(device):
+            network = load_model(lambda: family.Model(cfg, **kwargs), family.weight_rules(cfg),
+                                 checkpoint(model, folder, family, cfg, quant), ignored=family.IGNORED,
+                                 device=device, mesh=mesh)
+    except Exception:
+        if steps is not None:
+            steps.publish("unload", {"model": ident})  # the followers drop what they loaded
+        raise
     tokenizer = TextTokenizer(folder)
     decoder = encoder = None
     if family.KIND == "decoder":
         length = max(16, min(options.num_ctx, cfg.context_length))
-        decoder = Decoder(network, family.cache_shape(cfg), length=length, batch=slots, device=device)
+        decoder = Decoder(network, family.cache_shape(cfg), length=length, batch=slots, device=device, mesh=mesh)
+        if steps is not None:
+            from .distributed import Leader
+
+            decoder = Leader(decoder, steps, ident)  # type: ignore[assignment]
     else:
         encoder = Encoder(network, folder, device=device)
         length = encoder.max_length
     return Runtime(
         name=model.name, folder=folder, model_type=model_type, tokenizer=tokenizer, decoder=decoder,
         encoder=encoder, end_ids=end_ids(folder, config, tokenizer), context_length=length,
-        parameter_bytes=parameter_bytes(network), device=device,
+        parameter_bytes=parameter_bytes(network), device=device, mesh=mesh,
     )
 
 
@@ -130,6 +153,34 @@ def select_quantization(mode: str, device: Any, family: Any) -> Quantization:
     return quant
 
 
+def select_mesh(shards: int, device: Any, family: Any, cfg: Any, name: str) -> Any:
+    """None on one device (in one process); else a mesh of ``shards`` devices of
+    ``device``'s kind, checked to divide the family's heads and widths. Over several
+    processes (``jax.distributed``) the mesh is every device of every process."""
+    processes = jax.process_count()
+    if shards == 1 and processes == 1:
+        return None
+    if not getattr(family, "SHARDABLE", False):
+        raise InvalidRequest(f"--tensor-parallel is for Llama-family decoders; '{name}' is not one")
+    devices = jax.devices(device.platform)
+    if processes > 1:
+        if shards not in (1, len(devices)):
+            raise InvalidRequest(f"over {processes} processes the model is split over all {len(devices)} "
+                                 f"devices; --tensor-parallel must be 1 or {len(devices)}, not {shards}")
+        shards = len(devices)
+    elif shards > len(devices):
+        hint = " (XLA_FLAGS=--xla_force_host_platform_device_count=N gives N virtual CPU devices)" \
+            if device.platform == "cpu" else ""
+        raise InvalidRequest(f"--tensor-parallel {shards} needs {shards} {device.platform} devices; JAX sees "
+                             f"{len(devices)}{hint}")
+    sharding.check_shards(shards, family.shard_counts(cfg), f"'{name}'")
+    if processes == 1:  # the device chosen first, then the next ones
+        start = devices.index(device) if device in devices and devices.index(device) + shards <= len(devices) \
+            else 0
+        devices = devices[start: start + shards]
+    return sharding.mesh(devices)
+
+
 def checkpoint(model: ModelInfo, folder: str, family: Any, cfg: Any, quant: Quantization) -> Any:
     """Where the weights come from: a quantized load of a GGUF reads its blocks
     straight from the file; anything else reads the folder's safetensors."""
@@ -141,9 +192,9 @@ def checkpoint(model: ModelInfo, folder: str, family: Any, cfg: Any, quant: Quan
 def select_device(kind: str, index: int) -> Any:
     """``cpu``, ``gpu`` (GPU number ``index``) or ``auto`` (a GPU when JAX sees one)."""
     if kind == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     try:
-        gpus = jax.devices("gpu")
+        gpus = jax.local_devices(backend="gpu")
     except RuntimeError:
         gpus = []
     if kind == "gpu" and not gpus:
@@ -152,7 +203,7 @@ def select_device(kind: str, index: int) -> Any:
         return gpus[index]
     if kind == "gpu":
         raise InvalidRequest(f"there is no GPU {index}; JAX sees {len(gpus)}")
-    return gpus[0] if gpus else jax.devices("cpu")[0]
+    return gpus[0] if gpus else jax.local_devices(backend="cpu")[0]
 
 
 def select_dtype(name: str, device: Any) -> Any:

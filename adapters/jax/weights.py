@@ -56,11 +56,19 @@ _QUANTIZED_TRANSFORMS = (identity, linear_t, concat_linear_t)  # what a quantize
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """Parameter ``path`` (in the NNX state) is ``transform(*tensors)`` of the
-    checkpoint tensors ``keys``."""
+    checkpoint tensors ``keys``.
+
+    ``axes`` are the parameter's logical axes (see :mod:`.sharding`; ``()``:
+    replicated); a quantized parameter's values, scales and offsets share them.
+    ``order``, for a fused projection, gives the order of its output columns for a
+    number of devices (the value's last axis; a quantized one's block rows); it is
+    not applied on one device."""
 
     path: tuple[str | int, ...]
     keys: tuple[str, ...]
     transform: Callable[..., np.ndarray] = identity
+    axes: tuple[str | None, ...] = ()
+    order: Callable[[int], np.ndarray] | None = None
 
     @property
     def name(self) -> str:
@@ -197,28 +205,35 @@ def load_model(
     *,
     ignored: Sequence[str] = (),
     device: Any = None,
+    mesh: Any = None,
 ) -> nnx.Module:
     """``build()`` abstractly, fill every parameter from ``checkpoint`` (a
     :class:`Checkpoint` or a :class:`GGUFCheckpoint`), merge. A parameter that is a
     :class:`~.layers.QuantizedWeight` (its ``values``, ``scales`` and ``offsets``)
     is filled from blocks: the checkpoint's own when it holds them, else its float
-    tensors quantized one by one."""
+    tensors quantized one by one. On a ``mesh`` each parameter is sharded by its
+    rule's logical axes, fused ones reordered first (see :mod:`.sharding`)."""
+    from . import sharding
+
     graph, state = nnx.split(nnx.eval_shape(build))
     targets = _flatten(nnx.to_pure_dict(state))
     filled: dict[tuple, Any] = {}
     problems = _Problems()
     used: set[str] = set()
+    shards = mesh.size if mesh is not None else 1
 
-    def put(value: np.ndarray) -> jax.Array:
+    def put(value: np.ndarray, rule: Rule) -> jax.Array:
+        if mesh is not None:
+            return sharding.place(value, sharding.named(mesh, rule.axes, value.shape))
         return jax.device_put(value, device) if device is not None else jax.numpy.asarray(value)
 
     for rule in rules:
         target = targets.get(rule.path)
         if target is None and rule.path + ("values",) in targets:
-            parts = _assemble_quantized(rule, targets, checkpoint, problems, used)
+            parts = _assemble_quantized(rule, targets, checkpoint, problems, used, shards)
             for name, value in (parts or {}).items():
                 problems.covered.add(rule.path + (name,))
-                filled[rule.path + (name,)] = put(value)
+                filled[rule.path + (name,)] = put(value, rule)
             if parts is None:
                 problems.covered.update(p for p in targets if p[:-1] == rule.path)
             continue
@@ -226,9 +241,9 @@ def load_model(
             problems.unknown_paths.append(rule.name)
             continue
         problems.covered.add(rule.path)
-        value = _assemble(rule, target, checkpoint, problems, used)
+        value = _assemble(rule, target, checkpoint, problems, used, shards)
         if value is not None:
-            filled[rule.path] = put(value)
+            filled[rule.path] = put(value, rule)
     problems.unfilled = [".".join(map(str, p)) for p in targets if p not in problems.covered]
     ignore = re.compile("|".join(f"(?:{pattern})" for pattern in ignored)) if ignored else None
     problems.unexpected = sorted(k for k in checkpoint.keys() - used if not (ignore and ignore.fullmatch(k)))
@@ -238,7 +253,7 @@ def load_model(
 
 
 def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
-              used: set[str]) -> np.ndarray | None:
+              used: set[str], shards: int = 1) -> np.ndarray | None:
     """The value of one parameter, or None (with the problem noted)."""
     missing = [name for name in rule.keys if name not in checkpoint]
     if missing:
@@ -255,13 +270,15 @@ def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
         problems.shapes.append(f"{rule.name} from {', '.join(rule.keys)}: the checkpoint gives "
                                f"{tuple(value.shape)}, the model needs {tuple(target.shape)}")
         return None
+    if rule.order is not None and shards > 1:
+        value = np.take(value, rule.order(shards), axis=-1)
     value = np.ascontiguousarray(value.astype(target.dtype))
     assert value.dtype == target.dtype and value.shape == tuple(target.shape), rule.name
     return value
 
 
 def _assemble_quantized(rule: Rule, targets: dict[tuple, Any], checkpoint: Any, problems: "_Problems",
-                        used: set[str]) -> dict[str, np.ndarray] | None:
+                        used: set[str], shards: int = 1) -> dict[str, np.ndarray] | None:
     """``values``, ``scales`` (and ``offsets``) of a quantized parameter: each
     checkpoint tensor (out, in) as blocks of the parameter's width, stacked by
     outputs for a fused one, and turned (in, out) for a kernel."""
@@ -289,6 +306,8 @@ def _assemble_quantized(rule: Rule, targets: dict[tuple, Any], checkpoint: Any, 
             problems.shapes.append(f"{rule.name} from {name}: {exc}")
             return None
     merged = parts[0] if len(parts) == 1 else concat_rows(parts)
+    if rule.order is not None and shards > 1:  # whole block rows (outputs) move
+        merged = merged.take_rows(rule.order(shards))
     kernel = rule.transform is not identity  # a Linear's (in, out) kernel, else an (count, dim) table
     values = {"values": merged.values, "scales": merged.scales, "offsets": merged.offsets}
     out: dict[str, np.ndarray] = {}

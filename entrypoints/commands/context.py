@@ -16,7 +16,8 @@ from ..config import Settings
 # The flags that are settings (Settings.load(flags=...)), by setting name.
 SETTING_FLAGS = {"--home": "home", "--host": "host", "--port": "port", "--engine": "engine",
                  "--device": "device", "--device-index": "device_index", "--quantize": "quantize",
-                 "--threads": "threads",
+                 "--tensor-parallel": "tensor_parallel", "--coordinator": "coordinator",
+                 "--num-processes": "num_processes", "--process-id": "process_id", "--threads": "threads",
                  "--max-models": "max_resident_models", "--max-resident-models": "max_resident_models",
                  "--model-ttl": "model_ttl", "--api": "api", "--models-path": "models_path"}
 
@@ -67,7 +68,7 @@ class Cli:
         """This machine's services (with --engine's engine), or a running server's
         when --url is given: the same Backend port either way."""
         if self.args["--url"]:
-            for option in ("--engine", "--device", "--device-index", "--quantize"):
+            for option in ("--engine", "--device", "--device-index", "--quantize", "--tensor-parallel"):
                 if self.args.get(option) is not None:
                     raise InvalidRequest(f"{option} chooses how this machine runs a model; "
                                          "with --url the server decides")

@@ -17,7 +17,33 @@ HEAD_FIRST_WORKER = "modelport.entrypoints.http.worker.HeadFirstWorker"  # serve
 
 
 def serve(cli: Cli) -> int:
+    settings = cli.settings
+    if settings.num_processes > 1 or settings.process_id:
+        check_group(settings)
+        if settings.process_id > 0:
+            return _follow(cli)
     return cli._serve()
+
+
+def check_group(settings: Settings) -> None:
+    """One line for a group of processes that cannot be (before JAX is started)."""
+    if not settings.coordinator:
+        raise InvalidRequest("--num-processes above 1 needs --coordinator HOST:PORT (process 0's address)")
+    if not 0 <= settings.process_id < settings.num_processes:
+        raise InvalidRequest(f"--process-id must be 0 to {settings.num_processes - 1} for "
+                             f"{settings.num_processes} processes, got {settings.process_id}")
+    if settings.engine not in ("auto", "jax"):
+        raise InvalidRequest(f"several processes serve a model with the jax engine only, not {settings.engine}")
+
+
+def _follow(cli: Cli) -> int:
+    """Process I > 0 of a group: no HTTP port; it follows process 0's steps."""
+    from ..bootstrap import follow
+
+    settings = cli.settings
+    print(f"modelport process {settings.process_id} of {settings.num_processes} follows process 0 at "
+          f"{settings.coordinator} (it serves no HTTP itself)", file=cli.err, flush=True)
+    return follow(settings)
 
 
 def deploy(cli: Cli) -> int:

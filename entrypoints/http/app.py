@@ -17,7 +17,7 @@ import falcon
 
 from modelport.ports import Services
 
-from ..bootstrap import bootstrap
+from ..bootstrap import bootstrap, start_distributed
 from ..config import Settings
 from . import (chatpage, errors, management, native, openai_resources, resources, responses, rustllm, schemas,
                security)
@@ -134,6 +134,7 @@ def get_app() -> App:
     """The production application, wired from the environment (for gunicorn's own
     command line); its reaper thread runs until the worker exits."""
     settings = Settings.load()
+    start_distributed(settings)
     app = create_app(bootstrap(settings), settings)
     app.start_reaper()
     return app

@@ -21,7 +21,7 @@ from gunicorn.app.base import BaseApplication
 
 from modelport.ports import Services
 
-from ..bootstrap import bootstrap
+from ..bootstrap import bootstrap, start_distributed
 from ..config import Settings
 
 # With gthread workers this bounds how long a worker's main loop may stay silent
@@ -50,6 +50,7 @@ class ProductionApp:
     def __call__(self) -> WSGIApp:
         from .app import create_app
 
+        start_distributed(self._settings)  # in the worker: the process that runs the engine
         self._services = bootstrap(self._settings)
         self._app = create_app(self._services, self._settings)
         self._app.start_reaper()

@@ -44,9 +44,9 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
+def random_weights(seed: int = 0, config: dict | None = None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    c = CONFIG
+    c = config or CONFIG
     d, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     head = d // c["num_attention_heads"]
     kv = c["num_key_value_heads"] * head
@@ -67,13 +67,14 @@ def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
-def build(folder: Path, seed: int = 0) -> Path:
-    """Write config.json, model.safetensors and the tokenizer files into ``folder``."""
+def build(folder: Path, seed: int = 0, config: dict | None = None) -> Path:
+    """Write config.json, model.safetensors and the tokenizer files into ``folder``
+    (``config``: CONFIG changed, for the engine only; :func:`logits` reads CONFIG)."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(CONFIG))
-    save_file(random_weights(seed), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config or CONFIG))
+    save_file(random_weights(seed, config), str(folder / "model.safetensors"))
     source = minilm_folder()
     for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(source / name, folder / name)

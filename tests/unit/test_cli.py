@@ -263,6 +263,16 @@ def test_config_shows_where_each_setting_came_from(services, monkeypatch, tmp_pa
         (["frobnicate"], EXIT_USAGE, "error: unknown command 'frobnicate'"),
         (["generate", "fake", "hi", "--max-tokens", "-5"], EXIT_USAGE, "--max-tokens must be at least 1"),
         (["generate", "fake", "hi", "--num-ctx", "16"], EXIT_USAGE, "num_ctx must be >= 256"),
+        (["generate", "fake", "hi", "--tensor-parallel", "0"], EXIT_USAGE, "tensor_parallel must be at least 1"),
+        (["generate", "fake", "hi", "--tensor-parallel", "2", "--url", "http://127.0.0.1:9"], EXIT_USAGE,
+         "--tensor-parallel chooses how this machine runs a model"),
+        (["serve", "--num-processes", "2"], EXIT_USAGE, "--num-processes above 1 needs --coordinator"),
+        (["serve", "--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"], EXIT_USAGE,
+         "--process-id must be 0 to 1 for 2 processes"),
+        (["serve", "--coordinator", "nohost"], EXIT_USAGE, "coordinator must be HOST:PORT"),
+        (["serve", "--num-processes", "2", "--coordinator", "h:1", "--engine", "gguf"], EXIT_USAGE,
+         "with the jax engine only"),
+        (["generate", "fake", "hi", "--process-id", "1"], EXIT_USAGE, "--process-id does not apply to 'generate'"),
         (["generate"], EXIT_USAGE, "Usage:"),
     ],
 )
@@ -271,6 +281,21 @@ def test_bad_input_is_one_clear_line_and_a_status(services, argv, code, message)
     assert status == code and message in err and "Traceback" not in err
     if not message.startswith("Usage"):
         assert len(err.strip().splitlines()) == 1
+
+
+def test_tensor_parallel_reaches_the_engine_options_from_a_flag_or_the_environment(tmp_path) -> None:
+    from modelport.entrypoints.bootstrap import bootstrap
+    from modelport.entrypoints.commands.context import setting_flags
+    from modelport.entrypoints.config import Settings
+
+    def options(flags: dict, environ: dict):
+        settings = Settings.load(flags=setting_flags(flags), environ={"MODELPORT_HOME": str(tmp_path), **environ},
+                                 dotenv=None)
+        return bootstrap(settings, engines=[]).engine_options
+
+    assert options({}, {}).tensor_parallel == 1
+    assert options({}, {"MODELPORT_TENSOR_PARALLEL": "3"}).tensor_parallel == 3
+    assert options({"--tensor-parallel": "2"}, {"MODELPORT_TENSOR_PARALLEL": "3"}).tensor_parallel == 2
 
 
 def test_debug_shows_the_traceback(services) -> None:

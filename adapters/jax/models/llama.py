@@ -4,12 +4,15 @@ Granite (embedding, residual, attention and logit multipliers).
 
 They differ only by configuration. Q, K and V are one fused projection here, and
 gate and up one more, whatever the checkpoint holds: fewer, larger matmuls decode
-faster.
+faster. Over ``shards`` devices (tensor parallelism) the fused columns come in one
+block per device (see :mod:`..sharding`); the layers split them that way, which
+on one device is the checkpoint's order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -31,6 +34,7 @@ from ..layers import (
     write_cache,
 )
 from ..quant import Quantization
+from ..sharding import gate_up_order, qkv_order
 from ..weights import Rule, concat, concat_linear_t, linear_t, vector
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "phi3", "granite")
@@ -117,18 +121,20 @@ class LlamaConfig:
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
         q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv = Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype,
                           bits=quant.bits_for(cfg.hidden_size))  # D -> (H + 2K) * Dh
         self.o = Linear(q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype, bits=quant.bits_for(q))  # H * Dh -> D
         self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.shards = shards
 
     def project(self, x: jax.Array, positions: jax.Array, inv_freq: jax.Array):
-        """(B, T, D) -> q (B, T, H, Dh), k and v (B, T, K, Dh), RoPE applied."""
+        """(B, T, D) -> q (B, T, H, Dh), k and v (B, T, K, Dh), RoPE applied. The
+        fused output is N = ``shards`` blocks of [H/N q | K/N k | K/N v] heads."""
         b, t, _ = x.shape
-        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        qkv = self.qkv(x)
+        q_size, kv_size = self.heads // self.shards * self.head_dim, self.kv_heads // self.shards * self.head_dim
+        qkv = self.qkv(x).reshape(b, t, self.shards, -1)  # (B, T, N, (H + 2K) / N * Dh)
         q = qkv[..., :q_size].reshape(b, t, self.heads, self.head_dim)
         k = qkv[..., q_size : q_size + kv_size].reshape(b, t, self.kv_heads, self.head_dim)
         v = qkv[..., q_size + kv_size :].reshape(b, t, self.kv_heads, self.head_dim)
@@ -136,24 +142,26 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
         self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype,
                               bits=quant.bits_for(cfg.hidden_size))
         self.down = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype,
                            bits=quant.bits_for(cfg.intermediate_size))
         self.act = ACTIVATIONS[cfg.hidden_act]
+        self.shards = shards
 
     def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, D) -> (B, T, D)
-        gate, up = jnp.split(self.gate_up(x), 2, axis=-1)
-        return self.down(self.act(gate) * up)
+        fused = self.gate_up(x).reshape(*x.shape[:-1], self.shards, 2, -1)  # (B, T, N, 2, F / N)
+        hidden = self.act(fused[..., 0, :]) * fused[..., 1, :]  # (B, T, N, F / N)
+        return self.down(hidden.reshape(*x.shape[:-1], -1))
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization) -> None:
+    def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
         self.input_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.attn = Attention(cfg, dtype, quant)
+        self.attn = Attention(cfg, dtype, quant, shards)
         self.post_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.mlp = MLP(cfg, dtype, quant)
+        self.mlp = MLP(cfg, dtype, quant, shards)
 
     def __call__(self, x: jax.Array, positions: jax.Array, k_cache: jax.Array, v_cache: jax.Array, span: int,
                  ctx: "_Context"):
@@ -183,13 +191,15 @@ class _Context:
 class LlamaModel(nnx.Module):
     """Decoder-only transformer over a KV cache (see :mod:`..decode`). ``quant``
     quantizes the projections and the embedding table (and an untied head, as the
-    table); norms stay float."""
+    table); norms stay float. ``shards``: the devices it is split over (their fused
+    projections' column order; :func:`shard_counts` must divide by it)."""
 
-    def __init__(self, cfg: LlamaConfig, *, dtype: Any = jnp.float32, quant: Quantization = Quantization()) -> None:
+    def __init__(self, cfg: LlamaConfig, *, dtype: Any = jnp.float32, quant: Quantization = Quantization(),
+                 shards: int = 1) -> None:
         self.cfg = cfg
         table_bits = quant.bits_for(cfg.hidden_size, embedding=True)
         self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, bits=table_bits)
-        self.layers = nnx.List([DecoderLayer(cfg, dtype, quant) for _ in range(cfg.num_layers)])
+        self.layers = nnx.List([DecoderLayer(cfg, dtype, quant, shards) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False,
                                                                    dtype=dtype, bits=table_bits)
@@ -224,14 +234,21 @@ def cache_shape(cfg: LlamaConfig) -> tuple[int, int, int]:
     return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
 
 
+def shard_counts(cfg: LlamaConfig) -> dict[str, int]:
+    """What tensor parallelism splits in whole pieces: the number of devices must
+    divide each (the vocabulary is split only where it divides, else replicated)."""
+    return {"attention heads": cfg.num_heads, "key/value heads": cfg.num_kv_heads,
+            "MLP width": cfg.intermediate_size}
+
+
 def weight_rules(cfg: LlamaConfig) -> list[Rule]:
-    """Checkpoint tensors -> parameters."""
+    """Checkpoint tensors -> parameters, with their logical axes (sharding)."""
     rules = [
-        Rule(("embed", "table"), ("model.embed_tokens.weight",)),
-        Rule(("norm", "weight"), ("model.norm.weight",), vector),
+        Rule(("embed", "table"), ("model.embed_tokens.weight",), axes=("vocab", "embed")),
+        Rule(("norm", "weight"), ("model.norm.weight",), vector, axes=("embed",)),
     ]
     if not cfg.tie_word_embeddings:
-        rules.append(Rule(("lm_head", "kernel"), ("lm_head.weight",), linear_t))
+        rules.append(Rule(("lm_head", "kernel"), ("lm_head.weight",), linear_t, axes=("embed", "vocab")))
     for i in range(cfg.num_layers):
         rules += _layer_rules(cfg, i)
     return rules
@@ -240,32 +257,44 @@ def weight_rules(cfg: LlamaConfig) -> list[Rule]:
 def _layer_rules(cfg: LlamaConfig, i: int) -> list[Rule]:
     ours, theirs = ("layers", i), f"model.layers.{i}."
     attn, mlp = theirs + "self_attn.", theirs + "mlp."
+    qkv_cols = functools.partial(_qkv_order, cfg)  # per-device blocks of whole heads
+    gate_up_cols = functools.partial(_gate_up_order, cfg)
     if cfg.fused_checkpoint:
-        qkv = Rule((*ours, "attn", "qkv", "kernel"), (attn + "qkv_proj.weight",), linear_t)
-        gate_up = Rule((*ours, "mlp", "gate_up", "kernel"), (mlp + "gate_up_proj.weight",), linear_t)
+        qkv_keys, qkv_fuse = (attn + "qkv_proj.weight",), linear_t
+        gate_up_keys, gate_up_fuse = (mlp + "gate_up_proj.weight",), linear_t
     else:
-        qkv = Rule((*ours, "attn", "qkv", "kernel"), tuple(attn + f"{p}_proj.weight" for p in "qkv"),
-                   concat_linear_t)
-        gate_up = Rule((*ours, "mlp", "gate_up", "kernel"), (mlp + "gate_proj.weight", mlp + "up_proj.weight"),
-                       concat_linear_t)
+        qkv_keys, qkv_fuse = tuple(attn + f"{p}_proj.weight" for p in "qkv"), concat_linear_t
+        gate_up_keys, gate_up_fuse = (mlp + "gate_proj.weight", mlp + "up_proj.weight"), concat_linear_t
     rules = [
-        Rule((*ours, "input_norm", "weight"), (theirs + "input_layernorm.weight",), vector),
-        Rule((*ours, "post_norm", "weight"), (theirs + "post_attention_layernorm.weight",), vector),
-        qkv,
-        Rule((*ours, "attn", "o", "kernel"), (attn + "o_proj.weight",), linear_t),
-        gate_up,
-        Rule((*ours, "mlp", "down", "kernel"), (mlp + "down_proj.weight",), linear_t),
+        Rule((*ours, "input_norm", "weight"), (theirs + "input_layernorm.weight",), vector, axes=("embed",)),
+        Rule((*ours, "post_norm", "weight"), (theirs + "post_attention_layernorm.weight",), vector,
+             axes=("embed",)),
+        Rule((*ours, "attn", "qkv", "kernel"), qkv_keys, qkv_fuse, axes=("embed", "heads"), order=qkv_cols),
+        Rule((*ours, "attn", "o", "kernel"), (attn + "o_proj.weight",), linear_t, axes=("heads", "embed")),
+        Rule((*ours, "mlp", "gate_up", "kernel"), gate_up_keys, gate_up_fuse, axes=("embed", "mlp"),
+             order=gate_up_cols),
+        Rule((*ours, "mlp", "down", "kernel"), (mlp + "down_proj.weight",), linear_t, axes=("mlp", "embed")),
     ]
     if cfg.qkv_bias:
-        rules.append(Rule((*ours, "attn", "qkv", "bias"), tuple(attn + f"{p}_proj.bias" for p in "qkv"), concat))
+        rules.append(Rule((*ours, "attn", "qkv", "bias"), tuple(attn + f"{p}_proj.bias" for p in "qkv"), concat,
+                          axes=("heads",), order=qkv_cols))
     if cfg.o_bias:
-        rules.append(Rule((*ours, "attn", "o", "bias"), (attn + "o_proj.bias",), vector))
+        rules.append(Rule((*ours, "attn", "o", "bias"), (attn + "o_proj.bias",), vector, axes=("embed",)))
     if cfg.mlp_bias:
         rules += [
-            Rule((*ours, "mlp", "gate_up", "bias"), (mlp + "gate_proj.bias", mlp + "up_proj.bias"), concat),
-            Rule((*ours, "mlp", "down", "bias"), (mlp + "down_proj.bias",), vector),
+            Rule((*ours, "mlp", "gate_up", "bias"), (mlp + "gate_proj.bias", mlp + "up_proj.bias"), concat,
+                 axes=("mlp",), order=gate_up_cols),
+            Rule((*ours, "mlp", "down", "bias"), (mlp + "down_proj.bias",), vector, axes=("embed",)),
         ]
     return rules
+
+
+def _qkv_order(cfg: LlamaConfig, shards: int) -> np.ndarray:
+    return qkv_order(shards, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+
+
+def _gate_up_order(cfg: LlamaConfig, shards: int) -> np.ndarray:
+    return gate_up_order(shards, cfg.intermediate_size)
 
 
 # Checkpoint entries that are buffers, not parameters.
@@ -273,6 +302,7 @@ IGNORED = (r".*rotary_emb\.inv_freq", r"lm_head\.weight")
 
 KIND = "decoder"
 QUANTIZABLE = True  # Model takes quant=
+SHARDABLE = True  # Model takes shards=, shard_counts says which divide
 PREFIXES: tuple[str, ...] = ()
 Config = LlamaConfig
 Model = LlamaModel
