@@ -171,6 +171,13 @@ def generation_defaults(folder: str) -> dict[str, object]:
 
 def read_safetensors_header(path: str) -> dict[str, Any]:
     """The JSON header of a safetensors file: 8-byte little-endian length, then JSON."""
+    return safetensors_layout(path)[0]
+
+
+def safetensors_layout(path: str) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and where its data begins (the tensors'
+    offsets count from there). InvalidRequest, saying what is wrong, for a file that
+    is not one."""
     try:
         with open(path, "rb") as handle:
             prefix = handle.read(8)
@@ -186,7 +193,7 @@ def read_safetensors_header(path: str) -> dict[str, Any]:
         raise InvalidRequest(f"'{path}' is not a safetensors file (bad JSON header)") from None
     if not isinstance(header, dict):
         raise InvalidRequest(f"'{path}' is not a safetensors file (header is not an object)")
-    return header
+    return header, 8 + length
 
 
 def weight_files(folder: str) -> list[str]:

@@ -9,10 +9,8 @@ All problems (missing, unexpected and misshapen tensors) are reported together.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import struct
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -20,7 +18,8 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from modelport.domain import ModelLoadError
+from modelport.adapters.filesystem.describe import safetensors_layout, weight_files
+from modelport.domain import InvalidRequest, ModelLoadError
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -167,28 +166,11 @@ class GGUFCheckpoint:
         return blocks if np.array_equal(order, np.arange(shape[0])) else blocks.take_rows(order)
 
 
-def weight_files(folder: str) -> list[str]:
-    """The safetensors files holding the weights; a sharded index wins when present."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as handle:
-            weight_map = json.load(handle).get("weight_map") or {}
-        return sorted(set(weight_map.values()))
-    if os.path.isfile(os.path.join(folder, "model.safetensors")):
-        return ["model.safetensors"]
-    return sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
-
-
 def _read_header(path: str) -> tuple[dict[str, Any], int]:
     try:
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > os.fstat(handle.fileno()).st_size - 8:
-                raise ValueError("bad header length")
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise ModelLoadError(f"{path} is not a readable safetensors file ({exc})") from None
-    return header, 8 + length
+        return safetensors_layout(path)
+    except InvalidRequest as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _strip(key: str, prefixes: Iterable[str]) -> str:
