@@ -41,14 +41,16 @@ def isolate(site: Path, into: Path) -> Path:
 def system_info(path: Path) -> str:
     code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())"
     env = dict(os.environ, PYTHONPATH=str(path))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def bench(path: Path, reps: int, extra: list[str]) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(path))
-    done = subprocess.run([sys.executable, str(BENCH), "--reps", str(reps), *extra], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--reps", str(reps), *extra], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         return {"failed": float(done.returncode)}
     found = {}
@@ -85,13 +87,23 @@ def main() -> None:
             runs[label].append(result)
             print(f"round {number + 1} {label}: {result}", flush=True)
 
-    keys = ["prefill modelport", "prefill llama.cpp", "decode modelport", "decode llama.cpp",
-            "prefill cpu-s", "decode cpu-s"]
+    keys = [
+        "prefill modelport",
+        "prefill llama.cpp",
+        "decode modelport",
+        "decode llama.cpp",
+        "prefill cpu-s",
+        "decode cpu-s",
+    ]
     first = next(iter(builds))
-    medians = {label: {k: statistics.median([r[k] for r in results if k in r] or [0.0]) for k in keys}
-               for label, results in runs.items()}
-    print(f"\nmedians of {args.rounds} rounds x {args.reps} reps (tok/s; cpu-s: llama.cpp's tokens per "
-          f"CPU-second of its process); ratio to '{first}'")
+    medians = {
+        label: {k: statistics.median([r[k] for r in results if k in r] or [0.0]) for k in keys}
+        for label, results in runs.items()
+    }
+    print(
+        f"\nmedians of {args.rounds} rounds x {args.reps} reps (tok/s; cpu-s: llama.cpp's tokens per "
+        f"CPU-second of its process); ratio to '{first}'"
+    )
     print(f"{'build':<12}" + "".join(f"{k:>20}" for k in keys))
     for label, values in medians.items():
         cells = []

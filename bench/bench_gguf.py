@@ -30,7 +30,8 @@ def filler(tokens: int) -> str:
 
 def ours(services, prompt: str, max_tokens: int) -> tuple[float, float]:
     request = GenerationRequest(
-        model=ModelRef.parse("smollm2"), prompt=prompt,
+        model=ModelRef.parse("smollm2"),
+        prompt=prompt,
         # a seed makes the engine evaluate the prompt afresh: no KV prefix reuse
         sampling=SamplingPolicy.greedy(max_tokens=max_tokens, seed=0, num_ctx=2048),
     )
@@ -81,8 +82,14 @@ def main() -> None:
     threads = args.threads
     services.engine_options = attrs.evolve(services.engine_options, threads=threads)
     info = FilesystemModelStore(home / "models").resolve(ModelRef.parse("smollm2"))
-    llm = llama_cpp.Llama(model_path=str(Path(info.location) / info.primary_file), n_ctx=2048,
-                          n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(Path(info.location) / info.primary_file),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=0,
+        verbose=False,
+    )
 
     long_prompt, short_prompt = filler(args.prompt_tokens), "Once upon a time"
     results: dict[str, list[float]] = {k: [] for k in ("our_prefill", "our_decode", "cpp_prefill", "cpp_decode")}
@@ -95,15 +102,20 @@ def main() -> None:
         results["cpp_decode"].append(anchor(llm, short_prompt, args.decode_tokens, cpu)[1])
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"SmolLM2-135M Q4_1, {threads} threads, {args.reps} reps, medians "
-          f"(llama-cpp-python {llama_cpp.__version__})")
+    print(f"SmolLM2-135M Q4_1, {threads} threads, {args.reps} reps, medians (llama-cpp-python {llama_cpp.__version__})")
     print(f"{'':28}{'modelport gguf':>16}{'llama.cpp':>12}{'ratio':>8}")
-    print(f"{'prefill tok/s (' + str(args.prompt_tokens) + ' tokens)':28}"
-          f"{med['our_prefill']:16.1f}{med['cpp_prefill']:12.1f}{med['our_prefill'] / med['cpp_prefill']:8.2f}")
-    print(f"{'decode tok/s (' + str(args.decode_tokens) + ' tokens)':28}"
-          f"{med['our_decode']:16.1f}{med['cpp_decode']:12.1f}{med['our_decode'] / med['cpp_decode']:8.2f}")
-    print(f"llama.cpp per CPU-second of this process: prefill {statistics.median(cpu['prefill']):.1f} tok/s, "
-          f"decode {statistics.median(cpu['decode']):.1f} tok/s")
+    print(
+        f"{'prefill tok/s (' + str(args.prompt_tokens) + ' tokens)':28}"
+        f"{med['our_prefill']:16.1f}{med['cpp_prefill']:12.1f}{med['our_prefill'] / med['cpp_prefill']:8.2f}"
+    )
+    print(
+        f"{'decode tok/s (' + str(args.decode_tokens) + ' tokens)':28}"
+        f"{med['our_decode']:16.1f}{med['cpp_decode']:12.1f}{med['our_decode'] / med['cpp_decode']:8.2f}"
+    )
+    print(
+        f"llama.cpp per CPU-second of this process: prefill {statistics.median(cpu['prefill']):.1f} tok/s, "
+        f"decode {statistics.median(cpu['decode']):.1f} tok/s"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def filler(tokens: int) -> str:
 
 def jax_run(engine: JaxEngine, prompt: str, max_tokens: int) -> tuple[float, float]:
     """(prefill tok/s, decode tok/s) of one request through the generation core."""
-    request = GenerationRequest(model=ModelRef.parse("smollm2"), prompt=prompt,
-                                sampling=SamplingPolicy.greedy(max_tokens=max_tokens, num_ctx=CONTEXT))
+    request = GenerationRequest(
+        model=ModelRef.parse("smollm2"),
+        prompt=prompt,
+        sampling=SamplingPolicy.greedy(max_tokens=max_tokens, num_ctx=CONTEXT),
+    )
     completion = Completion.fold(engine.stream(request))
     usage = completion.usage
     # eval_ns runs from the first token to the last: count the steps between them
@@ -102,8 +105,9 @@ class Stepper:
         for i in range(steps):
             positions = np.full((self.batch,), 64 + i, np.int32)
             decoder.decode(tokens, positions, 64 + i + 1)
-            tokens = decoder.sample(lengths + i + 1, self.floats, self.ints, self.keys, None, self.mode,
-                                    logprobs=False)[0]
+            tokens = decoder.sample(
+                lengths + i + 1, self.floats, self.ints, self.keys, None, self.mode, logprobs=False
+            )[0]
         return self.batch * steps / (time.perf_counter() - started)
 
     def release(self) -> None:
@@ -144,8 +148,12 @@ def requantized(source: Path, folder: Path, kind: str) -> Path:
 
 
 def gguf_model(path: Path) -> ModelInfo:
-    return ModelInfo(name=f"{path.stem.lower().replace('.', '-')}:latest", format=ModelFormat.GGUF,
-                     location=str(path.parent), primary_file=path.name)
+    return ModelInfo(
+        name=f"{path.stem.lower().replace('.', '-')}:latest",
+        format=ModelFormat.GGUF,
+        location=str(path.parent),
+        primary_file=path.name,
+    )
 
 
 @contextlib.contextmanager
@@ -215,12 +223,20 @@ def main() -> None:
         weights[p] = engine._rt.parameter_bytes
         runs[f"jax-{p}"] = lambda prompt, n, engine=engine: jax_run(engine, prompt, n)
         batch_options = EngineOptions(num_ctx=CONTEXT, device=args.device, home=str(home), quantize=modes[p])
-        steppers[p] = (Stepper(jax_models[p], batch_options, str(home), 1),
-                       Stepper(jax_models[p], batch_options, str(home), args.batch))
+        steppers[p] = (
+            Stepper(jax_models[p], batch_options, str(home), 1),
+            Stepper(jax_models[p], batch_options, str(home), args.batch),
+        )
 
         def load_cpp(path: Path = files[p]) -> Any:
-            return llama_cpp.Llama(model_path=str(path), n_ctx=CONTEXT, n_threads=threads,
-                                   n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=CONTEXT,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=0,
+                verbose=False,
+            )
 
         llm, seconds, grown = timed_load(load_cpp)
         loads[f"cpp-{p}"] = (seconds, grown)
@@ -248,28 +264,48 @@ def main() -> None:
     steps = {name: med(v) for name, v in step.items()}
     copy = med(bandwidth)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"SmolLM2-135M, greedy, {args.reps} reps, medians; JAX {jax.__version__} on {engines[0]._rt.device}, "
-          f"llama-cpp-python {llama_cpp.__version__} on {threads} threads; load average {load}; "
-          f"numpy copy bandwidth {copy / 1e9:.1f} GB/s (read + write)")
+    print(
+        f"SmolLM2-135M, greedy, {args.reps} reps, medians; JAX {jax.__version__} on {engines[0]._rt.device}, "
+        f"llama-cpp-python {llama_cpp.__version__} on {threads} threads; load average {load}; "
+        f"numpy copy bandwidth {copy / 1e9:.1f} GB/s (read + write)"
+    )
     header = ["", "JAX", "llama.cpp", "JAX/llama.cpp"]
     print(f"{'':44}" + "".join(f"{h:>15}" for h in header[1:]))
     for p in precisions:
         jx, cp = f"jax-{p}", f"cpp-{p}"
         name = f"{p} ({CPP_TYPES[p]})" if p != "f32" else "f32"
-        for label, table in ((f"prefill tok/s ({args.prompt_tokens} tokens)", pre),
-                             (f"decode tok/s ({args.decode_tokens} tokens)", dec)):
+        for label, table in (
+            (f"prefill tok/s ({args.prompt_tokens} tokens)", pre),
+            (f"decode tok/s ({args.decode_tokens} tokens)", dec),
+        ):
             print(f"{name + ' ' + label:44}{table[jx]:15.1f}{table[cp]:15.1f}{table[jx] / table[cp]:15.2f}")
         single, many = steps[f"{p}@1"], steps[f"{p}@{args.batch}"]
-        print(f"{name + f' step tok/s, batch 1 / {args.batch} aggregate':44}{single:15.1f}{many:15.1f}"
-              f"{many / single:14.2f}x")
+        print(
+            f"{name + f' step tok/s, batch 1 / {args.batch} aggregate':44}{single:15.1f}{many:15.1f}"
+            f"{many / single:14.2f}x"
+        )
         read = dec[jx] * weights[p]
         print(f"{name + ' weights read/s in decode (of copy bw)':44}{read / 1e9:12.2f} GB{100 * read / copy:14.0f}%")
-        print(f"{name + ' load s / RSS added MB (JAX, llama.cpp)':44}"
-              f"{loads[jx][0]:9.1f} /{loads[jx][1] / 2**20:5.0f}{loads[cp][0]:9.1f} /{loads[cp][1] / 2**20:5.0f}")
+        print(
+            f"{name + ' load s / RSS added MB (JAX, llama.cpp)':44}"
+            f"{loads[jx][0]:9.1f} /{loads[jx][1] / 2**20:5.0f}{loads[cp][0]:9.1f} /{loads[cp][1] / 2**20:5.0f}"
+        )
     if args.json:
-        print(json.dumps({"prefill": pre, "decode": dec, "step": steps, "copy_bandwidth": copy,
-                          "weights": weights, "loads": loads, "batch": args.batch, "load_average": load,
-                          "reps": args.reps}))
+        print(
+            json.dumps(
+                {
+                    "prefill": pre,
+                    "decode": dec,
+                    "step": steps,
+                    "copy_bandwidth": copy,
+                    "weights": weights,
+                    "loads": loads,
+                    "batch": args.batch,
+                    "load_average": load,
+                    "reps": args.reps,
+                }
+            )
+        )
     for stepper_pair in steppers.values():
         for stepper in stepper_pair:
             stepper.release()

@@ -38,8 +38,14 @@ PROMPTS = [
 
 
 def one_round(engine: JaxEngine, streams: int, tokens: int) -> dict[str, float]:
-    requests = [GenerationRequest(model=ModelRef.parse("smollm2"), prompt=PROMPTS[i % len(PROMPTS)] + " " * (i // 8),
-                                  sampling=SamplingPolicy.greedy(max_tokens=tokens)) for i in range(streams)]
+    requests = [
+        GenerationRequest(
+            model=ModelRef.parse("smollm2"),
+            prompt=PROMPTS[i % len(PROMPTS)] + " " * (i // 8),
+            sampling=SamplingPolicy.greedy(max_tokens=tokens),
+        )
+        for i in range(streams)
+    ]
     arrivals: list[list[int]] = [[] for _ in range(streams)]
 
     def read(stream, times: list[int]) -> None:
@@ -92,19 +98,25 @@ def main() -> None:
             results[n].append(one_round(engine, n, args.tokens))
     engine.unload()
 
-    print(f"SmolLM2-135M (bundled Q4_1 as float32), JAX engine through the scheduler, greedy, {args.tokens} tokens "
-          f"per stream, {args.slots} slots, num_ctx {args.num_ctx}; JAX {jax.__version__} on {args.device}, "
-          f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-          f"load + warm-up {loaded:.0f} s; medians of {args.reps}")
-    print(f"{'streams':>8} {'decode tok/s':>13} {'x one':>7} {'tokens/stream':>14} {'TTFT p50 ms':>12} "
-          f"{'TTFT p95 ms':>12}")
+    print(
+        f"SmolLM2-135M (bundled Q4_1 as float32), JAX engine through the scheduler, greedy, {args.tokens} tokens "
+        f"per stream, {args.slots} slots, num_ctx {args.num_ctx}; JAX {jax.__version__} on {args.device}, "
+        f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        f"load + warm-up {loaded:.0f} s; medians of {args.reps}"
+    )
+    print(
+        f"{'streams':>8} {'decode tok/s':>13} {'x one':>7} {'tokens/stream':>14} {'TTFT p50 ms':>12} "
+        f"{'TTFT p95 ms':>12}"
+    )
     base = statistics.median(r["decode"] for r in results[counts[0]]) if counts[0] == 1 else None
     for n in counts:
         rate = statistics.median(r["decode"] for r in results[n])
         ratio = f"{rate / base:.2f}" if base else "-"
-        print(f"{n:>8} {rate:>13.1f} {ratio:>7} {statistics.median(r['tokens'] for r in results[n]):>14.0f} "
-              f"{statistics.median(r['ttft_p50'] for r in results[n]):>12.0f} "
-              f"{statistics.median(r['ttft_p95'] for r in results[n]):>12.0f}")
+        print(
+            f"{n:>8} {rate:>13.1f} {ratio:>7} {statistics.median(r['tokens'] for r in results[n]):>14.0f} "
+            f"{statistics.median(r['ttft_p50'] for r in results[n]):>12.0f} "
+            f"{statistics.median(r['ttft_p95'] for r in results[n]):>12.0f}"
+        )
 
 
 if __name__ == "__main__":

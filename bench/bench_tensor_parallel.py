@@ -27,18 +27,30 @@ from pathlib import Path
 
 MODELS = ("smollm2", "llama-160m")
 WIDE = {
-    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 1024,
-    "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 8,
-    "vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-    "tie_word_embeddings": False, "bos_token_id": 101, "eos_token_id": 102, "torch_dtype": "float32",
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "vocab_size": 32000,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 101,
+    "eos_token_id": 102,
+    "torch_dtype": "float32",
 }
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--shards", default="1,2,3,4", help="device counts to try (those a model cannot split "
-                                                            "over are skipped)")
+    parser.add_argument(
+        "--shards", default="1,2,3,4", help="device counts to try (those a model cannot split over are skipped)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="rows (slots) of the decode step")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
@@ -64,7 +76,12 @@ def wide_folder() -> Path:
     tiny_llama.build(folder, config={**WIDE, "vocab_size": 30522})  # the tokenizer files
     rng = np.random.default_rng(0)
     c = WIDE
-    d, f, v, dh = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["hidden_size"] // c["num_attention_heads"]
+    d, f, v, dh = (
+        c["hidden_size"],
+        c["intermediate_size"],
+        c["vocab_size"],
+        c["hidden_size"] // c["num_attention_heads"],
+    )
     kv = c["num_key_value_heads"] * dh
 
     def w(*shape: int) -> np.ndarray:
@@ -73,12 +90,19 @@ def wide_folder() -> Path:
     weights = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": 1 + w(d), "lm_head.weight": w(v, d)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        weights.update({
-            p + "self_attn.q_proj.weight": w(d, d), p + "self_attn.k_proj.weight": w(kv, d),
-            p + "self_attn.v_proj.weight": w(kv, d), p + "self_attn.o_proj.weight": w(d, d),
-            p + "mlp.gate_proj.weight": w(f, d), p + "mlp.up_proj.weight": w(f, d), p + "mlp.down_proj.weight": w(d, f),
-            p + "input_layernorm.weight": 1 + w(d), p + "post_attention_layernorm.weight": 1 + w(d),
-        })
+        weights.update(
+            {
+                p + "self_attn.q_proj.weight": w(d, d),
+                p + "self_attn.k_proj.weight": w(kv, d),
+                p + "self_attn.v_proj.weight": w(kv, d),
+                p + "self_attn.o_proj.weight": w(d, d),
+                p + "mlp.gate_proj.weight": w(f, d),
+                p + "mlp.up_proj.weight": w(f, d),
+                p + "mlp.down_proj.weight": w(d, f),
+                p + "input_layernorm.weight": 1 + w(d),
+                p + "post_attention_layernorm.weight": 1 + w(d),
+            }
+        )
     (folder / "config.json").write_text(json.dumps(WIDE))
     save_file(weights, str(folder / "model.safetensors"))
     return folder
@@ -111,8 +135,9 @@ class Stepper:
         for i in range(steps):
             positions = np.full((self.batch,), 64 + i, np.int32)
             decoder.decode(tokens, positions, 64 + i + 1)
-            tokens = decoder.sample(lengths + i + 1, self.floats, self.ints, self.keys, None, self.mode,
-                                    logprobs=False)[0]
+            tokens = decoder.sample(
+                lengths + i + 1, self.floats, self.ints, self.keys, None, self.mode, logprobs=False
+            )[0]
         return self.batch * steps / (time.perf_counter() - started)
 
 
@@ -120,8 +145,9 @@ def main() -> None:
     args = parse()
     shards = sorted({int(n) for n in args.shards.split(",")})
     if args.device == "cpu":  # before JAX starts: virtual CPU devices
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={max(shards)}").strip()
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(shards)}"
+        ).strip()
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
@@ -131,22 +157,26 @@ def main() -> None:
 
     home = str(Path(tempfile.gettempdir()) / "modelport-bench" / "home")
     devices = jax.devices(args.device)
-    print(f"{len(devices)} {args.device} devices ({devices[0].device_kind}), {os.cpu_count()} CPU cores; "
-          f"batch {args.batch}, {args.steps} steps x {args.reps} reps, --quantize {args.quantize}")
+    print(
+        f"{len(devices)} {args.device} devices ({devices[0].device_kind}), {os.cpu_count()} CPU cores; "
+        f"batch {args.batch}, {args.steps} steps x {args.reps} reps, --quantize {args.quantize}"
+    )
     models = {}
     for name in args.models.split(","):
         if name == "smollm2":
             models[name] = FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("smollm2"))
         else:
-            models[name] = ModelInfo(name=name, format=ModelFormat.SAFETENSORS, location=str(wide_folder()),
-                                     primary_file="config.json")
+            models[name] = ModelInfo(
+                name=name, format=ModelFormat.SAFETENSORS, location=str(wide_folder()), primary_file="config.json"
+            )
     steppers: dict[tuple[str, int], Stepper] = {}
     for name, model in models.items():
         for n in shards:
             if n > len(devices):
                 continue
-            options = EngineOptions(num_ctx=256, device=args.device, home=home, quantize=args.quantize,
-                                    tensor_parallel=n)
+            options = EngineOptions(
+                num_ctx=256, device=args.device, home=home, quantize=args.quantize, tensor_parallel=n
+            )
             try:
                 steppers[(name, n)] = Stepper(model, options, home, args.batch)
             except InvalidRequest as exc:
@@ -163,11 +193,18 @@ def main() -> None:
         decoder = stepper.rt.decoder
         per_device, total = decoder.bytes_per_device, stepper.rt.parameter_bytes + decoder.nbytes
         print(f"{name:<12}{n:>8}{rate:>14.1f}{rate / one:>7.2f}{per_device / 1e6:>15.1f}{total / 1e6:>11.1f}")
-        figures.append({"model": name, "devices": n, "decode_tok_s": rate, "bytes_per_device": per_device,
-                        "bytes": total, "rates": rates[(name, n)]})
+        figures.append(
+            {
+                "model": name,
+                "devices": n,
+                "decode_tok_s": rate,
+                "bytes_per_device": per_device,
+                "bytes": total,
+                "rates": rates[(name, n)],
+            }
+        )
     if args.json:
-        print(json.dumps({"device": args.device, "batch": args.batch, "quantize": args.quantize,
-                          "figures": figures}))
+        print(json.dumps({"device": args.device, "batch": args.batch, "quantize": args.quantize, "figures": figures}))
 
 
 if __name__ == "__main__":

@@ -19,17 +19,20 @@ def panel(values: dict[str, float], precisions: list[str], x0: int, title: str, 
     bottom, band = 40, 110
     top = max(values.values()) * 1.18 or 1.0
     scale = (height - bottom - 60) / top
-    parts = [f'<text x="{x0 + band * len(precisions) / 2}" y="40" text-anchor="middle">{title}</text>',
-             f'<line x1="{x0}" y1="{height - bottom}" x2="{x0 + band * len(precisions)}" y2="{height - bottom}" '
-             'stroke="#444"/>']
+    parts = [
+        f'<text x="{x0 + band * len(precisions) / 2}" y="40" text-anchor="middle">{title}</text>',
+        f'<line x1="{x0}" y1="{height - bottom}" x2="{x0 + band * len(precisions)}" y2="{height - bottom}" '
+        'stroke="#444"/>',
+    ]
     for i, p in enumerate(precisions):
         left = x0 + 10 + i * band
         for j, side in enumerate(("jax", "cpp")):
             v = values.get(f"{side}-{p}", 0.0)
             h = v * scale
             x = left + j * 46
-            parts.append(f'<rect x="{x}" y="{height - bottom - h:.1f}" width="42" height="{h:.1f}" '
-                         f'fill="{COLOURS[side]}"/>')
+            parts.append(
+                f'<rect x="{x}" y="{height - bottom - h:.1f}" width="42" height="{h:.1f}" fill="{COLOURS[side]}"/>'
+            )
             parts.append(f'<text x="{x + 21}" y="{height - bottom - h - 4:.1f}" text-anchor="middle">{v:.0f}</text>')
         parts.append(f'<text x="{left + 44}" y="{height - bottom + 16}" text-anchor="middle">{LABELS[p]}</text>')
     return parts
@@ -38,10 +41,12 @@ def panel(values: dict[str, float], precisions: list[str], x0: int, title: str, 
 def svg(data: dict) -> str:
     precisions = [p for p in LABELS if f"jax-{p}" in data["decode"]]
     width, height = 120 + 2 * 110 * len(precisions), 320
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'font-family="sans-serif" font-size="12">',
-             f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">SmolLM2-135M, 2 shared cores '
-             f'(load {data["load_average"]}), greedy, tokens/s</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">SmolLM2-135M, 2 shared cores '
+        f"(load {data['load_average']}), greedy, tokens/s</text>",
+    ]
     parts += panel(data["decode"], precisions, 40, "decode (128 tokens)", height)
     parts += panel(data["prefill"], precisions, 80 + 110 * len(precisions), "prefill (500 tokens)", height)
     for j, side in enumerate(("jax", "cpp")):

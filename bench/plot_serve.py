@@ -25,26 +25,33 @@ def svg(rates: dict[str, list[float]], title: str) -> str:
     height, left, bottom, band = 300, 50, 40, 50 * len(sides) + 40
     width = max(560, left + 30 + len(streams) * band)
     scale = (height - bottom - 40) / top
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'font-family="sans-serif" font-size="12">',
-             f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{title}</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#444"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{title}</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#444"/>',
+    ]
     for i, n in enumerate(streams):
         x0 = left + 20 + i * band
         for j, side in enumerate(sides):
             v = value.get(f"{side}@{n}", 0.0)
             h = v * scale
             x = x0 + j * 50
-            parts.append(f'<rect x="{x}" y="{height - bottom - h:.1f}" width="44" height="{h:.1f}" '
-                         f'fill="{COLOURS[side]}"/>')
+            parts.append(
+                f'<rect x="{x}" y="{height - bottom - h:.1f}" width="44" height="{h:.1f}" fill="{COLOURS[side]}"/>'
+            )
             parts.append(f'<text x="{x + 22}" y="{height - bottom - h - 4:.1f}" text-anchor="middle">{v:.0f}</text>')
-        parts.append(f'<text x="{x0 + 25 * len(sides) - 3}" y="{height - bottom + 16}" text-anchor="middle">{n} stream'
-                     f'{"s" if n > 1 else ""}</text>')
+        parts.append(
+            f'<text x="{x0 + 25 * len(sides) - 3}" y="{height - bottom + 16}" text-anchor="middle">{n} stream'
+            f"{'s' if n > 1 else ''}</text>"
+        )
     for j, side in enumerate(sides):
         parts.append(f'<rect x="{left + 20}" y="{34 + j * 18}" width="12" height="12" fill="{COLOURS[side]}"/>')
         parts.append(f'<text x="{left + 38}" y="{44 + j * 18}">{side}</text>')
-    parts.append(f'<text x="14" y="{(height - bottom) / 2}" transform="rotate(-90 14 {(height - bottom) / 2})" '
-                 'text-anchor="middle">aggregate decode tok/s</text>')
+    parts.append(
+        f'<text x="14" y="{(height - bottom) / 2}" transform="rotate(-90 14 {(height - bottom) / 2})" '
+        'text-anchor="middle">aggregate decode tok/s</text>'
+    )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

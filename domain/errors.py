@@ -49,8 +49,7 @@ class EngineUnavailable(ModelportError):
     ``fix`` is what to do about it when that is not installing the extra (say, the
     command that reinstalls a library build that crashes on this CPU)."""
 
-    def __init__(self, engine: str, reason: str = "", extra: str | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(self, engine: str, reason: str = "", extra: str | None = None, fix: str | None = None) -> None:
         message = f"engine '{engine}' is not available"
         if reason:
             message += f": {reason}"
@@ -82,6 +81,8 @@ class ServerBusy(ModelportError):
     def __init__(self, waiting: int) -> None:
         super().__init__(f"the server is busy: {waiting} requests are already waiting; try again shortly")
         self.waiting = waiting
+
+
 class PromptTooLong(ContextOverflow):
     """The prompt is so long that it cannot fit, whatever it tokenizes to: refused by
     its size in bytes, before it is tokenized."""

@@ -117,6 +117,7 @@ class GenerationRequest:
             return OutputSpec(format=self.format)
         tools = tuple(t for t in self.tools if choice.name is None or t.name == choice.name)
         return OutputSpec(format=self.format, tools=tools, choice=choice.mode)
+
     def check_fits(self, context_length: int) -> None:
         """Refuse (:class:`PromptTooLong`) a prompt too long for a model whose own
         context is ``context_length`` tokens (when that is less than ``num_ctx``)."""

@@ -10,6 +10,7 @@ import attrs
 from .errors import InvalidRequest
 from .structured import ToolCall
 
+
 class Role(str, enum.Enum):
     SYSTEM = "system"
     USER = "user"
@@ -72,8 +73,13 @@ class ChatMessage:
             raise InvalidRequest("each message must be an object with 'role' and 'content'")
         if "role" not in data:
             raise InvalidRequest("a message is missing its 'role'")
-        return cls(role=data["role"], content=data.get("content"), tool_name=data.get("tool_name"),
-                   tool_calls=data.get("tool_calls"), tool_call_id=data.get("tool_call_id"))
+        return cls(
+            role=data["role"],
+            content=data.get("content"),
+            tool_name=data.get("tool_name"),
+            tool_calls=data.get("tool_calls"),
+            tool_call_id=data.get("tool_call_id"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Ollama's shape, which chat templates read too (a tool message's tool
@@ -146,8 +152,11 @@ def without_native_tools(conversation: Conversation, tools: "Iterable[Any]" = ()
             text = "\n".join(filter(None, [message.content, *(call_text(c) for c in message.tool_calls)]))
             out.append(ChatMessage.assistant(text))
         elif message.role is Role.TOOL:
-            result = {"name": message.tool_name, "content": message.content} if message.tool_name \
+            result = (
+                {"name": message.tool_name, "content": message.content}
+                if message.tool_name
                 else {"content": message.content}
+            )
             out.append(ChatMessage.user(f"<tool_response>\n{canonical_json(result)}\n</tool_response>"))
         else:
             out.append(message)

@@ -96,9 +96,25 @@ def as_parameters(policy: SamplingPolicy) -> dict[str, Any]:
 # PARAMETER names and their types; ``stop`` may be given several times.
 PARAMETERS: dict[str, type] = {name: str if kind is list else kind for name, (_, kind) in PARAMETER_FIELDS.items()}
 # Ollama's other parameters: known, and refused by name (nothing here honours them).
-UNSUPPORTED_PARAMETERS = ("mirostat", "mirostat_eta", "mirostat_tau", "num_gpu", "num_thread", "num_batch",
-                          "num_keep", "typical_p", "tfs_z", "presence_penalty", "frequency_penalty",
-                          "penalize_newline", "use_mmap", "use_mlock", "numa", "low_vram", "main_gpu")
+UNSUPPORTED_PARAMETERS = (
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "num_gpu",
+    "num_thread",
+    "num_batch",
+    "num_keep",
+    "typical_p",
+    "tfs_z",
+    "presence_penalty",
+    "frequency_penalty",
+    "penalize_newline",
+    "use_mmap",
+    "use_mlock",
+    "numa",
+    "low_vram",
+    "main_gpu",
+)
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "MESSAGE", "LICENSE", "ADAPTER", "REQUIRES")
 ROLES = ("system", "user", "assistant")
 
@@ -162,9 +178,13 @@ class ModelDefaults:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelDefaults":
-        return cls(system=data.get("system"), template=data.get("template"),
-                   parameters=data.get("parameters") or {}, license=data.get("license"),
-                   messages=[ChatMessage.from_dict(m) for m in data.get("messages") or ()])
+        return cls(
+            system=data.get("system"),
+            template=data.get("template"),
+            parameters=data.get("parameters") or {},
+            license=data.get("license"),
+            messages=[ChatMessage.from_dict(m) for m in data.get("messages") or ()],
+        )
 
     def prepend_to(self, messages: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
         """A chat as the model sees it: the chat's own system message, else the
@@ -196,8 +216,9 @@ def parameter_value(key: str, text: str) -> Any:
     try:
         return int(text) if kind is int else float(text) if kind is float else text
     except ValueError:
-        raise InvalidRequest(f"parameter '{key}' must be a {'whole ' if kind is int else ''}number, "
-                             f"got {text!r}") from None
+        raise InvalidRequest(
+            f"parameter '{key}' must be a {'whole ' if kind is int else ''}number, got {text!r}"
+        ) from None
 
 
 def parameter_lines(policy: SamplingPolicy) -> list[str]:
@@ -282,8 +303,9 @@ class Modelfile:
         if not base:
             raise InvalidRequest("a Modelfile needs a FROM line naming the base model or file")
         license_text = "\n\n".join(licenses) if licenses else None
-        return cls(base=base, defaults=ModelDefaults(parameters=parameters, messages=messages,
-                                                     license=license_text, **fields))
+        return cls(
+            base=base, defaults=ModelDefaults(parameters=parameters, messages=messages, license=license_text, **fields)
+        )
 
     def render(self) -> str:
         return render_modelfile(self.base, self.defaults)
@@ -310,7 +332,7 @@ def render_modelfile(base: str, defaults: ModelDefaults, template: str | None = 
 
 def _quote(text: str) -> str:
     if '"""' in text:
-        raise InvalidRequest('a Modelfile value cannot hold three double quotes in a row')
+        raise InvalidRequest("a Modelfile value cannot hold three double quotes in a row")
     return f'"""{text}"""' if ("\n" in text or '"' in text) else f'"{text}"'
 
 
@@ -335,20 +357,21 @@ def _instructions(text: str) -> Iterable[tuple[int, str, str]]:
         word, _, rest = line.partition(" ")
         instruction = word.upper()
         if instruction not in INSTRUCTIONS:
-            raise InvalidRequest(f"Modelfile line {number}: unknown instruction {word!r}; "
-                                 f"known: {', '.join(INSTRUCTIONS)}")
+            raise InvalidRequest(
+                f"Modelfile line {number}: unknown instruction {word!r}; known: {', '.join(INSTRUCTIONS)}"
+            )
         rest = rest.strip()
         if rest.startswith('"""') or (instruction == "MESSAGE" and '"""' in rest):
             head, _, tail = rest.partition('"""')
             body = tail
             while '"""' not in body:
                 if index >= len(lines):
-                    raise InvalidRequest(f"Modelfile line {number}: a \"\"\" value is never closed")
+                    raise InvalidRequest(f'Modelfile line {number}: a """ value is never closed')
                 body += "\n" + lines[index]
                 index += 1
             value, _, after = body.partition('"""')
             if after.strip():
-                raise InvalidRequest(f"Modelfile line {number}: text after the closing \"\"\"")
+                raise InvalidRequest(f'Modelfile line {number}: text after the closing """')
             rest = head + value if instruction == "MESSAGE" else value
         elif instruction != "PARAMETER":
             rest = _unquote(rest)
@@ -386,21 +409,28 @@ def chat_template(template: str) -> str:
         return template
     tokens = _go_tokens(template)
     if any(kind == "range" for kind, _ in tokens):
-        system = ("{% set system = messages|selectattr('role', 'equalto', 'system')"
-                  "|map(attribute='content')|join('\\n\\n') %}{% set prompt = '' %}{% set response = '' %}")
+        system = (
+            "{% set system = messages|selectattr('role', 'equalto', 'system')"
+            "|map(attribute='content')|join('\\n\\n') %}{% set prompt = '' %}{% set response = '' %}"
+        )
         return system + _jinja(tokens)
     full, cut = _jinja(tokens), _jinja(_cut_after_response(tokens))
-    run = "{% set system, prompt, response = ns.system, ns.prompt, ns.response %}" + full + \
-          "{% set ns.system, ns.prompt, ns.response = '', '', '' %}"
-    return ("{% set ns = namespace(system='', prompt='', response='') %}"
-            "{% for message in messages %}"
-            "{% if message.role == 'system' %}{% if ns.prompt or ns.response %}" + run + "{% endif %}"
-            "{% set ns.system = message.content %}"
-            "{% elif message.role == 'user' %}{% if ns.response %}" + run + "{% endif %}"
-            "{% set ns.prompt = message.content %}"
-            "{% elif message.role == 'assistant' %}{% set ns.response = message.content %}"
-            "{% endif %}{% endfor %}"
-            "{% set system, prompt, response = ns.system, ns.prompt, ns.response %}" + cut)
+    run = (
+        "{% set system, prompt, response = ns.system, ns.prompt, ns.response %}"
+        + full
+        + "{% set ns.system, ns.prompt, ns.response = '', '', '' %}"
+    )
+    return (
+        "{% set ns = namespace(system='', prompt='', response='') %}"
+        "{% for message in messages %}"
+        "{% if message.role == 'system' %}{% if ns.prompt or ns.response %}" + run + "{% endif %}"
+        "{% set ns.system = message.content %}"
+        "{% elif message.role == 'user' %}{% if ns.response %}" + run + "{% endif %}"
+        "{% set ns.prompt = message.content %}"
+        "{% elif message.role == 'assistant' %}{% set ns.response = message.content %}"
+        "{% endif %}{% endfor %}"
+        "{% set system, prompt, response = ns.system, ns.prompt, ns.response %}" + cut
+    )
 
 
 def _go_tokens(template: str) -> list[tuple[str, str]]:
@@ -408,7 +438,7 @@ def _go_tokens(template: str) -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     position, stack, trim_next = 0, [], False
     for match in _ACTION.finditer(template):
-        text = template[position:match.start()]
+        text = template[position : match.start()]
         if trim_next:
             text = text.lstrip()
         if match.group(1):
@@ -446,8 +476,10 @@ def _action(action: str, stack: list[str]) -> tuple[str, str]:
         return ("if", "{% if " + _condition(action[3:], in_range) + " %}")
     if action.startswith("range "):
         if action.split() != ["range", ".Messages"] or in_range:
-            raise InvalidRequest(f"template: {{{{ {action} }}}} is not supported; "
-                                 "only {{ range .Messages }}, or give a Jinja chat template")
+            raise InvalidRequest(
+                f"template: {{{{ {action} }}}} is not supported; "
+                "only {{ range .Messages }}, or give a Jinja chat template"
+            )
         stack.append("range")
         return ("range", "{% for message in messages %}")
     value = _operand(action, in_range)
@@ -501,8 +533,10 @@ def _operand(word: str, in_range: bool) -> str:
         return _MESSAGE_FIELDS[name]
     if name in _MESSAGE_FIELDS:
         raise InvalidRequest(f"template: {word} is only known inside {{{{ range .Messages }}}}")
-    raise InvalidRequest(f"template: {word!r} is not supported by modelport's translation of Go templates "
-                         "(tools, images, functions and variables are not); give a Jinja chat template")
+    raise InvalidRequest(
+        f"template: {word!r} is not supported by modelport's translation of Go templates "
+        "(tools, images, functions and variables are not); give a Jinja chat template"
+    )
 
 
 def _cut_after_response(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -525,5 +559,8 @@ def _jinja(tokens: list[tuple[str, str]]) -> str:
     """Literal text becomes string expressions, so that whatever whitespace options
     an engine compiles the template with (trim_blocks, lstrip_blocks, trailing
     newlines) the output is the Go template's, byte for byte."""
-    return "".join("{{ " + json.dumps(payload, ensure_ascii=False) + " }}" if kind == "text" else payload
-                   for kind, payload in tokens if payload)
+    return "".join(
+        "{{ " + json.dumps(payload, ensure_ascii=False) + " }}" if kind == "text" else payload
+        for kind, payload in tokens
+        if payload
+    )

@@ -32,8 +32,10 @@ def _check_part(part: str, what: str, whole: str) -> None:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~/", ".\\", "..\\")) or text in (".", "..") or (
-        len(text) > 2 and text[1] == ":" and text[2] in "\\/"
+    return (
+        text.startswith(("/", "./", "../", "~/", ".\\", "..\\"))
+        or text in (".", "..")
+        or (len(text) > 2 and text[1] == ":" and text[2] in "\\/")
     )
 
 

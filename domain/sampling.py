@@ -59,8 +59,9 @@ class SamplingPolicy:
     seed: int | None = attrs.field(default=None, validator=_check(lambda v: v >= 0, ">= 0"))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_stops)
     max_tokens: int | None = attrs.field(default=None, validator=_check(lambda v: v > 0, "> 0"))
-    num_ctx: int = attrs.field(default=DEFAULT_NUM_CTX,
-                               validator=_check(lambda v: v >= MIN_NUM_CTX, f">= {MIN_NUM_CTX}"))
+    num_ctx: int = attrs.field(
+        default=DEFAULT_NUM_CTX, validator=_check(lambda v: v >= MIN_NUM_CTX, f">= {MIN_NUM_CTX}")
+    )
 
     @classmethod
     def greedy(cls, max_tokens: int | None = None, **overrides: Any) -> "SamplingPolicy":

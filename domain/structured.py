@@ -63,8 +63,9 @@ class OutputFormat:
         return cls()
 
     @classmethod
-    def from_schema(cls, schema: Mapping[str, Any] | str, *, strict: bool = True,
-                    name: str | None = None) -> "OutputFormat":
+    def from_schema(
+        cls, schema: Mapping[str, Any] | str, *, strict: bool = True, name: str | None = None
+    ) -> "OutputFormat":
         return cls(schema_text=schema, strict=strict, name=name)  # type: ignore[arg-type]
 
     @property
@@ -108,8 +109,10 @@ class Tool:
 
     def to_dict(self) -> dict[str, Any]:
         """The shape chat templates and both wire formats use."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> "Tool":
@@ -124,8 +127,11 @@ class Tool:
         description = function.get("description") or ""
         if not isinstance(description, str):
             raise InvalidRequest("a tool's description must be a string")
-        return cls(name=function.get("name"), description=description,  # type: ignore[arg-type]
-                   parameters_text=function.get("parameters"))  # type: ignore[arg-type]
+        return cls(
+            name=function.get("name"),
+            description=description,  # type: ignore[arg-type]
+            parameters_text=function.get("parameters"),
+        )  # type: ignore[arg-type]
 
 
 class ToolChoiceMode(str, enum.Enum):
@@ -188,8 +194,7 @@ class ToolCall:
 
     def to_dict(self) -> dict[str, Any]:
         """The shape chat templates read (and Ollama sends): arguments as an object."""
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": self.arguments}}
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
     @classmethod
     def from_dict(cls, data: object) -> "ToolCall":
@@ -255,7 +260,7 @@ class ToolCallSplitter:
                 if end < 0:
                     break
                 body = self._buffer[:end]
-                self._buffer = self._buffer[end + len(CALL_CLOSE):]
+                self._buffer = self._buffer[end + len(CALL_CLOSE) :]
                 self._inside = False
                 call = self._parse(body)
                 if call is None:
@@ -266,12 +271,12 @@ class ToolCallSplitter:
             start = self._buffer.find(CALL_OPEN)
             if start >= 0:
                 out.append(self._buffer[:start])
-                self._buffer = self._buffer[start + len(CALL_OPEN):]
+                self._buffer = self._buffer[start + len(CALL_OPEN) :]
                 self._inside = True
                 continue
             keep = _partial_suffix(self._buffer, CALL_OPEN)
-            out.append(self._buffer[:len(self._buffer) - keep])
-            self._buffer = self._buffer[len(self._buffer) - keep:]
+            out.append(self._buffer[: len(self._buffer) - keep])
+            self._buffer = self._buffer[len(self._buffer) - keep :]
             break
         return "".join(out), tuple(calls)
 
@@ -323,7 +328,7 @@ FALLBACK_INSTRUCTIONS = (
     "You can call functions. The functions are described in JSON Schema below, between <tools> and "
     "</tools>.\n<tools>\n{tools}\n</tools>\n"
     "To call a function, answer with one block per call, and nothing else:\n"
-    "<tool_call>\n{{\"name\": <function name>, \"arguments\": <arguments as a JSON object>}}\n</tool_call>\n"
+    '<tool_call>\n{{"name": <function name>, "arguments": <arguments as a JSON object>}}\n</tool_call>\n'
     "The results come back between <tool_response> and </tool_response>. "
     "When no function helps, answer in plain text."
 )

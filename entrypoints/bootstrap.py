@@ -88,9 +88,13 @@ def _llamacpp_check(home: str | None):
 
     found = library()
     return LibraryCheck(
-        engine="gguf", library=library,
-        argv=[sys.executable, "-c", "import sys; from modelport.adapters.llamacpp.selfcheck import main; "
-                                    "sys.exit(main())"],
+        engine="gguf",
+        library=library,
+        argv=[
+            sys.executable,
+            "-c",
+            "import sys; from modelport.adapters.llamacpp.selfcheck import main; sys.exit(main())",
+        ],
         fix=reinstall_command(sys.executable, found.version if found else ""),
         folder=None if home is None else Path(home) / "checks",
     )
@@ -133,8 +137,9 @@ def default_engines(home: str | None = None) -> list[EngineSpec]:
 def build_store(settings: Settings) -> ModelStore:
     from modelport.adapters.filesystem import FilesystemModelStore
 
-    return FilesystemModelStore(settings.models_dir, converter=_gguf_converter(),
-                                conversions=_conversions(settings.home))
+    return FilesystemModelStore(
+        settings.models_dir, converter=_gguf_converter(), conversions=_conversions(settings.home)
+    )
 
 
 def _conversions(home: str) -> str:
@@ -201,15 +206,25 @@ def bootstrap(
     return Services(
         store=store,
         engines=registry,
-        resident=ResidentModels(registry, max_resident=settings.max_resident_models,
-                                convert=store.materialize, max_queue=settings.max_queue,
-                                warmup_tokens=settings.warmup_tokens),
+        resident=ResidentModels(
+            registry,
+            max_resident=settings.max_resident_models,
+            convert=store.materialize,
+            max_queue=settings.max_queue,
+            warmup_tokens=settings.warmup_tokens,
+        ),
         source=source if source is not None else build_source(settings),
         sessions=sessions if sessions is not None else build_sessions(settings),
         engine="jax" if settings.num_processes > 1 else None if settings.engine == "auto" else settings.engine,
-        engine_options=EngineOptions(device=settings.device, device_index=settings.device_index,
-                                     home=settings.home, slots=settings.num_parallel, threads=settings.num_thread,
-                                     quantize=settings.quantize, tensor_parallel=settings.tensor_parallel),
+        engine_options=EngineOptions(
+            device=settings.device,
+            device_index=settings.device_index,
+            home=settings.home,
+            slots=settings.num_parallel,
+            threads=settings.num_thread,
+            quantize=settings.quantize,
+            tensor_parallel=settings.tensor_parallel,
+        ),
         templates=build_templates(),
         constraints=constraints if constraints is not None else build_constraints(),
     )

@@ -217,17 +217,38 @@ ALIASES = {"ls": "list", "download": "pull", "cp": "copy", "rm": "remove"}
 
 # Each command's handler: handler(cli) -> exit status.
 HANDLERS: dict[str, Callable[[Cli], int]] = {
-    "run": generation.run, "generate": generation.generate, "chat": generation.chat, "embed": generation.embed,
-    "pull": models.pull, "search": models.search, "list": models.list_models, "show": models.show,
-    "verify": models.verify, "copy": models.copy, "remove": models.remove, "create": models.create,
-    "serve": server.serve, "deploy": server.deploy, "stop-server": server.stop_server, "ps": server.ps,
-    "stop": server.stop, "cache": server.cache,
-    "info": info.info, "catalog": info.catalog, "config": info.config,
+    "run": generation.run,
+    "generate": generation.generate,
+    "chat": generation.chat,
+    "embed": generation.embed,
+    "pull": models.pull,
+    "search": models.search,
+    "list": models.list_models,
+    "show": models.show,
+    "verify": models.verify,
+    "copy": models.copy,
+    "remove": models.remove,
+    "create": models.create,
+    "serve": server.serve,
+    "deploy": server.deploy,
+    "stop-server": server.stop_server,
+    "ps": server.ps,
+    "stop": server.stop,
+    "cache": server.cache,
+    "info": info.info,
+    "catalog": info.catalog,
+    "config": info.config,
 }
 
 
-def main(argv: Sequence[str] | None = None, *, services: Services | None = None, out: TextIO | None = None,
-         err: TextIO | None = None, stdin: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    services: Services | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
     """Run one command; returns the exit status. ``services`` lets tests inject fakes
     (``serve`` then serves them)."""
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
@@ -268,8 +289,7 @@ def main(argv: Sequence[str] | None = None, *, services: Services | None = None,
             raise
         code = exit_code(exc)
         if code is None:
-            print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-                  file=err)
+            print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=err)
             return EXIT_ERROR
         print(f"error: {exc}", file=err)
         return code
@@ -287,8 +307,9 @@ def _check_options(args: dict, command: str) -> None:
     for option, value in args.items():
         if option.startswith("--") and option != "--help" and value not in (None, False, [], 0):
             if option not in allowed:
-                raise InvalidRequest(f"{option} does not apply to '{command}'; "
-                                     "modelport --help lists what each command takes")
+                raise InvalidRequest(
+                    f"{option} does not apply to '{command}'; modelport --help lists what each command takes"
+                )
     if args["--stream"] and args["--no-stream"]:
         raise InvalidRequest("--stream and --no-stream contradict each other; choose one")
 

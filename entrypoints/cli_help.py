@@ -23,7 +23,7 @@ def options_of(doc: str) -> dict[str, set[str]]:
     while not lines[start].rstrip().endswith(":"):
         start += 1
     entries: dict[str, list[str]] = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         name, *words = line.split()
@@ -51,8 +51,7 @@ def wants_command_help(argv: Sequence[str], commands: Iterable[str]) -> str | No
     return argv[0]
 
 
-def command_help(doc: str, command: str, options_of: Mapping[str, set[str]],
-                 aliases: Mapping[str, str]) -> str:
+def command_help(doc: str, command: str, options_of: Mapping[str, set[str]], aliases: Mapping[str, str]) -> str:
     """The help of ``command`` (or of an alias of it)."""
     name = aliases.get(command, command)
     spellings = {name, *(alias for alias, target in aliases.items() if target == name)}
@@ -85,7 +84,7 @@ def _usage_names(line: str) -> set[str]:
     {pull, download}; ``modelport cache max <n>`` gives {cache}."""
     rest = line.strip().removeprefix("modelport").strip()
     if rest.startswith("("):
-        inner = rest[1:rest.index(")")]
+        inner = rest[1 : rest.index(")")]
         return {word.strip() for word in inner.split("|")}
     return {rest.split()[0]} if rest else set()
 

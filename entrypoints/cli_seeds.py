@@ -22,7 +22,8 @@ TRUST_REMOTE_CODE_NOTE = (
     "(llama.cpp, its own JAX models, mlx-lm) implement each architecture themselves, and a pull "
     "fetches weights, configs and tokenizer files only, never a repository's .py files. The flag "
     "is accepted so that Hugging Llama's commands keep working and changes nothing: a model whose "
-    "architecture exists only as the repository's Python code is refused when it loads.")
+    "architecture exists only as the repository's Python code is refused when it loads."
+)
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 40.0  # gunicorn's graceful timeout (30 s) and a margin
 
@@ -94,28 +95,39 @@ def start_detached(settings: Settings, flags: Mapping[str, str], *, is_up) -> di
 
     running = read_pid_file(settings)
     if running and _alive(running["pid"]) and _ours(running["pid"]):
-        raise InvalidRequest(f"a detached server is already running (pid {running['pid']}, {running.get('url')}); "
-                             "modelport stop-server stops it")
+        raise InvalidRequest(
+            f"a detached server is already running (pid {running['pid']}, {running.get('url')}); "
+            "modelport stop-server stops it"
+        )
     log = log_file(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-c", "from modelport.entrypoints.cli import run; run()", "serve",
-            *(f"{flag}={value}" for flag, value in flags.items())]
+    argv = [
+        sys.executable,
+        "-c",
+        "from modelport.entrypoints.cli import run; run()",
+        "serve",
+        *(f"{flag}={value}" for flag, value in flags.items()),
+    ]
     with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, close_fds=True)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True
+        )
     record = {"pid": process.pid, "url": settings.url, "log": str(log), "started_at": time.time()}
     write_atomic(str(pid_file(settings)), (json.dumps(record) + "\n").encode("utf-8"))
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pid_file(settings).unlink(missing_ok=True)
-            raise ModelportError(f"the server exited at once (status {process.returncode}); "
-                                 f"its log: {log}\n{_tail(log)}")
+            raise ModelportError(
+                f"the server exited at once (status {process.returncode}); its log: {log}\n{_tail(log)}"
+            )
         if is_up():
             return record
         time.sleep(0.2)
-    raise ModelportError(f"the server (pid {process.pid}) did not answer within {START_TIMEOUT_S:.0f} s; "
-                         f"its log: {log}; modelport stop-server stops it")
+    raise ModelportError(
+        f"the server (pid {process.pid}) did not answer within {START_TIMEOUT_S:.0f} s; "
+        f"its log: {log}; modelport stop-server stops it"
+    )
 
 
 def stop_detached(settings: Settings) -> dict[str, Any]:
@@ -123,8 +135,9 @@ def stop_detached(settings: Settings) -> dict[str, Any]:
     graceful timeout); returns its pid file's record."""
     record = read_pid_file(settings)
     if record is None:
-        raise InvalidRequest(f"no detached server to stop: no pid file at {pid_file(settings)} "
-                             "(modelport deploy --detached writes it)")
+        raise InvalidRequest(
+            f"no detached server to stop: no pid file at {pid_file(settings)} (modelport deploy --detached writes it)"
+        )
     pid = record["pid"]
     if _alive(pid) and _ours(pid):
         os.kill(pid, signal.SIGTERM)

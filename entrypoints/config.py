@@ -103,6 +103,7 @@ def _api(text: str) -> str:
 
 def _optional_number(name: str, kind: type, low: float | None = None) -> Callable[[str], Any]:
     """A number or nothing (the empty string): model-rs' MODELPORT_TEMPERATURE and kin."""
+
     def convert(text: str) -> Any:
         if not text.strip():
             return None
@@ -166,56 +167,154 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("home", ("MODELPORT_HOME",), _default_home, str, "where models, sessions and caches live"),
     Option("host", ("MODELPORT_HOST", "OLLAMA_HOST"), lambda: DEFAULT_HOST, str, "server address"),
-    Option("port", ("MODELPORT_PORT", "OLLAMA_LOCAL_PORT"), lambda: str(DEFAULT_PORT), _port,
-           "server port (and the port client commands call)"),
+    Option(
+        "port",
+        ("MODELPORT_PORT", "OLLAMA_LOCAL_PORT"),
+        lambda: str(DEFAULT_PORT),
+        _port,
+        "server port (and the port client commands call)",
+    ),
     Option("engine", ("MODELPORT_ENGINE",), lambda: "auto", _engine, "auto, gguf, jax or mlx"),
     Option("device", ("MODELPORT_DEVICE",), lambda: "auto", str, "auto, cpu or gpu"),
     Option("device_index", ("MODELPORT_DEVICE_INDEX",), lambda: "0", int, "which GPU"),
-    Option("quantize", ("MODELPORT_QUANTIZE",), lambda: "auto", _quantize,
-           "the jax engine's weights: auto, none, int8 or int4"),
-    Option("tensor_parallel", ("MODELPORT_TENSOR_PARALLEL",), lambda: "1", _positive_int("tensor_parallel"),
-           "devices the jax engine splits one model over (tensor parallelism)"),
-    Option("coordinator", ("MODELPORT_COORDINATOR",), lambda: "", _coordinator,
-           "serve: HOST:PORT of jax.distributed's coordinator, process 0's (empty: one process)"),
-    Option("num_processes", ("MODELPORT_NUM_PROCESSES",), lambda: "1", _positive_int("num_processes"),
-           "serve: how many processes (hosts) serve one model together"),
-    Option("process_id", ("MODELPORT_PROCESS_ID",), lambda: "0", _non_negative_int("process_id"),
-           "serve: this process's number; 0 serves HTTP, the others follow it"),
+    Option(
+        "quantize",
+        ("MODELPORT_QUANTIZE",),
+        lambda: "auto",
+        _quantize,
+        "the jax engine's weights: auto, none, int8 or int4",
+    ),
+    Option(
+        "tensor_parallel",
+        ("MODELPORT_TENSOR_PARALLEL",),
+        lambda: "1",
+        _positive_int("tensor_parallel"),
+        "devices the jax engine splits one model over (tensor parallelism)",
+    ),
+    Option(
+        "coordinator",
+        ("MODELPORT_COORDINATOR",),
+        lambda: "",
+        _coordinator,
+        "serve: HOST:PORT of jax.distributed's coordinator, process 0's (empty: one process)",
+    ),
+    Option(
+        "num_processes",
+        ("MODELPORT_NUM_PROCESSES",),
+        lambda: "1",
+        _positive_int("num_processes"),
+        "serve: how many processes (hosts) serve one model together",
+    ),
+    Option(
+        "process_id",
+        ("MODELPORT_PROCESS_ID",),
+        lambda: "0",
+        _non_negative_int("process_id"),
+        "serve: this process's number; 0 serves HTTP, the others follow it",
+    ),
     Option("mirror", ("MODELPORT_MIRROR", "HF_ENDPOINT"), lambda: "", str, "Hugging Face Hub endpoint"),
-    Option("max_resident_models", ("MODELPORT_MAX_RESIDENT_MODELS",), lambda: "3",
-           _positive_int("max_resident_models"), "models kept loaded at once"),
+    Option(
+        "max_resident_models",
+        ("MODELPORT_MAX_RESIDENT_MODELS",),
+        lambda: "3",
+        _positive_int("max_resident_models"),
+        "models kept loaded at once",
+    ),
     Option("threads", ("MODELPORT_THREADS",), lambda: "4", _positive_int("threads"), "server worker threads"),
     Option("default_model", ("MODELPORT_DEFAULT_MODEL",), lambda: "smollm2", str, "model for `run` without one"),
-    Option("model_ttl", ("MODELPORT_MODEL_TTL", "MODELPORT_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"), lambda: "5m",
-           _keep_alive, "how long the server keeps an idle model loaded (negative: forever)"),
-    Option("num_parallel", ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"), lambda: str(default_slots()),
-           _positive_int("num_parallel"), "slots per model: generations decoded together (default: "
-           "twice the CPU count, 2 to 8)"),
-    Option("num_thread", ("MODELPORT_NUM_THREAD",), lambda: "", _optional_number("MODELPORT_NUM_THREAD", int, 1),
-           "CPU threads a model computes with (empty: one per CPU; fewer on a machine busy with other work)"),
-    Option("warmup_tokens", ("MODELPORT_WARMUP_TOKENS",), lambda: "4", _non_negative_int("warmup_tokens"),
-           "tokens a model decodes when it loads, so that the first request does not pay the warm-up"),
-    Option("max_queue", ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"), lambda: "512",
-           _non_negative_int("max_queue"), "requests waiting for a model before 503"),
-    Option("origins", ("MODELPORT_ORIGINS", "OLLAMA_ORIGINS"), lambda: "", str,
-           "extra CORS origins, comma separated (* for any)"),
-    Option("api_key", ("MODELPORT_API_KEY",), lambda: "", str,
-           "bearer key the server requires (empty: none)", secret=True),
-    Option("api", ("MODELPORT_API",), lambda: "ollama", _api,
-           "the routes at /api: ollama, or rustllm (RustLLM's REST API)"),
-    Option("models_path", ("MODELPORT_MODELS_PATH",), lambda: "", str,
-           "the model store's folder (empty: the home's models/)"),
-    Option("model_path", ("MODELPORT_MODEL_PATH",), lambda: "", str,
-           "a GGUF file or model folder `run` uses when no model is named"),
-    Option("output_dir", ("MODELPORT_OUTPUT_DIR",), lambda: "", str,
-           "a folder where run and generate also save each reply (empty: none)"),
-    *(Option(name, (variable,), lambda: "", _optional_number(variable, kind, low),
-             f"default {option} under the model's own")
-      for name, (variable, option, kind, low) in SAMPLING_DEFAULTS.items()),
-    Option("client_timeout", ("MODELPORT_CLIENT_TIMEOUT",), lambda: "60", _seconds("client_timeout"),
-           "seconds a client may stall sending its request or reading its answer before it is dropped"),
-    Option("allowed_paths", ("MODELPORT_ALLOWED_PATHS",), lambda: "", _allowed_paths,
-           f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)"),
+    Option(
+        "model_ttl",
+        ("MODELPORT_MODEL_TTL", "MODELPORT_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),
+        lambda: "5m",
+        _keep_alive,
+        "how long the server keeps an idle model loaded (negative: forever)",
+    ),
+    Option(
+        "num_parallel",
+        ("MODELPORT_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"),
+        lambda: str(default_slots()),
+        _positive_int("num_parallel"),
+        "slots per model: generations decoded together (default: twice the CPU count, 2 to 8)",
+    ),
+    Option(
+        "num_thread",
+        ("MODELPORT_NUM_THREAD",),
+        lambda: "",
+        _optional_number("MODELPORT_NUM_THREAD", int, 1),
+        "CPU threads a model computes with (empty: one per CPU; fewer on a machine busy with other work)",
+    ),
+    Option(
+        "warmup_tokens",
+        ("MODELPORT_WARMUP_TOKENS",),
+        lambda: "4",
+        _non_negative_int("warmup_tokens"),
+        "tokens a model decodes when it loads, so that the first request does not pay the warm-up",
+    ),
+    Option(
+        "max_queue",
+        ("MODELPORT_MAX_QUEUE", "OLLAMA_MAX_QUEUE"),
+        lambda: "512",
+        _non_negative_int("max_queue"),
+        "requests waiting for a model before 503",
+    ),
+    Option(
+        "origins",
+        ("MODELPORT_ORIGINS", "OLLAMA_ORIGINS"),
+        lambda: "",
+        str,
+        "extra CORS origins, comma separated (* for any)",
+    ),
+    Option(
+        "api_key", ("MODELPORT_API_KEY",), lambda: "", str, "bearer key the server requires (empty: none)", secret=True
+    ),
+    Option(
+        "api", ("MODELPORT_API",), lambda: "ollama", _api, "the routes at /api: ollama, or rustllm (RustLLM's REST API)"
+    ),
+    Option(
+        "models_path",
+        ("MODELPORT_MODELS_PATH",),
+        lambda: "",
+        str,
+        "the model store's folder (empty: the home's models/)",
+    ),
+    Option(
+        "model_path",
+        ("MODELPORT_MODEL_PATH",),
+        lambda: "",
+        str,
+        "a GGUF file or model folder `run` uses when no model is named",
+    ),
+    Option(
+        "output_dir",
+        ("MODELPORT_OUTPUT_DIR",),
+        lambda: "",
+        str,
+        "a folder where run and generate also save each reply (empty: none)",
+    ),
+    *(
+        Option(
+            name,
+            (variable,),
+            lambda: "",
+            _optional_number(variable, kind, low),
+            f"default {option} under the model's own",
+        )
+        for name, (variable, option, kind, low) in SAMPLING_DEFAULTS.items()
+    ),
+    Option(
+        "client_timeout",
+        ("MODELPORT_CLIENT_TIMEOUT",),
+        lambda: "60",
+        _seconds("client_timeout"),
+        "seconds a client may stall sending its request or reading its answer before it is dropped",
+    ),
+    Option(
+        "allowed_paths",
+        ("MODELPORT_ALLOWED_PATHS",),
+        lambda: "",
+        _allowed_paths,
+        f"folders the server's /api/create may import from ({os.pathsep!r} separated; none by default)",
+    ),
 )
 
 
@@ -292,8 +391,11 @@ class Settings:
 
     def sampling_defaults(self) -> dict[str, Any]:
         """The MODELPORT_TEMPERATURE-style defaults that are set, as SamplingPolicy field changes."""
-        return {option: getattr(self, name) for name, (_, option, _, _) in SAMPLING_DEFAULTS.items()
-                if getattr(self, name) is not None}
+        return {
+            option: getattr(self, name)
+            for name, (_, option, _, _) in SAMPLING_DEFAULTS.items()
+            if getattr(self, name) is not None
+        }
 
     @property
     def sessions_dir(self) -> Path:
@@ -321,8 +423,9 @@ class Settings:
         return "" if value is None else str(value)
 
 
-def _lookup(option: Option, flags: Mapping[str, Any], environ: Mapping[str, str],
-            dotenv: Mapping[str, str]) -> tuple[str | None, str]:
+def _lookup(
+    option: Option, flags: Mapping[str, Any], environ: Mapping[str, str], dotenv: Mapping[str, str]
+) -> tuple[str | None, str]:
     if option.name in flags:
         return flags[option.name], "flag"
     for variable in option.env:
@@ -339,7 +442,7 @@ def split_host(host: str, port: int) -> tuple[str, int]:
     text = host.strip()
     for scheme in ("http://", "https://"):
         if text.startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
     text = text.rstrip("/")
     if text.startswith("["):
         address, _, rest = text[1:].partition("]")
@@ -379,7 +482,6 @@ def update_dotenv(path: str | os.PathLike[str], key: str, value: str) -> None:
         lines = target.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         lines = []
-    kept = [line for line in lines
-            if line.strip().removeprefix("export ").partition("=")[0].strip() != key]
+    kept = [line for line in lines if line.strip().removeprefix("export ").partition("=")[0].strip() != key]
     text = "\n".join([*kept, f"{key}={value}"]) + "\n"
     write_atomic(str(target), text.encode("utf-8"))

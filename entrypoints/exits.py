@@ -13,8 +13,7 @@ from modelport.domain import (
     ServerUnreachable,
 )
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ENGINE, EXIT_SERVER, EXIT_INTERRUPTED = (
-    0, 1, 2, 3, 4, 5, 130)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ENGINE, EXIT_SERVER, EXIT_INTERRUPTED = (0, 1, 2, 3, 4, 5, 130)
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (RemoteNotFound, EXIT_NOT_FOUND),
     (RemoteBadRequest, EXIT_USAGE),

@@ -82,8 +82,13 @@ def nvidia_gpus(timeout: float = NVIDIA_SMI_TIMEOUT_S) -> list[Gpu]:
         return []
     query = "--query-gpu=index,name,memory.total,memory.free"
     try:
-        result = subprocess.run([executable, query, "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [executable, query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return parse_nvidia_smi(result.stdout) if result.returncode == 0 else []

@@ -154,12 +154,22 @@ class BarProgress:
 
     def __init__(self, err: TextIO) -> None:
         from rich.progress import (
-            BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
         )
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=console(err), transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console(err),
+            transient=False,
         )
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -257,8 +267,7 @@ class MarkdownReply:
 
         markdown = Markdown(text.strip("\n"), code_theme=self._theme)
         if self._live is None:
-            self._live = Live(markdown, console=self._console, auto_refresh=False,
-                              vertical_overflow="visible")
+            self._live = Live(markdown, console=self._console, auto_refresh=False, vertical_overflow="visible")
             self._live.start()
         self._live.update(markdown, refresh=True)
 

@@ -130,7 +130,7 @@ class ChatRepl:
             return None
         if not stripped.startswith(QUOTES):
             return line.rstrip("\n")
-        body = stripped[len(QUOTES):]
+        body = stripped[len(QUOTES) :]
         if body.rstrip().endswith(QUOTES):
             return body.rstrip()[: -len(QUOTES)] or None
         lines = [body] if body else []
@@ -201,9 +201,15 @@ class ChatRepl:
         name, _, rest = line.strip().partition(" ")
         rest = rest.strip()
         handler = {
-            "/help": self._help, "/?": self._help, "/show": self._show, "/set": self._set,
-            "/model": self._model, "/history": self._history, "/clear": self._clear,
-            "/save": self._save, "/load": self._load,
+            "/help": self._help,
+            "/?": self._help,
+            "/show": self._show,
+            "/set": self._set,
+            "/model": self._model,
+            "/history": self._history,
+            "/clear": self._clear,
+            "/save": self._save,
+            "/load": self._load,
         }.get(name.lower())
         if name.lower() in ("/quit", "/bye", "/exit"):
             raise Leave()
@@ -273,8 +279,9 @@ class ChatRepl:
         try:
             number = kind(value)
         except ValueError:
-            raise InvalidRequest(f"/set {key} needs {'a whole number' if kind is int else 'a number'}, "
-                                 f"got {value!r}") from None
+            raise InvalidRequest(
+                f"/set {key} needs {'a whole number' if kind is int else 'a number'}, got {value!r}"
+            ) from None
         if option in ("seed", "max_tokens") and number < 0:  # as Ollama's -1: random, no limit
             number = None
         self._apply({**self.overrides, option: number})
@@ -301,8 +308,11 @@ class ChatRepl:
             print("(no messages yet)", file=self.out)
             return
         for message in messages:
-            who = f"tool {message.tool_name}" if message.role.value == "tool" and message.tool_name \
+            who = (
+                f"tool {message.tool_name}"
+                if message.role.value == "tool" and message.tool_name
                 else message.role.value
+            )
             if message.content or not message.tool_calls:
                 print(f"{who}: {message.content}", file=self.out)
             for call in message.tool_calls:
@@ -324,8 +334,9 @@ class ChatRepl:
         try:
             session = attrs.evolve(self.session, id=rest)
         except ValueError:
-            raise InvalidRequest(f"'{rest}' cannot name a session: use letters, digits, '.', '_' and '-' "
-                                 "(or a file path with a /)") from None
+            raise InvalidRequest(
+                f"'{rest}' cannot name a session: use letters, digits, '.', '_' and '-' (or a file path with a /)"
+            ) from None
         repository.save(session)
         self.session = session
         self._note(f"Saved as '{rest}'; /load {rest} or `modelport chat --session {rest}` continues it.")

@@ -32,8 +32,9 @@ class Backend(Protocol):
         """The model ``name`` names (one lookup; a ModelInfo is given back as it is)."""
         ...
 
-    def sampling_for(self, model: str | ModelRef | ModelInfo,
-                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+    def sampling_for(
+        self, model: str | ModelRef | ModelInfo, changes: Mapping[str, Any] | None = None
+    ) -> SamplingPolicy:
         """``changes`` (SamplingPolicy field names) over the model's defaults over
         modelport's; given the ModelInfo :meth:`show` gave, no lookup is made."""
         ...

@@ -94,4 +94,3 @@ class InferenceEngine(Protocol):
     def memory_used(self) -> int:
         """Bytes held by the loaded model (weights and caches); 0 once unloaded."""
         ...
-

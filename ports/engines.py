@@ -79,8 +79,7 @@ class EngineSpec:
 class EngineRegistry:
     """The engines in order of preference for ``auto``."""
 
-    def __init__(self, specs: Iterable[EngineSpec],
-                 conversions: dict[ModelFormat, ModelFormat] | None = None) -> None:
+    def __init__(self, specs: Iterable[EngineSpec], conversions: dict[ModelFormat, ModelFormat] | None = None) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._conversions = CONVERSIONS if conversions is None else conversions
         self._warned: set[str] = set()
@@ -140,9 +139,7 @@ class EngineRegistry:
             first = fitting[0]
             raise EngineUnavailable(first.name, f"needed for {model.format.value} models", first.extra)
         wanted = ", ".join(sorted(c.value for c in model.capabilities))
-        raise EngineUnavailable(
-            "auto", f"no engine in this build runs '{model.name}' ({model.format.value}; {wanted})"
-        )
+        raise EngineUnavailable("auto", f"no engine in this build runs '{model.name}' ({model.format.value}; {wanted})")
 
     def _warn_fallback(self, broken: list[EngineUnavailable], chosen: EngineSpec) -> None:
         """One line per skipped engine (once per registry): a crashing build is never silent."""
@@ -230,7 +227,10 @@ class ResidentModels:
         self._loading: dict[str, threading.Lock] = {}
 
     def acquire(
-        self, model: ModelInfo, engine: str | None, options: EngineOptions,
+        self,
+        model: ModelInfo,
+        engine: str | None,
+        options: EngineOptions,
         keep_alive: float | None = None,
     ) -> tuple[Resident, bool]:
         """The resident model, loading it if needed; returns (resident, loaded_now).
@@ -267,8 +267,13 @@ class ResidentModels:
             load_ns = time.monotonic_ns() - started
             now = self._clock()
             resident = Resident(
-                model=model, engine=instance, options=options, loaded_at=now,
-                load_ns=load_ns, last_used=now, in_use=1,
+                model=model,
+                engine=instance,
+                options=options,
+                loaded_at=now,
+                load_ns=load_ns,
+                last_used=now,
+                in_use=1,
                 keep_alive=self.keep_alive if keep_alive is None else keep_alive,
             )
             with self._lock:
@@ -284,8 +289,11 @@ class ResidentModels:
         this raises here; a refusal (a context too small for the prompt) is ignored."""
         if self.warmup_tokens <= 0:
             return
-        request = GenerationRequest(model=ModelRef.parse("warm-up"), prompt=WARMUP_PROMPT,
-                                    sampling=SamplingPolicy.greedy(max_tokens=self.warmup_tokens))
+        request = GenerationRequest(
+            model=ModelRef.parse("warm-up"),
+            prompt=WARMUP_PROMPT,
+            sampling=SamplingPolicy.greedy(max_tokens=self.warmup_tokens),
+        )
         try:
             Completion.fold(scheduler.submit(request))
         except ModelportError:
@@ -297,8 +305,7 @@ class ResidentModels:
         if target is None or target == model.format:
             return model
         if self._convert is None:
-            raise EngineUnavailable(spec.name, f"nothing here converts {model.format.value} models "
-                                               f"to {target.value}")
+            raise EngineUnavailable(spec.name, f"nothing here converts {model.format.value} models to {target.value}")
         return self._convert(model, target)
 
     def release(self, resident: Resident) -> None:
@@ -313,7 +320,10 @@ class ResidentModels:
             self.expire()
 
     def use(
-        self, model: ModelInfo, engine: str | None, options: EngineOptions,
+        self,
+        model: ModelInfo,
+        engine: str | None,
+        options: EngineOptions,
         keep_alive: float | None = None,
     ) -> "_Lease":
         return _Lease(self, model, engine, options, keep_alive)
@@ -322,8 +332,11 @@ class ResidentModels:
         """Unload every idle model whose keep_alive has run out; returns their names."""
         with self._lock:
             now = self._clock() if now is None else now
-            due = [key for key, r in self._loaded.items()
-                   if r.in_use == 0 and r.expires_at is not None and r.expires_at <= now]
+            due = [
+                key
+                for key, r in self._loaded.items()
+                if r.in_use == 0 and r.expires_at is not None and r.expires_at <= now
+            ]
             gone = [self._loaded.pop(key) for key in due]
         for resident in gone:
             resident.engine.unload()
@@ -359,8 +372,14 @@ class ResidentModels:
 
 
 class _Lease:
-    def __init__(self, owner: ResidentModels, model: ModelInfo, engine: str | None, options: EngineOptions,
-                 keep_alive: float | None = None):
+    def __init__(
+        self,
+        owner: ResidentModels,
+        model: ModelInfo,
+        engine: str | None,
+        options: EngineOptions,
+        keep_alive: float | None = None,
+    ):
         self._owner, self._args = owner, (model, engine, options, keep_alive)
         self.resident: Resident | None = None
         self.loaded_now = False
@@ -372,4 +391,3 @@ class _Lease:
     def __exit__(self, *exc: object) -> None:
         if self.resident is not None:
             self._owner.release(self.resident)
-

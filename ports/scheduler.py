@@ -65,8 +65,16 @@ _END = object()  # the queue's sentinel after the final event
 class _Job:
     """One request inside the core."""
 
-    def __init__(self, number: int, request: GenerationRequest, prompt: list[int], sampling: SlotSampling,
-                 limit: int, constraint: TokenConstraint | None, decoder: TextDecoder) -> None:
+    def __init__(
+        self,
+        number: int,
+        request: GenerationRequest,
+        prompt: list[int],
+        sampling: SlotSampling,
+        limit: int,
+        constraint: TokenConstraint | None,
+        decoder: TextDecoder,
+    ) -> None:
         self.number = number
         self.prompt = prompt
         self.sampling = sampling
@@ -137,8 +145,14 @@ class Generation(Iterator[TokenEvent]):
 class Scheduler:
     """The one token loop over one engine's slots. Thread safe."""
 
-    def __init__(self, engine: SlotEngine, *, max_queue: int = 512, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        engine: SlotEngine,
+        *,
+        max_queue: int = 512,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         if max_queue < 0:
             raise ValueError("max_queue must be 0 or more")
         if chunk_tokens < 1:
@@ -161,8 +175,9 @@ class Scheduler:
 
     # -- the request side ----------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, *, constraint: TokenConstraint | None = None,
-               logprobs: int | None = None) -> Generation:
+    def submit(
+        self, request: GenerationRequest, *, constraint: TokenConstraint | None = None, logprobs: int | None = None
+    ) -> Generation:
         """Queue ``request``. What makes it impossible (an empty prompt, one longer
         than the context, a full queue) raises here, before anything is queued.
         ``logprobs`` overrides the request's own."""
@@ -212,8 +227,13 @@ class Scheduler:
             tokens = sum(n for _, n in self._recent)
             span = (now - self._recent[0][0]) if self._recent else 0
             rate = tokens / span * 1e9 if span > 0 else 0.0
-            return SlotStats(slots=self.engine.slots, busy=len(self._active), waiting=len(self._waiting),
-                             tokens_per_second=rate, generated_tokens=self._generated)
+            return SlotStats(
+                slots=self.engine.slots,
+                busy=len(self._active),
+                waiting=len(self._waiting),
+                tokens_per_second=rate,
+                generated_tokens=self._generated,
+            )
 
     @property
     def busy(self) -> bool:
@@ -245,8 +265,7 @@ class Scheduler:
 
     def _start_locked(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"modelport-{self.engine.name}-core",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"modelport-{self.engine.name}-core", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -289,8 +308,7 @@ class Scheduler:
         """The free slot holding the longest prefix of ``prompt``; among equals the
         one unused longest (its cache is the least likely to be wanted again)."""
         free = [s for s in range(self.engine.slots) if s not in self._active]
-        return max(free, key=lambda s: (common_prefix(self.engine.held(s), prompt),
-                                        -self._last_slot_use.get(s, -1)))
+        return max(free, key=lambda s: (common_prefix(self.engine.held(s), prompt), -self._last_slot_use.get(s, -1)))
 
     def _step(self, jobs: dict[int, _Job]) -> None:
         step = self._plan(jobs)
@@ -326,7 +344,7 @@ class Scheduler:
             if job.reading:
                 if budget <= 0:
                     continue
-                take = job.prompt[job.position: job.position + budget]
+                take = job.prompt[job.position : job.position + budget]
                 budget -= len(take)
                 last = job.position + len(take) == len(job.prompt)
             if (not job.reading or last) and job.constraint is not None:
@@ -352,7 +370,8 @@ class Scheduler:
         if self._masker is None:
             self._masker = concurrent.futures.ThreadPoolExecutor(
                 max_workers=max(1, min(MASK_WORKERS, self.engine.slots)),
-                thread_name_prefix=f"modelport-{self.engine.name}-mask")
+                thread_name_prefix=f"modelport-{self.engine.name}-mask",
+            )
         return self._masker.submit(_checked_mask, constraint)
 
     def _take(self, job: _Job, sample: Sample, now: int) -> None:
@@ -388,8 +407,11 @@ class Scheduler:
         tail = "" if job.matcher.stopped else job.matcher.push(job.decoder.flush()) + job.matcher.flush()
         first = job.first_ns or now
         usage = Usage(
-            prompt_tokens=len(job.prompt), completion_tokens=job.produced, cached_tokens=job.reused,
-            prompt_eval_ns=max(1, first - job.admitted_ns), eval_ns=max(1, now - first),
+            prompt_tokens=len(job.prompt),
+            completion_tokens=job.produced,
+            cached_tokens=job.reused,
+            prompt_eval_ns=max(1, first - job.admitted_ns),
+            eval_ns=max(1, now - first),
         )
         job.events.put(TokenEvent(text=tail, finish_reason=reason, usage=usage))
         job.events.put(_END)
@@ -416,7 +438,6 @@ class Scheduler:
     def _trim(self, now: int) -> None:
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_NS:
             self._recent.popleft()
-
 
 
 def _checked_mask(constraint: TokenConstraint) -> Sequence[int] | None:

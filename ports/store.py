@@ -69,6 +69,11 @@ class ModelSource(Protocol):
         ...
 
     def search(
-        self, query: str, *, author: str | None = None, filter: str | None = None,
-        sort: str = "downloads", limit: int = 20,
+        self,
+        query: str,
+        *,
+        author: str | None = None,
+        filter: str | None = None,
+        sort: str = "downloads",
+        limit: int = 20,
     ) -> list[SearchHit]: ...

@@ -71,8 +71,7 @@ class GenerationStream(Iterator[TokenEvent]):
     """The events of one generation. The model stays in use until the stream is
     exhausted or closed; closing it early cancels the generation."""
 
-    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None], *,
-                 model: str | None = None) -> None:
+    def __init__(self, events: Iterator[TokenEvent], release: Callable[[], None], *, model: str | None = None) -> None:
         self._events = events
         self._release = release
         self._open = True
@@ -174,8 +173,9 @@ class Services:
             return name
         return self.store.resolve(_ref(name))
 
-    def sampling_for(self, model: str | ModelRef | ModelInfo,
-                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+    def sampling_for(
+        self, model: str | ModelRef | ModelInfo, changes: Mapping[str, Any] | None = None
+    ) -> SamplingPolicy:
         """The policy for a request to ``model``: the request's ``changes`` (SamplingPolicy
         field names; each wire format maps its own at its edge) over the model's own
         defaults over modelport's. Given the ModelInfo, no lookup is made."""
@@ -214,8 +214,7 @@ class Services:
         if defaults.template is not None:
             self._require_templates().check(chat_template(defaults.template))
         model = self.store.resolve(ref)
-        inherited = attrs.evolve(model.defaults, parameters={
-            k: v for k, v in model.default_options if k in PARAMETERS})
+        inherited = attrs.evolve(model.defaults, parameters={k: v for k, v in model.default_options if k in PARAMETERS})
         return self.store.copy(ref, _ref(name), defaults.over(inherited))
 
     def modelfile(self, name: str | ModelRef) -> Modelfile:
@@ -248,7 +247,11 @@ class Services:
     # -- inference ------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, *, engine: str | None = None, keep_alive: float | None = None,
+        self,
+        request: GenerationRequest,
+        *,
+        engine: str | None = None,
+        keep_alive: float | None = None,
         model: ModelInfo | None = None,
     ) -> GenerationStream:
         """Stream a generation. The model is resolved and loaded before this returns,
@@ -260,7 +263,12 @@ class Services:
         return self.generate_many(request, 1, engine=engine, keep_alive=keep_alive, model=model)[0]
 
     def generate_many(
-        self, request: GenerationRequest, n: int, *, engine: str | None = None, keep_alive: float | None = None,
+        self,
+        request: GenerationRequest,
+        n: int,
+        *,
+        engine: str | None = None,
+        keep_alive: float | None = None,
         model: ModelInfo | None = None,
     ) -> list[GenerationStream]:
         """``n`` independent generations of one request (OpenAI's ``n`` choices),
@@ -302,8 +310,7 @@ class Services:
         messages = defaults.prepend_to(request.messages)
         if defaults.template is None:
             return attrs.evolve(request, messages=messages)
-        prompt = self._require_templates().render(chat_template(defaults.template),
-                                                  [m.to_dict() for m in messages])
+        prompt = self._require_templates().render(chat_template(defaults.template), [m.to_dict() for m in messages])
         return attrs.evolve(request, prompt=prompt, messages=())
 
     def _require_templates(self) -> ChatTemplates:
@@ -311,8 +318,14 @@ class Services:
             raise EngineUnavailable("templates", "no chat template renderer is configured (jinja2)", "server")
         return self.templates
 
-    def _submit(self, model: ModelInfo, request: GenerationRequest, engine: str | None,
-                options: EngineOptions, keep_alive: float | None) -> GenerationStream:
+    def _submit(
+        self,
+        model: ModelInfo,
+        request: GenerationRequest,
+        engine: str | None,
+        options: EngineOptions,
+        keep_alive: float | None,
+    ) -> GenerationStream:
         spec = request.output_spec
         resident, loaded_now = self.resident.acquire(model, engine or self.default_engine, options, keep_alive)
         try:
@@ -326,8 +339,7 @@ class Services:
                 if vocabulary is None:
                     raise CapabilityMissing(model.name, f"structured outputs and tools with the {loaded.name} engine")
                 constraint = self.constraints.compile(spec, vocabulary())
-            events: Iterator[TokenEvent] = scheduler.submit(prompted(request, model, loaded),
-                                                            constraint=constraint)
+            events: Iterator[TokenEvent] = scheduler.submit(prompted(request, model, loaded), constraint=constraint)
         except BaseException:
             self.resident.release(resident)
             raise
@@ -341,8 +353,7 @@ class Services:
     def complete(self, request: GenerationRequest, *, engine: str | None = None) -> Completion:
         return Completion.fold(self.generate(request, engine=engine))
 
-    def chat(self, session: ChatSession, message: str, *, engine: str | None = None,
-             **output: Any) -> ChatTurn:
+    def chat(self, session: ChatSession, message: str, *, engine: str | None = None, **output: Any) -> ChatTurn:
         """Send ``message`` in ``session``; the model sees the kept turns only.
         ``output``: the request's ``format``, ``tools`` and ``tool_choice``."""
         session = session.with_user(message)
@@ -356,7 +367,11 @@ class Services:
         return ChatSession(id=uuid.uuid4().hex[:12], model=model, **fields)  # type: ignore[arg-type]
 
     def embed(
-        self, request: EmbeddingRequest, *, engine: str | None = None, keep_alive: float | None = None,
+        self,
+        request: EmbeddingRequest,
+        *,
+        engine: str | None = None,
+        keep_alive: float | None = None,
         model: ModelInfo | None = None,
     ) -> Embeddings:
         """``model``: as for :meth:`generate`."""
@@ -370,7 +385,8 @@ class Services:
             prompt_tokens = sum(len(lease.resident.engine.tokenize(t)) for t in request.inputs)
             load_ns = lease.resident.load_ns if lease.loaded_now else 0
         usage = Usage(
-            prompt_tokens=prompt_tokens, load_ns=load_ns,
+            prompt_tokens=prompt_tokens,
+            load_ns=load_ns,
             total_ns=time.monotonic_ns() - started,
         )
         return Embeddings(model=model.name, vectors=tuple(tuple(v) for v in vectors), usage=usage)
@@ -381,8 +397,9 @@ class Services:
         """Load ``name`` (Ollama's empty generate request) and say how it runs."""
         return self._running(self._load(name, engine, keep_alive), time.time())
 
-    def _load(self, name: str | ModelRef | ModelInfo, engine: str | None = None,
-              keep_alive: float | None = None) -> Resident:
+    def _load(
+        self, name: str | ModelRef | ModelInfo, engine: str | None = None, keep_alive: float | None = None
+    ) -> Resident:
         model = self.show(name)
         with self.resident.use(model, engine or self.default_engine, self.engine_options, keep_alive) as lease:
             assert lease.resident is not None
@@ -415,9 +432,14 @@ class Services:
     def _running(resident: Resident, now: float) -> RunningModel:
         size = resident.engine.memory_used() or resident.model.size
         return RunningModel(
-            model=resident.model, size=size, size_vram=size if resident.options.device == "gpu" else 0,
-            num_ctx=resident.options.num_ctx, device=resident.options.device, in_use=resident.in_use,
-            expires_at=resident.expiry(now), slots=resident.stats(),
+            model=resident.model,
+            size=size,
+            size_vram=size if resident.options.device == "gpu" else 0,
+            num_ctx=resident.options.num_ctx,
+            device=resident.options.device,
+            in_use=resident.in_use,
+            expires_at=resident.expiry(now),
+            slots=resident.stats(),
         )
 
     def activity(self) -> dict[str, SlotStats]:
@@ -455,28 +477,34 @@ class Services:
         return self.source
 
 
-
 def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
     """Choice ``index`` of a request: seed + index when the request is seeded."""
     seed = request.sampling.seed
     if index == 0 or seed is None:
         return request
     return attrs.evolve(request, sampling=request.sampling.replace(seed=seed + index))
+
+
 def prompted(request: GenerationRequest, model: ModelInfo, engine: object) -> GenerationRequest:
     """The request as the engine renders it. Tools go through the model's own chat
     template when the engine passes them to it (``renders_tools``) and the
     template teaches ``<tool_call>`` blocks; otherwise the conversation is
     rewritten for a template without tools (:func:`without_native_tools`).
     With ``tool_choice`` none the tools are not shown at all."""
-    if not request.is_chat or not (request.tools or any(m.tool_calls or m.role.value == "tool"
-                                                          for m in request.messages)):
+    if not request.is_chat or not (
+        request.tools or any(m.tool_calls or m.role.value == "tool" for m in request.messages)
+    ):
         return request
     native = bool(getattr(engine, "renders_tools", False)) and template_renders_tools(model.chat_template)
     if native:
         return request if request.calls_tools else attrs.evolve(request, tools=())
     tools = request.output_spec.tools if request.calls_tools else ()
-    return attrs.evolve(request, messages=without_native_tools(request.messages, tools), tools=(),
-                        tool_choice=attrs.evolve(request.tool_choice, mode="auto", name=None))
+    return attrs.evolve(
+        request,
+        messages=without_native_tools(request.messages, tools),
+        tools=(),
+        tool_choice=attrs.evolve(request.tool_choice, mode="auto", name=None),
+    )
 
 
 class _with_tool_calls(Iterator[TokenEvent]):

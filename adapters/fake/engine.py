@@ -221,8 +221,9 @@ class FakeEngine:
         """END and the ASCII characters, one token each (a grammar masks the rest)."""
         if self._vocabulary is None:
             tokens = (b"<|end|>",) + tuple(bytes([i]) for i in range(1, VOCABULARY_SIZE))
-            self._vocabulary = Vocabulary(size=VOCABULARY_SIZE, end_tokens=(END,), tokens=tokens,
-                                          special_tokens=(END,), encode=self.tokenize)
+            self._vocabulary = Vocabulary(
+                size=VOCABULARY_SIZE, end_tokens=(END,), tokens=tokens, special_tokens=(END,), encode=self.tokenize
+            )
         return self._vocabulary
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:

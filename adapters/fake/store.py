@@ -53,9 +53,13 @@ def with_defaults(model: ModelInfo, defaults: ModelDefaults) -> ModelInfo:
     capabilities = set(model.capabilities)
     if defaults.template is not None and Capability.EMBEDDING not in capabilities:
         capabilities.add(Capability.CHAT)
-    return attrs.evolve(model, defaults=defaults, capabilities=capabilities,
-                        default_options={**dict(model.default_options), **dict(defaults.parameters)},
-                        license=defaults.license or model.license)
+    return attrs.evolve(
+        model,
+        defaults=defaults,
+        capabilities=capabilities,
+        default_options={**dict(model.default_options), **dict(defaults.parameters)},
+        license=defaults.license or model.license,
+    )
 
 
 def _key(ref: ModelRef) -> str:

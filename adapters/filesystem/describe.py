@@ -43,7 +43,8 @@ class Details:
     license: str | None = None
     metadata: tuple[tuple[str, object], ...] = ()
     default_options: tuple[tuple[str, object], ...] = attrs.field(
-        default=(), converter=lambda d: tuple(sorted(dict(d).items())))
+        default=(), converter=lambda d: tuple(sorted(dict(d).items()))
+    )
 
 
 def _capabilities(embedding: bool, chat_template: str | None) -> frozenset[Capability]:
@@ -83,10 +84,22 @@ def _describe_gguf(path: str, _size: int, _mtime_ns: int) -> Details:
 
 
 def _gguf_metadata(header: GGUFHeader) -> tuple[tuple[str, object], ...]:
-    keys = ("general.name", "general.basename", "general.size_label", "general.finetune",
-            "general.file_type", "tokenizer.ggml.model")
-    arch_keys = ("block_count", "feed_forward_length", "attention.head_count",
-                 "attention.head_count_kv", "rope.freq_base", "vocab_size")
+    keys = (
+        "general.name",
+        "general.basename",
+        "general.size_label",
+        "general.finetune",
+        "general.file_type",
+        "tokenizer.ggml.model",
+    )
+    arch_keys = (
+        "block_count",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "rope.freq_base",
+        "vocab_size",
+    )
     pairs = [(key, header.get(key)) for key in keys]
     pairs += [(f"{header.architecture}.{key}", header.arch_value(key)) for key in arch_keys]
     tokens = header.get("tokenizer.ggml.tokens")
@@ -133,16 +146,27 @@ def describe_folder(folder: str) -> Details:
         default_options=generation_defaults(folder),
         metadata=tuple(
             (key, values[key])
-            for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                        "intermediate_size", "vocab_size", "rope_theta")
+            for key in (
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+                "vocab_size",
+                "rope_theta",
+            )
             if isinstance(values.get(key), (int, float)) and not isinstance(values.get(key), bool)
         ),
     )
 
 
 # generation_config.json key -> Modelfile parameter (the names a model's defaults are kept in)
-_GENERATION_KEYS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
-                    "min_p": "min_p", "repetition_penalty": "repeat_penalty"}
+_GENERATION_KEYS = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repetition_penalty": "repeat_penalty",
+}
 
 
 def generation_defaults(folder: str) -> dict[str, object]:

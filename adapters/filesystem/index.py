@@ -64,8 +64,7 @@ class IndexEntry:
             format=data["format"],
             primary_file=data["primary_file"],
             files=[
-                ModelFile(path=f["path"], size=f["size"], sha256=f.get("sha256"),
-                          source_digest=f.get("source_digest"))
+                ModelFile(path=f["path"], size=f["size"], sha256=f.get("sha256"), source_digest=f.get("source_digest"))
                 for f in data["files"]
             ],
             added_at=float(data.get("added_at", 0.0)),
@@ -129,8 +128,7 @@ class ModelIndex:
             return {}
         except ValueError as exc:
             raise InvalidRequest(
-                f"the model index '{self.path}' is damaged ({exc}); "
-                "move it aside and import the models again"
+                f"the model index '{self.path}' is damaged ({exc}); move it aside and import the models again"
             ) from None
         entries: dict[str, IndexEntry] = {}
         for raw in data.get("models", []) if isinstance(data, dict) else []:

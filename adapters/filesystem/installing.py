@@ -22,8 +22,16 @@ CheckNewName = Callable[[ModelRef, "dict[str, IndexEntry]"], None]
 
 
 def install(
-    root: str, index: ModelIndex, staging: Staging, ref: ModelRef, folder: str, files: Iterable[ModelFile], *,
-    replace: bool, check_new_name: CheckNewName, primary_file: str | None = None,
+    root: str,
+    index: ModelIndex,
+    staging: Staging,
+    ref: ModelRef,
+    folder: str,
+    files: Iterable[ModelFile],
+    *,
+    replace: bool,
+    check_new_name: CheckNewName,
+    primary_file: str | None = None,
     defaults: ModelDefaults | None = None,
 ) -> IndexEntry:
     """Move the staged ``folder`` into place as ``ref`` and record it; an older copy
@@ -91,10 +99,7 @@ def _check_inside(root: str, target: str) -> None:
     real = os.path.realpath(target)
     inside = os.path.dirname(real) == os.path.realpath(root)
     if not inside or os.path.basename(real).startswith("."):
-        raise InvalidRequest(
-            f"refusing to delete '{target}': it resolves to '{real}', "
-            f"outside the model store {root}"
-        )
+        raise InvalidRequest(f"refusing to delete '{target}': it resolves to '{real}', outside the model store {root}")
 
 
 def _measured(folder: str, files: tuple[ModelFile, ...]) -> tuple[ModelFile, ...]:

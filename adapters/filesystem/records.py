@@ -96,15 +96,23 @@ def local_record(name: str, path: str) -> Record | None:
     if os.path.isfile(path):
         base = os.path.basename(path)
         return Record(
-            name=name, format=ModelFormat.GGUF, location=os.path.dirname(path), primary_file=base,
-            files=(ModelFile(path=base, size=os.path.getsize(path)),), read_only=True,
+            name=name,
+            format=ModelFormat.GGUF,
+            location=os.path.dirname(path),
+            primary_file=base,
+            files=(ModelFile(path=base, size=os.path.getsize(path)),),
+            read_only=True,
         )
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
         sizes = {rel: os.path.getsize(os.path.join(path, rel)) for rel in folder_files(path)}
         files = tuple(ModelFile(path=rel, size=size) for rel, size in sizes.items())
         return Record(
-            name=name, format=format_of(path, "config.json"), location=path, primary_file="config.json",
-            files=files, read_only=True,
+            name=name,
+            format=format_of(path, "config.json"),
+            location=path,
+            primary_file="config.json",
+            files=files,
+            read_only=True,
         )
     return None
 
@@ -148,8 +156,15 @@ def model_info(record: Record) -> ModelInfo:
         read_only=record.read_only,
         aliases=record.aliases,
         defaults=record.defaults,
-        **attrs.asdict(attrs.evolve(details, default_options=options, capabilities=frozenset(capabilities),
-                                    license=record.defaults.license or details.license), recurse=False),
+        **attrs.asdict(
+            attrs.evolve(
+                details,
+                default_options=options,
+                capabilities=frozenset(capabilities),
+                license=record.defaults.license or details.license,
+            ),
+            recurse=False,
+        ),
     )
 
 

@@ -91,8 +91,9 @@ class Staging:
         os.rename(path, aside)
         return aside
 
-    def clean(self, index_locked: Callable[[], ContextManager[None]] = contextlib.nullcontext, *,
-              partial: bool = False) -> int:
+    def clean(
+        self, index_locked: Callable[[], ContextManager[None]] = contextlib.nullcontext, *, partial: bool = False
+    ) -> int:
         """Delete what crashed copies, imports and removals left, and interrupted pulls
         older than two weeks (all of them with ``partial``); work in progress is never
         touched (each holds a lock). ``index_locked``: the store's lock, held while a

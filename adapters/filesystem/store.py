@@ -99,8 +99,11 @@ class FilesystemModelStore:
         self._index = ModelIndex(self.root)
         self._staging = Staging(os.path.join(self.root, STAGING))
         self._converter = converter
-        self._conversions = (os.path.join(self.root, CONVERTED) if conversions is None
-                             else os.path.abspath(os.path.expanduser(os.fspath(conversions))))
+        self._conversions = (
+            os.path.join(self.root, CONVERTED)
+            if conversions is None
+            else os.path.abspath(os.path.expanduser(os.fspath(conversions)))
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -119,9 +122,7 @@ class FilesystemModelStore:
         """Hash every file again, against the manifest's sha256 and the digest its source
         published (the Hub's); files without a recorded sha256 only report theirs."""
         info = model_info(path_record(ref) if ref.is_path else self._find(ref))
-        return VerifyReport(
-            model=info.name, checks=[check_file(info.location, file) for file in info.files]
-        )
+        return VerifyReport(model=info.name, checks=[check_file(info.location, file) for file in info.files])
 
     def disk_usage(self) -> DiskUsage:
         """Bytes used by installed models, by interrupted pulls, and the space left
@@ -138,7 +139,11 @@ class FilesystemModelStore:
         with self._scratch(destination) as folder:
             link_model(info, folder)
             return self._install(
-                destination, folder, info.files, replace=False, primary_file=info.primary_file,
+                destination,
+                folder,
+                info.files,
+                replace=False,
+                primary_file=info.primary_file,
                 defaults=info.defaults if defaults is None else defaults,
             )
 
@@ -167,12 +172,14 @@ class FilesystemModelStore:
             return model
         if (model.format, format) != (ModelFormat.GGUF, ModelFormat.SAFETENSORS) or self._converter is None:
             raise EngineUnavailable(
-                "auto", f"cannot convert '{model.name}' from {model.format.value} to {format.value}"
-                + ("" if self._converter else "; converting GGUF files needs modelport[jax]"), "jax")
+                "auto",
+                f"cannot convert '{model.name}' from {model.format.value} to {format.value}"
+                + ("" if self._converter else "; converting GGUF files needs modelport[jax]"),
+                "jax",
+            )
         from modelport.adapters.ggufconvert.cache import converted_folder
 
-        target = converted_folder(os.path.join(model.location, model.primary_file), self._conversions,
-                                  self._converter)
+        target = converted_folder(os.path.join(model.location, model.primary_file), self._conversions, self._converter)
         record = local_record(model.name, target)
         assert record is not None, f"the converter left no config.json in {target}"
         converted = model_info(attrs.evolve(record, aliases=model.aliases, options=model.default_options))
@@ -196,10 +203,28 @@ class FilesystemModelStore:
 
     # -- internals --------------------------------------------------------------------
 
-    def _install(self, ref: ModelRef, folder: str, files: Iterable[ModelFile], *, replace: bool,
-                 primary_file: str | None = None, defaults: ModelDefaults | None = None) -> ModelInfo:
-        entry = install(self.root, self._index, self._staging, ref, folder, files, replace=replace,
-                        check_new_name=self._check_new_name, primary_file=primary_file, defaults=defaults)
+    def _install(
+        self,
+        ref: ModelRef,
+        folder: str,
+        files: Iterable[ModelFile],
+        *,
+        replace: bool,
+        primary_file: str | None = None,
+        defaults: ModelDefaults | None = None,
+    ) -> ModelInfo:
+        entry = install(
+            self.root,
+            self._index,
+            self._staging,
+            ref,
+            folder,
+            files,
+            replace=replace,
+            check_new_name=self._check_new_name,
+            primary_file=primary_file,
+            defaults=defaults,
+        )
         return model_info(installed_record(self.root, entry))
 
     def _scratch(self, ref: ModelRef):
@@ -249,6 +274,4 @@ class FilesystemModelStore:
         entries = self._index.read() if entries is None else entries
         bundled = (r for r in map(bundled_record, self.bundled) if r is not None)
         if name in entries or any(record.answers_to(name) for record in bundled):
-            raise InvalidRequest(
-                f"a model named '{name}' already exists; remove it first or choose another name"
-            )
+            raise InvalidRequest(f"a model named '{name}' already exists; remove it first or choose another name")

@@ -43,8 +43,13 @@ def check_file(location: str, file: ModelFile) -> FileCheck:
         return FileCheck(path=file.path, expected=file.sha256, actual=None, source=source)
     sha256, blob = file_digests(path, git=algorithm == "git-sha1")
     source_actual = {"sha256": f"sha256:{sha256}", "git-sha1": f"git-sha1:{blob}"}.get(algorithm)
-    return FileCheck(path=file.path, expected=file.sha256, actual=sha256, source=source,
-                     source_actual=source_actual if source else None)
+    return FileCheck(
+        path=file.path,
+        expected=file.sha256,
+        actual=sha256,
+        source=source,
+        source_actual=source_actual if source else None,
+    )
 
 
 def _stat(path: str) -> os.stat_result | None:

@@ -17,5 +17,13 @@ from .convert import (
     materialize_hf_folder,
 )
 
-__all__ = ["CONVERTER_VERSION", "SUPPORTED_ARCHITECTURES", "cache_key", "cache_root", "converted_folder",
-           "dequantize_tensor", "llama_tensor_name", "materialize_hf_folder"]
+__all__ = [
+    "CONVERTER_VERSION",
+    "SUPPORTED_ARCHITECTURES",
+    "cache_key",
+    "cache_root",
+    "converted_folder",
+    "dequantize_tensor",
+    "llama_tensor_name",
+    "materialize_hf_folder",
+]

@@ -214,8 +214,9 @@ def dequantize_tensor(tensor: Any) -> Any:
         try:
             array = dequantize(tensor.data, tensor.tensor_type)
         except NotImplementedError:
-            raise ModelLoadError(f"the gguf package cannot dequantize {tensor.tensor_type.name} "
-                                 f"({tensor.name})") from None
+            raise ModelLoadError(
+                f"the gguf package cannot dequantize {tensor.tensor_type.name} ({tensor.name})"
+            ) from None
     if array.size != int(np.prod(shape)):
         raise ModelLoadError(f"tensor {tensor.name}: {array.shape} does not hold {shape}")
     return array.reshape(shape)

@@ -41,10 +41,12 @@ def _split_then_bytes(pattern: str) -> Callable[[], Any]:
     def build() -> Any:
         from tokenizers import Regex, pre_tokenizers
 
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
 
     return build
 
@@ -69,8 +71,7 @@ def build_tokenizer(get: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
 
     kind = get("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ModelLoadError(f"GGUF tokenizers of type '{kind}' cannot be converted yet (only byte-level "
-                             "BPE, 'gpt2')")
+        raise ModelLoadError(f"GGUF tokenizers of type '{kind}' cannot be converted yet (only byte-level BPE, 'gpt2')")
     pre = get("tokenizer.ggml.pre") or "default"
     if pre not in PRE_TOKENIZERS:
         raise ModelLoadError(f"the GGUF pre-tokenizer '{pre}' is not known; known: {', '.join(sorted(PRE_TOKENIZERS))}")
@@ -84,12 +85,12 @@ def build_tokenizer(get: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
         raise ModelLoadError(f"the GGUF's vocabulary and merges do not make a tokenizer: {exc}") from None
     tokenizer.pre_tokenizer = PRE_TOKENIZERS[pre]()
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([
-        AddedToken(tokens[i], special=True, normalized=False) for i, k in enumerate(kinds) if k == _CONTROL
-    ])
-    tokenizer.add_tokens([
-        AddedToken(tokens[i], special=False, normalized=False) for i, k in enumerate(kinds) if k == _USER_DEFINED
-    ])
+    tokenizer.add_special_tokens(
+        [AddedToken(tokens[i], special=True, normalized=False) for i, k in enumerate(kinds) if k == _CONTROL]
+    )
+    tokenizer.add_tokens(
+        [AddedToken(tokens[i], special=False, normalized=False) for i, k in enumerate(kinds) if k == _USER_DEFINED]
+    )
     special = _special_tokens(get, tokens)
     tokenizer.post_processor = _post_processor(processors, get, special)
     return tokenizer, special
@@ -97,8 +98,14 @@ def build_tokenizer(get: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
 
 def _special_tokens(get: Callable[[str], Any], tokens: list[str]) -> dict[str, Any]:
     special: dict[str, Any] = {}
-    for name, key in (("bos", "bos"), ("eos", "eos"), ("eot", "eot"), ("eom", "eom"),
-                      ("unk", "unknown"), ("pad", "padding")):
+    for name, key in (
+        ("bos", "bos"),
+        ("eos", "eos"),
+        ("eot", "eot"),
+        ("eom", "eom"),
+        ("unk", "unknown"),
+        ("pad", "padding"),
+    ):
         index = get(f"tokenizer.ggml.{key}_token_id")
         if index is not None and 0 <= int(index) < len(tokens):
             special[f"{name}_token_id"] = int(index)

@@ -168,10 +168,16 @@ class Workspace:
             return None
         known = self._state.get(remote.path)
         stat = os.stat(target)
-        if known and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns \
-                and known.get("source_digest") == remote.source_digest and remote.source_digest:
-            return ModelFile(path=remote.path, size=stat.st_size, sha256=known["sha256"],
-                             source_digest=remote.source_digest)
+        if (
+            known
+            and known.get("size") == stat.st_size
+            and known.get("mtime_ns") == stat.st_mtime_ns
+            and known.get("source_digest") == remote.source_digest
+            and remote.source_digest
+        ):
+            return ModelFile(
+                path=remote.path, size=stat.st_size, sha256=known["sha256"], source_digest=remote.source_digest
+            )
         return self._adopt(target, remote)
 
     def reuse_installed(self, remote: RemoteFile) -> ModelFile | None:
@@ -205,12 +211,13 @@ class Workspace:
     def record(self, remote: RemoteFile, sha256: str) -> ModelFile:
         stat = os.stat(self.target(remote.path))
         self._state[remote.path] = {
-            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": sha256,
             "source_digest": remote.source_digest,
         }
         self._save()
-        return ModelFile(path=remote.path, size=stat.st_size, sha256=sha256,
-                         source_digest=remote.source_digest)
+        return ModelFile(path=remote.path, size=stat.st_size, sha256=sha256, source_digest=remote.source_digest)
 
     # -- partial files ----------------------------------------------------------------
 
@@ -229,8 +236,10 @@ class Workspace:
         prefix = urllib.parse.quote(remote.path, safe="") + "."
         folder = os.path.join(self.folder, PARTIAL_FOLDER)
         try:
-            return max((os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)
-                        if n.startswith(prefix)), default=0)
+            return max(
+                (os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n.startswith(prefix)),
+                default=0,
+            )
         except FileNotFoundError:
             return 0
 

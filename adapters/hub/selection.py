@@ -26,21 +26,56 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}$", re.IGNORECASE)
 # Picked, in this order, when a GGUF repository is pulled without a tag: the 4-bit
 # K-quant is Ollama's default too, the best size/quality trade-off for most machines.
 DEFAULT_QUANTIZATIONS = (
-    "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1", "IQ4_XS", "IQ4_NL", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1",
-    "Q6_K", "Q8_0", "Q3_K_M", "Q3_K_L", "Q3_K_S", "IQ3_M", "IQ3_XS", "Q2_K", "BF16", "F16", "F32",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_0",
+    "Q4_1",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_0",
+    "Q5_1",
+    "Q6_K",
+    "Q8_0",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q3_K_S",
+    "IQ3_M",
+    "IQ3_XS",
+    "Q2_K",
+    "BF16",
+    "F16",
+    "F32",
 )
 # Beside the weights of a GGUF repository, only the model card and the licence.
 _GGUF_EXTRAS = ("README.md", "LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "USE_POLICY.md")
 
 # Never fetched for a folder: other frameworks' weights, exports, media, remote code.
 _SKIPPED_SUFFIXES = (
-    ".onnx", ".onnx_data", ".ort", ".tflite", ".mlmodel", ".h5", ".msgpack", ".ot", ".gguf",
-    ".py", ".ipynb", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".mp4", ".pdf",
+    ".onnx",
+    ".onnx_data",
+    ".ort",
+    ".tflite",
+    ".mlmodel",
+    ".h5",
+    ".msgpack",
+    ".ot",
+    ".gguf",
+    ".py",
+    ".ipynb",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".webp",
+    ".svg",
+    ".mp4",
+    ".pdf",
 )
 _SKIPPED_FOLDERS = {"onnx", "openvino", "coreml", "tflite", "mlpackage"}
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_TRAINING_LEFTOVERS = re.compile(
-    r"(optimizer|scheduler|rng_state.*|training_args|trainer_state)\.(pt|pth|bin|json)$")
+_TRAINING_LEFTOVERS = re.compile(r"(optimizer|scheduler|rng_state.*|training_args|trainer_state)\.(pt|pth|bin|json)$")
 
 
 @attrs.frozen(kw_only=True)
@@ -110,9 +145,7 @@ def select_files(ref: ModelRef, files: Iterable[RemoteFile]) -> Selection:
             f"pull '{ref.repo_id}' (with @revision to pin a version)"
         )
     if not has_config:
-        raise InvalidRequest(
-            f"'{ref.repo_id}' holds neither GGUF files nor a config.json: modelport cannot run it"
-        )
+        raise InvalidRequest(f"'{ref.repo_id}' holds neither GGUF files nor a config.json: modelport cannot run it")
     return Selection(files=folder_files(files), repo_id=ref.repo_id)
 
 
@@ -131,8 +164,11 @@ def _select_gguf(ref: ModelRef, files: list[RemoteFile], weights: list[RemoteFil
             )
     extras = [f for f in files if f.path in _GGUF_EXTRAS]
     return Selection(
-        files=sorted(groups[chosen], key=lambda f: f.path) + extras, repo_id=ref.repo_id,
-        quantization=chosen, available=available, defaulted=tag is None,
+        files=sorted(groups[chosen], key=lambda f: f.path) + extras,
+        repo_id=ref.repo_id,
+        quantization=chosen,
+        available=available,
+        defaulted=tag is None,
     )
 
 
@@ -158,8 +194,10 @@ def _default_group(groups: dict[str, list[RemoteFile]]) -> str:
         if label in groups:
             return label
     # Nothing usual: the smallest (files of unknown size last).
-    return min(groups, key=lambda name: (any(f.size is None for f in groups[name]),
-                                         sum(f.size or 0 for f in groups[name]), name))
+    return min(
+        groups,
+        key=lambda name: (any(f.size is None for f in groups[name]), sum(f.size or 0 for f in groups[name]), name),
+    )
 
 
 def _quantization_order(name: str) -> tuple[int, str]:
@@ -177,8 +215,8 @@ def folder_files(files: Iterable[RemoteFile]) -> list[RemoteFile]:
     folders_with_safetensors = {posixpath.dirname(f.path) for f in files if f.path.endswith(".safetensors")}
     root_has_safetensors = "" in folders_with_safetensors
     has_model_shards = any(
-        posixpath.basename(f.path).startswith("model") and f.path.endswith(".safetensors")
-        and "/" not in f.path for f in files
+        posixpath.basename(f.path).startswith("model") and f.path.endswith(".safetensors") and "/" not in f.path
+        for f in files
     )
     kept = []
     for file in files:
@@ -207,8 +245,9 @@ def _is_gguf_weights(path: str) -> bool:
 def _safe(path: str) -> bool:
     """A relative path that stays inside the model's folder (a mirror could list others)."""
     parts = path.split("/")
-    return bool(path) and "\\" not in path and ":" not in parts[0] and all(
-        part not in ("", ".", "..") for part in parts)
+    return (
+        bool(path) and "\\" not in path and ":" not in parts[0] and all(part not in ("", ".", "..") for part in parts)
+    )
 
 
 def _hidden(path: str) -> bool:

@@ -37,8 +37,12 @@ from .selection import RemoteFile, select_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SORT_KEYS = {
-    "downloads": "downloads", "likes": "likes", "trending": "trending_score",
-    "created": "created_at", "modified": "last_modified", "updated": "last_modified",
+    "downloads": "downloads",
+    "likes": "likes",
+    "trending": "trending_score",
+    "created": "created_at",
+    "modified": "last_modified",
+    "updated": "last_modified",
 }
 MAX_SEARCH_LIMIT = 1000
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -92,8 +96,10 @@ class HubModelSource:
         token = self._token(hub)
         context = _Context(ref=ref, endpoint=self._checked_endpoint(), has_token=bool(token))
         api = hub.HfApi(endpoint=context.endpoint, token=token or False, library_name="modelport")
-        info = self._call(context, lambda: api.model_info(
-            ref.repo_id, revision=ref.revision, files_metadata=True, timeout=self.timeout))
+        info = self._call(
+            context,
+            lambda: api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True, timeout=self.timeout),
+        )
         selection = select_files(ref, _remote_files(info))
         if selection.note:
             progress(PullProgress(status=selection.note))
@@ -105,8 +111,7 @@ class HubModelSource:
             if found is not None:
                 done[remote.path] = found
                 progress(_file_progress(remote, found.size, found.size))
-        pending = sorted((f for f in selection.files if f.path not in done),
-                         key=lambda f: (f.size or 0, f.path))
+        pending = sorted((f for f in selection.files if f.path not in done), key=lambda f: (f.size or 0, f.path))
         _check_space(folder, pending, workspace, ref)
         for remote in pending:
             done[remote.path] = self._download(hub, context, token, revision, remote, workspace, progress)
@@ -115,8 +120,13 @@ class HubModelSource:
         return [done[f.path] for f in selection.files]
 
     def search(
-        self, query: str, *, author: str | None = None, filter: str | None = None,
-        sort: str = "downloads", limit: int = 20,
+        self,
+        query: str,
+        *,
+        author: str | None = None,
+        filter: str | None = None,
+        sort: str = "downloads",
+        limit: int = 20,
     ) -> list[SearchHit]:
         """Models on the Hub matching ``query``, most downloaded (or ``sort``) first."""
         if sort not in SORT_KEYS:
@@ -128,23 +138,50 @@ class HubModelSource:
         context = _Context(ref=None, endpoint=self._checked_endpoint(), has_token=bool(token))
         api = hub.HfApi(endpoint=context.endpoint, token=token or False, library_name="modelport")
         # list_models retries on its own (huggingface_hub's backoff): one attempt here.
-        models = self._call(context, retry=False, action=lambda: list(api.list_models(
-            search=query or None, author=author or None, filter=filter or None,
-            sort=SORT_KEYS[sort], limit=limit,
-        )))
+        models = self._call(
+            context,
+            retry=False,
+            action=lambda: list(
+                api.list_models(
+                    search=query or None,
+                    author=author or None,
+                    filter=filter or None,
+                    sort=SORT_KEYS[sort],
+                    limit=limit,
+                )
+            ),
+        )
         return [
-            SearchHit(repo_id=m.id, downloads=m.downloads or 0, likes=m.likes or 0,
-                      pipeline_tag=m.pipeline_tag, tags=tuple(m.tags or ()))
+            SearchHit(
+                repo_id=m.id,
+                downloads=m.downloads or 0,
+                likes=m.likes or 0,
+                pipeline_tag=m.pipeline_tag,
+                tags=tuple(m.tags or ()),
+            )
             for m in models
         ]
 
     # -- one file -----------------------------------------------------------------------
 
-    def _download(self, hub: Any, context: "_Context", token: str | None, revision: str,
-                  remote: RemoteFile, workspace: Workspace, progress: ProgressCallback) -> ModelFile:
+    def _download(
+        self,
+        hub: Any,
+        context: "_Context",
+        token: str | None,
+        revision: str,
+        remote: RemoteFile,
+        workspace: Workspace,
+        progress: ProgressCallback,
+    ) -> ModelFile:
         url = hub.hf_hub_url(context.repo_id, remote.path, revision=revision, endpoint=context.endpoint)
-        meta = self._call(context, lambda: hub.get_hf_file_metadata(
-            url, token=token or False, timeout=self.timeout, endpoint=context.endpoint), file=remote.path)
+        meta = self._call(
+            context,
+            lambda: hub.get_hf_file_metadata(
+                url, token=token or False, timeout=self.timeout, endpoint=context.endpoint
+            ),
+            file=remote.path,
+        )
         size = meta.size if meta.size is not None else remote.size
         remote = attrs.evolve(remote, size=size)
         partial = workspace.partial(remote, meta.etag or remote.source_digest or "unknown")
@@ -154,8 +191,16 @@ class HubModelSource:
         report = _Throttled(progress, remote, size)
 
         def attempt() -> ModelFile:
-            stream_into(hub.get_session(), meta.location, headers, partial, size, report,
-                        hub.hf_raise_for_status, hub.timeout(self.timeout))
+            stream_into(
+                hub.get_session(),
+                meta.location,
+                headers,
+                partial,
+                size,
+                report,
+                hub.hf_raise_for_status,
+                hub.timeout(self.timeout),
+            )
             return workspace.install(remote, partial)
 
         file = self._call(context, attempt, file=remote.path, progress_of=lambda: partial.size)
@@ -164,8 +209,15 @@ class HubModelSource:
 
     # -- errors and retries -------------------------------------------------------------
 
-    def _call(self, context: "_Context", action: Callable[[], T], *, file: str | None = None,
-              progress_of: Callable[[], int] | None = None, retry: bool = True) -> T:
+    def _call(
+        self,
+        context: "_Context",
+        action: Callable[[], T],
+        *,
+        file: str | None = None,
+        progress_of: Callable[[], int] | None = None,
+        retry: bool = True,
+    ) -> T:
         """``action()``, retried with backoff on transient failures; huggingface_hub's
         and the network's errors become modelport's."""
         failures = 0
@@ -179,7 +231,8 @@ class HubModelSource:
                 if mismatches > 1:
                     raise DownloadError(
                         f"{exc}, twice; the server at {context.endpoint} serves a damaged file "
-                        "(try again later, or another mirror)") from None
+                        "(try again later, or another mirror)"
+                    ) from None
             except Exception as exc:  # noqa: BLE001 - sorted into transient or final below
                 if not _transient(exc):
                     raise _translate(exc, context, file) from None
@@ -236,9 +289,11 @@ class _Throttled:
 
 def _file_progress(remote: RemoteFile, completed: int, total: int | None) -> PullProgress:
     return PullProgress(
-        status=f"pulling {remote.short_id}", file=remote.path,
+        status=f"pulling {remote.short_id}",
+        file=remote.path,
         digest=f"sha256:{remote.sha256}" if remote.sha256 else None,
-        completed=completed, total=total,
+        completed=completed,
+        total=total,
     )
 
 
@@ -246,12 +301,14 @@ def _remote_files(info: Any) -> list[RemoteFile]:
     files = []
     for sibling in info.siblings or ():
         lfs = sibling.lfs
-        files.append(RemoteFile(
-            path=sibling.rfilename,
-            size=lfs.size if lfs else sibling.size,
-            sha256=lfs.sha256 if lfs else None,
-            blob_id=None if lfs else sibling.blob_id,
-        ))
+        files.append(
+            RemoteFile(
+                path=sibling.rfilename,
+                size=lfs.size if lfs else sibling.size,
+                sha256=lfs.sha256 if lfs else None,
+                blob_id=None if lfs else sibling.blob_id,
+            )
+        )
     return files
 
 
@@ -318,8 +375,7 @@ def _import_hub() -> _Hub:
                 _HUB = _Hub()
             except ImportError as exc:
                 raise DownloadError(
-                    f"pulling from the Hub needs huggingface_hub ({exc}); "
-                    "install it with: pip install 'modelport[hub]'"
+                    f"pulling from the Hub needs huggingface_hub ({exc}); install it with: pip install 'modelport[hub]'"
                 ) from None
         return _HUB
 
@@ -353,20 +409,26 @@ def _translate(exc: BaseException, context: _Context, file: str | None) -> Model
     if isinstance(exc, errors.OfflineModeIsEnabled):
         return DownloadError(
             "huggingface_hub's offline mode is on (HF_HUB_OFFLINE): installed models work, but "
-            "pulling and searching need the network; unset HF_HUB_OFFLINE to use the Hub")
+            "pulling and searching need the network; unset HF_HUB_OFFLINE to use the Hub"
+        )
     if isinstance(exc, errors.GatedRepoError):
         if context.has_token:
             return DownloadError(
                 f"'{repo}' is a gated model and your Hugging Face token has no access to it yet: "
-                f"request access at {page} (signed in as the token's owner), wait for approval, then pull again")
+                f"request access at {page} (signed in as the token's owner), wait for approval, then pull again"
+            )
         return DownloadError(
             f"'{repo}' is a gated model: sign in at {context.endpoint}, accept its conditions at {page}, "
-            f"create a read token at {context.endpoint}/settings/tokens and set HF_TOKEN to it, then pull again")
+            f"create a read token at {context.endpoint}/settings/tokens and set HF_TOKEN to it, then pull again"
+        )
     if isinstance(exc, errors.RevisionNotFoundError) and ref is not None:
         return ModelNotFound(str(ref), hint=f"'{repo}' has no revision '{ref.revision}' on {context.endpoint}")
     if isinstance(exc, errors.RepositoryNotFoundError) and ref is not None:
-        private = ("if it is private, check that your token (HF_TOKEN) can read it" if context.has_token
-                   else "if it is private, set HF_TOKEN to a token that can read it")
+        private = (
+            "if it is private, check that your token (HF_TOKEN) can read it"
+            if context.has_token
+            else "if it is private, set HF_TOKEN to a token that can read it"
+        )
         return ModelNotFound(str(ref), hint=f"no repository '{repo}' on {context.endpoint}; {private}")
     if isinstance(exc, errors.DisabledRepoError):
         return DownloadError(f"'{repo}' has been disabled on {context.endpoint}")
@@ -377,11 +439,13 @@ def _translate(exc: BaseException, context: _Context, file: str | None) -> Model
         if status == 401:
             return DownloadError(
                 f"{context.endpoint} refused the credentials (401): check HF_TOKEN "
-                f"({context.endpoint}/settings/tokens), or unset it for public models")
+                f"({context.endpoint}/settings/tokens), or unset it for public models"
+            )
         if status == 403:
             return DownloadError(
                 f"{context.endpoint} refused access to '{repo or 'the Hub'}' (403): if it is gated or private, "
-                f"request access at {page} and set HF_TOKEN to a token of an account that has it")
+                f"request access at {page} and set HF_TOKEN to a token of an account that has it"
+            )
         if status == 429:
             return DownloadError(f"{context.endpoint} is limiting requests (429): wait a minute and {resume}")
         what = f"'{file}' of '{repo}'" if file else f"'{repo}'" if repo else "the search"
@@ -389,11 +453,13 @@ def _translate(exc: BaseException, context: _Context, file: str | None) -> Model
     if isinstance(exc, Incomplete) or isinstance(exc, hub.httpx.TransportError):
         return DownloadError(
             f"cannot reach {context.endpoint} ({type(exc).__name__}: {exc}); check the network "
-            f"connection (or MODELPORT_MIRROR) and {resume}")
+            f"connection (or MODELPORT_MIRROR) and {resume}"
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DownloadError(
             f"no space left on the disk holding the models ({exc.strerror}); free some space "
-            f"(modelport rm <model>) or point MODELPORT_HOME at a larger disk, then {resume}")
+            f"(modelport rm <model>) or point MODELPORT_HOME at a larger disk, then {resume}"
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DownloadError(f"cannot write the download ({exc}); check MODELPORT_HOME's permissions")
     raise exc

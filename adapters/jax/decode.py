@@ -90,8 +90,12 @@ class Structure:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, Structure) and self._hash == other._hash
-                                 and self.graph == other.graph and self.treedef == other.treedef)
+        return self is other or (
+            isinstance(other, Structure)
+            and self._hash == other._hash
+            and self.graph == other.graph
+            and self.treedef == other.treedef
+        )
 
 
 # -- the programs ------------------------------------------------------------------------
@@ -143,18 +147,28 @@ def _mesh_jits(cache: Any, rows: Any) -> dict[str, Any]:
     inputs were (``cache``: the KVCache's shardings, ``rows``: replicated)."""
     state_out = (cache, rows, rows)
     return {
-        "prefill": jax.jit(_prefill, static_argnames=("graph", "span"),
-                           donate_argnames=("cache", "history", "logits"), out_shardings=state_out),
-        "decode": jax.jit(_decode, static_argnames=("graph", "span"), donate_argnames=("cache", "history"),
-                          out_shardings=state_out),
+        "prefill": jax.jit(
+            _prefill,
+            static_argnames=("graph", "span"),
+            donate_argnames=("cache", "history", "logits"),
+            out_shardings=state_out,
+        ),
+        "decode": jax.jit(
+            _decode, static_argnames=("graph", "span"), donate_argnames=("cache", "history"), out_shardings=state_out
+        ),
         "sample": jax.jit(sample_rows, static_argnames=("mode",), out_shardings=rows),
         "mask": jax.jit(apply_mask, donate_argnames=("logits",), out_shardings=rows),
         "logprobs": jax.jit(log_probabilities, out_shardings=rows),
     }
 
 
-_SINGLE = {"prefill": prefill_jit, "decode": decode_jit, "sample": sample_jit, "mask": mask_jit,
-           "logprobs": logprobs_jit}
+_SINGLE = {
+    "prefill": prefill_jit,
+    "decode": decode_jit,
+    "sample": sample_jit,
+    "mask": mask_jit,
+    "logprobs": logprobs_jit,
+}
 
 
 class Programs:
@@ -186,8 +200,16 @@ class Decoder:
     there, see :func:`.weights.load_model`), with a preallocated cache of ``batch``
     rows of ``length`` positions, the rows' token histories and their last logits."""
 
-    def __init__(self, model: nnx.Module, cache_dims: tuple[int, int, int], *, length: int, batch: int = 1,
-                 device: Any = None, mesh: Any = None) -> None:
+    def __init__(
+        self,
+        model: nnx.Module,
+        cache_dims: tuple[int, int, int],
+        *,
+        length: int,
+        batch: int = 1,
+        device: Any = None,
+        mesh: Any = None,
+    ) -> None:
         self.graph = Structure(model)
         self.state = self.graph.leaves  # the weights: a tuple of arrays
         self.vocab_size = model.cfg.vocab_size
@@ -198,8 +220,7 @@ class Decoder:
         if mesh is not None:
             self._rows = sharding.replicated(mesh)  # where history, logits and host inputs go
             self._cache_at = sharding.named(mesh, sharding.CACHE_AXES, (batch, length, kv_heads, head_dim))
-            self._jits = _mesh_jits(KVCache(k=(self._cache_at,) * layers, v=(self._cache_at,) * layers),
-                                    self._rows)
+            self._jits = _mesh_jits(KVCache(k=(self._cache_at,) * layers, v=(self._cache_at,) * layers), self._rows)
             self._where: Any = mesh
         else:
             self._rows = self._cache_at = device
@@ -230,8 +251,7 @@ class Decoder:
     @property
     def bytes_per_device(self) -> int:
         """The most that one device holds of the weights, cache and buffers."""
-        return sharding.bytes_per_device(jax.tree_util.tree_leaves((self.state, self.cache, self.history,
-                                                                    self.logits)))
+        return sharding.bytes_per_device(jax.tree_util.tree_leaves((self.state, self.cache, self.history, self.logits)))
 
     def release(self) -> None:
         for leaf in jax.tree_util.tree_leaves((self.state, self.cache, self.history, self.logits)):
@@ -253,15 +273,31 @@ class Decoder:
     def _prefill_program(self, width: int, span: int) -> Any:
         key = ("prefill", self.graph, self.batch, self.length, str(self.dtype), width, span, self._where)
         tokens, scalar = self._abstract((1, width), jnp.int32), self._abstract((), jnp.int32)
-        return Programs.get(key, lambda: self._jits["prefill"].lower(
-            self.state, self.cache, self.history, self.logits, tokens, scalar, scalar, scalar, graph=self.graph,
-            span=span))
+        return Programs.get(
+            key,
+            lambda: self._jits["prefill"].lower(
+                self.state,
+                self.cache,
+                self.history,
+                self.logits,
+                tokens,
+                scalar,
+                scalar,
+                scalar,
+                graph=self.graph,
+                span=span,
+            ),
+        )
 
     def _decode_program(self, span: int) -> Any:
         key = ("decode", self.graph, self.batch, self.length, str(self.dtype), span, self._where)
         rows = self._abstract((self.batch,), jnp.int32)
-        return Programs.get(key, lambda: self._jits["decode"].lower(
-            self.state, self.cache, self.history, rows, rows, graph=self.graph, span=span))
+        return Programs.get(
+            key,
+            lambda: self._jits["decode"].lower(
+                self.state, self.cache, self.history, rows, rows, graph=self.graph, span=span
+            ),
+        )
 
     def _sample_program(self, mode: SampleMode) -> Any:
         key = ("sample", self.batch, self.length, self.vocab_size, mode, self._where)
@@ -269,8 +305,14 @@ class Decoder:
 
     def _sampling_args(self) -> tuple:
         b, arg = self.batch, self._abstract
-        return (self.logits, self.history, arg((b,), jnp.int32), arg((b, 4), jnp.float32), arg((b, 4), jnp.int32),
-                arg((b, *self._key_shape), jnp.uint32))
+        return (
+            self.logits,
+            self.history,
+            arg((b,), jnp.int32),
+            arg((b, 4), jnp.float32),
+            arg((b, 4), jnp.int32),
+            arg((b, *self._key_shape), jnp.uint32),
+        )
 
     def _mask_program(self) -> Any:
         key = ("mask", self.batch, self.vocab_size, self._where)
@@ -302,7 +344,7 @@ class Decoder:
         """Write ``tokens`` into ``row`` from ``start``, in pieces of at most
         ``widest`` (a bucket); the row's logits are those after the last one."""
         for offset in range(0, len(tokens), widest):
-            piece = tokens[offset: offset + widest]
+            piece = tokens[offset : offset + widest]
             at = start + offset
             width = bucket(len(piece), self.length)
             span = prefill_span(at + len(piece), self.length)
@@ -310,18 +352,34 @@ class Decoder:
             padded[0, : len(piece)] = piece
             program = self._prefill_program(width, span)
             self.cache, self.history, self.logits = program(
-                self.state, self.cache, self.history, self.logits, self._in(padded), self._in(np.int32(row)),
-                self._in(np.int32(at)), self._in(np.int32(len(piece))))
+                self.state,
+                self.cache,
+                self.history,
+                self.logits,
+                self._in(padded),
+                self._in(np.int32(row)),
+                self._in(np.int32(at)),
+                self._in(np.int32(len(piece))),
+            )
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, reach: int) -> None:
         """One token for every row (``positions`` >= length: the row sits out);
         ``reach`` bounds the positions written."""
         program = self._decode_program(bucket(reach, self.length, MIN_SPAN))
-        self.cache, self.history, self.logits = program(self.state, self.cache, self.history, self._in(tokens),
-                                                        self._in(positions))
+        self.cache, self.history, self.logits = program(
+            self.state, self.cache, self.history, self._in(tokens), self._in(positions)
+        )
 
-    def sample(self, lengths: np.ndarray, floats: np.ndarray, ints: np.ndarray, keys: np.ndarray,
-               mask: np.ndarray | None, mode: SampleMode, logprobs: bool) -> tuple[np.ndarray, ...]:
+    def sample(
+        self,
+        lengths: np.ndarray,
+        floats: np.ndarray,
+        ints: np.ndarray,
+        keys: np.ndarray,
+        mask: np.ndarray | None,
+        mode: SampleMode,
+        logprobs: bool,
+    ) -> tuple[np.ndarray, ...]:
         """The next token of every row from the logits buffer (see
         :func:`.sampling.sample_rows`), after ``mask`` (B, V) when given; with
         ``logprobs`` also their log-probabilities and the most likely tokens (see

@@ -46,8 +46,9 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, heartbe
     if num_processes < 2:
         return
     if not 0 <= process_id < num_processes:
-        raise InvalidRequest(f"--process-id must be 0 to {num_processes - 1} for {num_processes} processes, "
-                             f"got {process_id}")
+        raise InvalidRequest(
+            f"--process-id must be 0 to {num_processes - 1} for {num_processes} processes, got {process_id}"
+        )
     if not coordinator:
         raise InvalidRequest("--num-processes above 1 needs --coordinator HOST:PORT (process 0's address)")
     import jax
@@ -187,8 +188,9 @@ class Channel:
 
     def fail(self, reason: str) -> EngineUnavailable:
         self.broken = EngineUnavailable(
-            "jax", f"{reason}; the model is no longer served: restart every process of the group "
-                   f"({self.processes} processes)")
+            "jax",
+            f"{reason}; the model is no longer served: restart every process of the group ({self.processes} processes)",
+        )
         log.error("%s", self.broken)
         return self.broken
 
@@ -249,20 +251,26 @@ class Leader:
     def prefill(self, row: int, tokens: Any, start: int, widest: int) -> None:
         meta = {"row": int(row), "start": int(start), "widest": int(widest)}
         tokens = np.asarray(tokens, np.int32)
-        return self._call("prefill", meta, {"tokens": tokens},
-                          lambda: self._decoder.prefill(row, tokens.tolist(), start, widest))
+        return self._call(
+            "prefill", meta, {"tokens": tokens}, lambda: self._decoder.prefill(row, tokens.tolist(), start, widest)
+        )
 
     def decode(self, tokens: np.ndarray, positions: np.ndarray, reach: int) -> None:
-        return self._call("decode", {"reach": int(reach)}, {"tokens": tokens, "positions": positions},
-                          lambda: self._decoder.decode(tokens, positions, reach))
+        return self._call(
+            "decode",
+            {"reach": int(reach)},
+            {"tokens": tokens, "positions": positions},
+            lambda: self._decoder.decode(tokens, positions, reach),
+        )
 
     def sample(self, lengths, floats, ints, keys, mask, mode, logprobs: bool):
         arrays = {"lengths": lengths, "floats": floats, "ints": ints, "keys": keys}
         if mask is not None:
             arrays["mask"] = mask
         meta = {"mode": [bool(mode.sampled), bool(mode.wide)], "logprobs": bool(logprobs)}
-        return self._call("sample", meta, arrays,
-                          lambda: self._decoder.sample(lengths, floats, ints, keys, mask, mode, logprobs))
+        return self._call(
+            "sample", meta, arrays, lambda: self._decoder.sample(lengths, floats, ints, keys, mask, mode, logprobs)
+        )
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens, np.int32)
@@ -283,8 +291,12 @@ def announce_load(channel: Channel, model: Any, options: Any, slots: int) -> int
     load's step, which names that model in the steps after it."""
     import attrs
 
-    described = {"name": model.name, "format": model.format.value, "location": model.location,
-                 "primary_file": model.primary_file}
+    described = {
+        "name": model.name,
+        "format": model.format.value,
+        "location": model.location,
+        "primary_file": model.primary_file,
+    }
     channel.publish("load", {"info": described, "options": attrs.asdict(options), "slots": slots})
     return channel.step
 
@@ -325,8 +337,9 @@ def follow(home: str) -> int:
             return 0 if not loaded else 1
         if op == "load":  # a model that does not load here is reported; the leader decides
             try:
-                loaded[steps.step] = runtime.load(ModelInfo(**meta["info"]), EngineOptions(**meta["options"]),
-                                                  home, slots=meta["slots"], leader=False)
+                loaded[steps.step] = runtime.load(
+                    ModelInfo(**meta["info"]), EngineOptions(**meta["options"]), home, slots=meta["slots"], leader=False
+                )
             except Exception as exc:  # noqa: BLE001
                 log.error("loading %s failed: %s", meta["info"]["name"], exc)
                 steps.report(exc)
@@ -348,8 +361,15 @@ def follow(home: str) -> int:
                 rt.decoder.decode(arrays["tokens"], arrays["positions"], meta["reach"])
             elif op == "sample":
                 mode = SampleMode(sampled=meta["mode"][0], wide=meta["mode"][1])
-                rt.decoder.sample(arrays["lengths"], arrays["floats"], arrays["ints"], arrays["keys"],
-                                  arrays.get("mask"), mode, meta["logprobs"])
+                rt.decoder.sample(
+                    arrays["lengths"],
+                    arrays["floats"],
+                    arrays["ints"],
+                    arrays["keys"],
+                    arrays.get("mask"),
+                    mode,
+                    meta["logprobs"],
+                )
             elif op == "forward":
                 rt.decoder.forward(arrays["tokens"])
             else:

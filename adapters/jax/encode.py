@@ -38,8 +38,11 @@ def sentence_transformers_setup(folder: str) -> tuple[tuple[str, ...], bool, int
     modes: tuple[str, ...] = ("mean_tokens",)
     if pooling is not None:
         config = _json(os.path.join(folder, pooling.get("path", ""), "config.json"))
-        unsupported = [k for k, v in config.items() if k.startswith("pooling_mode_") and v
-                       and k.removeprefix("pooling_mode_") not in POOLING_MODES]
+        unsupported = [
+            k
+            for k, v in config.items()
+            if k.startswith("pooling_mode_") and v and k.removeprefix("pooling_mode_") not in POOLING_MODES
+        ]
         if unsupported:
             raise ModelLoadError(f"pooling {', '.join(unsupported)} is not supported")
         modes = tuple(m for m in POOLING_MODES if config.get(f"pooling_mode_{m}"))
@@ -73,7 +76,7 @@ class Encoder:
         valid = np.zeros((rows, width), bool)
         for i, ids in enumerate(batch):
             tokens[i, : len(ids)], valid[i, : len(ids)] = ids, True
-        valid[len(batch):, 0] = True  # padding rows: one visible token keeps the math finite
+        valid[len(batch) :, 0] = True  # padding rows: one visible token keeps the math finite
         out = embed_jit(self.state, tokens, valid, graph=self.graph, modes=self.modes, normalize=self.normalize)
         return np.asarray(out)[: len(batch)]
 

@@ -75,8 +75,9 @@ class JaxEngine:
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None:
         if model.format not in FORMATS:
-            raise EngineUnavailable(self.name, f"it runs safetensors and GGUF models and '{model.name}' "
-                                               f"is {model.format.value}")
+            raise EngineUnavailable(
+                self.name, f"it runs safetensors and GGUF models and '{model.name}' is {model.format.value}"
+            )
         try:
             from . import runtime
         except ImportError as exc:
@@ -94,9 +95,11 @@ class JaxEngine:
         decoder = rt.decoder
         self._rows = [_Row() for _ in range(decoder.batch)]
         floats, ints = pack(_idle_policy())
-        self._params = (np.tile(np.asarray(floats, np.float32), (decoder.batch, 1)),
-                        np.tile(np.asarray(ints, np.int32), (decoder.batch, 1)),
-                        np.tile(decoder.key_data(0), (decoder.batch, 1)))
+        self._params = (
+            np.tile(np.asarray(floats, np.float32), (decoder.batch, 1)),
+            np.tile(np.asarray(ints, np.int32), (decoder.batch, 1)),
+            np.tile(decoder.key_data(0), (decoder.batch, 1)),
+        )
         self.scheduler = Scheduler(self)
         self._widest = max(decoder.chunk_buckets(self.scheduler.chunk_tokens))
         decoder.warm(self.scheduler.chunk_tokens)
@@ -146,10 +149,8 @@ class JaxEngine:
                 with open(path, encoding="utf-8") as handle:
                     text = handle.read()
             except OSError as exc:
-                raise CapabilityMissing(self._name, f"structured outputs (no readable tokenizer.json: {exc})") \
-                    from None
-            rt.vocabulary = Vocabulary(size=rt.decoder.vocab_size, end_tokens=tuple(rt.end_ids),
-                                       tokenizer_json=text)
+                raise CapabilityMissing(self._name, f"structured outputs (no readable tokenizer.json: {exc})") from None
+            rt.vocabulary = Vocabulary(size=rt.decoder.vocab_size, end_tokens=tuple(rt.end_ids), tokenizer_json=text)
         return rt.vocabulary
 
     # -- generation: the step-level port -------------------------------------------------
@@ -235,8 +236,7 @@ class JaxEngine:
         for chunk in step.chunks:
             row = self._rows[chunk.slot]
             if chunk.start != len(row.tokens):
-                raise InvalidRequest(f"slot {chunk.slot}: a chunk at {chunk.start}, the cache holds "
-                                     f"{len(row.tokens)}")
+                raise InvalidRequest(f"slot {chunk.slot}: a chunk at {chunk.start}, the cache holds {len(row.tokens)}")
             if chunk.start + len(chunk.tokens) > decoder.length:
                 raise ContextOverflow(chunk.start + len(chunk.tokens), decoder.length)
             if chunk.tokens:
@@ -267,8 +267,9 @@ class JaxEngine:
         ints = ints.copy()
         ints[:, DRAW] = [row.draws for row in rows]
         lengths = np.asarray([len(row.tokens) for row in rows], np.int32)
-        out = decoder.sample(lengths, floats, ints, keys, mask, mode,
-                             logprobs=any(k is not None for k in asks.values()))
+        out = decoder.sample(
+            lengths, floats, ints, keys, mask, mode, logprobs=any(k is not None for k in asks.values())
+        )
         samples = {}
         for slot in drawing:
             row, token = rows[slot], int(out[0][slot])

@@ -20,8 +20,9 @@ class KVCache:
     v: tuple[jax.Array, ...]  # L x (B, S, K, Dh)
 
     @classmethod
-    def zeros(cls, layers: int, batch: int, length: int, kv_heads: int, head_dim: int, dtype: Any,
-              device: Any = None) -> "KVCache":
+    def zeros(
+        cls, layers: int, batch: int, length: int, kv_heads: int, head_dim: int, dtype: Any, device: Any = None
+    ) -> "KVCache":
         """``device``: a device, or a sharding (on a mesh: split by KV heads, see
         :func:`.sharding.named` with :data:`.sharding.CACHE_AXES`)."""
         shape = (batch, length, kv_heads, head_dim)

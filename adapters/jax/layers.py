@@ -42,8 +42,9 @@ class QuantizedWeight(nnx.Module):
         self.offsets = nnx.Param(jnp.zeros(groups, jnp.float32)) if bits == 4 else None
         self.bits, self.axis, self.shape, self.dtype = bits, axis, tuple(shape), dtype
 
-    def dequantize(self, values: Array | None = None, scales: Array | None = None,
-                   offsets: Array | None = None) -> Array:
+    def dequantize(
+        self, values: Array | None = None, scales: Array | None = None, offsets: Array | None = None
+    ) -> Array:
         """The float matrix (or the rows given of an axis-1 one)."""
         values = self.values[...] if values is None else values
         scales = self.scales[...] if scales is None else scales
@@ -68,8 +69,9 @@ class QuantizedWeight(nnx.Module):
     def rows(self, ids: Array) -> Array:
         """Rows ``ids`` (any shape) of an axis-1 matrix, dequantized: (*ids, dim)."""
         take = functools.partial(jnp.take, indices=ids, axis=0)
-        return self.dequantize(take(self.values[...]), take(self.scales[...]),
-                               None if self.offsets is None else take(self.offsets[...]))
+        return self.dequantize(
+            take(self.values[...]), take(self.scales[...]), None if self.offsets is None else take(self.offsets[...])
+        )
 
     def matmul(self, x: Array) -> Array:
         """x (..., in) @ the axis-0 matrix (in, out), dequantized in the program."""

@@ -88,8 +88,9 @@ class Blocks:
         return self.values.nbytes + self.scales.nbytes + (self.offsets.nbytes if self.offsets is not None else 0)
 
     def take_rows(self, order: np.ndarray) -> "Blocks":
-        return Blocks(self.bits, self.values[order], self.scales[order],
-                      None if self.offsets is None else self.offsets[order])
+        return Blocks(
+            self.bits, self.values[order], self.scales[order], None if self.offsets is None else self.offsets[order]
+        )
 
     def dequantize(self) -> np.ndarray:
         """float32 (rows, cols): for checks and for requantizing."""
@@ -107,8 +108,9 @@ def concat_rows(parts: Sequence[Blocks]) -> Blocks:
     if len(bits) != 1:  # one 4-bit and one 8-bit part: bring them to the smaller
         parts = [p if p.bits == min(bits) else quantize(p.dequantize(), min(bits)) for p in parts]
     offsets = None if parts[0].offsets is None else np.concatenate([p.offsets for p in parts])
-    return Blocks(parts[0].bits, np.concatenate([p.values for p in parts]),
-                  np.concatenate([p.scales for p in parts]), offsets)
+    return Blocks(
+        parts[0].bits, np.concatenate([p.values for p in parts]), np.concatenate([p.scales for p in parts]), offsets
+    )
 
 
 def quantize(weight: np.ndarray, bits: int) -> Blocks:

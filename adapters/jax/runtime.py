@@ -97,9 +97,14 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
         ident = distributed.announce_load(steps, model, options, slots)
     try:
         with jax.default_device(device):
-            network = load_model(lambda: family.Model(cfg, **kwargs), family.weight_rules(cfg),
-                                 checkpoint(model, folder, family, cfg, quant), ignored=family.IGNORED,
-                                 device=device, mesh=mesh)
+            network = load_model(
+                lambda: family.Model(cfg, **kwargs),
+                family.weight_rules(cfg),
+                checkpoint(model, folder, family, cfg, quant),
+                ignored=family.IGNORED,
+                device=device,
+                mesh=mesh,
+            )
     except Exception:
         if steps is not None:
             steps.publish("unload", {"model": ident})  # the followers drop what they loaded
@@ -117,9 +122,17 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
         encoder = Encoder(network, folder, device=device)
         length = encoder.max_length
     return Runtime(
-        name=model.name, folder=folder, model_type=model_type, tokenizer=tokenizer, decoder=decoder,
-        encoder=encoder, end_ids=end_ids(folder, config, tokenizer), context_length=length,
-        parameter_bytes=parameter_bytes(network), device=device, mesh=mesh,
+        name=model.name,
+        folder=folder,
+        model_type=model_type,
+        tokenizer=tokenizer,
+        decoder=decoder,
+        encoder=encoder,
+        end_ids=end_ids(folder, config, tokenizer),
+        context_length=length,
+        parameter_bytes=parameter_bytes(network),
+        device=device,
+        mesh=mesh,
     )
 
 
@@ -165,19 +178,24 @@ def select_mesh(shards: int, device: Any, family: Any, cfg: Any, name: str) -> A
     devices = jax.devices(device.platform)
     if processes > 1:
         if shards not in (1, len(devices)):
-            raise InvalidRequest(f"over {processes} processes the model is split over all {len(devices)} "
-                                 f"devices; --tensor-parallel must be 1 or {len(devices)}, not {shards}")
+            raise InvalidRequest(
+                f"over {processes} processes the model is split over all {len(devices)} "
+                f"devices; --tensor-parallel must be 1 or {len(devices)}, not {shards}"
+            )
         shards = len(devices)
     elif shards > len(devices):
-        hint = " (XLA_FLAGS=--xla_force_host_platform_device_count=N gives N virtual CPU devices)" \
-            if device.platform == "cpu" else ""
-        raise InvalidRequest(f"--tensor-parallel {shards} needs {shards} {device.platform} devices; JAX sees "
-                             f"{len(devices)}{hint}")
+        hint = (
+            " (XLA_FLAGS=--xla_force_host_platform_device_count=N gives N virtual CPU devices)"
+            if device.platform == "cpu"
+            else ""
+        )
+        raise InvalidRequest(
+            f"--tensor-parallel {shards} needs {shards} {device.platform} devices; JAX sees {len(devices)}{hint}"
+        )
     sharding.check_shards(shards, family.shard_counts(cfg), f"'{name}'")
     if processes == 1:  # the device chosen first, then the next ones
-        start = devices.index(device) if device in devices and devices.index(device) + shards <= len(devices) \
-            else 0
-        devices = devices[start: start + shards]
+        start = devices.index(device) if device in devices and devices.index(device) + shards <= len(devices) else 0
+        devices = devices[start : start + shards]
     return sharding.mesh(devices)
 
 

@@ -62,8 +62,16 @@ def pack(policy: SamplingPolicy) -> tuple[list[float], list[int]]:
     return floats, ints
 
 
-def sample_rows(logits: jax.Array, history: jax.Array, lengths: jax.Array, floats: jax.Array, ints: jax.Array,
-                keys: jax.Array, *, mode: SampleMode) -> jax.Array:
+def sample_rows(
+    logits: jax.Array,
+    history: jax.Array,
+    lengths: jax.Array,
+    floats: jax.Array,
+    ints: jax.Array,
+    keys: jax.Array,
+    *,
+    mode: SampleMode,
+) -> jax.Array:
     """logits (B, V) float32 (a mask already applied); history (B, S) each row's
     tokens, ``lengths`` (B,) of them valid; floats (B, 4), ints (B, 4) the packed
     parameters; keys (B, ...) raw PRNG keys -> the next token of every row (B,).
@@ -89,8 +97,9 @@ def sample_rows(logits: jax.Array, history: jax.Array, lengths: jax.Array, float
         unbounded = (top_k == 0) | (top_k > wide)
         sorted_draw = _draw(wide_values, wide_ids, jnp.where(unbounded, 0, top_k), top_p, min_p, scale, keys)
         whole_draw = _draw_unsorted(logits, min_p, scale, keys)
-        drawn = jnp.where((top_k >= 1) & (top_k <= count), drawn,
-                          jnp.where(unbounded & (top_p >= 1), whole_draw, sorted_draw))
+        drawn = jnp.where(
+            (top_k >= 1) & (top_k <= count), drawn, jnp.where(unbounded & (top_p >= 1), whole_draw, sorted_draw)
+        )
     return jnp.where(greedy > 0, ids[:, 0], drawn).astype(jnp.int32)
 
 
@@ -99,8 +108,9 @@ def apply_mask(logits: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(mask, logits, -jnp.inf)
 
 
-def log_probabilities(logits: jax.Array, history: jax.Array, lengths: jax.Array, floats: jax.Array,
-                      ints: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def log_probabilities(
+    logits: jax.Array, history: jax.Array, lengths: jax.Array, floats: jax.Array, ints: jax.Array, tokens: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The log-probability (B,) of each row's ``tokens`` and the LOGPROB_TOP most
     likely tokens (B, LOGPROB_TOP) with theirs, under the distribution the row draws
     from after the penalty, the mask and temperature (1 for a greedy row)."""
@@ -141,8 +151,9 @@ def _invert(probs, keys) -> jax.Array:
     cumulative = jnp.cumsum(probs, axis=-1)
     u = jax.vmap(jax.random.uniform)(keys) * cumulative[:, -1]  # (B,)
     choice = jnp.minimum(jnp.sum(cumulative <= u[:, None], axis=-1), probs.shape[-1] - 1)
-    return jnp.where(jnp.take_along_axis(probs, choice[:, None], axis=-1)[:, 0] > 0, choice,
-                     jnp.argmax(probs > 0, axis=-1))
+    return jnp.where(
+        jnp.take_along_axis(probs, choice[:, None], axis=-1)[:, 0] > 0, choice, jnp.argmax(probs > 0, axis=-1)
+    )
 
 
 def nucleus_and_min_p(values: jax.Array, top_p: jax.Array, min_p: jax.Array) -> jax.Array:
@@ -155,8 +166,9 @@ def nucleus_and_min_p(values: jax.Array, top_p: jax.Array, min_p: jax.Array) -> 
     return jnp.where(keep, values, -jnp.inf)
 
 
-def repeat_penalty(logits: jax.Array, history: jax.Array, length: jax.Array, penalty: jax.Array,
-                   last_n: jax.Array) -> jax.Array:
+def repeat_penalty(
+    logits: jax.Array, history: jax.Array, length: jax.Array, penalty: jax.Array, last_n: jax.Array
+) -> jax.Array:
     """Divide positive (multiply negative) logits of the tokens among the last
     ``last_n`` of ``history`` by ``penalty``, as llama.cpp does."""
     b, s = history.shape

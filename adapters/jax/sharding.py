@@ -70,8 +70,10 @@ def check_shards(shards: int, counts: Mapping[str, int], model: str = "the model
     if bad:
         valid = [str(n) for n in valid_shards(counts)]
         choices = valid[0] if len(valid) == 1 else f"{', '.join(valid[:-1])} or {valid[-1]}"
-        raise InvalidRequest(f"--tensor-parallel {shards} does not divide the {' and '.join(bad)} of {model}; "
-                             f"it can be split over {choices} devices")
+        raise InvalidRequest(
+            f"--tensor-parallel {shards} does not divide the {' and '.join(bad)} of {model}; "
+            f"it can be split over {choices} devices"
+        )
 
 
 # -- fused projections: the column orders -----------------------------------------------
@@ -85,7 +87,7 @@ def qkv_order(shards: int, heads: int, kv_heads: int, head_dim: int) -> np.ndarr
     its KV heads."""
     q, kv = heads * head_dim, kv_heads * head_dim
     cols = np.arange(q + 2 * kv)
-    parts = [cols[:q], cols[q: q + kv], cols[q + kv:]]
+    parts = [cols[:q], cols[q : q + kv], cols[q + kv :]]
     return np.concatenate([p.reshape(shards, -1) for p in parts], axis=1).reshape(-1)
 
 

@@ -61,8 +61,13 @@ class TextTokenizer:
     def token_id(self, text: str | None) -> int | None:
         return self._tokenizer.token_to_id(text) if text else None
 
-    def render(self, messages: Iterable[Mapping[str, Any]], *, add_generation_prompt: bool = True,
-               tools: list[Mapping[str, Any]] | None = None) -> str:
+    def render(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[Mapping[str, Any]] | None = None,
+    ) -> str:
         """The chat template applied to ``messages`` (and ``tools``, for templates
         that render them)."""
         if self.chat_template is None:
@@ -73,8 +78,11 @@ class TextTokenizer:
 
         try:
             return self._template.render(
-                messages=list(messages), add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token or "", eos_token=self.eos_token or "", tools=tools,
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+                tools=tools,
             )
         except TemplateError as exc:
             raise InvalidRequest(f"the chat template failed: {exc}") from None

@@ -22,9 +22,18 @@ from modelport.adapters.filesystem.describe import safetensors_layout, weight_fi
 from modelport.domain import InvalidRequest, ModelLoadError
 
 _DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
 }
 _MAX_REPORTED = 12
 
@@ -176,7 +185,7 @@ def _read_header(path: str) -> tuple[dict[str, Any], int]:
 def _strip(key: str, prefixes: Iterable[str]) -> str:
     for prefix in prefixes:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -234,8 +243,9 @@ def load_model(
     return nnx.merge(graph, state)
 
 
-def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
-              used: set[str], shards: int = 1) -> np.ndarray | None:
+def _assemble(
+    rule: Rule, target: Any, checkpoint: Any, problems: "_Problems", used: set[str], shards: int = 1
+) -> np.ndarray | None:
     """The value of one parameter, or None (with the problem noted)."""
     missing = [name for name in rule.keys if name not in checkpoint]
     if missing:
@@ -249,8 +259,10 @@ def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
         return None
     value = rule.transform(*tensors)
     if tuple(value.shape) != tuple(target.shape):
-        problems.shapes.append(f"{rule.name} from {', '.join(rule.keys)}: the checkpoint gives "
-                               f"{tuple(value.shape)}, the model needs {tuple(target.shape)}")
+        problems.shapes.append(
+            f"{rule.name} from {', '.join(rule.keys)}: the checkpoint gives "
+            f"{tuple(value.shape)}, the model needs {tuple(target.shape)}"
+        )
         return None
     if rule.order is not None and shards > 1:
         value = np.take(value, rule.order(shards), axis=-1)
@@ -259,8 +271,9 @@ def _assemble(rule: Rule, target: Any, checkpoint: Any, problems: "_Problems",
     return value
 
 
-def _assemble_quantized(rule: Rule, targets: dict[tuple, Any], checkpoint: Any, problems: "_Problems",
-                        used: set[str], shards: int = 1) -> dict[str, np.ndarray] | None:
+def _assemble_quantized(
+    rule: Rule, targets: dict[tuple, Any], checkpoint: Any, problems: "_Problems", used: set[str], shards: int = 1
+) -> dict[str, np.ndarray] | None:
     """``values``, ``scales`` (and ``offsets``) of a quantized parameter: each
     checkpoint tensor (out, in) as blocks of the parameter's width, stacked by
     outputs for a fused one, and turned (in, out) for a kernel."""
@@ -299,16 +312,21 @@ def _assemble_quantized(rule: Rule, targets: dict[tuple, Any], checkpoint: Any, 
             continue
         value = np.ascontiguousarray(value.T if kernel else value)
         if tuple(value.shape) != tuple(target.shape):
-            problems.shapes.append(f"{rule.name}.{name} from {', '.join(rule.keys)}: the checkpoint gives "
-                                   f"{tuple(value.shape)}, the model needs {tuple(target.shape)}")
+            problems.shapes.append(
+                f"{rule.name}.{name} from {', '.join(rule.keys)}: the checkpoint gives "
+                f"{tuple(value.shape)}, the model needs {tuple(target.shape)}"
+            )
             return None
         out[name] = value.astype(target.dtype, copy=False)
     return out
 
 
 def _is_float(dtype: Any) -> bool:
-    return np.issubdtype(dtype, np.floating) or dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
-                                                          ml_dtypes.float8_e5m2)
+    return np.issubdtype(dtype, np.floating) or dtype in (
+        ml_dtypes.bfloat16,
+        ml_dtypes.float8_e4m3fn,
+        ml_dtypes.float8_e5m2,
+    )
 
 
 @dataclasses.dataclass
@@ -323,8 +341,10 @@ class _Problems:
 
     def raise_if_any(self, folder: str) -> None:
         sections = [
-            ("missing tensors", self.missing), ("unexpected tensors", self.unexpected),
-            ("shape mismatches", self.shapes), ("non-float tensors", self.dtypes),
+            ("missing tensors", self.missing),
+            ("unexpected tensors", self.unexpected),
+            ("shape mismatches", self.shapes),
+            ("non-float tensors", self.dtypes),
             ("rules for parameters the model lacks", self.unknown_paths),
             ("parameters no rule fills", self.unfilled),
         ]

@@ -27,8 +27,9 @@ class JinjaChatTemplates:
 
         compiled = self._compiled(template)
         try:
-            return compiled.render(messages=[dict(m) for m in messages], add_generation_prompt=True,
-                                   bos_token="", eos_token="", tools=None)
+            return compiled.render(
+                messages=[dict(m) for m in messages], add_generation_prompt=True, bos_token="", eos_token="", tools=None
+            )
         except TemplateError as exc:
             raise InvalidRequest(f"the model's chat template failed: {exc}") from None
 

@@ -76,8 +76,7 @@ class _Batch:
         self.logits = np.zeros(capacity, dtype=np.int8)
         seq_type = ctypes.POINTER(llama_cpp.llama_seq_id)
         base = self.seq.ctypes.data
-        self._seq_ptrs = (seq_type * capacity)(
-            *[ctypes.cast(base + 4 * i, seq_type) for i in range(capacity)])
+        self._seq_ptrs = (seq_type * capacity)(*[ctypes.cast(base + 4 * i, seq_type) for i in range(capacity)])
         self.struct = llama_cpp.llama_batch(
             n_tokens=0,
             token=self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token)),
@@ -174,8 +173,10 @@ class LlamaCppEngine:
         ctx = llama_cpp.llama_init_from_model(handle.model, cparams)
         if not ctx:
             handle.close()
-            raise ModelLoadError(f"llama.cpp could not make a context of {n_ctx} tokens x {slots} slots "
-                                 f"for '{model.name}' (out of memory?)")
+            raise ModelLoadError(
+                f"llama.cpp could not make a context of {n_ctx} tokens x {slots} slots "
+                f"for '{model.name}' (out of memory?)"
+            )
         self._model_handle, self._ctx, self._model = handle, ctx, model
         self._n_ctx_slot, self._n_vocab = n_ctx, handle.n_vocab()
         self._slots = [_Slot() for _ in range(slots)]
@@ -185,15 +186,30 @@ class LlamaCppEngine:
         self._kv_bytes = _kv_cache_bytes(handle.metadata(), n_ctx * slots)
         self.scheduler = Scheduler(self, chunk_tokens=DEFAULT_CHUNK_TOKENS)
 
-    def _load_embedder(self, llama_cpp: Any, model: ModelInfo, path: Path, n_ctx: int, threads: int,
-                       gpu_layers: int, options: EngineOptions) -> None:
+    def _load_embedder(
+        self,
+        llama_cpp: Any,
+        model: ModelInfo,
+        path: Path,
+        n_ctx: int,
+        threads: int,
+        gpu_layers: int,
+        options: EngineOptions,
+    ) -> None:
         try:
             n_ctx = _padded(n_ctx)
             llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx,
+                model_path=str(path),
+                n_ctx=n_ctx,
                 # an encoder sees each input whole: its batch is its context
-                n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=gpu_layers, main_gpu=options.device_index, embedding=True, verbose=False,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers,
+                main_gpu=options.device_index,
+                embedding=True,
+                verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load '{model.name}' from {path}: {exc}") from None
@@ -261,8 +277,9 @@ class LlamaCppEngine:
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenEvent]:
         if self._llm is not None:
-            raise CapabilityMissing(self._model.name if self._model else "model",
-                                    "generation (it is an embedding model)")
+            raise CapabilityMissing(
+                self._model.name if self._model else "model", "generation (it is an embedding model)"
+            )
         self._handle()
         assert self.scheduler is not None
         return self.scheduler.submit(request)
@@ -324,8 +341,9 @@ class LlamaCppEngine:
                 rows = self._write(batch, group)
                 status = lib.llama_decode(self._ctx, batch.struct)
                 if status != 0:
-                    raise ModelportError(f"llama_decode failed ({status}): "
-                                         + ("the KV cache is full" if status == 1 else "see the log"))
+                    raise ModelportError(
+                        f"llama_decode failed ({status}): " + ("the KV cache is full" if status == 1 else "see the log")
+                    )
                 for slot, tokens, _, _ in group:
                     if slot != pad:
                         self._slots[slot].tokens.extend(tokens)
@@ -359,8 +377,11 @@ class LlamaCppEngine:
         busy = parts[0][0]
         if len(self._slots[busy].tokens) + 1 <= SPLIT_KV_CELLS:
             return None
-        idle = [s for s in range(len(self._slots)) if s != busy and self._slots[s].pending is None
-                and len(self._slots[s].tokens) < self._n_ctx_slot]
+        idle = [
+            s
+            for s in range(len(self._slots))
+            if s != busy and self._slots[s].pending is None and len(self._slots[s].tokens) < self._n_ctx_slot
+        ]
         if not idle:
             return None
         slot = idle[0]
@@ -384,9 +405,9 @@ class LlamaCppEngine:
         batch.logits[: batch.capacity] = 0
         for slot, tokens, start, draws in group:
             k = len(tokens)
-            batch.token[n: n + k] = tokens
-            batch.pos[n: n + k] = np.arange(start, start + k, dtype=np.int32)
-            batch.seq[n: n + k] = slot
+            batch.token[n : n + k] = tokens
+            batch.pos[n : n + k] = np.arange(start, start + k, dtype=np.int32)
+            batch.seq[n : n + k] = slot
             n += k
             if draws:
                 batch.logits[n - 1] = 1
@@ -426,8 +447,9 @@ class LlamaCppEngine:
         last_n = self._n_ctx_slot if policy.repeat_last_n == -1 else policy.repeat_last_n
         penalized = policy.repeat_penalty != 1.0 and last_n > 0
         if penalized:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
-                self._n_vocab, last_n, policy.repeat_penalty, 0.0, 0.0))
+            lib.llama_sampler_chain_add(
+                chain, lib.llama_sampler_init_penalties(self._n_vocab, last_n, policy.repeat_penalty, 0.0, 0.0)
+            )
         if policy.is_greedy:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
@@ -466,7 +488,7 @@ class LlamaCppEngine:
         if n < 0:
             buffer = ctypes.create_string_buffer(-n)
             n = lib.llama_token_to_piece(vocab, token, buffer, -n, 0, special)
-        return buffer.raw[:max(n, 0)]
+        return buffer.raw[: max(n, 0)]
 
     def _text_of(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
@@ -505,8 +527,11 @@ class LlamaCppEngine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         vocab = self._handle().vocab
-        return Jinja2ChatFormatter(template=template, eos_token=text_of(self._lib.llama_vocab_eos(vocab)),
-                                   bos_token=text_of(self._lib.llama_vocab_bos(vocab)))
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=text_of(self._lib.llama_vocab_eos(vocab)),
+            bos_token=text_of(self._lib.llama_vocab_bos(vocab)),
+        )
 
 
 def _fill(parts: list[tuple[int, Sequence[int], int, bool]], capacity: int) -> Iterator[list]:

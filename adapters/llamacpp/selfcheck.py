@@ -47,8 +47,9 @@ def _value(kind: int, value) -> bytes:
     if kind == _STR:
         return _string(value)
     element, items = value
-    packed = b"".join(_string(v) if element == _STR else struct.pack(
-        {_F32: "<f", _I32: "<i", _U32: "<I"}[element], v) for v in items)
+    packed = b"".join(
+        _string(v) if element == _STR else struct.pack({_F32: "<f", _I32: "<i", _U32: "<I"}[element], v) for v in items
+    )
     return struct.pack("<IQ", element, len(items)) + packed
 
 
@@ -56,7 +57,7 @@ def _q8_0(values: list[float]) -> bytes:
     """ggml's Q8_0: blocks of 32 values as an f16 scale and 32 int8s."""
     out = bytearray()
     for start in range(0, len(values), 32):
-        block = values[start:start + 32]
+        block = values[start : start + 32]
         scale = max(abs(v) for v in block) / 127 or 1.0
         out += struct.pack("<e", scale)
         out += struct.pack("<32b", *(max(-127, min(127, round(v / scale))) for v in block))
@@ -135,8 +136,9 @@ def reinstall_command(python: str, version: str) -> str:
     """The command that rebuilds llama-cpp-python ``version`` with :data:`BUILD_FLAGS`
     into the environment of ``python``, never from pip's cache."""
     pin = f"llama-cpp-python=={version}" if version and version != "unknown" else "llama-cpp-python"
-    return (f'CMAKE_ARGS="{" ".join(BUILD_FLAGS)}" {python} -m pip install --force-reinstall '
-            f"--no-cache-dir --no-deps {pin}")
+    return (
+        f'CMAKE_ARGS="{" ".join(BUILD_FLAGS)}" {python} -m pip install --force-reinstall --no-cache-dir --no-deps {pin}'
+    )
 
 
 def run() -> dict:
@@ -147,8 +149,15 @@ def run() -> dict:
     threads = min(4, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="modelport-selfcheck-") as folder:
         model = write_probe_gguf(Path(folder) / "probe.gguf")
-        llm = llama_cpp.Llama(model_path=str(model), n_ctx=CONTEXT, n_batch=64, n_threads=threads,
-                              n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+        llm = llama_cpp.Llama(
+            model_path=str(model),
+            n_ctx=CONTEXT,
+            n_batch=64,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=0,
+            verbose=False,
+        )
         prompt = [3 + (i * 7) % (VOCAB - 3) for i in range(PROMPT_TOKENS)]
         generated = []
         for token in llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):

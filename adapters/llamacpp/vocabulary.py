@@ -43,5 +43,10 @@ def vocabulary_of(llm: Any, end_tokens: Iterable[int] | None = None) -> Vocabula
     def encode(text: str) -> list[int]:
         return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    return Vocabulary(size=max(count, llm.n_vocab()), end_tokens=ends, tokens=tuple(tokens),
-                      special_tokens=tuple(special), encode=encode)
+    return Vocabulary(
+        size=max(count, llm.n_vocab()),
+        end_tokens=ends,
+        tokens=tuple(tokens),
+        special_tokens=tuple(special),
+        encode=encode,
+    )

@@ -46,8 +46,12 @@ def _options(fmt: OutputFormat | None) -> dict[str, Any]:
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:
-    return {"type": "object", "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
-            "required": ["name", "arguments"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
 
 
 def _inline(schema: dict[str, Any], options: dict[str, Any]) -> str:

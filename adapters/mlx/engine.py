@@ -74,8 +74,9 @@ class MlxEngine:
 
     def load(self, model: ModelInfo, options: EngineOptions) -> None:
         if model.format not in FORMATS:
-            raise EngineUnavailable(self.name, f"it runs Hugging Face and MLX folders, and "
-                                               f"'{model.name}' is {model.format.value}")
+            raise EngineUnavailable(
+                self.name, f"it runs Hugging Face and MLX folders, and '{model.name}' is {model.format.value}"
+            )
         mx = _mlx()
         if options.device == "gpu" and not mx.metal.is_available():
             raise EngineUnavailable(self.name, "no Metal GPU here; use --device cpu")
@@ -211,7 +212,7 @@ class MlxEngine:
         policy = state.sampling.policy
         logits = logits.astype(mx.float32)
         if policy.repeat_penalty != 1.0 and policy.repeat_last_n != 0:
-            recent = state.tokens if policy.repeat_last_n < 0 else state.tokens[-policy.repeat_last_n:]
+            recent = state.tokens if policy.repeat_last_n < 0 else state.tokens[-policy.repeat_last_n :]
             if recent:
                 ids = mx.array(sorted(set(recent)))
                 seen = logits[ids]
@@ -262,11 +263,13 @@ class MlxEngine:
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
-                raise CapabilityMissing(self._info.name, f"structured outputs (no readable tokenizer.json: {exc})") \
-                    from None
+                raise CapabilityMissing(
+                    self._info.name, f"structured outputs (no readable tokenizer.json: {exc})"
+                ) from None
             size = int(self._model.args.vocab_size) if hasattr(self._model, "args") else len(tokenizer.vocab)
-            self._vocabulary = Vocabulary(size=size, end_tokens=tuple(sorted(tokenizer.eos_token_ids)),
-                                          tokenizer_json=text)
+            self._vocabulary = Vocabulary(
+                size=size, end_tokens=tuple(sorted(tokenizer.eos_token_ids)), tokenizer_json=text
+            )
         return self._vocabulary
 
     def embed(self, texts: Sequence[str], *, truncate: bool = True) -> list[list[float]]:
@@ -294,20 +297,20 @@ class IncrementalDecoder:
 
     def push(self, token: int) -> str:
         self._ids.append(token)
-        text = self._decode(self._ids[self._prefix:])
+        text = self._decode(self._ids[self._prefix :])
         if text.endswith("\ufffd"):
             return ""
-        emitted = self._decode(self._ids[self._prefix:self._read])
+        emitted = self._decode(self._ids[self._prefix : self._read])
         self._prefix, self._read = self._read, len(self._ids)
-        return text[len(emitted):]
+        return text[len(emitted) :]
 
     def flush(self) -> str:
         if self._read == len(self._ids):
             return ""
-        text = self._decode(self._ids[self._prefix:])
-        emitted = self._decode(self._ids[self._prefix:self._read])
+        text = self._decode(self._ids[self._prefix :])
+        emitted = self._decode(self._ids[self._prefix : self._read])
         self._read = len(self._ids)
-        return text[len(emitted):]
+        return text[len(emitted) :]
 
 
 def _eos_ids(config: dict) -> list[int] | None:

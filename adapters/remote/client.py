@@ -68,8 +68,9 @@ def normalize_url(text: str) -> str:
 class OllamaClient:
     """JSON over HTTP to an Ollama-compatible server."""
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 stream_timeout: float = STREAM_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S, stream_timeout: float = STREAM_TIMEOUT_S
+    ) -> None:
         self.url = normalize_url(url)
         self.timeout = timeout
         self.stream_timeout = stream_timeout
@@ -212,8 +213,14 @@ class RemoteServices:
 
     def list_models(self) -> list[ModelInfo]:
         models = self.client.get("/api/tags").get("models") or []
-        return sorted((model_from_ollama(m.get("name") or m.get("model"), m, self.client.url)
-                       for m in models if not m.get("alias_of")), key=lambda m: m.name)  # as `list` here
+        return sorted(
+            (
+                model_from_ollama(m.get("name") or m.get("model"), m, self.client.url)
+                for m in models
+                if not m.get("alias_of")
+            ),
+            key=lambda m: m.name,
+        )  # as `list` here
 
     def show(self, name: str | ModelRef | ModelInfo) -> ModelInfo:
         if isinstance(name, ModelInfo):
@@ -221,8 +228,9 @@ class RemoteServices:
         data = self.client.post("/api/show", {"model": str(name)})
         return model_from_ollama(str(name), data, self.client.url)
 
-    def sampling_for(self, model: str | ModelRef | ModelInfo,
-                     changes: Mapping[str, Any] | None = None) -> SamplingPolicy:
+    def sampling_for(
+        self, model: str | ModelRef | ModelInfo, changes: Mapping[str, Any] | None = None
+    ) -> SamplingPolicy:
         return layered(self.show(model).sampling_defaults, changes)
 
     def generate(self, request: GenerationRequest, *, model: ModelInfo | None = None) -> GenerationStream:
@@ -242,8 +250,9 @@ class RemoteServices:
 
     def chat(self, session: ChatSession, message: str, **output: Any) -> ChatTurn:
         session = session.with_user(message)
-        request = GenerationRequest(model=ModelRef.parse(session.model), messages=session.context,
-                                    sampling=session.sampling, **output)
+        request = GenerationRequest(
+            model=ModelRef.parse(session.model), messages=session.context, sampling=session.sampling, **output
+        )
         return ChatTurn(session, self.generate(request))
 
     def new_session(self, model: str, **fields: object) -> ChatSession:
@@ -251,17 +260,27 @@ class RemoteServices:
         return ChatSession(id=uuid.uuid4().hex[:12], model=model, **fields)  # type: ignore[arg-type]
 
     def embed(self, request: EmbeddingRequest) -> Embeddings:
-        data = self.client.post("/api/embed", {"model": str(request.model), "input": list(request.inputs),
-                                               "truncate": request.truncate})
-        usage = Usage(prompt_tokens=int(data.get("prompt_eval_count") or 0),
-                      load_ns=int(data.get("load_duration") or 0), total_ns=int(data.get("total_duration") or 0))
+        data = self.client.post(
+            "/api/embed", {"model": str(request.model), "input": list(request.inputs), "truncate": request.truncate}
+        )
+        usage = Usage(
+            prompt_tokens=int(data.get("prompt_eval_count") or 0),
+            load_ns=int(data.get("load_duration") or 0),
+            total_ns=int(data.get("total_duration") or 0),
+        )
         vectors = tuple(tuple(float(x) for x in v) for v in data.get("embeddings") or ())
         return Embeddings(model=str(data.get("model") or request.model), vectors=vectors, usage=usage)
 
     def pull(self, name: str | ModelRef, progress=lambda _: None) -> ModelInfo:
         for line in self.client.stream("/api/pull", {"model": str(name)}):
-            progress(PullProgress(status=str(line.get("status", "")), digest=line.get("digest"),
-                                  completed=line.get("completed"), total=line.get("total")))
+            progress(
+                PullProgress(
+                    status=str(line.get("status", "")),
+                    digest=line.get("digest"),
+                    completed=line.get("completed"),
+                    total=line.get("total"),
+                )
+            )
         return self.show(name)
 
     def copy(self, source: str | ModelRef, destination: str | ModelRef) -> ModelInfo:
@@ -316,8 +335,9 @@ def model_from_ollama(name: str, data: Mapping[str, Any], url: str) -> ModelInfo
         primary_file="",
         architecture=arch,
         family=str(details.get("family") or arch),
-        parameter_count=int(count) if isinstance(count, (int, float)) else parse_parameter_size(
-            details.get("parameter_size")),
+        parameter_count=int(count)
+        if isinstance(count, (int, float))
+        else parse_parameter_size(details.get("parameter_size")),
         quantization=details.get("quantization_level") or None,
         context_length=details.get("context_length") or info.get(f"{arch}.context_length"),
         embedding_length=details.get("embedding_length") or info.get(f"{arch}.embedding_length"),

@@ -102,16 +102,25 @@ class CheckResult:
             return f"self-check passed ({self.library}{': ' + self.detail if self.detail else ''})"
         if self.outcome == CRASHED:
             why = signal_words(self.signal)
-            text = (f"{self.library} crashed with {self.signal}{' (' + why + ')' if why else ''} "
-                    f"generating one token in a child process")
+            text = (
+                f"{self.library} crashed with {self.signal}{' (' + why + ')' if why else ''} "
+                f"generating one token in a child process"
+            )
             if self.signal == "SIGILL":
                 text += ": this build uses an instruction this CPU (or its VM) does not execute"
             return text
         return f"self-check {self.outcome} ({self.library}{': ' + self.detail if self.detail else ''})"
 
     def to_json(self) -> dict:
-        return {"engine": self.engine, "library": self.library, "key": self.key, "outcome": self.outcome,
-                "detail": self.detail, "signal": self.signal, "checked_at": self.checked_at}
+        return {
+            "engine": self.engine,
+            "library": self.library,
+            "key": self.key,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "signal": self.signal,
+            "checked_at": self.checked_at,
+        }
 
 
 def signal_words(name: str | None) -> str:
@@ -137,9 +146,17 @@ class LibraryCheck:
     this process). Thread safe; the child runs at most once per instance.
     """
 
-    def __init__(self, *, engine: str, library: Callable[[], Library | None], argv: Sequence[str],
-                 fix: str, folder: str | Path | None = None, timeout: float = TIMEOUT_S,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        engine: str,
+        library: Callable[[], Library | None],
+        argv: Sequence[str],
+        fix: str,
+        folder: str | Path | None = None,
+        timeout: float = TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self._library = library
         self._argv = tuple(argv)
@@ -155,8 +172,11 @@ class LibraryCheck:
         result = self.result()
         if result is None:
             return None
-        return EngineCheck(usable=result.usable, summary=result.summary(),
-                           fix=None if result.usable else f"reinstall it with: {self._fix}")
+        return EngineCheck(
+            usable=result.usable,
+            summary=result.summary(),
+            fix=None if result.usable else f"reinstall it with: {self._fix}",
+        )
 
     def result(self) -> CheckResult | None:
         """The check of the installed build: remembered, or run now."""
@@ -191,10 +211,16 @@ class LibraryCheck:
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            result = CheckResult(engine=self.engine, library=str(data["library"]), key=library.key,
-                                 outcome=str(data["outcome"]), detail=str(data.get("detail") or ""),
-                                 signal=data.get("signal"), checked_at=float(data.get("checked_at") or 0),
-                                 remembered=True)
+            result = CheckResult(
+                engine=self.engine,
+                library=str(data["library"]),
+                key=library.key,
+                outcome=str(data["outcome"]),
+                detail=str(data.get("detail") or ""),
+                signal=data.get("signal"),
+                checked_at=float(data.get("checked_at") or 0),
+                remembered=True,
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None  # never checked, or a file we cannot read: check again
         return result if result.outcome in _REMEMBERED else None
@@ -213,11 +239,11 @@ class LibraryCheck:
         return None if self._folder is None else self._folder / f"{self.engine}-{key}.json"
 
     def _run(self, library: Library) -> CheckResult:
-        base = {"engine": self.engine, "library": library.label, "key": library.key,
-                "checked_at": self._clock()}
+        base = {"engine": self.engine, "library": library.label, "key": library.key, "checked_at": self._clock()}
         try:
-            done = subprocess.run(list(self._argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=self._timeout)
+            done = subprocess.run(
+                list(self._argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=self._timeout
+            )
         except subprocess.TimeoutExpired:
             return CheckResult(**base, outcome=TIMED_OUT, detail=f"no answer in {self._timeout:g} s")
         except OSError as exc:
@@ -229,8 +255,9 @@ class LibraryCheck:
                 name = f"signal {-done.returncode}"
             return CheckResult(**base, outcome=CRASHED, signal=name)
         if done.returncode != 0:
-            return CheckResult(**base, outcome=FAILED,
-                               detail=f"exit status {done.returncode}: {_last_line(done.stderr)}")
+            return CheckResult(
+                **base, outcome=FAILED, detail=f"exit status {done.returncode}: {_last_line(done.stderr)}"
+            )
         return CheckResult(**base, outcome=PASSED, detail=_detail(done.stdout))
 
 

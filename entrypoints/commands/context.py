@@ -14,12 +14,25 @@ from modelport.ports import Backend, Services
 from ..config import Settings
 
 # The flags that are settings (Settings.load(flags=...)), by setting name.
-SETTING_FLAGS = {"--home": "home", "--host": "host", "--port": "port", "--engine": "engine",
-                 "--device": "device", "--device-index": "device_index", "--quantize": "quantize",
-                 "--tensor-parallel": "tensor_parallel", "--coordinator": "coordinator",
-                 "--num-processes": "num_processes", "--process-id": "process_id", "--threads": "threads",
-                 "--max-models": "max_resident_models", "--max-resident-models": "max_resident_models",
-                 "--model-ttl": "model_ttl", "--api": "api", "--models-path": "models_path"}
+SETTING_FLAGS = {
+    "--home": "home",
+    "--host": "host",
+    "--port": "port",
+    "--engine": "engine",
+    "--device": "device",
+    "--device-index": "device_index",
+    "--quantize": "quantize",
+    "--tensor-parallel": "tensor_parallel",
+    "--coordinator": "coordinator",
+    "--num-processes": "num_processes",
+    "--process-id": "process_id",
+    "--threads": "threads",
+    "--max-models": "max_resident_models",
+    "--max-resident-models": "max_resident_models",
+    "--model-ttl": "model_ttl",
+    "--api": "api",
+    "--models-path": "models_path",
+}
 
 
 def setting_flags(args: dict[str, Any]) -> dict[str, Any]:
@@ -29,8 +42,9 @@ def setting_flags(args: dict[str, Any]) -> dict[str, Any]:
 class Cli:
     """One command's context. ``services`` given: tests' fakes (``serve`` serves them)."""
 
-    def __init__(self, args: dict[str, Any], command: str, *, services: Services | None, out: TextIO,
-                 err: TextIO, stdin: TextIO) -> None:
+    def __init__(
+        self, args: dict[str, Any], command: str, *, services: Services | None, out: TextIO, err: TextIO, stdin: TextIO
+    ) -> None:
         self.args = args
         self.command = command
         self.out, self.err, self.stdin = out, err, stdin
@@ -70,8 +84,9 @@ class Cli:
         if self.args["--url"]:
             for option in ("--engine", "--device", "--device-index", "--quantize", "--tensor-parallel"):
                 if self.args.get(option) is not None:
-                    raise InvalidRequest(f"{option} chooses how this machine runs a model; "
-                                         "with --url the server decides")
+                    raise InvalidRequest(
+                        f"{option} chooses how this machine runs a model; with --url the server decides"
+                    )
             return self.remote
         return self.services.using(None if self.settings.engine == "auto" else self.settings.engine)
 

@@ -42,8 +42,9 @@ def run(cli: Cli) -> int:
     as_prompt = bool(given) and (named is not None or any(ch.isspace() for ch in given))
     if as_prompt:
         words = [given, *words]
-    model = named or (None if as_prompt else cli.model) or as_path(cli.settings.model_path) \
-        or cli.settings.default_model
+    model = (
+        named or (None if as_prompt else cli.model) or as_path(cli.settings.model_path) or cli.settings.default_model
+    )
     prompt = " ".join(words)
     if prompt:
         return _answer(cli, model, prompt)
@@ -185,9 +186,18 @@ def _chat(cli: Cli, model: str) -> int:
         session = backend.new_session(model, sampling=backend.sampling_for(info, overrides))
     if cli.args["--system"]:
         session = session.with_system(cli.args["--system"])
-    repl = ChatRepl(backend, session, overrides=overrides, out=cli.out, err=cli.err, stdin=cli.stdin,
-                    sessions=sessions, history_file=Path(cli.settings.home) / "history",
-                    verbose=bool(cli.args["--verbose"]), format=output_format(cli.args.get("--format")))
+    repl = ChatRepl(
+        backend,
+        session,
+        overrides=overrides,
+        out=cli.out,
+        err=cli.err,
+        stdin=cli.stdin,
+        sessions=sessions,
+        history_file=Path(cli.settings.home) / "history",
+        verbose=bool(cli.args["--verbose"]),
+        format=output_format(cli.args.get("--format")),
+    )
     return repl.run()
 
 

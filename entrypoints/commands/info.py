@@ -35,8 +35,12 @@ def _model_info(cli: Cli, info: ModelInfo) -> int:
 
     context = num_ctx(cli)
     weights, kv_cache = model_memory(info, context)
-    memory = {"weights": weights, "kv_cache": kv_cache, "num_ctx": context,
-              "estimate": estimate(weights, kv_cache or 0)}
+    memory = {
+        "weights": weights,
+        "kv_cache": kv_cache,
+        "num_ctx": context,
+        "estimate": estimate(weights, kv_cache or 0),
+    }
     if cli.args["--json"]:
         data = model_json(info)
         data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in info.files]
@@ -72,18 +76,27 @@ def _system_info(cli: Cli) -> int:
     for name in registry.names:
         spec = registry.spec(name)
         check = spec.check() if spec.available() else None  # runs the library once per build
-        engines[name] = {"available": spec.available(), "formats": sorted(f.value for f in spec.formats),
-                         "extra": spec.extra,
-                         "check": None if check is None else {"usable": check.usable, "summary": check.summary,
-                                                              "fix": check.fix}}
+        engines[name] = {
+            "available": spec.available(),
+            "formats": sorted(f.value for f in spec.formats),
+            "extra": spec.extra,
+            "check": None if check is None else {"usable": check.usable, "summary": check.summary, "fix": check.fix},
+        }
     remote = cli.remote
     server_up = remote.is_up()
-    paths = {"home": settings.home, "models": str(settings.models_dir), "sessions": str(settings.sessions_dir),
-             "history": str(Path(settings.home) / "history")}
+    paths = {
+        "home": settings.home,
+        "models": str(settings.models_dir),
+        "sessions": str(settings.sessions_dir),
+        "history": str(Path(settings.home) / "history"),
+    }
     data = {
-        "version": version(), "python": platform.python_version(),
-        "platform": f"{platform.system()} {platform.machine()}", "paths": paths,
-        "default_model": settings.default_model, "engines": engines,
+        "version": version(),
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "paths": paths,
+        "default_model": settings.default_model,
+        "engines": engines,
         "memory": None if memory is None else {"total": memory.total, "available": memory.available},
         "gpus": [{"index": g.index, "name": g.name, "total": g.total, "free": g.free} for g in gpus],
         "server": {"url": cli.args["--url"] or settings.url, "running": server_up},
@@ -113,8 +126,11 @@ def _system_info(cli: Cli) -> int:
 
 
 def _engine_lines(name: str, engine: dict[str, Any]) -> list[tuple[str, str]]:
-    state = "available" if engine["available"] else (
-        f"not installed (pip install 'modelport[{engine['extra']}]')" if engine["extra"] else "unavailable")
+    state = (
+        "available"
+        if engine["available"]
+        else (f"not installed (pip install 'modelport[{engine['extra']}]')" if engine["extra"] else "unavailable")
+    )
     check = engine["check"]
     if check is not None and not check["usable"]:
         state = f"unusable: {check['summary']}; {check['fix']}"
@@ -132,21 +148,49 @@ def catalog(cli: Cli) -> int:
     rows = entries(budget, context, everything=bool(cli.args["--all"]))
     installed = installed_names(cli.services.list_models())
     if cli.args["--json"]:
-        cli.print_json({"budget": described, "num_ctx": context, "models": [
-            {"name": e.name, "pull": e.pull_name, "family": e.family, "parameters": e.parameters,
-             "quantization": e.quantization, "format": e.format, "kind": e.kind, "license": e.license,
-             "weights": e.weights_bytes, "kv_cache": e.kv_cache_bytes(context), "memory": need,
-             "fits": fits, "installed": _installed(e, installed)}
-            for e, need, fits in rows]})
+        cli.print_json(
+            {
+                "budget": described,
+                "num_ctx": context,
+                "models": [
+                    {
+                        "name": e.name,
+                        "pull": e.pull_name,
+                        "family": e.family,
+                        "parameters": e.parameters,
+                        "quantization": e.quantization,
+                        "format": e.format,
+                        "kind": e.kind,
+                        "license": e.license,
+                        "weights": e.weights_bytes,
+                        "kv_cache": e.kv_cache_bytes(context),
+                        "memory": need,
+                        "fits": fits,
+                        "installed": _installed(e, installed),
+                    }
+                    for e, need, fits in rows
+                ],
+            }
+        )
         return EXIT_OK
     print(f"Memory to fit in: {described['text']}; estimates at {context} tokens of context.\n", file=cli.out)
     table_rows = [
-        (e.name, _count(e.parameters), e.quantization, e.format, render.size(e.weights_bytes),
-         render.size(need), fits.upper() if fits in ("gpu", "cpu") else fits,
-         "yes" if _installed(e, installed) else "", "(bundled)" if e.bundled else e.pull_name)
-        for e, need, fits in rows]
-    render.table(cli.out, ("NAME", "PARAMS", "QUANT", "FORMAT", "SIZE", "MEMORY", "FITS", "INSTALLED", "PULL"),
-                 table_rows)
+        (
+            e.name,
+            _count(e.parameters),
+            e.quantization,
+            e.format,
+            render.size(e.weights_bytes),
+            render.size(need),
+            fits.upper() if fits in ("gpu", "cpu") else fits,
+            "yes" if _installed(e, installed) else "",
+            "(bundled)" if e.bundled else e.pull_name,
+        )
+        for e, need, fits in rows
+    ]
+    render.table(
+        cli.out, ("NAME", "PARAMS", "QUANT", "FORMAT", "SIZE", "MEMORY", "FITS", "INSTALLED", "PULL"), table_rows
+    )
     if not cli.args["--all"]:
         hidden = len(entries(budget, context, everything=True)) - len(rows)
         if hidden:
@@ -167,8 +211,10 @@ def _budget(cli: Cli):
     gpu = next((g for g in gpus if g.index == index), gpus[0] if gpus else None)
     ram = memory.total if memory else None
     vram = gpu.total if gpu else None
-    parts = [f"{render.size(ram)} RAM" if ram else "RAM unknown",
-             f"{render.size(vram)} on GPU {gpu.index} ({gpu.name})" if gpu else "no NVIDIA GPU found"]
+    parts = [
+        f"{render.size(ram)} RAM" if ram else "RAM unknown",
+        f"{render.size(vram)} on GPU {gpu.index} ({gpu.name})" if gpu else "no NVIDIA GPU found",
+    ]
     return Budget(ram=ram, vram=vram), {"ram": ram, "vram": vram, "text": ", ".join(parts)}
 
 

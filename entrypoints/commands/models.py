@@ -48,14 +48,23 @@ def search(cli: Cli) -> int:
         filters["limit"] = positive(cli.args["--limit"], "--limit")
     hits = cli.services.search(query, **filters)
     if cli.args["--json"]:
-        cli.print_json([{"id": h.repo_id, "downloads": h.downloads, "likes": h.likes,
-                         "pipeline_tag": h.pipeline_tag, "tags": list(h.tags)} for h in hits])
+        cli.print_json(
+            [
+                {
+                    "id": h.repo_id,
+                    "downloads": h.downloads,
+                    "likes": h.likes,
+                    "pipeline_tag": h.pipeline_tag,
+                    "tags": list(h.tags),
+                }
+                for h in hits
+            ]
+        )
         return EXIT_OK
     if not hits:
         print(f"no models match '{query}'", file=cli.err)
         return EXIT_OK
-    rows = [(h.repo_id, h.downloads, h.likes, h.pipeline_tag or "", shorten(", ".join(h.tags), 40))
-            for h in hits]
+    rows = [(h.repo_id, h.downloads, h.likes, h.pipeline_tag or "", shorten(", ".join(h.tags), 40)) for h in hits]
     render.table(cli.out, ("MODEL", "DOWNLOADS", "LIKES", "TASK", "TAGS"), rows)
     return EXIT_OK
 
@@ -66,8 +75,16 @@ def list_models(cli: Cli) -> int:
         cli.print_json([model_json(m) for m in models])
         return EXIT_OK
     rows = [
-        (m.name, m.digest[:12], render.size(m.size), m.format.value, m.architecture,
-         m.parameter_size, m.quantization or "", render.age(m.modified_at))
+        (
+            m.name,
+            m.digest[:12],
+            render.size(m.size),
+            m.format.value,
+            m.architecture,
+            m.parameter_size,
+            m.quantization or "",
+            render.age(m.modified_at),
+        )
         for m in models
     ]
     render.table(cli.out, ("NAME", "ID", "SIZE", "FORMAT", "ARCH", "PARAMS", "QUANT", "MODIFIED"), rows)
@@ -86,11 +103,15 @@ def show(cli: Cli) -> int:
 def model_card(cli: Cli, info: ModelInfo) -> None:
     licence = (info.license or "").strip()
     rows = [
-        ("architecture", info.architecture), ("parameters", info.parameter_size),
-        ("quantization", info.quantization or ""), ("context length", str(info.context_length or "")),
-        ("embedding length", str(info.embedding_length or "")), ("format", info.format.value),
+        ("architecture", info.architecture),
+        ("parameters", info.parameter_size),
+        ("quantization", info.quantization or ""),
+        ("context length", str(info.context_length or "")),
+        ("embedding length", str(info.embedding_length or "")),
+        ("format", info.format.value),
         ("capabilities", ", ".join(sorted(c.value for c in info.capabilities))),
-        ("size", render.size(info.size)), ("location", info.location),
+        ("size", render.size(info.size)),
+        ("location", info.location),
         ("aliases", ", ".join(info.aliases)),
         ("license", licence.splitlines()[0] if licence else ""),
     ]
@@ -107,15 +128,25 @@ def model_card(cli: Cli, info: ModelInfo) -> None:
 def verify(cli: Cli) -> int:
     report = cli.services.verify(cli.model)
     if cli.args["--json"]:
-        cli.print_json({"model": report.model, "ok": report.ok, "files": [
-            {"path": c.path, "expected": c.expected, "actual": c.actual, "ok": c.ok and c.actual is not None}
-            for c in report.checks]})
+        cli.print_json(
+            {
+                "model": report.model,
+                "ok": report.ok,
+                "files": [
+                    {"path": c.path, "expected": c.expected, "actual": c.actual, "ok": c.ok and c.actual is not None}
+                    for c in report.checks
+                ],
+            }
+        )
     else:
         rows = [(c.path, _check_state(c), (c.actual or "")[:16]) for c in report.checks]
         render.table(cli.out, ("FILE", "STATE", "SHA256"), rows)
     if not report.ok:
-        print(f"error: {len(report.failures)} of {len(report.checks)} files of {report.model} failed "
-              f"verification; pull or import it again", file=cli.err)
+        print(
+            f"error: {len(report.failures)} of {len(report.checks)} files of {report.model} failed "
+            f"verification; pull or import it again",
+            file=cli.err,
+        )
         return EXIT_ERROR
     return EXIT_OK
 

@@ -30,8 +30,10 @@ def check_group(settings: Settings) -> None:
     if not settings.coordinator:
         raise InvalidRequest("--num-processes above 1 needs --coordinator HOST:PORT (process 0's address)")
     if not 0 <= settings.process_id < settings.num_processes:
-        raise InvalidRequest(f"--process-id must be 0 to {settings.num_processes - 1} for "
-                             f"{settings.num_processes} processes, got {settings.process_id}")
+        raise InvalidRequest(
+            f"--process-id must be 0 to {settings.num_processes - 1} for "
+            f"{settings.num_processes} processes, got {settings.process_id}"
+        )
     if settings.engine not in ("auto", "jax"):
         raise InvalidRequest(f"several processes serve a model with the jax engine only, not {settings.engine}")
 
@@ -41,8 +43,12 @@ def _follow(cli: Cli) -> int:
     from ..bootstrap import follow
 
     settings = cli.settings
-    print(f"modelport process {settings.process_id} of {settings.num_processes} follows process 0 at "
-          f"{settings.coordinator} (it serves no HTTP itself)", file=cli.err, flush=True)
+    print(
+        f"modelport process {settings.process_id} of {settings.num_processes} follows process 0 at "
+        f"{settings.coordinator} (it serves no HTTP itself)",
+        file=cli.err,
+        flush=True,
+    )
     return follow(settings)
 
 
@@ -65,9 +71,11 @@ def _deploy_detached(cli: Cli) -> int:
     if cli.args["--json"]:
         cli.print_json(record)
     else:
-        print(f"modelport serving on {record['url']} in the background (pid {record['pid']})\n"
-              f"  log   {record['log']}\n  stop  modelport stop-server --home {cli.settings.home}",
-              file=cli.out)
+        print(
+            f"modelport serving on {record['url']} in the background (pid {record['pid']})\n"
+            f"  log   {record['log']}\n  stop  modelport stop-server --home {cli.settings.home}",
+            file=cli.out,
+        )
     return EXIT_OK
 
 
@@ -94,9 +102,19 @@ def ps(cli: Cli) -> int:
 
 
 def _ps_table(cli: Cli, models: list[dict[str, Any]]) -> None:
-    rows = [(m.get("name") or m.get("model"), str(m.get("digest") or "")[:12], render.size(m.get("size") or 0),
-             _processor(m), m.get("context_length") or "", m.get("refs", ""), _slots(m),
-             render.until(render.parse_timestamp(m.get("expires_at")))) for m in models]
+    rows = [
+        (
+            m.get("name") or m.get("model"),
+            str(m.get("digest") or "")[:12],
+            render.size(m.get("size") or 0),
+            _processor(m),
+            m.get("context_length") or "",
+            m.get("refs", ""),
+            _slots(m),
+            render.until(render.parse_timestamp(m.get("expires_at"))),
+        )
+        for m in models
+    ]
     render.table(cli.out, ("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "REFS", "SLOTS", "UNTIL"), rows)
 
 
@@ -161,10 +179,16 @@ def _cache_switch(cli: Cli, enabled: bool) -> int:
     if cli.args["--json"]:
         cli.print_json({"model_ttl": value, "written_to": where, "running_server_changed": False})
         return EXIT_OK
-    what = ("keeps each model loaded for 5 minutes after its last request" if enabled
-            else "unloads each model as soon as its request ends")
-    print(f"Wrote MODELPORT_MODEL_TTL={value} to {where}: a server started from this folder {what}.\n"
-          f"A running server keeps its setting; elsewhere: modelport serve --model-ttl {value}", file=cli.out)
+    what = (
+        "keeps each model loaded for 5 minutes after its last request"
+        if enabled
+        else "unloads each model as soon as its request ends"
+    )
+    print(
+        f"Wrote MODELPORT_MODEL_TTL={value} to {where}: a server started from this folder {what}.\n"
+        f"A running server keeps its setting; elsewhere: modelport serve --model-ttl {value}",
+        file=cli.out,
+    )
     return EXIT_OK
 
 
@@ -178,10 +202,13 @@ def _cache_max(cli: Cli, limit: int) -> int:
     if cli.args["--json"]:
         cli.print_json({"max_resident_models": limit, "written_to": where, "running_server_changed": False})
         return EXIT_OK
-    print(f"A running server keeps the limit it started with: the Ollama API has no call to change it.\n"
-          f"Wrote MODELPORT_MAX_RESIDENT_MODELS={limit} to {where}: a server started from this folder\n"
-          f"(`modelport serve`) keeps at most {limit} model(s) loaded. Anywhere else: "
-          f"modelport serve --max-models {limit}", file=cli.out)
+    print(
+        f"A running server keeps the limit it started with: the Ollama API has no call to change it.\n"
+        f"Wrote MODELPORT_MAX_RESIDENT_MODELS={limit} to {where}: a server started from this folder\n"
+        f"(`modelport serve`) keeps at most {limit} model(s) loaded. Anywhere else: "
+        f"modelport serve --max-models {limit}",
+        file=cli.out,
+    )
     return EXIT_OK
 
 
@@ -215,28 +242,37 @@ def deploy_notes(settings: Settings) -> str:
     url = settings.url
     local = settings.host in ("127.0.0.1", "localhost", "::1")
     executable = shutil.which("modelport") or "modelport"
-    reach = ("only this machine can reach it; --host 0.0.0.0 opens it to the network (there is no "
-             "authentication: put a reverse proxy in front)") if local else (
-        f"listening on {settings.host}: anyone who can reach this port can use it (no authentication)")
-    serve_line = (f"{executable} serve --host {settings.host} --port {settings.port} "
-                  f"--threads {settings.threads} --max-models {settings.max_resident_models}")
-    return "\n".join([
-        "modelport deploy: the Ollama-compatible HTTP API, served in the foreground by gunicorn.",
-        "",
-        f"  address     {url}  ({reach})",
-        f"  models      {settings.models_dir} (and the bundled ones)",
-        f"  check       curl {url}/api/tags",
-        f"  clients     OLLAMA_HOST={url} ollama list;  ollama.Client(host=\"{url}\")",
-        f"  this CLI    modelport ps --url {url};  modelport run --url {url} MODEL \"PROMPT\"",
-        "",
-        "modelport does not detach: to keep the server running after you log out, give this",
-        "command to a process manager (a systemd unit's ExecStart=, supervisord, a container):",
-        "",
-        f"  MODELPORT_HOME={settings.home} {serve_line}",
-        "",
-        "or run gunicorn yourself with the same settings in the environment:",
-        "",
-        f"  MODELPORT_HOME={settings.home} gunicorn --worker-class {HEAD_FIRST_WORKER} --threads {settings.threads} "
-        f"--bind {settings.host}:{settings.port} 'modelport.entrypoints.http.app:get_app()'",
-        "",
-    ])
+    reach = (
+        (
+            "only this machine can reach it; --host 0.0.0.0 opens it to the network (there is no "
+            "authentication: put a reverse proxy in front)"
+        )
+        if local
+        else (f"listening on {settings.host}: anyone who can reach this port can use it (no authentication)")
+    )
+    serve_line = (
+        f"{executable} serve --host {settings.host} --port {settings.port} "
+        f"--threads {settings.threads} --max-models {settings.max_resident_models}"
+    )
+    return "\n".join(
+        [
+            "modelport deploy: the Ollama-compatible HTTP API, served in the foreground by gunicorn.",
+            "",
+            f"  address     {url}  ({reach})",
+            f"  models      {settings.models_dir} (and the bundled ones)",
+            f"  check       curl {url}/api/tags",
+            f'  clients     OLLAMA_HOST={url} ollama list;  ollama.Client(host="{url}")',
+            f'  this CLI    modelport ps --url {url};  modelport run --url {url} MODEL "PROMPT"',
+            "",
+            "modelport does not detach: to keep the server running after you log out, give this",
+            "command to a process manager (a systemd unit's ExecStart=, supervisord, a container):",
+            "",
+            f"  MODELPORT_HOME={settings.home} {serve_line}",
+            "",
+            "or run gunicorn yourself with the same settings in the environment:",
+            "",
+            f"  MODELPORT_HOME={settings.home} gunicorn --worker-class {HEAD_FIRST_WORKER} --threads {settings.threads} "
+            f"--bind {settings.host}:{settings.port} 'modelport.entrypoints.http.app:get_app()'",
+            "",
+        ]
+    )

@@ -19,8 +19,7 @@ from modelport.ports import Services
 
 from ..bootstrap import bootstrap, start_distributed
 from ..config import Settings
-from . import (chatpage, errors, management, native, openai_resources, resources, responses, rustllm, schemas,
-               security)
+from . import chatpage, errors, management, native, openai_resources, resources, responses, rustllm, schemas, security
 from .blobs import BlobStore
 from .inference import Runner
 from .lifecycle import REAP_INTERVAL_S, Reaper, clean_leftovers
@@ -67,8 +66,12 @@ def create_app(
     """
     metrics = Metrics(loaded=lambda: len(services.loaded()), activity=services.activity)
     runner = Runner(services, metrics, keep_alive=settings.model_ttl)
-    middleware = [MetricsMiddleware(metrics), *security.middleware(
-        bind_host=settings.host, origins=settings.origins, api_key=settings.api_key, hostname=hostname)]
+    middleware = [
+        MetricsMiddleware(metrics),
+        *security.middleware(
+            bind_host=settings.host, origins=settings.origins, api_key=settings.api_key, hostname=hostname
+        ),
+    ]
     app = App(media_type=falcon.MEDIA_JSON, middleware=middleware)
     app.runner, app.metrics = runner, metrics
     app.req_options.strip_url_path_trailing_slash = True
@@ -93,10 +96,14 @@ def _ollama_routes(app: App, runner: Runner, settings: Settings, clock: Clock, m
     app.add_route("/api/version", resources.Version(package_version()))
     app.add_route("/api/tags", tags)
     app.add_route("/api/show", resources.Show(services, max_body))
-    app.add_route("/api/generate", resources.Inference(
-        runner, parse=schemas.parse_generate, shape=Reply.generate, clock=clock, max_body=max_body))
-    app.add_route("/api/chat", resources.Inference(
-        runner, parse=schemas.parse_chat, shape=Reply.chat, clock=clock, max_body=max_body))
+    app.add_route(
+        "/api/generate",
+        resources.Inference(runner, parse=schemas.parse_generate, shape=Reply.generate, clock=clock, max_body=max_body),
+    )
+    app.add_route(
+        "/api/chat",
+        resources.Inference(runner, parse=schemas.parse_chat, shape=Reply.chat, clock=clock, max_body=max_body),
+    )
     app.add_route("/api/embed", resources.Embed(runner, max_body=max_body))
     app.add_route("/api/embeddings", resources.Embed(runner, legacy=True, max_body=max_body))
     app.add_route("/api/ps", management.Ps(services, clock))

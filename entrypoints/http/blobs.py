@@ -115,8 +115,7 @@ class BlobStore:
         files = list(files)
         missing = [f"sha256:{digest}" for _, digest in files if not self.exists(digest)]
         if missing:
-            raise InvalidRequest(f"blob {', '.join(missing)} not found; upload it first with "
-                                 "POST /api/blobs/<digest>")
+            raise InvalidRequest(f"blob {', '.join(missing)} not found; upload it first with POST /api/blobs/<digest>")
         self.root.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(dir=self.root, prefix=".create-"))
         try:

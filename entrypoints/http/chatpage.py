@@ -33,9 +33,11 @@ class Root:
         if wants_html(req):
             resp.content_type = "text/html; charset=utf-8"
             resp.set_header("Cache-Control", "no-cache")
-            resp.set_header("Content-Security-Policy",
-                            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'")
+            resp.set_header(
+                "Content-Security-Policy",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+            )
             resp.set_header("X-Content-Type-Options", "nosniff")
             resp.data = page()
             return

@@ -40,8 +40,9 @@ class ClientWatch:
     """Whether the peer of ``sock`` has closed the connection, asked at most every
     ``interval`` seconds (a non-blocking peek: no byte is consumed)."""
 
-    def __init__(self, sock: socket.socket, *, interval: float = CHECK_INTERVAL_S,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, sock: socket.socket, *, interval: float = CHECK_INTERVAL_S, clock: Clock = time.monotonic
+    ) -> None:
         self._sock = sock
         self._interval = interval
         self._clock = clock
@@ -94,8 +95,7 @@ def peer_closed(sock: socket.socket) -> bool:
         return exc.errno in (errno.EBADF, errno.ENOTCONN)
 
 
-def watched(events: Iterable[TokenEvent], stream: GenerationStream,
-            watch: ClientWatch | None) -> Iterator[TokenEvent]:
+def watched(events: Iterable[TokenEvent], stream: GenerationStream, watch: ClientWatch | None) -> Iterator[TokenEvent]:
     """``events``, until the client goes: the stream is then closed (the
     generation cancelled) and :class:`ClientGone` raised."""
     for event in events:
@@ -122,8 +122,7 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ClientGone, _client_gone)
 
 
-def _client_gone(req: falcon.Request, resp: falcon.Response, error: ClientGone,
-                 params: dict[str, Any]) -> None:
+def _client_gone(req: falcon.Request, resp: falcon.Response, error: ClientGone, params: dict[str, Any]) -> None:
     resp.status = CLIENT_CLOSED_REQUEST
     resp.content_type = falcon.MEDIA_JSON
     resp.text = '{"error": "the client closed the connection"}'

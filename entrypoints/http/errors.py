@@ -46,9 +46,15 @@ STATUS_BY_ERROR: tuple[tuple[type[ModelportError], int], ...] = (
 )
 RETRY_AFTER_S = 2  # what a client turned away by a full queue is told to wait
 RETRIABLE = frozenset({408, 409, 429})
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error", 501: "not_supported_error",
-                503: "unavailable_error"}
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    501: "not_supported_error",
+    503: "unavailable_error",
+}
 
 
 def status_of(error: ModelportError) -> int:
@@ -70,8 +76,7 @@ def is_openai(path: str) -> bool:
     return path.startswith("/v1/")
 
 
-def openai_error(message: str, status: int, *, param: str | None = None,
-                 code: str | None = None) -> dict[str, Any]:
+def openai_error(message: str, status: int, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The OpenAI error object."""
     kind = OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -103,18 +108,15 @@ class _Described(falcon.HTTPError):
         self.cause = cause
 
 
-def _modelport_error(req: falcon.Request, resp: falcon.Response, error: ModelportError,
-                     params: dict[str, Any]) -> None:
+def _modelport_error(req: falcon.Request, resp: falcon.Response, error: ModelportError, params: dict[str, Any]) -> None:
     raise _Described(status_of(error), error)
 
 
-def _queue_full(req: falcon.Request, resp: falcon.Response, error: ServerBusy,
-                params: dict[str, Any]) -> None:
+def _queue_full(req: falcon.Request, resp: falcon.Response, error: ServerBusy, params: dict[str, Any]) -> None:
     raise _Described(503, error, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _unexpected_error(req: falcon.Request, resp: falcon.Response, error: Exception,
-                      params: dict[str, Any]) -> None:
+def _unexpected_error(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     if isinstance(error, falcon.HTTPError):  # raised on purpose: keep it
         raise error
     log.error("unexpected error in %s %s", req.method, req.path, exc_info=error)
@@ -124,8 +126,9 @@ def _unexpected_error(req: falcon.Request, resp: falcon.Response, error: Excepti
 def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     status = error.status_code
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(body_for(req.path, _describe(req, error), status, getattr(error, "cause", None)),
-                           ensure_ascii=False)
+    resp.text = json.dumps(
+        body_for(req.path, _describe(req, error), status, getattr(error, "cause", None)), ensure_ascii=False
+    )
     if status not in RETRIABLE:
         resp.set_header("x-should-retry", "false")
 

@@ -30,9 +30,14 @@ class Runner:
     def keep_alive_for(self, requested: float | None) -> float | None:
         return self.keep_alive if requested is None else requested
 
-    def generate(self, request: GenerationRequest, *, model: ModelInfo | None = None,
-                 keep_alive: float | None = None,
-                 started: float | None = None) -> tuple[Iterator[TokenEvent], GenerationStream]:
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        model: ModelInfo | None = None,
+        keep_alive: float | None = None,
+        started: float | None = None,
+    ) -> tuple[Iterator[TokenEvent], GenerationStream]:
         """(the events, first one already produced; the stream to close). What fails
         before the first event (an unknown model, a prompt too long) raises here.
         ``model``: what the route looked ``request.model`` up as (its one lookup)."""
@@ -42,9 +47,15 @@ class Runner:
         stream = GenerationStream(self.metrics.observe(inner, name, started), inner.close)
         return run_to_first_event(stream), stream
 
-    def generate_many(self, request: GenerationRequest, n: int, *, model: ModelInfo | None = None,
-                      keep_alive: float | None = None,
-                      started: float | None = None) -> list[tuple[Iterator[TokenEvent], GenerationStream]]:
+    def generate_many(
+        self,
+        request: GenerationRequest,
+        n: int,
+        *,
+        model: ModelInfo | None = None,
+        keep_alive: float | None = None,
+        started: float | None = None,
+    ) -> list[tuple[Iterator[TokenEvent], GenerationStream]]:
         """:meth:`generate` for ``n`` choices submitted together (OpenAI's ``n``)."""
         if n == 1:
             return [self.generate(request, model=model, keep_alive=keep_alive, started=started)]
@@ -66,8 +77,9 @@ class Runner:
         """Token id -> text, by the model's engine (for log-probabilities)."""
         return TokenTexts(lambda ids: self.services.detokenize(model, ids))
 
-    def embed(self, request: EmbeddingRequest, *, model: ModelInfo | None = None,
-              keep_alive: float | None = None) -> Embeddings:
+    def embed(
+        self, request: EmbeddingRequest, *, model: ModelInfo | None = None, keep_alive: float | None = None
+    ) -> Embeddings:
         result = self.services.embed(request, keep_alive=self.keep_alive_for(keep_alive), model=model)
         self.metrics.count_embedding(result.model, result.usage.prompt_tokens)
         return result

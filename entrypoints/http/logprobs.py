@@ -54,8 +54,10 @@ def _entry(token: int, logprob: float, text: TokenText) -> dict[str, Any]:
 def openai_content(entries: Iterable[TokenLogprob], text: TokenText, top: int) -> list[dict[str, Any]]:
     """The ``content`` list of a chat choice's ``logprobs`` (also the Responses API's
     ``output_text.logprobs``)."""
-    return [{**_entry(e.token, e.logprob, text),
-             "top_logprobs": [_entry(t, lp, text) for t, lp in e.top[:top]]} for e in entries]
+    return [
+        {**_entry(e.token, e.logprob, text), "top_logprobs": [_entry(t, lp, text) for t, lp in e.top[:top]]}
+        for e in entries
+    ]
 
 
 def openai_chat(entries: Iterable[TokenLogprob], text: TokenText, top: int) -> dict[str, Any]:

@@ -21,12 +21,15 @@ from .model_schemas import progress
 from .schemas import Clock, error
 from .streaming import NDJSON, line, log_unexpected
 
-PUSH_REFUSAL = ("push is not supported: modelport does not publish models to a registry; "
-                "copy the model's files (see /api/show) or push them with the Hugging Face tools")
+PUSH_REFUSAL = (
+    "push is not supported: modelport does not publish models to a registry; "
+    "copy the model's files (see /api/show) or push them with the Hugging Face tools"
+)
 
 
-NO_SOURCE = ("this server has no model source to pull from; install 'modelport[hub]', "
-             "or import local files with /api/create")
+NO_SOURCE = (
+    "this server has no model source to pull from; install 'modelport[hub]', or import local files with /api/create"
+)
 
 
 class Ps:
@@ -209,8 +212,9 @@ class Create:
     """``/api/create``: a model from a local file or folder, from an installed model
     (a copy), or from uploaded blobs (``files``)."""
 
-    def __init__(self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES,
-                 *, allowed: Sequence[str] = ()) -> None:
+    def __init__(
+        self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES, *, allowed: Sequence[str] = ()
+    ) -> None:
         self._services = services
         self._blobs = blobs
         self._max_body = max_body
@@ -251,9 +255,12 @@ def allowed_path(source: str, allowed: Sequence[str]) -> str:
         root = os.path.realpath(folder)
         if real is not None and os.path.commonpath([real, root]) == root:
             return real
-    where = "the folders in MODELPORT_ALLOWED_PATHS" if allowed else "folders listed in MODELPORT_ALLOWED_PATHS (none are)"
-    raise falcon.HTTPForbidden(description=f"'from' may be an installed model, or an absolute path "
-                                           f"inside {where}; '{source}' is neither")
+    where = (
+        "the folders in MODELPORT_ALLOWED_PATHS" if allowed else "folders listed in MODELPORT_ALLOWED_PATHS (none are)"
+    )
+    raise falcon.HTTPForbidden(
+        description=f"'from' may be an installed model, or an absolute path inside {where}; '{source}' is neither"
+    )
 
 
 def _importable(folder: Path, files: tuple[tuple[str, str], ...]) -> Path:

@@ -27,27 +27,33 @@ class Metrics:
     """The application's instruments. ``loaded`` and ``activity`` (each loaded
     model's slots, queue and decode rate) are read when ``/metrics`` is scraped."""
 
-    def __init__(self, *, loaded: Callable[[], int],
-                 activity: Callable[[], Mapping[str, SlotStats]] = dict) -> None:
+    def __init__(self, *, loaded: Callable[[], int], activity: Callable[[], Mapping[str, SlotStats]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("modelport_http_requests", "HTTP requests answered.",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("modelport_http_request_duration_seconds",
-                                 "Time from a request's arrival to the end of its answer (streams included).",
-                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_progress = Gauge("modelport_http_requests_in_progress", "Requests being answered now.",
-                                 registry=r)
-        self.prompt_tokens = Counter("modelport_prompt_tokens", "Prompt tokens evaluated.", ["model"],
-                                     registry=r)
-        self.completion_tokens = Counter("modelport_completion_tokens", "Tokens generated.", ["model"],
-                                         registry=r)
-        self.first_token = Histogram("modelport_time_to_first_token_seconds",
-                                     "Time from a request's arrival to its first generated text.",
-                                     ["model"], buckets=FIRST_TOKEN_BUCKETS, registry=r)
+        self.requests = Counter(
+            "modelport_http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "modelport_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer (streams included).",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge("modelport_http_requests_in_progress", "Requests being answered now.", registry=r)
+        self.prompt_tokens = Counter("modelport_prompt_tokens", "Prompt tokens evaluated.", ["model"], registry=r)
+        self.completion_tokens = Counter("modelport_completion_tokens", "Tokens generated.", ["model"], registry=r)
+        self.first_token = Histogram(
+            "modelport_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated text.",
+            ["model"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
+        )
         Gauge("modelport_loaded_models", "Models loaded in this worker.", registry=r).set_function(loaded)
         Gauge("modelport_queue_depth", "Requests waiting for a model.", registry=r).set_function(
-            lambda: sum(stats.waiting for stats in activity().values()))
+            lambda: sum(stats.waiting for stats in activity().values())
+        )
         r.register(_SlotCollector(activity))
 
     def exposition(self) -> bytes:
@@ -81,13 +87,15 @@ class _SlotCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         activity = self._activity()
-        slots = GaugeMetricFamily("modelport_slots", "Slots of each loaded model, by state.",
-                                  labels=["model", "state"])
-        waiting = GaugeMetricFamily("modelport_model_queue_depth", "Requests waiting for a slot, per model.",
-                                    labels=["model"])
-        rate = GaugeMetricFamily("modelport_decode_tokens_per_second",
-                                 "Tokens generated per second over the last 10 s, all slots of a model.",
-                                 labels=["model"])
+        slots = GaugeMetricFamily("modelport_slots", "Slots of each loaded model, by state.", labels=["model", "state"])
+        waiting = GaugeMetricFamily(
+            "modelport_model_queue_depth", "Requests waiting for a slot, per model.", labels=["model"]
+        )
+        rate = GaugeMetricFamily(
+            "modelport_decode_tokens_per_second",
+            "Tokens generated per second over the last 10 s, all slots of a model.",
+            labels=["model"],
+        )
         for name, stats in sorted(activity.items()):
             slots.add_metric([name, "busy"], stats.busy)
             slots.add_metric([name, "free"], stats.free)
@@ -106,8 +114,7 @@ class MetricsMiddleware:
         req.context.started = time.monotonic()
         self._metrics.in_progress.inc()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         req_succeeded: bool) -> None:
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool) -> None:
         started = getattr(req.context, "started", None)
         if started is None:
             return

@@ -78,8 +78,12 @@ def tags(models: list[ModelInfo]) -> dict[str, Any]:
     """``/api/tags``: every model, then each alias as a name of its own (``smollm2``
     listed as ``smollm2:latest``, same digest), since Ollama clients (llm-ollama,
     Open WebUI) match names exactly against this list."""
-    return {"models": [{**tag(model, name), **({"alias_of": model.name} if name != model.name else {})}
-                       for model, name in listed_names(models)]}
+    return {
+        "models": [
+            {**tag(model, name), **({"alias_of": model.name} if name != model.name else {})}
+            for model, name in listed_names(models)
+        ]
+    }
 
 
 def listed_names(models: list[ModelInfo]) -> list[tuple[ModelInfo, str]]:
@@ -116,7 +120,6 @@ def show(model: ModelInfo) -> dict[str, Any]:
     if model.defaults.messages:
         shape["messages"] = [m.to_dict() for m in model.defaults.messages]
     return shape
-
 
 
 def modelfile(model: ModelInfo) -> str:
@@ -178,17 +181,22 @@ def parse_embed(body: Body) -> EmbedCall:
         inputs = tuple(value)
     else:
         raise InvalidRequest("invalid input type: input must be a string or a list of strings")
-    return EmbedCall(model=model, inputs=inputs, truncate=_optional(body, "truncate", bool, True),
-                     dimensions=parse_dimensions(body.get("dimensions")),
-                     keep_alive=parse_keep_alive(body.get("keep_alive")))
+    return EmbedCall(
+        model=model,
+        inputs=inputs,
+        truncate=_optional(body, "truncate", bool, True),
+        dimensions=parse_dimensions(body.get("dimensions")),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+    )
 
 
 def parse_embeddings(body: Body) -> EmbedCall:
     """The legacy ``/api/embeddings``: one ``prompt``."""
     model = _model(body)
     prompt = _optional(body, "prompt", str, "")
-    return EmbedCall(model=model, inputs=(prompt,) if prompt else (),
-                     keep_alive=parse_keep_alive(body.get("keep_alive")))
+    return EmbedCall(
+        model=model, inputs=(prompt,) if prompt else (), keep_alive=parse_keep_alive(body.get("keep_alive"))
+    )
 
 
 def parse_dimensions(value: object) -> int | None:
@@ -257,7 +265,8 @@ class CreateCall:
 CREATE_UNSUPPORTED = {
     "quantize": "quantize is not supported: pull or import a model already quantized",
     "adapters": "adapters (ADAPTER, LoRA) are not supported by modelport",
-    "renderer": "renderer is not supported", "parser": "parser is not supported",
+    "renderer": "renderer is not supported",
+    "parser": "parser is not supported",
 }
 
 
@@ -276,8 +285,9 @@ def parse_create(body: Body) -> CreateCall:
     files = _optional(body, "files", dict, {})
     pairs = tuple((name, blob_digest(digest, f'files["{name}"]')) for name, digest in files.items())
     if not source and not pairs:
-        raise InvalidRequest("create needs 'from' (a local GGUF file, a model folder or an installed model) "
-                             "or 'files' (uploaded blobs)")
+        raise InvalidRequest(
+            "create needs 'from' (a local GGUF file, a model folder or an installed model) or 'files' (uploaded blobs)"
+        )
     if source and pairs:
         raise InvalidRequest("give either 'from' or 'files', not both")
     return CreateCall(model=model, source=source, files=pairs, stream=_stream(body), defaults=defaults)
@@ -293,8 +303,13 @@ def _create_defaults(body: Body) -> ModelDefaults:
     if isinstance(parameters.get("stop"), str):
         parameters["stop"] = [parameters["stop"]]
     messages = [ChatMessage.from_dict(m) for m in _optional(body, "messages", list, [])]
-    return ModelDefaults(system=_optional(body, "system", str, None), template=_optional(body, "template", str, None),
-                         parameters=check_parameters(parameters), messages=messages, license=license_ or None)
+    return ModelDefaults(
+        system=_optional(body, "system", str, None),
+        template=_optional(body, "template", str, None),
+        parameters=check_parameters(parameters),
+        messages=messages,
+        license=license_ or None,
+    )
 
 
 _DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
@@ -345,12 +360,20 @@ def _slots(stats: SlotStats | None) -> dict[str, Any]:
     """modelport's addition to a ``/api/ps`` entry: the generation core's slots."""
     if stats is None:
         return {}
-    return {"slots": {"total": stats.slots, "busy": stats.busy, "free": stats.free, "waiting": stats.waiting,
-                      "tokens_per_second": round(stats.tokens_per_second, 2)}}
+    return {
+        "slots": {
+            "total": stats.slots,
+            "busy": stats.busy,
+            "free": stats.free,
+            "waiting": stats.waiting,
+            "tokens_per_second": round(stats.tokens_per_second, 2),
+        }
+    }
 
 
 def ps(models: list[RunningModel], now: float) -> dict[str, Any]:
     """``/api/ps``: the loaded models, the one staying longest first."""
+
     def remaining(model: RunningModel) -> float:
         return math.inf if model.expires_at is None else model.expires_at
 

@@ -31,14 +31,24 @@ MAX_BATCH = 64
 
 
 def usage(value: Usage) -> dict[str, int]:
-    return {"prompt_tokens": value.prompt_tokens, "completion_tokens": value.completion_tokens,
-            "total_tokens": value.total_tokens, "load_ns": value.load_ns,
-            "prompt_eval_ns": value.prompt_eval_ns, "eval_ns": value.eval_ns, "total_ns": value.total_ns}
+    return {
+        "prompt_tokens": value.prompt_tokens,
+        "completion_tokens": value.completion_tokens,
+        "total_tokens": value.total_tokens,
+        "load_ns": value.load_ns,
+        "prompt_eval_ns": value.prompt_eval_ns,
+        "eval_ns": value.eval_ns,
+        "total_ns": value.total_ns,
+    }
 
 
 def result(done: Completion) -> dict[str, Any]:
-    shape = {"text": done.text, "finish_reason": done.finish_reason.value, "usage": usage(done.usage),
-             "token_ids": list(done.token_ids)}
+    shape = {
+        "text": done.text,
+        "finish_reason": done.finish_reason.value,
+        "usage": usage(done.usage),
+        "token_ids": list(done.token_ids),
+    }
     if done.tool_calls:
         shape["tool_calls"] = [call.to_dict() for call in done.tool_calls]
     return shape
@@ -57,8 +67,9 @@ class Generate:
         model = self._runner.services.show(schemas.model_name(body))  # the request's one store lookup
         call = parse(body, self._runner, model)
         assert call.request is not None
-        events, stream = self._runner.generate(call.request, model=model, keep_alive=call.keep_alive,
-                                               started=getattr(req.context, "started", None))
+        events, stream = self._runner.generate(
+            call.request, model=model, keep_alive=call.keep_alive, started=getattr(req.context, "started", None)
+        )
         if self._stream:
             sse_headers(resp)
             resp.stream = deltas(events, stream)
@@ -118,8 +129,9 @@ def deltas(events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[b
                 yield event({"text": "", "tool_calls": [call.to_dict() for call in item.tool_calls]})
             if item.done:
                 assert item.finish_reason is not None
-                yield event({"text": "", "finish_reason": item.finish_reason.value,
-                             "usage": usage(item.usage or Usage())})
+                yield event(
+                    {"text": "", "finish_reason": item.finish_reason.value, "usage": usage(item.usage or Usage())}
+                )
                 yield SSE_DONE
                 return
         raise RuntimeError("the generation stream ended without a final event")
@@ -128,4 +140,3 @@ def deltas(events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[b
         yield event(openai_error(log_unexpected(exc, "generation"), status))
     finally:
         stream.close()
-

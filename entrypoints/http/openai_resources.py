@@ -26,7 +26,6 @@ from .streaming import SSE_DONE, event, log_unexpected, sse_headers
 from .tools import openai_calls
 
 
-
 class Chunk(Protocol):
     """Builds one choice object of a stream chunk."""
 
@@ -46,20 +45,23 @@ class ChatCompletions:
         body = read_json(req, self._max_body)
         model = services.show(wire.model_name(body))  # the request's one store lookup
         call = wire.parse_chat(body, wire.openai_policy(services, model), model.name)
-        runs = self._runner.generate_many(call.request, call.n, model=model,
-                                          started=getattr(req.context, "started", None))
+        runs = self._runner.generate_many(
+            call.request, call.n, model=model, started=getattr(req.context, "started", None)
+        )
         texts = self._runner.token_texts(model) if call.logprobs is not None else None
         if call.stream:
             envelope = wire.Envelope.chat(call.model, self._clock(), chunk=True)
             sse_headers(resp)
-            resp.stream = sse(runs, envelope, call.include_usage, ChatChunks(texts, call.logprobs),
-                              first={"role": "assistant"})
+            resp.stream = sse(
+                runs, envelope, call.include_usage, ChatChunks(texts, call.logprobs), first={"role": "assistant"}
+            )
             return
         done = [fold(*run, watch_of(req)) for run in runs]
         envelope = wire.Envelope.chat(call.model, self._clock())
-        choices = [wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs),
-                                     calls=c.tool_calls)
-                   for i, c in enumerate(done)]
+        choices = [
+            wire.chat_message(c.text, c.finish_reason, i, _chat_logprobs(c, texts, call.logprobs), calls=c.tool_calls)
+            for i, c in enumerate(done)
+        ]
         resp.media = envelope.wrap(choices, usage=wire.usage(_choices_usage([done])))
 
 
@@ -83,9 +85,10 @@ class Completions:
             resp.stream = sse(runs, envelope, call.include_usage, TextChunks(texts, call.logprobs))
             return
         watch = watch_of(req)
-        done = [[fold(*run, watch) for run in self._runner.generate_many(request, call.n, model=model,
-                                                                         started=started)]
-                for request in call.requests]
+        done = [
+            [fold(*run, watch) for run in self._runner.generate_many(request, call.n, model=model, started=started)]
+            for request in call.requests
+        ]
         choices = []
         for c in (c for group in done for c in group):
             legacy = None
@@ -104,9 +107,11 @@ def _chat_logprobs(done: Completion, texts: TokenTexts | None, top: int | None) 
 def _choices_usage(groups: Sequence[Sequence[Completion]]) -> Usage:
     """One prompt's tokens per group of choices (the choices share the prompt), every
     choice's completion tokens."""
-    return Usage(prompt_tokens=sum(group[0].usage.prompt_tokens for group in groups if group),
-                 cached_tokens=sum(group[0].usage.cached_tokens for group in groups if group),
-                 completion_tokens=sum(c.usage.completion_tokens for group in groups for c in group))
+    return Usage(
+        prompt_tokens=sum(group[0].usage.prompt_tokens for group in groups if group),
+        cached_tokens=sum(group[0].usage.cached_tokens for group in groups if group),
+        completion_tokens=sum(c.usage.completion_tokens for group in groups for c in group),
+    )
 
 
 class Embeddings:
@@ -117,8 +122,7 @@ class Embeddings:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         call, encoding = wire.parse_embeddings(read_json(req, self._max_body))
         result = self._runner.embed(call.request)
-        resp.media = wire.embeddings(result.vectors, call.model, result.usage.prompt_tokens, encoding,
-                                     call.dimensions)
+        resp.media = wire.embeddings(result.vectors, call.model, result.usage.prompt_tokens, encoding, call.dimensions)
 
 
 class Models:
@@ -176,8 +180,9 @@ class TextChunks:
 Run = tuple[Iterator[TokenEvent], GenerationStream]
 
 
-def sse(runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk: Chunk,
-        first: dict[str, Any] | None = None) -> Iterator[bytes]:
+def sse(
+    runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk: Chunk, first: dict[str, Any] | None = None
+) -> Iterator[bytes]:
     """The chunks of one streamed answer of one or more choices: an optional opening
     delta per choice (the chat role), one chunk per text delta (or per token, with
     log-probabilities), one per completed tool call (``delta.tool_calls``), a finish
@@ -206,9 +211,11 @@ def sse(runs: Sequence[Run], envelope: wire.Envelope, include_usage: bool, chunk
                 yield event(envelope.wrap([last], **extra))
                 finals.append(item.usage or Usage())
         if include_usage:
-            total = Usage(prompt_tokens=finals[0].prompt_tokens if finals else 0,
-                          cached_tokens=finals[0].cached_tokens if finals else 0,
-                          completion_tokens=sum(u.completion_tokens for u in finals))
+            total = Usage(
+                prompt_tokens=finals[0].prompt_tokens if finals else 0,
+                cached_tokens=finals[0].cached_tokens if finals else 0,
+                completion_tokens=sum(u.completion_tokens for u in finals),
+            )
             yield event(envelope.wrap([], usage=wire.usage(total)))
         yield SSE_DONE
     except Exception as exc:  # the status is already sent: report it in the stream
@@ -231,4 +238,3 @@ def interleaved(streams: Sequence[Iterator[TokenEvent]]) -> Iterator[tuple[int, 
             if item.done:
                 open_.remove(index)
             yield index, item
-

@@ -37,8 +37,18 @@ MAX_PROMPTS = 64  # /v1/completions answers them one after the other, as /v1/gen
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 ENCODINGS = ("float", "base64")
 # Fields the server accepts and ignores: they change nothing a local model could do.
-IGNORED = ("user", "logit_bias", "presence_penalty", "frequency_penalty", "parallel_tool_calls",
-           "metadata", "store", "service_tier", "prediction", "modalities")
+IGNORED = (
+    "user",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "parallel_tool_calls",
+    "metadata",
+    "store",
+    "service_tier",
+    "prediction",
+    "modalities",
+)
 
 MAX_CHOICES = 16
 OpenAIPolicy = Callable[[Mapping[str, Any]], SamplingPolicy]  # a body's sampling fields -> policy
@@ -88,7 +98,6 @@ class OpenAICall:
     n: int = 1  # choices per request
     logprobs: int | None = None  # None: not asked; k: the token's and k alternatives
 
-
     @property
     def request(self) -> GenerationRequest:
         return self.requests[0]
@@ -110,11 +119,15 @@ def parse_chat(body: Body, policy: OpenAIPolicy = default_policy, shown: str | N
     messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
     _refuse_unsupported(body, shown)
     top = chat_logprobs(body)
-    request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=policy(body),
-                                logprobs=top,
-                                format=tool_wire.openai_response_format(body.get("response_format")),
-                                tools=tool_wire.parse_tools(body.get("tools") or None),
-                                tool_choice=tool_wire.openai_tool_choice(body.get("tool_choice")))
+    request = GenerationRequest(
+        model=ModelRef.parse(model),
+        messages=messages,
+        sampling=policy(body),
+        logprobs=top,
+        format=tool_wire.openai_response_format(body.get("response_format")),
+        tools=tool_wire.parse_tools(body.get("tools") or None),
+        tool_choice=tool_wire.openai_tool_choice(body.get("tool_choice")),
+    )
     return OpenAICall(model=model, requests=(request,), n=choices(body), logprobs=top, **_streaming(body))
 
 
@@ -137,9 +150,10 @@ def parse_completion(body: Body, policy: OpenAIPolicy = default_policy, shown: s
         raise InvalidRequest("tools need /v1/chat/completions")
     sampling = policy(body)
     fmt = tool_wire.openai_response_format(body.get("response_format"))
-    requests = tuple(GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top,
-                                       format=fmt)
-                     for p in prompts)
+    requests = tuple(
+        GenerationRequest(model=ModelRef.parse(model), prompt=p, sampling=sampling, logprobs=top, format=fmt)
+        for p in prompts
+    )
     flags = _streaming(body)
     if flags["stream"] and len(requests) > 1:
         raise InvalidRequest("stream a single prompt at a time")
@@ -210,10 +224,13 @@ def _message(data: object, index: int) -> ChatMessage:
         raise InvalidRequest(f"messages[{index}].role must be one of: {', '.join(ROLES)}")
     tool_name = data.get("name") or data.get("tool_call_id") if role == "tool" else None
     call_id = data.get("tool_call_id") if role == "tool" else None
-    return ChatMessage(role=ROLES[role], content=_content(data.get("content"), index),
-                       tool_name=tool_name if isinstance(tool_name, str) else None,
-                       tool_calls=data.get("tool_calls") or None,
-                       tool_call_id=call_id if isinstance(call_id, str) else None)
+    return ChatMessage(
+        role=ROLES[role],
+        content=_content(data.get("content"), index),
+        tool_name=tool_name if isinstance(tool_name, str) else None,
+        tool_calls=data.get("tool_calls") or None,
+        tool_call_id=call_id if isinstance(call_id, str) else None,
+    )
 
 
 def _content(value: object, index: int) -> str:
@@ -284,15 +301,20 @@ def finish(reason: FinishReason | None, called: bool = False) -> str | None:
 
 
 def usage(value: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": value.prompt_tokens, "completion_tokens": value.completion_tokens,
-            "total_tokens": value.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": value.cached_tokens}}
+    return {
+        "prompt_tokens": value.prompt_tokens,
+        "completion_tokens": value.completion_tokens,
+        "total_tokens": value.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": value.cached_tokens},
+    }
 
 
 def add_usage(values: Sequence[Usage]) -> Usage:
-    return Usage(prompt_tokens=sum(u.prompt_tokens for u in values),
-                 completion_tokens=sum(u.completion_tokens for u in values),
-                 cached_tokens=sum(u.cached_tokens for u in values))
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in values),
+        completion_tokens=sum(u.completion_tokens for u in values),
+        cached_tokens=sum(u.cached_tokens for u in values),
+    )
 
 
 @attrs.frozen
@@ -314,34 +336,55 @@ class Envelope:
         return cls(f"cmpl-{uuid.uuid4().hex[:24]}", "text_completion", int(now), model)
 
     def wrap(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-                "system_fingerprint": FINGERPRINT, "choices": choices, **extra}
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+            **extra,
+        }
 
 
-def chat_message(text: str, reason: FinishReason, index: int = 0, logprobs: dict[str, Any] | None = None,
-                 calls: Sequence[Any] = ()) -> dict[str, Any]:
+def chat_message(
+    text: str, reason: FinishReason, index: int = 0, logprobs: dict[str, Any] | None = None, calls: Sequence[Any] = ()
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         message = {"role": "assistant", "content": text or None, "tool_calls": tool_wire.openai_calls(calls)}
     return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish(reason, bool(calls))}
 
 
-def chat_delta(delta: dict[str, Any], reason: FinishReason | None = None, index: int = 0,
-               logprobs: dict[str, Any] | None = None, called: bool = False) -> dict[str, Any]:
+def chat_delta(
+    delta: dict[str, Any],
+    reason: FinishReason | None = None,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
+    called: bool = False,
+) -> dict[str, Any]:
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish(reason, called)}
 
 
-def text_choice(text: str, reason: FinishReason | None, index: int = 0,
-                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+def text_choice(
+    text: str, reason: FinishReason | None, index: int = 0, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish(reason)}
 
 
-def embeddings(vectors: Sequence[Sequence[float]], model: str, prompt_tokens: int, encoding: str,
-               dimensions: int | None) -> dict[str, Any]:
-    data = [{"object": "embedding", "index": i, "embedding": encode(resize(tuple(v), dimensions), encoding)}
-            for i, v in enumerate(vectors)]
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+def embeddings(
+    vectors: Sequence[Sequence[float]], model: str, prompt_tokens: int, encoding: str, dimensions: int | None
+) -> dict[str, Any]:
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode(resize(tuple(v), dimensions), encoding)}
+        for i, v in enumerate(vectors)
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
 
 
 def encode(vector: list[float], encoding: str) -> list[float] | str:

@@ -104,9 +104,11 @@ class Health:
             "engines": self._services.engines.status(),
             "devices": devices(self._device),
             "loaded": [running.model.name for running in self._services.loaded()],
-            "queue": {"active": sum(s.busy for s in activity.values()),
-                      "waiting": sum(s.waiting for s in activity.values()),
-                      "max_waiting": self._services.max_queue},
+            "queue": {
+                "active": sum(s.busy for s in activity.values()),
+                "waiting": sum(s.waiting for s in activity.values()),
+                "max_waiting": self._services.max_queue,
+            },
             "slots": {name: slots(stats) for name, stats in activity.items()},
         }
 
@@ -114,8 +116,13 @@ class Health:
 
 
 def slots(stats: SlotStats) -> dict[str, Any]:
-    return {"total": stats.slots, "busy": stats.busy, "free": stats.free, "waiting": stats.waiting,
-            "tokens_per_second": round(stats.tokens_per_second, 2)}
+    return {
+        "total": stats.slots,
+        "busy": stats.busy,
+        "free": stats.free,
+        "waiting": stats.waiting,
+        "tokens_per_second": round(stats.tokens_per_second, 2),
+    }
 
 
 def devices(requested: str) -> dict[str, Any]:
@@ -204,8 +211,9 @@ class Inference:
         if call.request is None:
             resp.media = reply.done(self._load_or_unload(call, model))
             return
-        events, stream = self._runner.generate(call.request, model=model, keep_alive=call.keep_alive,
-                                               started=getattr(req.context, "started", None))
+        events, stream = self._runner.generate(
+            call.request, model=model, keep_alive=call.keep_alive, started=getattr(req.context, "started", None)
+        )
         top = call.request.logprobs
         if top is not None:
             texts = self._runner.token_texts(model)

@@ -73,8 +73,9 @@ class Stored:
 class ResponseStore:
     """The last ``capacity`` stored responses, each for ``ttl`` seconds. Thread safe."""
 
-    def __init__(self, capacity: int = STORE_CAPACITY, ttl: float = STORE_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, capacity: int = STORE_CAPACITY, ttl: float = STORE_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if capacity < 1 or ttl <= 0:
             raise ValueError("capacity and ttl must be positive")
         self.capacity, self.ttl = capacity, ttl
@@ -94,9 +95,12 @@ class ResponseStore:
             self._expire()
             stored = self._items.get(response_id)
         if stored is None:
-            raise falcon.HTTPNotFound(description=(
-                f"response '{response_id}' not found; responses are kept in the server's memory for "
-                f"{self.ttl:g} s (the last {self.capacity}), and not at all with store: false"))
+            raise falcon.HTTPNotFound(
+                description=(
+                    f"response '{response_id}' not found; responses are kept in the server's memory for "
+                    f"{self.ttl:g} s (the last {self.capacity}), and not at all with store: false"
+                )
+            )
         return stored
 
     def delete(self, response_id: str) -> None:
@@ -119,8 +123,9 @@ class ResponseStore:
 
 
 class Responses:
-    def __init__(self, runner: Runner, clock: Clock, store: ResponseStore | None = None,
-                 max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, runner: Runner, clock: Clock, store: ResponseStore | None = None, max_body: int = MAX_BODY_BYTES
+    ) -> None:
         self._runner = runner
         self._clock = clock
         self._store = store or ResponseStore()
@@ -161,8 +166,14 @@ class _Answer:
     """One response being made: its ids, its events, and storing it at the end.
     ``before``: the conversation it answers, without the instructions."""
 
-    def __init__(self, call: wire.ResponsesCall, created: float, texts: TokenTexts | None,
-                 before: tuple[ChatMessage, ...], store: ResponseStore) -> None:
+    def __init__(
+        self,
+        call: wire.ResponsesCall,
+        created: float,
+        texts: TokenTexts | None,
+        before: tuple[ChatMessage, ...],
+        store: ResponseStore,
+    ) -> None:
         self.call, self.created, self.texts = call, created, texts
         self.before, self.store = before, store
         self.id, self.item_id = wire.new_ids()
@@ -176,8 +187,13 @@ class _Answer:
     def _response(self, status: str, output: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return wire.response(self.call, self.id, self.created, status=status, output=output, **extra)
 
-    def finished(self, text: str, done: Completion, entries: list[logprobs.TokenLogprob],
-                 output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def finished(
+        self,
+        text: str,
+        done: Completion,
+        entries: list[logprobs.TokenLogprob],
+        output: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """The final response, stored when asked. ``output``: the items as they
         were streamed; None: a message with the text (when there is text, or no
         call), then one ``function_call`` item per call."""
@@ -229,9 +245,13 @@ class _Answer:
                     texts.append(delta)
                     message.parts.append(delta)
                     message.entries += entries
-                    yield self._event("response.output_text.delta", **message.where, delta=delta,
-                                      logprobs=self._logprobs(entries) or [])
-                for call in self.call.kept_calls(calls + list(item.tool_calls))[len(calls):]:
+                    yield self._event(
+                        "response.output_text.delta",
+                        **message.where,
+                        delta=delta,
+                        logprobs=self._logprobs(entries) or [],
+                    )
+                for call in self.call.kept_calls(calls + list(item.tool_calls))[len(calls) :]:
                     if message is not None:
                         output.append(message.item("completed", self._logprobs(message.entries)))
                         yield from self._close(message, output[-1])
@@ -246,14 +266,18 @@ class _Answer:
                         if blank:
                             texts.append(blank)
                             message.parts.append(blank)
-                            yield self._event("response.output_text.delta", **message.where, delta=blank,
-                                              logprobs=[])
+                            yield self._event("response.output_text.delta", **message.where, delta=blank, logprobs=[])
                     if message is not None:
                         output.append(message.item(status, self._logprobs(message.entries)))
                         yield from self._close(message, output[-1])
                     text = "".join(texts)
-                    done = Completion(text=text, token_ids=(), finish_reason=item.finish_reason,
-                                      usage=item.usage or Usage(), tool_calls=tuple(calls))
+                    done = Completion(
+                        text=text,
+                        token_ids=(),
+                        finish_reason=item.finish_reason,
+                        usage=item.usage or Usage(),
+                        tool_calls=tuple(calls),
+                    )
                     body = self.finished(text, done, tokens, output)
                     kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
                     yield self._event(kind, response=body)
@@ -264,20 +288,25 @@ class _Answer:
             status_code = status_of(exc) if isinstance(exc, ModelportError) else 500
             code = "server_error" if status_code >= 500 else "invalid_request"
             yield self._event("error", code=code, message=message_text, param=None)
-            yield self._event("response.failed", response=self._response(
-                "failed", [], error={"code": code, "message": message_text}))
+            yield self._event(
+                "response.failed", response=self._response("failed", [], error={"code": code, "message": message_text})
+            )
         finally:
             stream.close()
 
     def _open(self, message: "_Message") -> Iterator[bytes]:
-        yield self._event("response.output_item.added", output_index=message.index,
-                          item=wire.message_item(message.id, "in_progress", []))
+        yield self._event(
+            "response.output_item.added",
+            output_index=message.index,
+            item=wire.message_item(message.id, "in_progress", []),
+        )
         yield self._event("response.content_part.added", **message.where, part=wire.text_part(""))
 
     def _close(self, message: "_Message", item: dict[str, Any]) -> Iterator[bytes]:
         part = item["content"][0]
-        yield self._event("response.output_text.done", **message.where, text=part["text"],
-                          logprobs=part.get("logprobs") or [])
+        yield self._event(
+            "response.output_text.done", **message.where, text=part["text"], logprobs=part.get("logprobs") or []
+        )
         yield self._event("response.content_part.done", **message.where, part=part)
         yield self._event("response.output_item.done", output_index=message.index, item=item)
 
@@ -285,8 +314,11 @@ class _Answer:
         item_id = wire.new_item_id("fc")
         arguments = canonical_json_text(call.arguments)
         where = {"item_id": item_id, "output_index": index}
-        yield self._event("response.output_item.added", output_index=index,
-                          item=wire.function_call_item(item_id, call, "in_progress", arguments=""))
+        yield self._event(
+            "response.output_item.added",
+            output_index=index,
+            item=wire.function_call_item(item_id, call, "in_progress", arguments=""),
+        )
         yield self._event("response.function_call_arguments.delta", **where, delta=arguments)
         yield self._event("response.function_call_arguments.done", **where, arguments=arguments)
         output.append(wire.function_call_item(item_id, call))

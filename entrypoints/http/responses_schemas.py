@@ -36,13 +36,38 @@ from .schemas import Body
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
-SUPPORTED = ("model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream",
-             "previous_response_id", "store", "top_logprobs", "include", "seed", "text", "tools",
-             "tool_choice", "parallel_tool_calls", "reasoning", "truncation", "stream_options")
+SUPPORTED = (
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "previous_response_id",
+    "store",
+    "top_logprobs",
+    "include",
+    "seed",
+    "text",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "truncation",
+    "stream_options",
+)
 # Accepted and ignored: they change nothing a local model does (max_tool_calls
 # counts calls of hosted tools, which there are none of).
-IGNORED = ("metadata", "user", "service_tier", "safety_identifier", "prompt_cache_key",
-           "prompt_cache_retention", "max_tool_calls")
+IGNORED = (
+    "metadata",
+    "user",
+    "service_tier",
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "max_tool_calls",
+)
 OpenAIPolicy = Callable[[str, Mapping[str, Any]], SamplingPolicy]
 
 
@@ -75,9 +100,15 @@ class ResponsesCall:
         system = (ChatMessage.system(self.instructions),) if self.instructions else ()
         turns = named_results(tuple(history), self.input)
         messages = Conversation(messages=system + tuple(history) + turns)
-        return GenerationRequest(model=ModelRef.parse(self.model), messages=messages, sampling=self.sampling,
-                                 logprobs=self.logprobs, format=self.format, tools=self.tools,
-                                 tool_choice=self.tool_choice)
+        return GenerationRequest(
+            model=ModelRef.parse(self.model),
+            messages=messages,
+            sampling=self.sampling,
+            logprobs=self.logprobs,
+            format=self.format,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+        )
 
     def kept_calls(self, calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
         """The calls an answer gives: all of them, or the first with
@@ -97,8 +128,9 @@ def named_results(history: tuple[ChatMessage, ...], turns: tuple[ChatMessage, ..
     for message in turns:
         if message.role is Role.TOOL and message.tool_name is None:
             if message.tool_call_id not in names:
-                raise InvalidRequest(f"input: no function_call found for the function_call_output with call_id "
-                                     f"'{message.tool_call_id}'")
+                raise InvalidRequest(
+                    f"input: no function_call found for the function_call_output with call_id '{message.tool_call_id}'"
+                )
             message = attrs.evolve(message, tool_name=names[message.tool_call_id])
         out.append(message)
     return tuple(out)
@@ -130,9 +162,10 @@ def parse(body: Body, policy: OpenAIPolicy) -> ResponsesCall:
     for key, value in (("store", store), ("stream", stream)):
         if value is not None and not isinstance(value, bool):
             raise InvalidRequest(f"'{key}' must be a boolean")
-    sampling = policy({key: body[key] for key in ("temperature", "top_p", "seed") if key in body}
-                      | ({"max_tokens": body["max_output_tokens"]} if body.get("max_output_tokens") is not None
-                         else {}))
+    sampling = policy(
+        {key: body[key] for key in ("temperature", "top_p", "seed") if key in body}
+        | ({"max_tokens": body["max_output_tokens"]} if body.get("max_output_tokens") is not None else {})
+    )
     text = body.get("text") or {}
     fmt = tool_wire.responses_text_format(text.get("format"))
     tools = tool_wire.responses_tools(body.get("tools"))
@@ -140,23 +173,46 @@ def parse(body: Body, policy: OpenAIPolicy) -> ResponsesCall:
     parallel = body.get("parallel_tool_calls", True)
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("'parallel_tool_calls' must be a boolean")
-    echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
-            "previous_response_id": previous, "store": store is not False,
-            "temperature": sampling.temperature, "top_p": sampling.top_p,
-            "metadata": body.get("metadata") or {}, "user": body.get("user"),
-            "top_logprobs": body.get("top_logprobs"),
-            "text": {"format": dict(text.get("format") or {"type": "text"})},
-            "tools": [_tool_echo(t, spec) for t, spec in zip(tools, body.get("tools") or ())],
-            "tool_choice": _choice_echo(choice), "parallel_tool_calls": parallel is not False}
-    return ResponsesCall(model=model, input=_input(body.get("input")), instructions=instructions or None,
-                         sampling=sampling, previous_response_id=previous, stream=bool(stream),
-                         store=store is not False, logprobs=_logprobs(body), format=fmt, tools=tools,
-                         tool_choice=choice, parallel_tool_calls=parallel is not False, echo=echo)
+    echo = {
+        "instructions": instructions,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "previous_response_id": previous,
+        "store": store is not False,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "metadata": body.get("metadata") or {},
+        "user": body.get("user"),
+        "top_logprobs": body.get("top_logprobs"),
+        "text": {"format": dict(text.get("format") or {"type": "text"})},
+        "tools": [_tool_echo(t, spec) for t, spec in zip(tools, body.get("tools") or ())],
+        "tool_choice": _choice_echo(choice),
+        "parallel_tool_calls": parallel is not False,
+    }
+    return ResponsesCall(
+        model=model,
+        input=_input(body.get("input")),
+        instructions=instructions or None,
+        sampling=sampling,
+        previous_response_id=previous,
+        stream=bool(stream),
+        store=store is not False,
+        logprobs=_logprobs(body),
+        format=fmt,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel is not False,
+        echo=echo,
+    )
 
 
 def _tool_echo(tool: Tool, spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "function", "name": tool.name, "description": tool.description or None,
-            "parameters": tool.parameters, "strict": spec.get("strict")}
+    return {
+        "type": "function",
+        "name": tool.name,
+        "description": tool.description or None,
+        "parameters": tool.parameters,
+        "strict": spec.get("strict"),
+    }
 
 
 def _choice_echo(choice: ToolChoice) -> str | dict[str, Any]:
@@ -177,8 +233,9 @@ def _refuse_unsupported(body: Body) -> None:
         if text.get("verbosity") not in (None, "medium"):
             raise InvalidRequest("text.verbosity is not supported")
     reasoning = body.get("reasoning")
-    if reasoning is not None and (not isinstance(reasoning, Mapping) or reasoning.get("effort") not in
-                                  (None, "none") or reasoning.get("summary")):
+    if reasoning is not None and (
+        not isinstance(reasoning, Mapping) or reasoning.get("effort") not in (None, "none") or reasoning.get("summary")
+    ):
         raise InvalidRequest("reasoning is not supported: no model here thinks")
     if body.get("truncation") not in (None, "disabled", "auto"):
         raise InvalidRequest("truncation must be 'disabled' or 'auto'")
@@ -306,11 +363,13 @@ def new_item_id(kind: str = "msg") -> str:
 
 
 def usage(value: Usage) -> dict[str, Any]:
-    return {"input_tokens": value.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": value.cached_tokens},
-            "output_tokens": value.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": value.total_tokens}
+    return {
+        "input_tokens": value.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": value.cached_tokens},
+        "output_tokens": value.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": value.total_tokens,
+    }
 
 
 def text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -324,11 +383,18 @@ def message_item(item_id: str, status: str, parts: list[dict[str, Any]]) -> dict
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": parts}
 
 
-def function_call_item(item_id: str, call: ToolCall, status: str = "completed",
-                       arguments: str | None = None) -> dict[str, Any]:
+def function_call_item(
+    item_id: str, call: ToolCall, status: str = "completed", arguments: str | None = None
+) -> dict[str, Any]:
     """A ``function_call`` output item: ``arguments`` the JSON text (empty while in progress)."""
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call.id, "name": call.name,
-            "arguments": canonical_json_text(call.arguments) if arguments is None else arguments}
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": canonical_json_text(call.arguments) if arguments is None else arguments,
+    }
 
 
 def status_of(reason: FinishReason | None) -> str:
@@ -337,17 +403,29 @@ def status_of(reason: FinishReason | None) -> str:
     return "incomplete" if reason is FinishReason.LENGTH else "completed"
 
 
-def response(call: ResponsesCall, response_id: str, created: float, *, status: str,
-             output: list[dict[str, Any]], usage_: Usage | None = None,
-             error: dict[str, Any] | None = None) -> dict[str, Any]:
+def response(
+    call: ResponsesCall,
+    response_id: str,
+    created: float,
+    *,
+    status: str,
+    output: list[dict[str, Any]],
+    usage_: Usage | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``response`` object, in any state (in_progress, completed, incomplete, failed)."""
     return {
-        "id": response_id, "object": "response", "created_at": int(created), "status": status,
+        "id": response_id,
+        "object": "response",
+        "created_at": int(created),
+        "status": status,
         "error": error,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "model": call.model, "output": output,
+        "model": call.model,
+        "output": output,
         "reasoning": {"effort": None, "summary": None},
-        "truncation": "disabled", "background": False,
+        "truncation": "disabled",
+        "background": False,
         "usage": usage(usage_) if usage_ is not None else None,
         **call.echo,
     }

@@ -64,13 +64,19 @@ def failure(message: str) -> dict[str, Any]:
 
 def model_entry(info: ModelInfo) -> dict[str, Any]:
     """One model as RustLLM lists it: its registry name when it was pulled through one."""
-    return {"name": registry_name(info.name) or info.name, "size_bytes": info.size,
-            "last_modified": rfc3339(info.modified_at)}
+    return {
+        "name": registry_name(info.name) or info.name,
+        "size_bytes": info.size,
+        "last_modified": rfc3339(info.modified_at),
+    }
 
 
 def usage_of(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
 
 
 def parse_chat(body: dict[str, Any], services: Services) -> tuple[GenerationRequest, ModelInfo]:
@@ -86,7 +92,7 @@ def parse_chat(body: dict[str, Any], services: Services) -> tuple[GenerationRequ
     messages = []
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or item.get("role") not in ROLES or not isinstance(item.get("content"), str):
-            raise InvalidRequest(f"messages[{index}] must be {{\"role\": {'|'.join(ROLES)}, \"content\": string}}")
+            raise InvalidRequest(f'messages[{index}] must be {{"role": {"|".join(ROLES)}, "content": string}}')
         messages.append(ChatMessage(role=item["role"], content=item["content"]))
     options: dict[str, Any] = {}
     temperature = body.get("temperature")
@@ -101,8 +107,11 @@ def parse_chat(body: dict[str, Any], services: Services) -> tuple[GenerationRequ
         options["max_tokens"] = max_tokens
     name = resolve_name(model)
     info = services.show(name)
-    request = GenerationRequest(model=ModelRef.parse(name), messages=Conversation(messages=tuple(messages)),
-                                sampling=services.sampling_for(info, options))
+    request = GenerationRequest(
+        model=ModelRef.parse(name),
+        messages=Conversation(messages=tuple(messages)),
+        sampling=services.sampling_for(info, options),
+    )
     return request, info
 
 
@@ -138,8 +147,9 @@ class Models:
             except ModelNotFound:
                 pass
         if self._services.source is None:
-            raise falcon.HTTPNotImplemented(description="this server has no model source to download from; "
-                                                        "install 'modelport[hub]'")
+            raise falcon.HTTPNotImplemented(
+                description="this server has no model source to download from; install 'modelport[hub]'"
+            )
         info = self._services.pull(target)
         resp.media = ok({**model_entry(info), "downloaded": True})
 
@@ -185,9 +195,16 @@ def sse(events: Iterator[TokenEvent], stream: GenerationStream) -> Iterator[byte
                 parts.append(item.text)
                 yield event(ok({"delta": item.text, "done": False}))
             if item.finish_reason is not None:
-                yield event(ok({"done": True, "message": {"role": "assistant", "content": "".join(parts)},
-                                "finish_reason": item.finish_reason.value,
-                                "usage": usage_of(item.usage or Usage())}))
+                yield event(
+                    ok(
+                        {
+                            "done": True,
+                            "message": {"role": "assistant", "content": "".join(parts)},
+                            "finish_reason": item.finish_reason.value,
+                            "usage": usage_of(item.usage or Usage()),
+                        }
+                    )
+                )
                 return
         raise RuntimeError("the generation stream ended without a final event")
     except Exception as exc:  # the status is already sent: report it in the stream
@@ -223,11 +240,15 @@ def _serializer(prefixes: tuple[str, ...]):
 
 def openapi_paths(prefix: str = PREFIX) -> dict[str, Any]:
     """The profile's routes for ``/openapi.json``."""
-    envelope = {"type": "object", "required": ["success"],
-                "properties": {"success": {"type": "boolean"}, "data": {}, "error": {"type": "string"}}}
+    envelope = {
+        "type": "object",
+        "required": ["success"],
+        "properties": {"success": {"type": "boolean"}, "data": {}, "error": {"type": "string"}},
+    }
 
-    def op(summary: str, statuses: tuple[int, ...], body: dict[str, Any] | None = None,
-           media: str = "application/json") -> dict[str, Any]:
+    def op(
+        summary: str, statuses: tuple[int, ...], body: dict[str, Any] | None = None, media: str = "application/json"
+    ) -> dict[str, Any]:
         answers: dict[str, Any] = {"200": {"description": summary, "content": {media: {"schema": {}}}}}
         for status in statuses:
             answers[str(status)] = {"description": "an error", "content": {"application/json": {"schema": envelope}}}
@@ -236,11 +257,23 @@ def openapi_paths(prefix: str = PREFIX) -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         return operation
 
-    chat = {"type": "object", "required": ["model", "messages"], "properties": {
-        "model": {"type": "string", "example": "fake"},
-        "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"type": "string", "enum": list(ROLES)}, "content": {"type": "string"}}}},
-        "temperature": {"type": "number"}, "max_tokens": {"type": "integer"}}}
+    chat = {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "example": "fake"},
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {"role": {"type": "string", "enum": list(ROLES)}, "content": {"type": "string"}},
+                },
+            },
+            "temperature": {"type": "number"},
+            "max_tokens": {"type": "integer"},
+        },
+    }
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         f"{prefix}/api/health": {"get": op("RustLLM: the server is up", ())},
@@ -248,11 +281,15 @@ def openapi_paths(prefix: str = PREFIX) -> dict[str, Any]:
         f"{prefix}/api/models/{{name}}": {
             "parameters": name,
             "get": op("RustLLM: one model", (400, 404)),
-            "post": op("RustLLM: download a model", (400, 404, 501, 502), {
-                "type": "object", "properties": {"force": {"type": "boolean"}}}),
+            "post": op(
+                "RustLLM: download a model",
+                (400, 404, 501, 502),
+                {"type": "object", "properties": {"force": {"type": "boolean"}}},
+            ),
             "delete": op("RustLLM: remove a model", (400, 403, 404)),
         },
         f"{prefix}/api/chat": {"post": op("RustLLM: a chat reply", (400, 404), chat)},
-        f"{prefix}/api/chat/stream": {"post": op("RustLLM: a chat reply as server-sent events", (400, 404), chat,
-                                                 media="text/event-stream")},
+        f"{prefix}/api/chat/stream": {
+            "post": op("RustLLM: a chat reply as server-sent events", (400, 404), chat, media="text/event-stream")
+        },
     }

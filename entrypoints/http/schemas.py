@@ -104,14 +104,21 @@ def parse_generate(body: Body, policy: Policy = default_policy) -> Call:
         sampling = policy(parameter_changes(_options(body)))
         top = parse_logprobs(body)
         if raw:
-            request = GenerationRequest(model=ModelRef.parse(model), prompt=prompt, sampling=sampling,
-                                        logprobs=top, format=fmt)
+            request = GenerationRequest(
+                model=ModelRef.parse(model), prompt=prompt, sampling=sampling, logprobs=top, format=fmt
+            )
         else:
             messages = system_and_user(prompt, system or None)
-            request = GenerationRequest(model=ModelRef.parse(model), messages=messages, sampling=sampling,
-                                        logprobs=top, format=fmt)
-    return Call(model=model, request=request, stream=_stream(body),
-                keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
+            request = GenerationRequest(
+                model=ModelRef.parse(model), messages=messages, sampling=sampling, logprobs=top, format=fmt
+            )
+    return Call(
+        model=model,
+        request=request,
+        stream=_stream(body),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+        needs=needs,
+    )
 
 
 def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
@@ -130,12 +137,21 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
     request = None
     if len(messages):
-        request = GenerationRequest(model=ModelRef.parse(model), messages=messages,
-                                    sampling=policy(parameter_changes(_options(body))),
-                                    logprobs=parse_logprobs(body),
-                                    format=fmt, tools=tools)
-    return Call(model=model, request=request, stream=_stream(body),
-                keep_alive=parse_keep_alive(body.get("keep_alive")), needs=needs)
+        request = GenerationRequest(
+            model=ModelRef.parse(model),
+            messages=messages,
+            sampling=policy(parameter_changes(_options(body))),
+            logprobs=parse_logprobs(body),
+            format=fmt,
+            tools=tools,
+        )
+    return Call(
+        model=model,
+        request=request,
+        stream=_stream(body),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+        needs=needs,
+    )
 
 
 def parse_logprobs(body: Body) -> int | None:
@@ -165,8 +181,9 @@ def parse_show(body: Body) -> str:
     return store_name(name)
 
 
-PATH_REFUSED = ("over HTTP a model is named as in the store ('name', 'name:tag' or 'org/name'), "
-                "not by a path on the server")
+PATH_REFUSED = (
+    "over HTTP a model is named as in the store ('name', 'name:tag' or 'org/name'), not by a path on the server"
+)
 
 
 def store_name(name: str, field: str = "model") -> str:
@@ -235,8 +252,14 @@ def _optional(body: Body, name: str, kind: type, default: Any) -> Any:
 
 
 def _json_type(value: object) -> str:
-    names = {bool: "a boolean", str: "a string", int: "a number", float: "a number",
-             list: "an array", dict: "an object"}
+    names = {
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -326,11 +349,23 @@ class Reply:
     def chunk(self, text: str, entries: Sequence[Any] = (), calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
         return {**self._head(), **self._content(text, calls), **self._logprobs(entries), "done": False}
 
-    def final(self, text: str, reason: FinishReason, usage: Usage, entries: Sequence[Any] = (),
-              calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
+    def final(
+        self,
+        text: str,
+        reason: FinishReason,
+        usage: Usage,
+        entries: Sequence[Any] = (),
+        calls: tuple[ToolCall, ...] = (),
+    ) -> dict[str, Any]:
         logprobs = self._logprobs(entries) if entries else {}
-        return {**self._head(), **self._content(text, calls), **logprobs, "done": True,
-                "done_reason": reason.value, **metrics(usage)}
+        return {
+            **self._head(),
+            **self._content(text, calls),
+            **logprobs,
+            "done": True,
+            "done_reason": reason.value,
+            **metrics(usage),
+        }
 
     def _content(self, text: str, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
         content = self.content(text)

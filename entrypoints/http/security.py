@@ -30,8 +30,16 @@ DEFAULT_ORIGINS = tuple(
 ) + ("app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 
 ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
-ALLOWED_HEADERS = ("authorization", "content-type", "accept", "user-agent", "x-requested-with",
-                   "openai-beta", "openai-organization", "openai-project")
+ALLOWED_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "user-agent",
+    "x-requested-with",
+    "openai-beta",
+    "openai-organization",
+    "openai-project",
+)
 ALLOWED_HEADER_PREFIXES = ("x-stainless-",)
 EXPOSED_HEADERS = "Retry-After, X-Should-Retry"
 PREFLIGHT_MAX_AGE_S = 12 * 3600
@@ -59,8 +67,7 @@ class Cors:
         if origin is None:
             return  # not a browser's cross-origin request
         if not origin_allowed(origin, self._patterns):
-            raise falcon.HTTPForbidden(
-                description=f"origin '{origin}' is not allowed; add it to MODELPORT_ORIGINS")
+            raise falcon.HTTPForbidden(description=f"origin '{origin}' is not allowed; add it to MODELPORT_ORIGINS")
         resp.set_header("Access-Control-Allow-Origin", origin)
         resp.set_header("Vary", "Origin")
         resp.set_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
@@ -112,7 +119,8 @@ class HostCheck:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not host_allowed(req.host, self._hostname):
             raise falcon.HTTPForbidden(
-                description=f"host '{req.host}' is not allowed: this server only answers local names")
+                description=f"host '{req.host}' is not allowed: this server only answers local names"
+            )
 
 
 class ApiKey:
@@ -130,7 +138,8 @@ class ApiKey:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
             raise falcon.HTTPUnauthorized(
                 description="a valid API key is required: send 'Authorization: Bearer <key>'",
-                challenges=['Bearer realm="modelport"'])
+                challenges=['Bearer realm="modelport"'],
+            )
 
 
 def middleware(*, bind_host: str, origins: str, api_key: str, hostname: str | None = None) -> list[object]:

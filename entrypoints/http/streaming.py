@@ -58,13 +58,15 @@ def log_unexpected(exc: BaseException, what: str) -> str:
     return message_of(exc)
 
 
-def whole(events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply,
-          watch: ClientWatch | None = None) -> dict[str, Any]:
+def whole(
+    events: Iterator[TokenEvent], stream: GenerationStream, reply: Reply, watch: ClientWatch | None = None
+) -> dict[str, Any]:
     """The answer to ``"stream": false``: the whole text and the final metrics. The
     generation is cancelled if the client leaves meanwhile (``watch``)."""
     completion = fold(events, stream, watch)
-    return reply.final(completion.text, completion.finish_reason, completion.usage, of_completion(completion),
-                       completion.tool_calls)
+    return reply.final(
+        completion.text, completion.finish_reason, completion.usage, of_completion(completion), completion.tool_calls
+    )
 
 
 def line(obj: dict[str, Any]) -> bytes:

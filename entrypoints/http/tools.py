@@ -95,8 +95,9 @@ def openai_tool_choice(value: object) -> ToolChoice:
         name = function.get("name") if isinstance(function, Mapping) else None
         if isinstance(name, str) and name:
             return ToolChoice.function(name)
-    raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
-                         '{"type": "function", "function": {"name": ...}}')
+    raise InvalidRequest(
+        'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
+    )
 
 
 # -- the Responses API's requests ----------------------------------------------------------
@@ -135,8 +136,13 @@ def responses_tools(value: object) -> tuple[Tool, ...]:
         if description is not None and not isinstance(description, str):
             raise InvalidRequest(f"{where}.description must be a string")
         try:
-            tools.append(Tool(name=tool.get("name"), description=description or "",  # type: ignore[arg-type]
-                              parameters_text=tool.get("parameters")))  # type: ignore[arg-type]
+            tools.append(
+                Tool(
+                    name=tool.get("name"),
+                    description=description or "",  # type: ignore[arg-type]
+                    parameters_text=tool.get("parameters"),
+                )
+            )  # type: ignore[arg-type]
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}: {exc}") from None
     names = [t.name for t in tools]
@@ -165,15 +171,20 @@ def responses_tool_choice(value: object) -> ToolChoice:
 
 
 def ollama_calls(calls: Sequence[ToolCall], start: int = 0) -> list[dict[str, Any]]:
-    return [{"id": c.id, "function": {"index": start + i, "name": c.name, "arguments": c.arguments}}
-            for i, c in enumerate(calls)]
+    return [
+        {"id": c.id, "function": {"index": start + i, "name": c.name, "arguments": c.arguments}}
+        for i, c in enumerate(calls)
+    ]
 
 
 def openai_calls(calls: Sequence[ToolCall], start: int = 0, *, streamed: bool = False) -> list[dict[str, Any]]:
     shapes = []
     for i, call in enumerate(calls):
-        shape: dict[str, Any] = {"id": call.id, "type": "function",
-                                 "function": {"name": call.name, "arguments": canonical_json_text(call.arguments)}}
+        shape: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": canonical_json_text(call.arguments)},
+        }
         if streamed:
             shape = {"index": start + i, **shape}
         shapes.append(shape)

@@ -65,7 +65,7 @@ def request_arrived(data: bytes | bytearray) -> bool:
     end = _HEAD_END.search(data)
     if end is None:
         return len(data) > MAX_HEAD_BYTES
-    head = bytes(data[:end.start()])
+    head = bytes(data[: end.start()])
     if _EXPECT_OR_CHUNKED.search(head):
         return True  # 100-continue is answered by gunicorn; chunks are read by the app
     lengths = _CONTENT_LENGTH.findall(head)
@@ -96,8 +96,7 @@ class HeadFirstWorker(ThreadWorker):
         self.client_timeout = CLIENT_TIMEOUT_S
 
     def init_process(self) -> None:
-        self.quick_pool = futures.ThreadPoolExecutor(max_workers=QUICK_THREADS,
-                                                     thread_name_prefix="modelport-quick")
+        self.quick_pool = futures.ThreadPoolExecutor(max_workers=QUICK_THREADS, thread_name_prefix="modelport-quick")
         self.client_timeout = client_timeout(self.log)
         super().init_process()
 

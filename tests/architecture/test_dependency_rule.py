@@ -12,8 +12,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB = set(sys.stdlib_module_names)
-HEAVY = ("jax", "jaxlib", "flax", "llama_cpp", "mlx", "mlx_lm", "transformers", "torch",
-         "huggingface_hub", "falcon", "gunicorn", "numpy", "gguf", "tokenizers", "safetensors", "llguidance")
+HEAVY = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "llama_cpp",
+    "mlx",
+    "mlx_lm",
+    "transformers",
+    "torch",
+    "huggingface_hub",
+    "falcon",
+    "gunicorn",
+    "numpy",
+    "gguf",
+    "tokenizers",
+    "safetensors",
+    "llguidance",
+)
 
 
 def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
@@ -56,8 +72,7 @@ def test_domain_imports_only_stdlib_attrs_and_itself(path: Path) -> None:
 @pytest.mark.parametrize("path", sources("ports"), ids=lambda p: p.name)
 def test_ports_import_only_the_domain(path: Path) -> None:
     for line, module in imports_of(path):
-        allowed = (top(module) in STDLIB or top(module) == "attrs"
-                   or layer_of(module) in ("domain", "ports"))
+        allowed = top(module) in STDLIB or top(module) == "attrs" or layer_of(module) in ("domain", "ports")
         assert allowed, f"{path.relative_to(ROOT)}:{line} imports {module}"
 
 
@@ -146,8 +161,13 @@ def test_adapters_import_heavy_libraries_lazily(path: Path) -> None:
 
 def test_engine_packages_import_no_engine_library() -> None:
     """What bootstrap imports to build an engine loads none of the heavy libraries."""
-    packages = sorted({".".join(["modelport", *p.relative_to(ROOT).parent.parts])
-                       for p in sources("adapters") if p.name == "__init__.py"})
+    packages = sorted(
+        {
+            ".".join(["modelport", *p.relative_to(ROOT).parent.parts])
+            for p in sources("adapters")
+            if p.name == "__init__.py"
+        }
+    )
     code = (
         "import importlib, sys\n"
         f"for name in {packages!r}: importlib.import_module(name)\n"
@@ -186,9 +206,11 @@ def test_help_does_not_import_engine_libraries() -> None:
 
 def test_no_bare_layer_package_is_importable() -> None:
     for name in ("domain", "ports", "adapters", "entrypoints"):
-        code = f"import importlib.util, sys; sys.path.remove('') if '' in sys.path else None; " \
-               f"spec = importlib.util.find_spec('{name}'); " \
-               f"print(spec.origin if spec else '')"
+        code = (
+            f"import importlib.util, sys; sys.path.remove('') if '' in sys.path else None; "
+            f"spec = importlib.util.find_spec('{name}'); "
+            f"print(spec.origin if spec else '')"
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
         origin = result.stdout.strip()
         assert not origin.startswith(str(ROOT)), f"bare '{name}' resolves to {origin}"

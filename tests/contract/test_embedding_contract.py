@@ -19,8 +19,10 @@ from modelport.domain import Capability, ContextOverflow, ModelFormat, ModelInfo
 from modelport.ports import EngineOptions, InferenceEngine
 
 REFERENCE = [0.06766, 0.06350, 0.04871, 0.07931, 0.03745]
-PAIRS = (("A man is eating food.", "A man is eating a piece of bread.", 0.755),
-         ("A man is eating food.", "The girl is carrying a baby.", -0.105))
+PAIRS = (
+    ("A man is eating food.", "A man is eating a piece of bread.", 0.755),
+    ("A man is eating food.", "The girl is carrying a baby.", -0.105),
+)
 
 
 @dataclass
@@ -45,9 +47,12 @@ def _llamacpp() -> InferenceEngine:
 
 
 CASES = [
-    Case("fake", FakeEngine,
-         lambda: fake_model("embedder:latest", format=ModelFormat.SAFETENSORS,
-                            capabilities={Capability.EMBEDDING}), real=False),
+    Case(
+        "fake",
+        FakeEngine,
+        lambda: fake_model("embedder:latest", format=ModelFormat.SAFETENSORS, capabilities={Capability.EMBEDDING}),
+        real=False,
+    ),
     Case("gguf-minilm", _llamacpp, _minilm_gguf, real=True),
 ]
 

@@ -57,8 +57,11 @@ class Case:
     def resolved(self, model: ModelInfo) -> "Case":
         golden = self.golden_tokens
         prompt = self.golden_prompt_tokens
-        return replace(self, golden_tokens=tuple(golden(model)) if callable(golden) else golden,
-                       golden_prompt_tokens=tuple(prompt(model)) if callable(prompt) else prompt)
+        return replace(
+            self,
+            golden_tokens=tuple(golden(model)) if callable(golden) else golden,
+            golden_prompt_tokens=tuple(prompt(model)) if callable(prompt) else prompt,
+        )
 
 
 def _smollm2() -> ModelInfo:
@@ -216,14 +219,17 @@ def embedder(request, engine_home):
 
 
 def raw(case: Case, prompt: str | None = None, **sampling) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("m"), prompt=prompt or case.golden_prompt,
-                             sampling=SamplingPolicy.greedy(**sampling) if "temperature" not in sampling
-                             else SamplingPolicy(**sampling))
+    return GenerationRequest(
+        model=ModelRef.parse("m"),
+        prompt=prompt or case.golden_prompt,
+        sampling=SamplingPolicy.greedy(**sampling) if "temperature" not in sampling else SamplingPolicy(**sampling),
+    )
 
 
 def chat(prompt: str, **sampling) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("m"), messages=system_and_user(prompt),
-                             sampling=SamplingPolicy.greedy(**sampling))
+    return GenerationRequest(
+        model=ModelRef.parse("m"), messages=system_and_user(prompt), sampling=SamplingPolicy.greedy(**sampling)
+    )
 
 
 def run(engine: InferenceEngine, request: GenerationRequest) -> tuple[list, Completion]:
@@ -262,7 +268,7 @@ def test_max_tokens_ends_with_length(loaded) -> None:
 def test_stop_string_is_honoured_and_not_emitted(loaded) -> None:
     case, engine, _ = loaded
     _, full = run(engine, raw(case, max_tokens=10))
-    stop = full.text[len(full.text) // 2:][:3]
+    stop = full.text[len(full.text) // 2 :][:3]
     _, stopped = run(engine, raw(case, max_tokens=10, stop=(stop,)))
     assert stopped.finish_reason is FinishReason.STOP
     assert stopped.text == full.text[: full.text.index(stop)]
@@ -424,9 +430,11 @@ def test_the_next_chat_turn_reuses_the_cached_prefix(loaded) -> None:
     case, engine, _ = loaded
     history = chat("Tell me a short story about a robot.", max_tokens=16)
     first = Completion.fold(engine.stream(history))
-    follow = GenerationRequest(model=ModelRef.parse("m"), sampling=SamplingPolicy.greedy(max_tokens=8),
-                               messages=list(history.messages.messages) + [
-                                   ChatMessage.assistant(first.text), ChatMessage.user("And then?")])
+    follow = GenerationRequest(
+        model=ModelRef.parse("m"),
+        sampling=SamplingPolicy.greedy(max_tokens=8),
+        messages=list(history.messages.messages) + [ChatMessage.assistant(first.text), ChatMessage.user("And then?")],
+    )
     second = Completion.fold(engine.stream(follow))
     assert second.usage.cached_tokens > first.usage.prompt_tokens // 2
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
@@ -460,10 +468,12 @@ def test_a_greedy_steps_logprobs_are_the_engines_distribution(loaded) -> None:
 
 def test_logprobs_are_taken_after_the_temperature(loaded) -> None:
     case, engine, _ = loaded
-    cold = first_token(engine, attrs.evolve(raw(case, temperature=1.0, top_k=0, top_p=1.0, seed=5,
-                                                max_tokens=1), logprobs=5))
-    hot = first_token(engine, attrs.evolve(raw(case, temperature=2.0, top_k=0, top_p=1.0, seed=5,
-                                               max_tokens=1), logprobs=5))
+    cold = first_token(
+        engine, attrs.evolve(raw(case, temperature=1.0, top_k=0, top_p=1.0, seed=5, max_tokens=1), logprobs=5)
+    )
+    hot = first_token(
+        engine, attrs.evolve(raw(case, temperature=2.0, top_k=0, top_p=1.0, seed=5, max_tokens=1), logprobs=5)
+    )
     assert [t for t, _ in hot.top_logprobs] == [t for t, _ in cold.top_logprobs]
     (a, cold_a), (b, cold_b) = cold.top_logprobs[0], cold.top_logprobs[-1]
     hot_lp = dict(hot.top_logprobs)

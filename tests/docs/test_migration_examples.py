@@ -62,8 +62,7 @@ def examples(page: Path) -> list[Example]:
 
 
 def test_there_is_a_page_per_seed_system() -> None:
-    assert [p.name for p in PAGES] == ["migrating-hugging-llama.md", "migrating-model-rs.md",
-                                       "migrating-rustllm.md"]
+    assert [p.name for p in PAGES] == ["migrating-hugging-llama.md", "migrating-model-rs.md", "migrating-rustllm.md"]
     for page in PAGES:
         kinds = {e.kind for e in examples(page)}
         assert "console" in kinds and "python" in kinds, page.name
@@ -84,10 +83,14 @@ def hub(tmp_path) -> Iterator[HubServer]:
 
     with HubServer(tmp_path / "hub") as server:
         for seed, (short, file) in enumerate(RUSTLLM_FILES.items()):
-            server.add_repo(registry_source(short).split(":")[0], {
-                file: gguf_with_data(48 * 1024, seed=seed, file_type=15),
-                file.replace("Q4_K_M", "Q8_0"): gguf_with_data(64 * 1024, seed=seed + 10, file_type=7),
-                "README.md": b"# look-alike\n"})
+            server.add_repo(
+                registry_source(short).split(":")[0],
+                {
+                    file: gguf_with_data(48 * 1024, seed=seed, file_type=15),
+                    file.replace("Q4_K_M", "Q8_0"): gguf_with_data(64 * 1024, seed=seed + 10, file_type=7),
+                    "README.md": b"# look-alike\n",
+                },
+            )
         yield server
 
 
@@ -98,9 +101,15 @@ class Page:
         self.folder = folder
         self.ports = {port: str(free_port()) for port in PORTS}
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("MODELPORT_", "OLLAMA_", "HF_"))}
-        self.env = {**environ, "PATH": BIN + os.pathsep + environ.get("PATH", ""),
-                    "MODELPORT_HOME": str(folder / "home"), "MODELPORT_MIRROR": hub.url, "HF_HUB_OFFLINE": "0",
-                    "OLLAMA_LOCAL_PORT": self.ports["11434"], "HF_HUB_DISABLE_TELEMETRY": "1"}
+        self.env = {
+            **environ,
+            "PATH": BIN + os.pathsep + environ.get("PATH", ""),
+            "MODELPORT_HOME": str(folder / "home"),
+            "MODELPORT_MIRROR": hub.url,
+            "HF_HUB_OFFLINE": "0",
+            "OLLAMA_LOCAL_PORT": self.ports["11434"],
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
         self.servers: list[tuple[subprocess.Popen, Path]] = []
 
     def rewrite(self, text: str) -> str:
@@ -129,15 +138,24 @@ class Page:
                 continue
             command, _, comment = line[2:].partition("  # ")
             wanted = int(m.group(1)) if (m := re.match(r"exits (\d+)", comment.strip())) else 0
-            script += [command,
-                       f'__rc=$?; if [ "$__rc" -ne {wanted} ]; then echo "example {where}: exit $__rc, '
-                       f'wanted {wanted}: "{_quote(command)} >&2; exit 97; fi']
+            script += [
+                command,
+                f'__rc=$?; if [ "$__rc" -ne {wanted} ]; then echo "example {where}: exit $__rc, '
+                f'wanted {wanted}: "{_quote(command)} >&2; exit 97; fi',
+            ]
         self._script(["bash", "-c", "\n".join(script)], where)
 
     def _script(self, argv: list[str], where: str) -> None:
         try:
-            done = subprocess.run(argv, cwd=self.folder, env=self.env, capture_output=True, text=True,
-                                  timeout=STEP_S, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                argv,
+                cwd=self.folder,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=STEP_S,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"{where} ran past {STEP_S} s: {exc.stdout!r} {exc.stderr!r}\n{self.logs()}")
         if done.returncode != 0:
@@ -145,12 +163,18 @@ class Page:
 
     def _server(self, body: str, where: str) -> None:
         (command,) = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
-        port = (re.search(r"--port[ =](\d+)", command) or re.search(r"OLLAMA_LOCAL_PORT=(\d+)", command))
+        port = re.search(r"--port[ =](\d+)", command) or re.search(r"OLLAMA_LOCAL_PORT=(\d+)", command)
         port_number = port.group(1) if port else self.ports["11434"]
         log = self.folder / f"server-{len(self.servers)}.log"
         with log.open("wb") as output:
-            process = subprocess.Popen(["bash", "-c", "exec env " + command], cwd=self.folder, env=self.env,
-                                       stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                ["bash", "-c", "exec env " + command],
+                cwd=self.folder,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.servers.append((process, log))
         deadline = time.monotonic() + SERVER_S
         while time.monotonic() < deadline:
@@ -174,8 +198,12 @@ class Page:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        subprocess.run([shutil.which("modelport", path=BIN) or "modelport", "stop-server"], env=self.env,
-                       capture_output=True, timeout=60)  # a page's `deploy --detached`, if it left one
+        subprocess.run(
+            [shutil.which("modelport", path=BIN) or "modelport", "stop-server"],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+        )  # a page's `deploy --detached`, if it left one
 
 
 def _quote(text: str) -> str:

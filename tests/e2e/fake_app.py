@@ -69,8 +69,11 @@ class TinySource:
             raise ModelNotFound(str(ref), "the fake source only has org/tiny")
         digest = hashlib.sha256(TINY).hexdigest()
         for done in range(0, len(TINY) + 1, 1024):
-            progress(PullProgress(status=f"pulling {digest[:12]}", file="model.gguf", digest=digest,
-                                  total=len(TINY), completed=done))
+            progress(
+                PullProgress(
+                    status=f"pulling {digest[:12]}", file="model.gguf", digest=digest, total=len(TINY), completed=done
+                )
+            )
         with open(os.path.join(folder, "model.gguf"), "wb") as out:
             out.write(TINY)
         return [ModelFile(path="model.gguf", size=len(TINY), sha256=digest)]
@@ -84,30 +87,39 @@ def settings(port: int = 11434) -> Settings:
 
 
 def store() -> InMemoryModelStore:
-    return ImportingStore([
-        fake_model("fake:latest", aliases=("fake",)),
-        fake_model("embedder:latest", format=ModelFormat.SAFETENSORS,
-                   capabilities={Capability.EMBEDDING}, embedding_length=16),
-        fake_model("slow:latest", format=ModelFormat.MLX),
-        fake_model("smollm2:135m", aliases=("smollm2",)),  # named like the bundled model, for llm-ollama
-        fake_model("chatty:latest", format=ModelFormat.MLX),
-    ])
+    return ImportingStore(
+        [
+            fake_model("fake:latest", aliases=("fake",)),
+            fake_model(
+                "embedder:latest",
+                format=ModelFormat.SAFETENSORS,
+                capabilities={Capability.EMBEDDING},
+                embedding_length=16,
+            ),
+            fake_model("slow:latest", format=ModelFormat.MLX),
+            fake_model("smollm2:135m", aliases=("smollm2",)),  # named like the bundled model, for llm-ollama
+            fake_model("chatty:latest", format=ModelFormat.MLX),
+        ]
+    )
 
 
 def engines() -> list[EngineSpec]:
     """``slow`` and ``chatty`` are the MLX models, so the registry picks the slow engine for them."""
     return [
-        EngineSpec(name="fake", formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS},
-                   factory=lambda: FakeEngine(token_delay=0.001)),
-        EngineSpec(name="slow", formats={ModelFormat.MLX},
-                   factory=SlowEngine),
+        EngineSpec(
+            name="fake",
+            formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS},
+            factory=lambda: FakeEngine(token_delay=0.001),
+        ),
+        EngineSpec(name="slow", formats={ModelFormat.MLX}, factory=SlowEngine),
     ]
 
 
 def get_app():
     config = settings()
-    services = bootstrap(config, store=store(), engines=engines(), source=TinySource(),
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        config, store=store(), engines=engines(), source=TinySource(), sessions=InMemorySessionRepository()
+    )
     app = create_app(services, config)
     app.start_reaper()
     return app

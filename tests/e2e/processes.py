@@ -22,8 +22,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, log: Path, limit: float = STARTUP_S,
-                  probe: str = "") -> None:
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, limit: float = STARTUP_S, probe: str = "") -> None:
     """Wait until ``url`` + ``probe`` answers 200 (``probe="/health"`` for a server
     that wants an API key everywhere else)."""
     deadline = time.monotonic() + limit
@@ -49,8 +48,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def serving(command: Sequence[str], port: int, env: Mapping[str, str], log: Path,
-            probe: str = "") -> Iterator[str]:
+def serving(command: Sequence[str], port: int, env: Mapping[str, str], log: Path, probe: str = "") -> Iterator[str]:
     """Run ``command`` (a server on 127.0.0.1:``port``) until the block ends; yields its URL."""
     with log.open("wb") as output:
         process = subprocess.Popen(list(command), env=dict(env), stdout=output, stderr=subprocess.STDOUT)

@@ -28,8 +28,12 @@ REPLY_S = 180.0
 def url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
-    env = {**os.environ, "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")), "MODELPORT_PORT": str(port),
-           "MODELPORT_API_KEY": KEY}
+    env = {
+        **os.environ,
+        "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")),
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_API_KEY": KEY,
+    }
     env.pop("MODELPORT_API", None)
     log = tmp_path_factory.mktemp("server") / "serve.log"
     with serving([executable, "serve", "--threads", "4"], port, env, log, probe="/health") as address:
@@ -65,15 +69,19 @@ def test_the_page_asks_for_the_key_then_streams_a_reply(url, browser, tmp_path) 
     assert "API key" in browser.evaluate("document.getElementById('status').innerText")
     set_value(browser, "key", KEY)
     click(browser, "savekey")
-    models = browser.wait_for("[...document.getElementById('model').options].map(o => o.value).filter(Boolean)"
-                              ".length >= 2 && [...document.getElementById('model').options].map(o => o.value)")
+    models = browser.wait_for(
+        "[...document.getElementById('model').options].map(o => o.value).filter(Boolean)"
+        ".length >= 2 && [...document.getElementById('model').options].map(o => o.value)"
+    )
     assert "smollm2:135m" in models
     assert browser.evaluate("document.getElementById('model').value") == "smollm2:135m"  # not the embedder
 
     set_value(browser, "prompt", QUESTION)
     click(browser, "send")
-    browser.wait_for("document.body.dataset.state === 'streaming' || "
-                     "document.querySelector('.msg.assistant[data-done=\"true\"]') !== null")
+    browser.wait_for(
+        "document.body.dataset.state === 'streaming' || "
+        "document.querySelector('.msg.assistant[data-done=\"true\"]') !== null"
+    )
     browser.wait_for("document.querySelector('.msg.assistant[data-done=\"true\"]') !== null", timeout=REPLY_S)
     (reply,) = replies(browser)
     assert "Paris" in reply["text"], (reply, browser.console)
@@ -95,8 +103,11 @@ def test_stop_ends_a_reply_and_the_conversation_survives_a_reload(url, browser) 
     assert kept >= 2  # the first test's question and reply, kept in the browser
     set_value(browser, "prompt", "Write a very long story about a lighthouse keeper, in many chapters.")
     click(browser, "send")
-    browser.wait_for("(() => { const r = [...document.querySelectorAll('.msg.assistant')].pop();"
-                     " return r && r.querySelector('.body').innerText.length > 0; })()", timeout=REPLY_S)
+    browser.wait_for(
+        "(() => { const r = [...document.querySelectorAll('.msg.assistant')].pop();"
+        " return r && r.querySelector('.body').innerText.length > 0; })()",
+        timeout=REPLY_S,
+    )
     click(browser, "stop")
     browser.wait_for("[...document.querySelectorAll('.msg.assistant')].pop().dataset.done === 'true'", timeout=30)
     last = replies(browser)[-1]

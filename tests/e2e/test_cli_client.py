@@ -30,8 +30,7 @@ def deployed(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 def client(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MODELPORT_HOME": str(home)}
-    return subprocess.run([EXECUTABLE, *args], capture_output=True, text=True, env=env, input=stdin,
-                          timeout=120)
+    return subprocess.run([EXECUTABLE, *args], capture_output=True, text=True, env=env, input=stdin, timeout=120)
 
 
 def test_deploy_says_how_to_reach_and_keep_the_server(deployed) -> None:
@@ -61,9 +60,11 @@ def test_list_and_show_through_the_server(deployed, tmp_path: Path) -> None:
 
 def test_preload_evict_and_stop(deployed, tmp_path: Path) -> None:
     url, _ = deployed
-    for args, said in ((("cache", "preload", "smollm2"), "loaded 'smollm2'"),
-                       (("cache", "evict", "smollm2"), "evicted 'smollm2'"),
-                       (("stop", "smollm2"), "stopped 'smollm2'")):
+    for args, said in (
+        (("cache", "preload", "smollm2"), "loaded 'smollm2'"),
+        (("cache", "evict", "smollm2"), "evicted 'smollm2'"),
+        (("stop", "smollm2"), "stopped 'smollm2'"),
+    ):
         result = client(*args, "--url", url, home=tmp_path)
         assert (result.returncode, result.stdout.strip()) == (0, said), result.stderr
     result = client("stop", "nosuchmodel", "--url", url, home=tmp_path)

@@ -69,8 +69,9 @@ class TinySource:
 @pytest.fixture
 def server_services(settings, fake_store, engine_box):
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    return bootstrap(settings, store=fake_store, engines=[spec], source=TinySource(),
-                     sessions=InMemorySessionRepository())
+    return bootstrap(
+        settings, store=fake_store, engines=[spec], source=TinySource(), sessions=InMemorySessionRepository()
+    )
 
 
 @pytest.fixture
@@ -168,8 +169,9 @@ def test_list_show_and_generate_through_the_server(url, engine_box) -> None:
     assert engine_box.last.prompts[-1] == "<|user|>capital?\n<|assistant|>"
     answer = json.loads(run(None, "run", "fake", "hi", "--json", "--temperature", "0", "--url", url)[1])
     assert answer["response"] == REPLY and answer["done_reason"] == "stop"
-    code, out, _ = run(None, "generate", "fake", "raw text", "--raw", "--max-tokens", "3",
-                       "--temperature", "0", "--url", url)
+    code, out, _ = run(
+        None, "generate", "fake", "raw text", "--raw", "--max-tokens", "3", "--temperature", "0", "--url", url
+    )
     assert out == "The\n" and engine_box.last.prompts[-1] == "raw text"
 
 
@@ -180,8 +182,7 @@ def test_the_models_own_defaults_apply_through_the_server(url, fake_store, engin
 
 
 def test_chat_through_the_server(url, engine_box) -> None:
-    code, out, _ = run(None, "chat", "fake", "--temperature", "0", "--url", url,
-                       stdin=Tty("hello\nand then?\n/bye\n"))
+    code, out, _ = run(None, "chat", "fake", "--temperature", "0", "--url", url, stdin=Tty("hello\nand then?\n/bye\n"))
     assert code == EXIT_OK and out.count(REPLY) == 2
     assert engine_box.last.prompts[-1] == f"<|user|>hello\n<|assistant|>{REPLY}\n<|user|>and then?\n<|assistant|>"
 

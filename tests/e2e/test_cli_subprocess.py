@@ -19,8 +19,7 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 def modelport(*args: str, home: Path, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
     env = {**os.environ, "MODELPORT_HOME": str(home)}
-    return subprocess.run([executable, *args], capture_output=True, text=True, env=env,
-                          input=stdin, timeout=timeout)
+    return subprocess.run([executable, *args], capture_output=True, text=True, env=env, input=stdin, timeout=timeout)
 
 
 def test_run_answers_the_capital_question(tmp_path: Path) -> None:
@@ -41,8 +40,13 @@ def test_generate_verbose_prints_statistics(tmp_path: Path) -> None:
     result = modelport("generate", "smollm2:135m", "Say hello.", "--max-tokens", "8", "--verbose", home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
-    for field in ("load duration:", "prompt eval count:", "prompt eval rate:", "eval count:           8 token(s)",
-                  "eval rate:"):
+    for field in (
+        "load duration:",
+        "prompt eval count:",
+        "prompt eval rate:",
+        "eval count:           8 token(s)",
+        "eval rate:",
+    ):
         assert field in result.stderr
 
 
@@ -113,9 +117,21 @@ def test_catalog_against_a_given_memory(tmp_path: Path) -> None:
 def test_ctrl_c_stops_a_generation_with_status_130(tmp_path: Path) -> None:
     executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
     process = subprocess.Popen(
-        [executable, "generate", "smollm2", "Write a very long story about a dragon.", "--temperature", "0",
-         "--max-tokens", "2000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "MODELPORT_HOME": str(tmp_path)})
+        [
+            executable,
+            "generate",
+            "smollm2",
+            "Write a very long story about a dragon.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "2000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MODELPORT_HOME": str(tmp_path)},
+    )
     try:
         assert process.stdout.read(20)  # the reply has begun
         process.send_signal(signal.SIGINT)
@@ -133,8 +149,7 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run([executable, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=env,
-                                timeout=60)
+        result = subprocess.run([executable, "--help"], stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=60)
     finally:
         os.close(write_end)
     assert result.returncode == 0 and result.stderr == b""

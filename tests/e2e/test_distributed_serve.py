@@ -21,8 +21,9 @@ from tests.support import tiny_llama
 
 pytestmark = pytest.mark.slow
 PROMPT = "the quick brown fox"
-WIDE = dict(tiny_llama.CONFIG, hidden_size=64, num_attention_heads=8, num_key_value_heads=4,
-            intermediate_size=128)  # 4 KV heads: splits over the 4 devices of the group
+WIDE = dict(
+    tiny_llama.CONFIG, hidden_size=64, num_attention_heads=8, num_key_value_heads=4, intermediate_size=128
+)  # 4 KV heads: splits over the 4 devices of the group
 
 
 def _executable() -> str:
@@ -36,11 +37,14 @@ def _one_process_text(folder: Path, home: str) -> str:
     from modelport.ports import EngineOptions
 
     engine = JaxEngine(home)
-    engine.load(ModelInfo(name="tiny-wide", format=ModelFormat.SAFETENSORS, location=str(folder),
-                          primary_file="config.json"), EngineOptions(device="cpu", home=home, slots=2))
+    engine.load(
+        ModelInfo(name="tiny-wide", format=ModelFormat.SAFETENSORS, location=str(folder), primary_file="config.json"),
+        EngineOptions(device="cpu", home=home, slots=2),
+    )
     try:
-        request = GenerationRequest(model=ModelRef.parse("tiny-wide"), prompt=PROMPT,
-                                    sampling=SamplingPolicy.greedy(max_tokens=8))
+        request = GenerationRequest(
+            model=ModelRef.parse("tiny-wide"), prompt=PROMPT, sampling=SamplingPolicy.greedy(max_tokens=8)
+        )
         return Completion.fold(engine.stream(request)).text
     finally:
         engine.unload()
@@ -51,21 +55,31 @@ def test_two_processes_serve_two_models_and_a_lost_follower_is_reported(tmp_path
     expected = {}
     for name, seed in (("tiny-wide", 0), ("tiny-other", 1)):
         folder = tiny_llama.build(tmp_path / name, seed=seed, config=WIDE)
-        created = subprocess.run([_executable(), "create", name, str(folder), "--home", home],
-                                 capture_output=True, text=True, timeout=120)
+        created = subprocess.run(
+            [_executable(), "create", name, str(folder), "--home", home], capture_output=True, text=True, timeout=120
+        )
         assert created.returncode == 0, created.stderr
         expected[name] = _one_process_text(folder, home)
     assert expected["tiny-wide"] != expected["tiny-other"]
 
     port, follower_port, coordinator = free_port(), free_port(), f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "MODELPORT_HOME": home, "JAX_PLATFORMS": "cpu", "MODELPORT_ENGINE": "jax",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "MODELPORT_COORDINATOR": coordinator,
-           "MODELPORT_NUM_PROCESSES": "2"}
+    env = {
+        **os.environ,
+        "MODELPORT_HOME": home,
+        "JAX_PLATFORMS": "cpu",
+        "MODELPORT_ENGINE": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "MODELPORT_COORDINATOR": coordinator,
+        "MODELPORT_NUM_PROCESSES": "2",
+    }
     follower_log = tmp_path / "follower.log"
     with follower_log.open("wb") as output:
         follower = subprocess.Popen(
-            [_executable(), "serve", "--process-id", "1", "--port", str(follower_port)], env=env,
-            stdout=output, stderr=subprocess.STDOUT)
+            [_executable(), "serve", "--process-id", "1", "--port", str(follower_port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         command = [_executable(), "serve", "--port", str(port), "--process-id", "0"]
         with serving(command, port, env, tmp_path / "leader.log") as url:
@@ -75,8 +89,9 @@ def test_two_processes_serve_two_models_and_a_lost_follower_is_reported(tmp_path
                 assert answer.choices[0].text == expected[name], name
                 assert answer.usage.completion_tokens == 8
             with pytest.raises(openai.APIConnectionError):  # the follower opened no port
-                openai.OpenAI(base_url=f"http://127.0.0.1:{follower_port}/v1", api_key="unused", timeout=5,
-                              max_retries=0).models.list()
+                openai.OpenAI(
+                    base_url=f"http://127.0.0.1:{follower_port}/v1", api_key="unused", timeout=5, max_retries=0
+                ).models.list()
             assert "follows process 0" in follower_log.read_text()
 
             follower.send_signal(signal.SIGKILL)

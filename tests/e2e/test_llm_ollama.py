@@ -28,8 +28,11 @@ LLM = shutil.which("llm", path=str(Path(sys.executable).parent))
 def url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(tmp_path_factory.mktemp("home"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")),
+    }
     log = tmp_path_factory.mktemp("server") / "server.log"
     with serving([sys.executable, str(HERE / "fake_app.py"), str(port)], port, env, log) as address:
         yield address
@@ -66,7 +69,15 @@ def bundled_url(tmp_path_factory) -> Iterator[str]:
 
 
 def test_llm_runs_the_bundled_model_by_its_short_name(bundled_url: str, tmp_path: Path) -> None:
-    answer = llm(bundled_url, tmp_path, "-m", "ollama/smollm2", "-o", "temperature", "0",
-                 "What is the capital of France? Answer in one sentence.")
+    answer = llm(
+        bundled_url,
+        tmp_path,
+        "-m",
+        "ollama/smollm2",
+        "-o",
+        "temperature",
+        "0",
+        "What is the capital of France? Answer in one sentence.",
+    )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() == "The capital of France is Paris."

@@ -25,11 +25,25 @@ TIMEOUT_S = 30
 def start(tmp_path_factory, name: str, **env_extra: str):
     port = free_port()
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")), **env_extra}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")),
+        **env_extra,
+    }
     log = tmp_path_factory.mktemp(name) / "server.log"
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
-               "--threads", "4", "fake_app:get_app()"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "fake_app:get_app()",
+    ]
     return serving(command, port, env, log, probe="/health")
 
 
@@ -52,9 +66,16 @@ def test_chat_completion(client) -> None:
 
 
 def test_chat_completion_stream_with_usage(client) -> None:
-    chunks = list(client.chat.completions.create(model="fake", messages=USER, temperature=0, stream=True,
-                                                 max_completion_tokens=9,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="fake",
+            messages=USER,
+            temperature=0,
+            stream=True,
+            max_completion_tokens=9,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == REPLY[:9]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
@@ -131,17 +152,16 @@ def test_the_api_key_is_checked(keyed_url: str) -> None:
 
 
 def test_responses_whole_streamed_and_continued(client) -> None:
-    answer = client.responses.create(model="fake", input="Capital of France?", instructions="Be brief.",
-                                     temperature=0)
+    answer = client.responses.create(model="fake", input="Capital of France?", instructions="Be brief.", temperature=0)
     assert answer.output_text == REPLY and answer.status == "completed"
     assert answer.usage.output_tokens == len(REPLY)
-    with client.responses.create(model="fake", input=[{"role": "user", "content": "Capital?"}],
-                                 temperature=0, max_output_tokens=9, stream=True) as stream:
+    with client.responses.create(
+        model="fake", input=[{"role": "user", "content": "Capital?"}], temperature=0, max_output_tokens=9, stream=True
+    ) as stream:
         events = list(stream)
     assert events[0].type == "response.created" and events[-1].type == "response.incomplete"
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY[:9]
-    follow = client.responses.create(model="fake", input="And Spain?", previous_response_id=answer.id,
-                                     temperature=0)
+    follow = client.responses.create(model="fake", input="And Spain?", previous_response_id=answer.id, temperature=0)
     assert follow.output_text == REPLY and follow.usage.input_tokens > answer.usage.input_tokens
     assert client.responses.retrieve(answer.id).output_text == REPLY
     with pytest.raises(openai.BadRequestError) as raised:
@@ -152,15 +172,29 @@ def test_responses_whole_streamed_and_continued(client) -> None:
 def test_responses_forced_call_streamed_through_the_stream_helper(client) -> None:
     import jsonschema
 
-    tool = {"type": "function", "name": "get_time", "strict": True, "parameters": {
-        "type": "object", "properties": {"zone": {"enum": ["CET", "UTC"]}}, "required": ["zone"],
-        "additionalProperties": False}}
+    tool = {
+        "type": "function",
+        "name": "get_time",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"enum": ["CET", "UTC"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
+    }
     with client.responses.stream(model="fake", input="Time?", tools=[tool], tool_choice="required") as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
-    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
-                     "response.function_call_arguments.delta", "response.function_call_arguments.done",
-                     "response.output_item.done", "response.completed"]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     (call,) = final.output
     assert call.type == "function_call" and call.name == "get_time" and call.status == "completed"
     jsonschema.validate(call.parsed_arguments, tool["parameters"])
@@ -169,17 +203,25 @@ def test_responses_forced_call_streamed_through_the_stream_helper(client) -> Non
 
 
 def test_n_choices_and_logprobs(client) -> None:
-    answer = client.chat.completions.create(model="fake", messages=USER, n=3, temperature=1.0, seed=3,
-                                            logprobs=True, top_logprobs=5, max_completion_tokens=6)
+    answer = client.chat.completions.create(
+        model="fake",
+        messages=USER,
+        n=3,
+        temperature=1.0,
+        seed=3,
+        logprobs=True,
+        top_logprobs=5,
+        max_completion_tokens=6,
+    )
     assert [c.index for c in answer.choices] == [0, 1, 2]
-    again = client.chat.completions.create(model="fake", messages=USER, temperature=1.0, seed=4,
-                                           max_completion_tokens=6)
+    again = client.chat.completions.create(
+        model="fake", messages=USER, temperature=1.0, seed=4, max_completion_tokens=6
+    )
     assert again.choices[0].message.content == answer.choices[1].message.content
     for choice in answer.choices:
         content = choice.logprobs.content
         assert "".join(t.token for t in content) == choice.message.content
         assert all(len(t.top_logprobs) == 5 and t.logprob <= 0 for t in content)
         assert all(t.top_logprobs[0].logprob >= t.top_logprobs[-1].logprob for t in content)
-    legacy = client.completions.create(model="fake", prompt="Capital?", temperature=0, max_tokens=3, n=2,
-                                       logprobs=2)
+    legacy = client.completions.create(model="fake", prompt="Capital?", temperature=0, max_tokens=3, n=2, logprobs=2)
     assert [c.logprobs.tokens for c in legacy.choices] == [["T", "h", "e"]] * 2

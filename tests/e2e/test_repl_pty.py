@@ -25,8 +25,14 @@ TIMEOUT_S = 90
 def spawn(home: Path, *args: str) -> pexpect.spawn:
     executable = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
     env = {**os.environ, "MODELPORT_HOME": str(home), "TERM": "xterm-256color", "COLUMNS": "120"}
-    child = pexpect.spawn(executable, ["chat", "smollm2", "--temperature", "0", *args], env=env,
-                          encoding="utf-8", timeout=TIMEOUT_S, dimensions=(40, 120))
+    child = pexpect.spawn(
+        executable,
+        ["chat", "smollm2", "--temperature", "0", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=TIMEOUT_S,
+        dimensions=(40, 120),
+    )
     child.logfile_read = (home / "terminal.log").open("w")
     child.expect_exact(">>> ")
     return child
@@ -70,7 +76,10 @@ def test_save_then_load_round_trip_multiline_input_and_history(tmp_path: Path) -
     assert first["messages"][1]["content"] == "The capital of France is Paris."
     later = json.loads((tmp_path / "sessions" / "later.json").read_text())
     assert [m["content"] for m in later["messages"]][:3] == [
-        QUESTION, "The capital of France is Paris.", "Repeat these two words:\nblue sky"]
+        QUESTION,
+        "The capital of France is Paris.",
+        "Repeat these two words:\nblue sky",
+    ]
     assert later["options"]["temperature"] == 0.7 and later["model"] == "smollm2"
     history = (tmp_path / "history").read_text()
     assert QUESTION in history and f"/save {saved}" in history and "/set temperature 0.7" in history

@@ -22,8 +22,7 @@ QUESTION = "What is the capital of France? Answer in one sentence."
 
 
 def modelport(*argv: str, env: dict[str, str], stdin: str | None = None, timeout: float = 240):
-    return subprocess.run([MODELPORT, *argv], env=env, input=stdin, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([MODELPORT, *argv], env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -41,12 +40,14 @@ def gguf(env) -> str:
 
 
 def test_run_without_a_model_uses_model_path_and_chat_takes_a_path(env, gguf) -> None:
-    answer = modelport("run", QUESTION, "--temperature", "0", "--max-tokens", "12",
-                       env={**env, "MODELPORT_MODEL_PATH": gguf})
+    answer = modelport(
+        "run", QUESTION, "--temperature", "0", "--max-tokens", "12", env={**env, "MODELPORT_MODEL_PATH": gguf}
+    )
     assert answer.returncode == 0, answer.stderr
     assert "Paris" in answer.stdout
-    chat = modelport("chat", "--model-path", gguf, "--temperature", "0", "--max-tokens", "12",
-                     env=env, stdin=QUESTION + "\n")
+    chat = modelport(
+        "chat", "--model-path", gguf, "--temperature", "0", "--max-tokens", "12", env=env, stdin=QUESTION + "\n"
+    )
     assert chat.returncode == 0, chat.stderr
     assert "Paris" in chat.stdout
     missing = modelport("run", "say hi", env={**env, "MODELPORT_MODEL_PATH": str(Path(gguf).parent / "nope.gguf")})
@@ -73,8 +74,16 @@ def test_deploy_detached_returns_and_stop_server_stops_it(env, tmp_path) -> None
         again = modelport("deploy", "--detached", "--port", str(port), env=env)
         assert again.returncode == 2 and "already running" in again.stderr
         ps = modelport("ps", env={**env, "OLLAMA_LOCAL_PORT": str(port)})  # the client finds it by port
-        assert ps.returncode == 0 and ps.stdout.split()[:8] == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT",
-                                                                 "REFS", "SLOTS", "UNTIL"]
+        assert ps.returncode == 0 and ps.stdout.split()[:8] == [
+            "NAME",
+            "ID",
+            "SIZE",
+            "PROCESSOR",
+            "CONTEXT",
+            "REFS",
+            "SLOTS",
+            "UNTIL",
+        ]
     finally:
         stopped = modelport("stop-server", env=env, timeout=90)
     assert stopped.returncode == 0, stopped.stderr

@@ -62,15 +62,20 @@ def test_streamed_generate_equals_the_whole_answer(client: ollama.Client) -> Non
 
 
 def test_raw_prompt_gives_the_golden_continuation(client: ollama.Client) -> None:
-    answer = client.generate(model="smollm2", prompt="Once upon a time, there was a little girl named",
-                             raw=True, options={**GREEDY, "num_predict": 10})
+    answer = client.generate(
+        model="smollm2",
+        prompt="Once upon a time, there was a little girl named",
+        raw=True,
+        options={**GREEDY, "num_predict": 10},
+    )
     assert answer.response == " Emma who loved to play in the sun. She"
     assert (answer.done_reason, answer.eval_count, answer.prompt_eval_count) == ("length", 10, 11)
 
 
 def test_chat_streams_with_a_role_on_every_line(client: ollama.Client) -> None:
-    parts = list(client.chat(model="smollm2:135m", messages=[{"role": "user", "content": QUESTION}],
-                             options=GREEDY, stream=True))
+    parts = list(
+        client.chat(model="smollm2:135m", messages=[{"role": "user", "content": QUESTION}], options=GREEDY, stream=True)
+    )
     assert all(p.message.role == "assistant" for p in parts)
     assert "Paris" in "".join(p.message.content for p in parts)
 
@@ -89,8 +94,7 @@ def test_ndjson_wire_format(url: str) -> None:
 
 def test_several_clients_at_once(url: str) -> None:
     def ask(_: int) -> str:
-        return ollama.Client(host=url, timeout=120).generate(
-            model="smollm2", prompt=QUESTION, options=GREEDY).response
+        return ollama.Client(host=url, timeout=120).generate(model="smollm2", prompt=QUESTION, options=GREEDY).response
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         assert list(pool.map(ask, range(3))) == ["The capital of France is Paris."] * 3

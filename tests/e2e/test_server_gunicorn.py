@@ -26,9 +26,18 @@ CLIENT_TIMEOUT_S = 30
 
 def command(launcher: str, port: int) -> list[str]:
     if launcher == "gunicorn":
-        return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--worker-class", "modelport.entrypoints.http.worker.HeadFirstWorker", "--threads", "4",
-                "fake_app:get_app()"]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "modelport.entrypoints.http.worker.HeadFirstWorker",
+            "--threads",
+            "4",
+            "fake_app:get_app()",
+        ]
     return [sys.executable, str(HERE / "fake_app.py"), str(port)]
 
 
@@ -37,8 +46,11 @@ def url(request, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(tmp_path_factory.mktemp("home"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")),
+    }
     with serving(command(request.param, port), port, env, log) as address:
         yield address
 
@@ -55,8 +67,14 @@ def test_root_answers(url: str) -> None:
 
 def test_list(client: ollama.Client) -> None:
     models = {m.model: m for m in client.list().models}
-    assert sorted(models) == ["chatty:latest", "embedder:latest", "fake:latest", "slow:latest", "smollm2:135m",
-                              "smollm2:latest"]
+    assert sorted(models) == [
+        "chatty:latest",
+        "embedder:latest",
+        "fake:latest",
+        "slow:latest",
+        "smollm2:135m",
+        "smollm2:latest",
+    ]
     assert models["fake:latest"].details.family == "fake"
     assert models["fake:latest"].modified_at is not None
 
@@ -133,9 +151,11 @@ def test_a_client_that_leaves_cancels_its_generation(url: str, client: ollama.Cl
 def test_serve_runs_the_production_wiring_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    code = ("from modelport.entrypoints.config import Settings\n"
-            "from modelport.entrypoints.http.server import serve\n"
-            f"serve(Settings.load({{'port': {port}, 'host': '127.0.0.1'}}, dotenv=None), threads=2)\n")
+    code = (
+        "from modelport.entrypoints.config import Settings\n"
+        "from modelport.entrypoints.http.server import serve\n"
+        f"serve(Settings.load({{'port': {port}, 'host': '127.0.0.1'}}, dotenv=None), threads=2)\n"
+    )
     env = {**os.environ, "MODELPORT_HOME": str(tmp_path / "home")}
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -30,7 +30,7 @@ TIMEOUT_S = 30
 CLIENT_TIMEOUT_S = 2  # the server's MODELPORT_CLIENT_TIMEOUT here
 SILENT_SOCKETS = 64
 SLOW_HEADER_CLIENTS = 16
-SLOW_HEAD = (b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n")
+SLOW_HEAD = b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,13 @@ def server(tmp_path_factory) -> Iterator[dict[str, Path | str]]:
     port = free_port()
     home, user_home = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("user")
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(home), "HOME": str(user_home),
-           "MODELPORT_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT_S)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "MODELPORT_HOME": str(home),
+        "HOME": str(user_home),
+        "MODELPORT_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT_S),
+    }
     env.pop("XDG_RUNTIME_DIR", None)
     log_file = tmp_path_factory.mktemp("hostile") / "server.log"
     command = [sys.executable, str(HERE / "fake_app.py"), str(port)]  # serve(), 4 threads
@@ -115,9 +119,16 @@ def test_silent_and_slow_header_sockets_starve_nothing(url: str) -> None:
             body = {"model": "fake", "prompt": "Capital?", "stream": False, "options": {"temperature": 0}}
             generate_s, generated = timed(lambda: client.post("/api/generate", json=body))
         held = sum(dribbler.is_alive() for dribbler in dribblers)
-        log.warning("with %d silent and %d slow-header sockets held: /health %.3f s, /api/tags %.3f s, "
-                    "a generation %.3f s (%d dribblers still sending)",
-                    SILENT_SOCKETS, SLOW_HEADER_CLIENTS, health_s, tags_s, generate_s, held)
+        log.warning(
+            "with %d silent and %d slow-header sockets held: /health %.3f s, /api/tags %.3f s, "
+            "a generation %.3f s (%d dribblers still sending)",
+            SILENT_SOCKETS,
+            SLOW_HEADER_CLIENTS,
+            health_s,
+            tags_s,
+            generate_s,
+            held,
+        )
         assert health.status_code == 200 and tags.status_code == 200
         assert generated.status_code == 200
         assert generated.json()["response"] == "The capital of France is Paris."
@@ -155,8 +166,10 @@ def test_a_client_that_leaves_a_non_streamed_answer_frees_the_model(url: str, pa
     cancelled when its client left."""
     greedy = {"temperature": 0} if path.startswith("/v1/") else {"options": {"temperature": 0}}
     payload = json.dumps({**body, **greedy}).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
         sock.sendall(head + payload)
         time.sleep(1.0)  # the generation runs
@@ -164,8 +177,7 @@ def test_a_client_that_leaves_a_non_streamed_answer_frees_the_model(url: str, pa
     quick = {"model": "slow", "prompt": "Tick?", "stream": False, "options": {"temperature": 0, "num_predict": 3}}
     with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
         answer = client.post("/api/generate", json=quick)
-    log.warning("%s: the next request was answered %.3f s after the first client left",
-                path, time.monotonic() - left)
+    log.warning("%s: the next request was answered %.3f s after the first client left", path, time.monotonic() - left)
     assert answer.status_code == 200 and answer.json()["response"] == "tic"
 
 
@@ -179,11 +191,12 @@ def test_a_chunked_body_is_read(url: str) -> None:
     assert answer.json()["response"] == "The capital of France is Paris."
 
 
-
 def request_bytes(path: str, body: dict) -> bytes:
     payload = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
 
 
 def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(url: str) -> None:
@@ -197,11 +210,13 @@ def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(url
         body = {"model": "chatty", "prompt": "Talk.", "options": {"temperature": 0, "num_ctx": 2_000_000}}
         stalled.sendall(request_bytes("/api/generate", body))
         assert stalled.recv(12).startswith(b"HTTP/1.1 200")  # then it reads no more
-        quick = {"model": "chatty", "prompt": "Talk.", "stream": False,
-                 "options": {"temperature": 0, "num_predict": 3}}
+        quick = {"model": "chatty", "prompt": "Talk.", "stream": False, "options": {"temperature": 0, "num_predict": 3}}
         waited_s, answer = timed(lambda: httpx.post(f"{url}/api/generate", json=quick, timeout=TIMEOUT_S))
-        log.warning("a request behind a client that stopped reading was answered after %.1f s "
-                    "(client timeout %s s)", waited_s, CLIENT_TIMEOUT_S)
+        log.warning(
+            "a request behind a client that stopped reading was answered after %.1f s (client timeout %s s)",
+            waited_s,
+            CLIENT_TIMEOUT_S,
+        )
         assert answer.status_code == 200 and answer.json()["response"] == "cha"
     finally:
         stalled.close()
@@ -210,8 +225,10 @@ def test_a_client_that_stops_reading_a_stream_is_dropped_and_frees_the_model(url
 def test_stalled_uploads_are_answered_408_and_free_their_threads(url: str) -> None:
     """Bodies larger than the worker reads in its main loop are read by a thread;
     more stalled uploads than there are threads must not block everything."""
-    head = (b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 2000000\r\n\r\n{\"model\": ")
+    head = (
+        b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 2000000\r\n\r\n{"model": '
+    )
     stalled = [socket.create_connection(("127.0.0.1", port_of(url)), timeout=TIMEOUT_S) for _ in range(6)]
     try:
         for sock in stalled:
@@ -231,16 +248,22 @@ def test_huge_prompts_are_refused_by_their_size_and_block_nothing(url: str) -> N
     body = json.dumps({"model": "fake", "prompt": prompt, "stream": False}).encode()
 
     def refuse() -> tuple[float, httpx.Response]:
-        return timed(lambda: httpx.post(f"{url}/api/generate", content=body, timeout=TIMEOUT_S,
-                                        headers={"Content-Type": "application/json"}))
+        return timed(
+            lambda: httpx.post(
+                f"{url}/api/generate", content=body, timeout=TIMEOUT_S, headers={"Content-Type": "application/json"}
+            )
+        )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         refusals = [pool.submit(refuse) for _ in range(4)]
         time.sleep(0.2)
         tags_s, tags = timed(lambda: httpx.get(f"{url}/api/tags", timeout=TIMEOUT_S))
         answers = [future.result() for future in refusals]
-    log.warning("four 15 MB prompts refused in %s s; /api/tags meanwhile in %.3f s",
-                ", ".join(f"{seconds:.2f}" for seconds, _ in answers), tags_s)
+    log.warning(
+        "four 15 MB prompts refused in %s s; /api/tags meanwhile in %.3f s",
+        ", ".join(f"{seconds:.2f}" for seconds, _ in answers),
+        tags_s,
+    )
     assert tags.status_code == 200
     for _, answer in answers:
         assert answer.status_code == 400 and "more than a context window" in answer.json()["error"]
@@ -250,7 +273,11 @@ def test_a_client_that_waits_for_a_long_non_streamed_answer_gets_it(url: str) ->
     """The disconnect watch must tell a waiting client from one that left, even when
     the answer takes longer than the server's client timeout (the socket's timeout
     must not turn a peek into a wait)."""
-    body = {"model": "slow", "prompt": "Tick?", "stream": False,
-            "options": {"temperature": 0, "num_predict": 100 * (CLIENT_TIMEOUT_S + 1)}}
+    body = {
+        "model": "slow",
+        "prompt": "Tick?",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 100 * (CLIENT_TIMEOUT_S + 1)},
+    }
     answer = httpx.post(f"{url}/api/generate", json=body, timeout=TIMEOUT_S)
     assert answer.status_code == 200 and answer.json()["eval_count"] == 100 * (CLIENT_TIMEOUT_S + 1)

@@ -25,16 +25,21 @@ TIMEOUT_S = 30
 
 def server_env(tmp_path_factory, **extra: str) -> dict[str, str]:
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-            "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")), **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "MODELPORT_HOME": str(tmp_path_factory.mktemp("home")),
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with serving([sys.executable, str(HERE / "fake_app.py"), str(port)], port,
-                 server_env(tmp_path_factory), log) as address:
+    with serving(
+        [sys.executable, str(HERE / "fake_app.py"), str(port)], port, server_env(tmp_path_factory), log
+    ) as address:
         yield address
 
 
@@ -139,32 +144,40 @@ LICENSE MIT
 def test_create_with_a_modelfile_then_show_and_chat_with_the_new_defaults(client, url: str) -> None:
     # What `ollama create -f Modelfile` sends: the client reads the Modelfile, the server
     # gets its instructions as fields.
-    steps = list(client.create(
-        model="mario", from_="fake", system="You are Mario.", stream=True,
-        parameters={"temperature": 0, "num_predict": 9, "stop": ["Paris"]},
-        messages=[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "It's-a me!"}],
-        template="{{- range .Messages }}[{{ .Role }}] {{ .Content }}\n{{ end }}[assistant] ", license="MIT"))
+    steps = list(
+        client.create(
+            model="mario",
+            from_="fake",
+            system="You are Mario.",
+            stream=True,
+            parameters={"temperature": 0, "num_predict": 9, "stop": ["Paris"]},
+            messages=[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "It's-a me!"}],
+            template="{{- range .Messages }}[{{ .Role }}] {{ .Content }}\n{{ end }}[assistant] ",
+            license="MIT",
+        )
+    )
     assert steps[-1].status == "success"
     shown = client.show("mario")
     raw = client._client.post("/api/show", json={"model": "mario"}).json()
     assert raw["system"] == "You are Mario." and shown.license == "MIT"
     assert shown.template.startswith("{{- range .Messages }}")
     assert {"temperature 0.0", "num_predict 9", 'stop "Paris"'} <= set(shown.parameters.splitlines())
-    assert 'SYSTEM "You are Mario."' in shown.modelfile and "MESSAGE user \"Who are you?\"" in shown.modelfile
+    assert 'SYSTEM "You are Mario."' in shown.modelfile and 'MESSAGE user "Who are you?"' in shown.modelfile
     answer = client.chat(model="mario", messages=[{"role": "user", "content": "Capital?"}])
     assert answer.message.content == "The capit" and answer.done_reason == "length"
     seen = "[system] You are Mario.\n[user] Who are you?\n[assistant] It's-a me!\n[user] Capital?\n[assistant] "
     assert answer.prompt_eval_count == len(seen)  # the fake engine's tokens are characters
-    greedy_stop = client.chat(model="mario", messages=[{"role": "user", "content": "Capital?"}],
-                              options={"num_predict": 100})
+    greedy_stop = client.chat(
+        model="mario", messages=[{"role": "user", "content": "Capital?"}], options={"num_predict": 100}
+    )
     assert greedy_stop.message.content == "The capital of France is "
     # The legacy field: the Modelfile's text itself.
-    made = httpx.post(f"{url}/api/create", json={"model": "mario2", "modelfile": MODELFILE, "stream": False},
-                      timeout=TIMEOUT_S)
+    made = httpx.post(
+        f"{url}/api/create", json={"model": "mario2", "modelfile": MODELFILE, "stream": False}, timeout=TIMEOUT_S
+    )
     assert made.status_code == 200, made.text
     again = client._client.post("/api/show", json={"model": "mario2"}).json()
-    assert (again["system"], again["template"], again["messages"]) == (raw["system"], raw["template"],
-                                                                       raw["messages"])
+    assert (again["system"], again["template"], again["messages"]) == (raw["system"], raw["template"], raw["messages"])
     with pytest.raises(ollama.ResponseError) as raised:
         client.create(model="bad", from_="fake", adapters={"lora.gguf": "sha256:" + "1" * 64})
     assert raised.value.status_code == 400 and "adapters" in raised.value.error
@@ -210,8 +223,7 @@ def keyed_url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("keyed") / "server.log"
     env = server_env(tmp_path_factory, MODELPORT_API_KEY="s3cret")
-    with serving([sys.executable, str(HERE / "fake_app.py"), str(port)], port, env, log,
-                 probe="/health") as address:
+    with serving([sys.executable, str(HERE / "fake_app.py"), str(port)], port, env, log, probe="/health") as address:
         yield address
 
 

@@ -59,8 +59,9 @@ Action = Callable[[httpx.Client, str], None]
 
 def expect(response: httpx.Response, status: int = 200) -> httpx.Response:
     if response.status_code != status:
-        raise AssertionError(f"{response.request.method} {response.request.url.path}: "
-                             f"{response.status_code} {response.text[:200]}")
+        raise AssertionError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:200]}"
+        )
     return response
 
 
@@ -108,8 +109,10 @@ def openai_stream(client, url):
 
 
 def embed(client, url):
-    assert len(expect(client.post("/api/embed", json={"model": "embedder", "input": ["a", "b"]})).json()
-               ["embeddings"]) == 2
+    assert (
+        len(expect(client.post("/api/embed", json={"model": "embedder", "input": ["a", "b"]})).json()["embeddings"])
+        == 2
+    )
 
 
 def show(client, url):
@@ -117,8 +120,12 @@ def show(client, url):
 
 
 def malformed(client, url):
-    expect(client.post("/api/generate", content=b'{"model": "fake", "prompt": ', headers={
-        "Content-Type": "application/json"}), 400)
+    expect(
+        client.post(
+            "/api/generate", content=b'{"model": "fake", "prompt": ', headers={"Content-Type": "application/json"}
+        ),
+        400,
+    )
     expect(client.post("/api/chat", json={"model": "fake", "messages": [{"role": "user", "images": 3}]}), 400)
     expect(client.post("/api/show", json={"model": "/etc/passwd"}), 400)
 
@@ -134,8 +141,10 @@ def leave_before_the_answer(client, url):
     port = int(url.rsplit(":", 1)[1])
     payload = json.dumps({"model": "fake", "prompt": "Capital?", "stream": False}).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
-        sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        sock.sendall(
+            b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
 
 
 def half_a_head(client, url):
@@ -144,21 +153,34 @@ def half_a_head(client, url):
         sock.sendall(b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
 
 
-ACTIONS: list[Action] = [health, tags, models, generate_whole, generate_streamed, chat_whole, openai_chat,
-                         openai_stream, embed, show, malformed, leave_mid_stream, leave_before_the_answer,
-                         half_a_head]
+ACTIONS: list[Action] = [
+    health,
+    tags,
+    models,
+    generate_whole,
+    generate_streamed,
+    chat_whole,
+    openai_chat,
+    openai_stream,
+    embed,
+    show,
+    malformed,
+    leave_mid_stream,
+    leave_before_the_answer,
+    half_a_head,
+]
 
 
 def test_sixteen_mixed_clients_get_every_answer(tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-           "MODELPORT_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "MODELPORT_HOME": str(tmp_path / "home")}
     server_log = tmp_path / "server.log"
     with server_log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, str(HERE / "fake_app.py"), str(port)], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "fake_app.py"), str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
     try:
         wait_until_up(url, process, server_log)
         pid = worker_pid(process.pid)
@@ -192,13 +214,26 @@ def test_sixteen_mixed_clients_get_every_answer(tmp_path) -> None:
             thread.join(SOAK_S + 2 * TIMEOUT_S)
         rss_after = rss_kib(pid)
         count = sum(len(v) for v in latencies.values())
-        log.warning("soak: %d clients, %.0f s, %d requests, %d failures; worker RSS %d -> %d KiB (%+.1f%%)",
-                    CLIENTS, SOAK_S, count, len(failures), rss_before, rss_after,
-                    100 * (rss_after - rss_before) / rss_before)
+        log.warning(
+            "soak: %d clients, %.0f s, %d requests, %d failures; worker RSS %d -> %d KiB (%+.1f%%)",
+            CLIENTS,
+            SOAK_S,
+            count,
+            len(failures),
+            rss_before,
+            rss_after,
+            100 * (rss_after - rss_before) / rss_before,
+        )
         for name, values in sorted(latencies.items()):
             values.sort()
-            log.warning("  %-24s n=%4d  p50 %.3f s  p99 %.3f s  max %.3f s", name, len(values),
-                        statistics.median(values), values[int(0.99 * (len(values) - 1))], values[-1])
+            log.warning(
+                "  %-24s n=%4d  p50 %.3f s  p99 %.3f s  max %.3f s",
+                name,
+                len(values),
+                statistics.median(values),
+                values[int(0.99 * (len(values) - 1))],
+                values[-1],
+            )
         assert failures == [], failures[:10]
         assert process.poll() is None, server_log.read_text()
         assert b"Traceback" not in server_log.read_bytes(), server_log.read_text()[-4000:]

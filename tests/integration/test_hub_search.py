@@ -22,10 +22,22 @@ from support.hubserver import HubServer
 @pytest.fixture
 def hub(tmp_path) -> Iterator[HubServer]:
     with HubServer(tmp_path / "hub") as server:
-        server.add_repo("org/alpha-GGUF", {"README.md": b"a"}, downloads=500, likes=3,
-                        tags=["gguf", "llama"], pipeline_tag="text-generation")
-        server.add_repo("org/beta", {"README.md": b"b"}, downloads=100, likes=50, tags=["transformers"],
-                        pipeline_tag="feature-extraction")
+        server.add_repo(
+            "org/alpha-GGUF",
+            {"README.md": b"a"},
+            downloads=500,
+            likes=3,
+            tags=["gguf", "llama"],
+            pipeline_tag="text-generation",
+        )
+        server.add_repo(
+            "org/beta",
+            {"README.md": b"b"},
+            downloads=100,
+            likes=50,
+            tags=["transformers"],
+            pipeline_tag="feature-extraction",
+        )
         server.add_repo("other/alpha-mini-GGUF", {"README.md": b"c"}, downloads=900, likes=1, tags=["gguf"])
         server.add_repo("org/alpha-secret", {"README.md": b"d"}, downloads=10_000, private=True)
         yield server
@@ -34,8 +46,9 @@ def hub(tmp_path) -> Iterator[HubServer]:
 @pytest.fixture
 def services(tmp_path, hub) -> Services:
     source = HubModelSource(hub.url, token=False)
-    return Services(store=FilesystemModelStore(tmp_path / "models", bundled=()),
-                    engines=EngineRegistry([]), source=source)
+    return Services(
+        store=FilesystemModelStore(tmp_path / "models", bundled=()), engines=EngineRegistry([]), source=source
+    )
 
 
 def ids(hits: list[SearchHit]) -> list[str]:
@@ -45,8 +58,9 @@ def ids(hits: list[SearchHit]) -> list[str]:
 def test_search_shows_downloads_likes_and_the_pipeline_tag(services, hub) -> None:
     hits = services.search("alpha")
     assert ids(hits) == ["other/alpha-mini-GGUF", "org/alpha-GGUF"]  # most downloaded first
-    assert hits[1] == SearchHit(repo_id="org/alpha-GGUF", downloads=500, likes=3,
-                                pipeline_tag="text-generation", tags=("gguf", "llama"))
+    assert hits[1] == SearchHit(
+        repo_id="org/alpha-GGUF", downloads=500, likes=3, pipeline_tag="text-generation", tags=("gguf", "llama")
+    )
     [request] = hub.requests(method="GET")
     assert urllib.parse.parse_qs(request.query) == {"search": ["alpha"], "sort": ["downloads"], "limit": ["20"]}
 
@@ -78,8 +92,12 @@ print(json.dumps({"endpoint": services.source.endpoint, "imported_early": import
 def test_bootstrap_builds_the_hub_source_from_the_mirror_setting_lazily(hub, tmp_path) -> None:
     env = {**os.environ, "MODELPORT_HOME": str(tmp_path / "home"), "MODELPORT_MIRROR": hub.url + "/"}
     env.pop("HF_ENDPOINT", None)
-    result = subprocess.run([sys.executable, "-c", BOOTSTRAP], env=env, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", BOOTSTRAP], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "endpoint": hub.url, "imported_early": False, "hits": ["other/alpha-mini-GGUF", "org/alpha-GGUF"]}
+        "endpoint": hub.url,
+        "imported_early": False,
+        "hits": ["other/alpha-mini-GGUF", "org/alpha-GGUF"],
+    }

@@ -16,19 +16,22 @@ def chosen(name: str, *paths: str, **kwargs) -> list[str]:
     return [f.path for f in select_files(ModelRef.parse(name), files(*paths, **kwargs)).files]
 
 
-@pytest.mark.parametrize("path, label", [
-    ("Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Q4_K_M"),
-    ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
-    ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
-    ("Q4_K_M/model-Q4_K_M-00001-of-00002.gguf", "Q4_K_M"),
-    ("Q8_0/Qwen-00001-of-00003.gguf", "Q8_0"),
-    ("Qwen3-30B-A3B-UD-Q4_K_XL.gguf", "UD-Q4_K_XL"),
-    ("gemma-3-270m-it-IQ4_XS.gguf", "IQ4_XS"),
-    ("Llama-3.2-1B-Instruct-bf16.gguf", "BF16"),
-    ("gpt-oss-20b-MXFP4.gguf", "MXFP4"),
-    ("Qwen2-7B.gguf", None),
-    ("model.gguf", None),
-])
+@pytest.mark.parametrize(
+    "path, label",
+    [
+        ("Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Q4_K_M"),
+        ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
+        ("Q4_K_M/model-Q4_K_M-00001-of-00002.gguf", "Q4_K_M"),
+        ("Q8_0/Qwen-00001-of-00003.gguf", "Q8_0"),
+        ("Qwen3-30B-A3B-UD-Q4_K_XL.gguf", "UD-Q4_K_XL"),
+        ("gemma-3-270m-it-IQ4_XS.gguf", "IQ4_XS"),
+        ("Llama-3.2-1B-Instruct-bf16.gguf", "BF16"),
+        ("gpt-oss-20b-MXFP4.gguf", "MXFP4"),
+        ("Qwen2-7B.gguf", None),
+        ("model.gguf", None),
+    ],
+)
 def test_reads_the_quantization_from_the_file_name(path, label) -> None:
     assert quantization_of(path) == label
 
@@ -62,15 +65,30 @@ def test_a_repo_with_both_formats_is_a_folder_unless_a_tag_asks_for_gguf() -> No
 
 
 def test_a_folder_keeps_pytorch_weights_only_where_there_are_no_safetensors() -> None:
-    assert chosen("o/m", "config.json", "model.safetensors", "pytorch_model.bin",
-                  "pytorch_model.bin.index.json", "2_Dense/pytorch_model.bin", "2_Dense/config.json",
-                  "optimizer.pt", "consolidated.safetensors", "coreml/model.mlmodel",
-                  "openvino/model.xml") == [
-        "2_Dense/config.json", "2_Dense/pytorch_model.bin", "config.json", "model.safetensors"]
+    assert chosen(
+        "o/m",
+        "config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "2_Dense/pytorch_model.bin",
+        "2_Dense/config.json",
+        "optimizer.pt",
+        "consolidated.safetensors",
+        "coreml/model.mlmodel",
+        "openvino/model.xml",
+    ) == ["2_Dense/config.json", "2_Dense/pytorch_model.bin", "config.json", "model.safetensors"]
 
 
 def test_names_that_would_leave_the_folder_are_never_fetched() -> None:
-    assert chosen("o/m", "m-Q4_0.gguf", "../evil-Q4_0.gguf", "/abs-Q4_0.gguf", "a//b-Q4_0.gguf",
-                  "x\\y-Q4_0.gguf", ".cache/m-Q4_0.gguf") == ["m-Q4_0.gguf"]
+    assert chosen(
+        "o/m",
+        "m-Q4_0.gguf",
+        "../evil-Q4_0.gguf",
+        "/abs-Q4_0.gguf",
+        "a//b-Q4_0.gguf",
+        "x\\y-Q4_0.gguf",
+        ".cache/m-Q4_0.gguf",
+    ) == ["m-Q4_0.gguf"]
     with pytest.raises(InvalidRequest, match="neither GGUF files nor a config.json"):
         chosen("o/m", "../config.json")

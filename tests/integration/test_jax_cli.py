@@ -19,16 +19,39 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 def test_generate_with_the_jax_engine(engine_home) -> None:
-    status, out, err = run("generate", "smollm2", "Once upon a time, there was a little girl named", "--raw",
-                           "--temperature", "0", "--max-tokens", "10", "--num-ctx", "1024", "--engine", "jax",
-                           "--device", "cpu", "--home", engine_home)
+    status, out, err = run(
+        "generate",
+        "smollm2",
+        "Once upon a time, there was a little girl named",
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "10",
+        "--num-ctx",
+        "1024",
+        "--engine",
+        "jax",
+        "--device",
+        "cpu",
+        "--home",
+        engine_home,
+    )
     assert (status, err) == (EXIT_OK, "")
     assert out == " Emma who loved to play in the sun. She\n"
 
 
 def test_embed_prints_one_vector_per_text(engine_home) -> None:
-    status, out, err = run("embed", "all-minilm", "This is an example sentence", "A man is eating food.",
-                           "--device", "cpu", "--home", engine_home)
+    status, out, err = run(
+        "embed",
+        "all-minilm",
+        "This is an example sentence",
+        "A man is eating food.",
+        "--device",
+        "cpu",
+        "--home",
+        engine_home,
+    )
     assert (status, err) == (EXIT_OK, "")
     result = json.loads(out)
     assert result["model"] == "all-minilm:l6-v2" and len(result["embeddings"]) == 2

@@ -16,8 +16,14 @@ from modelport.domain import ModelFormat, ModelInfo, ModelRef
 from modelport.ports import EngineOptions
 
 pytestmark = pytest.mark.slow
-SENTENCES = ["This is an example sentence", "A man is eating food.", "A man is eating a piece of bread.",
-             "The girl is carrying a baby.", "Ünïcödé and emoji 😀 survive", "x"]
+SENTENCES = [
+    "This is an example sentence",
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "Ünïcödé and emoji 😀 survive",
+    "x",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +73,10 @@ def test_cls_pooling_without_normalization_from_modules_json(minilm, tmp_path, e
     modules = [m for m in json.loads((folder / "modules.json").read_text()) if not m["type"].endswith("Normalize")]
     (folder / "modules.json").write_text(json.dumps(modules))
     engine = JaxEngine()
-    engine.load(ModelInfo(name="cls:latest", format=ModelFormat.SAFETENSORS, location=str(folder),
-                          primary_file="config.json"), EngineOptions(device="cpu", home=engine_home))
+    engine.load(
+        ModelInfo(name="cls:latest", format=ModelFormat.SAFETENSORS, location=str(folder), primary_file="config.json"),
+        EngineOptions(device="cpu", home=engine_home),
+    )
     texts = SENTENCES[:3]
     ours = np.asarray(engine.embed(texts))
     tokens = [engine._rt.tokenizer.encode(text) for text in texts]
@@ -105,19 +113,26 @@ def bert_reference(w: dict, tokens: list[int], layers: int, heads: int, eps: flo
 
     gelu = np.vectorize(lambda v: 0.5 * v * (1 + erf(v / np.sqrt(2))))
     t = len(tokens)
-    x = (w["embeddings.word_embeddings.weight"][tokens] + w["embeddings.position_embeddings.weight"][:t]
-         + w["embeddings.token_type_embeddings.weight"][0])
+    x = (
+        w["embeddings.word_embeddings.weight"][tokens]
+        + w["embeddings.position_embeddings.weight"][:t]
+        + w["embeddings.token_type_embeddings.weight"][0]
+    )
     x = norm(x, "embeddings.LayerNorm")
     d = x.shape[-1]
     dh = d // heads
     for i in range(layers):
         p = f"encoder.layer.{i}."
-        q, k, v = (dense(x, p + f"attention.self.{n}").reshape(t, heads, dh).transpose(1, 0, 2)
-                   for n in ("query", "key", "value"))
+        q, k, v = (
+            dense(x, p + f"attention.self.{n}").reshape(t, heads, dh).transpose(1, 0, 2)
+            for n in ("query", "key", "value")
+        )
         scores = q @ k.transpose(0, 2, 1) / np.sqrt(dh)
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         attended = (scores / scores.sum(-1, keepdims=True)) @ v
-        x = norm(x + dense(attended.transpose(1, 0, 2).reshape(t, d), p + "attention.output.dense"),
-                 p + "attention.output.LayerNorm")
+        x = norm(
+            x + dense(attended.transpose(1, 0, 2).reshape(t, d), p + "attention.output.dense"),
+            p + "attention.output.LayerNorm",
+        )
         x = norm(x + dense(gelu(dense(x, p + "intermediate.dense")), p + "output.dense"), p + "output.LayerNorm")
     return x

@@ -25,8 +25,9 @@ def permute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, out // heads // 2, width).swapaxes(1, 2).reshape(out, width)
 
 
-def write_gguf(path: str, config: dict, weights: dict[str, np.ndarray], *, quantize: bool,
-               architecture: str = "llama") -> None:
+def write_gguf(
+    path: str, config: dict, weights: dict[str, np.ndarray], *, quantize: bool, architecture: str = "llama"
+) -> None:
     import gguf
     from tokenizers import pre_tokenizers
 
@@ -51,14 +52,20 @@ def write_gguf(path: str, config: dict, weights: dict[str, np.ndarray], *, quant
     writer.add_add_bos_token(False)
     writer.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    parts = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-             "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-             "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-             "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-             "mlp.down_proj.weight": "ffn_down.weight"}
+    parts = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
     for name, tensor in weights.items():
         if name.startswith("model.layers."):
-            layer, part = name[len("model.layers."):].split(".", 1)
+            layer, part = name[len("model.layers.") :].split(".", 1)
             target = f"blk.{layer}.{parts[part]}"
             if part == "self_attn.q_proj.weight":
                 tensor = permute_rows(tensor, heads)
@@ -108,8 +115,7 @@ def test_the_engine_runs_a_converted_gguf_like_the_original(weights, tmp_path) -
 
     path = tmp_path / "tiny.gguf"
     write_gguf(str(path), CONFIG, weights, quantize=False)
-    info = ModelInfo(name="tiny-gguf:latest", format=ModelFormat.GGUF, location=str(tmp_path),
-                     primary_file="tiny.gguf")
+    info = ModelInfo(name="tiny-gguf:latest", format=ModelFormat.GGUF, location=str(tmp_path), primary_file="tiny.gguf")
     engine = JaxEngine()
     engine.load(info, EngineOptions(num_ctx=64, device="cpu", home=str(tmp_path / "home")))
     assert os.listdir(tmp_path / "home" / "cache" / "hf-from-gguf")

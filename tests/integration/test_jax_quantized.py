@@ -41,12 +41,17 @@ def loads(smollm2, engine_home):
     from modelport.adapters.jax.runtime import model_folder
 
     folder = model_folder(smollm2, engine_home)
-    as_safetensors = ModelInfo(name="smollm2-hf:latest", format=ModelFormat.SAFETENSORS, location=folder,
-                               primary_file="config.json")
+    as_safetensors = ModelInfo(
+        name="smollm2-hf:latest", format=ModelFormat.SAFETENSORS, location=folder, primary_file="config.json"
+    )
     out = {}
-    for label, model, mode in [("f32", smollm2, "none"), ("gguf-int8", smollm2, "int8"),
-                               ("gguf-int4", smollm2, "int4"), ("hf-int8", as_safetensors, "int8"),
-                               ("hf-int4", as_safetensors, "int4")]:
+    for label, model, mode in [
+        ("f32", smollm2, "none"),
+        ("gguf-int8", smollm2, "int8"),
+        ("gguf-int4", smollm2, "int4"),
+        ("hf-int8", as_safetensors, "int8"),
+        ("hf-int4", as_safetensors, "int4"),
+    ]:
         rt = _load(model, engine_home, mode)
         text = rt.tokenizer.encode(TEXT)
         golden = np.asarray([GOLDEN_PROMPT_TOKENS + list(GOLDEN_TOKENS[:8])], np.int32)
@@ -69,12 +74,13 @@ def _perplexity(tokens: list[int], logits: np.ndarray) -> float:
 @pytest.mark.parametrize("label", ["gguf-int8", "gguf-int4", "hf-int8", "hf-int4"])
 def test_quantized_weights_keep_the_first_golden_greedy_tokens(loads, label) -> None:
     start = len(GOLDEN_PROMPT_TOKENS) - 1
-    greedy = loads[label]["golden"][start: start + 8].argmax(axis=-1)
+    greedy = loads[label]["golden"][start : start + 8].argmax(axis=-1)
     assert tuple(int(t) for t in greedy) == GOLDEN_TOKENS[:8]
 
 
-@pytest.mark.parametrize("label, limit", [("gguf-int8", 0.02), ("gguf-int4", 0.06), ("hf-int8", 0.02),
-                                          ("hf-int4", 0.06)])
+@pytest.mark.parametrize(
+    "label, limit", [("gguf-int8", 0.02), ("gguf-int4", 0.06), ("hf-int8", 0.02), ("hf-int4", 0.06)]
+)
 def test_perplexity_stays_near_float32(loads, label, limit) -> None:
     tokens, logits = loads["f32"]["text"]
     reference = _perplexity(tokens, logits)

@@ -14,8 +14,17 @@ DRAWS = 256
 LOGITS = np.log(np.asarray([0.5, 0.3, 0.15, 0.05, 1e-12, 1e-12], np.float64)).astype(np.float32)
 
 
-def draw(policy: SamplingPolicy | list[SamplingPolicy], logits: np.ndarray = LOGITS, *, seeds=range(DRAWS),
-         history=None, length=None, mask=None, logprobs=False, step: int = 0) -> np.ndarray:
+def draw(
+    policy: SamplingPolicy | list[SamplingPolicy],
+    logits: np.ndarray = LOGITS,
+    *,
+    seeds=range(DRAWS),
+    history=None,
+    length=None,
+    mask=None,
+    logprobs=False,
+    step: int = 0,
+) -> np.ndarray:
     """One draw per seed (each seed is a row of the batch), all rows in one call of
     the engine's sampling program; ``policy`` one for all rows or one per row."""
     import jax
@@ -54,13 +63,17 @@ def test_plain_sampling_follows_the_distribution() -> None:
     assert abs(counts[0] - 0.5) < 0.1 and abs(counts[1] - 0.3) < 0.1
 
 
-@pytest.mark.parametrize("policy, allowed", [
-    (SamplingPolicy(temperature=1.0, top_k=2, top_p=1.0), {0, 1}),
-    (SamplingPolicy(temperature=1.0, top_k=0, top_p=0.75), {0, 1}),
-    (SamplingPolicy(temperature=1.0, top_k=0, top_p=0.9), {0, 1, 2}),
-    (SamplingPolicy(temperature=1.0, top_k=0, top_p=1.0, min_p=0.5), {0, 1}),
-    (SamplingPolicy(temperature=1.0, top_k=3, top_p=1.0, min_p=0.2), {0, 1, 2}),
-], ids=["top-k", "top-p", "top-p-wider", "min-p", "top-k-and-min-p"])
+@pytest.mark.parametrize(
+    "policy, allowed",
+    [
+        (SamplingPolicy(temperature=1.0, top_k=2, top_p=1.0), {0, 1}),
+        (SamplingPolicy(temperature=1.0, top_k=0, top_p=0.75), {0, 1}),
+        (SamplingPolicy(temperature=1.0, top_k=0, top_p=0.9), {0, 1, 2}),
+        (SamplingPolicy(temperature=1.0, top_k=0, top_p=1.0, min_p=0.5), {0, 1}),
+        (SamplingPolicy(temperature=1.0, top_k=3, top_p=1.0, min_p=0.2), {0, 1, 2}),
+    ],
+    ids=["top-k", "top-p", "top-p-wider", "min-p", "top-k-and-min-p"],
+)
 def test_filters_keep_exactly_the_allowed_tokens(policy, allowed) -> None:
     assert set(draw(policy)) == allowed
 
@@ -101,11 +114,15 @@ def test_the_penalty_can_change_the_greedy_choice() -> None:
 def test_a_row_draws_the_same_whatever_the_rows_beside_it() -> None:
     sampled = SamplingPolicy(temperature=1.0, top_k=3, top_p=0.95, seed=None)
     alone = draw(sampled, seeds=range(32), step=5)
-    beside = [SamplingPolicy.greedy(), SamplingPolicy(temperature=1.0, top_k=0, top_p=1.0),
-              SamplingPolicy(temperature=0.7, top_k=0, top_p=0.5)]
+    beside = [
+        SamplingPolicy.greedy(),
+        SamplingPolicy(temperature=1.0, top_k=0, top_p=1.0),
+        SamplingPolicy(temperature=0.7, top_k=0, top_p=0.5),
+    ]
     for other in beside:
-        mixed = draw([sampled if i % 2 == 0 else other for i in range(64)], seeds=[s for s in range(32)
-                                                                                     for _ in (0, 1)], step=5)
+        mixed = draw(
+            [sampled if i % 2 == 0 else other for i in range(64)], seeds=[s for s in range(32) for _ in (0, 1)], step=5
+        )
         assert (mixed[0::2] == alone).all()
     assert set(draw([SamplingPolicy.greedy()] + [sampled] * 7, seeds=range(8))[:1]) == {0}
 

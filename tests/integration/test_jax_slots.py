@@ -141,8 +141,9 @@ def test_cancelling_a_stream_frees_its_slot_and_leaves_the_others(tiny_model, en
 def chat(*turns: str) -> GenerationRequest:
     roles = [Role.USER if i % 2 == 0 else Role.ASSISTANT for i in range(len(turns))]
     messages = tuple(ChatMessage(role=role, content=text) for role, text in zip(roles, turns))
-    return GenerationRequest(model=ModelRef.parse("tiny"), messages=messages,
-                             sampling=SamplingPolicy.greedy(max_tokens=8))
+    return GenerationRequest(
+        model=ModelRef.parse("tiny"), messages=messages, sampling=SamplingPolicy.greedy(max_tokens=8)
+    )
 
 
 def test_a_second_chat_turn_reuses_the_cached_prefix(engine, tiny_model, engine_home) -> None:
@@ -184,8 +185,9 @@ def test_a_mask_limits_its_own_row(engine) -> None:
     constraint = AllowOnly(allowed, 6)
     constrained = engine.scheduler.submit(ask(PROMPTS[3], max_tokens=20), constraint=constraint)
     sampled = AllowOnly(allowed, 6)
-    drawn = engine.scheduler.submit(ask(PROMPTS[5], temperature=1.0, top_k=0, top_p=1.0, seed=5, max_tokens=20),
-                                    constraint=sampled)
+    drawn = engine.scheduler.submit(
+        ask(PROMPTS[5], temperature=1.0, top_k=0, top_p=1.0, seed=5, max_tokens=20), constraint=sampled
+    )
     beside = engine.scheduler.submit(free)
     tokens = Completion.fold(constrained).token_ids
     assert len(tokens) == 6 and set(tokens) <= set(allowed)

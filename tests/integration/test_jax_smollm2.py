@@ -66,8 +66,13 @@ def request(prompt: str = GOLDEN_PROMPT, **sampling) -> GenerationRequest:
 def test_converted_folder_describes_smollm2(folder) -> None:
     config = json.load(open(os.path.join(folder, "config.json")))
     assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
-    assert (config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"],
-            config["num_key_value_heads"], config["head_dim"]) == (30, 576, 9, 3, 64)
+    assert (
+        config["num_hidden_layers"],
+        config["hidden_size"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+        config["head_dim"],
+    ) == (30, 576, 9, 3, 64)
     assert config["rope_theta"] == 100000.0 and config["vocab_size"] == 49152
     tokenizer_config = json.load(open(os.path.join(folder, "tokenizer_config.json")))
     assert tokenizer_config["eos_token"] == "<|im_end|>" and "<|im_start|>" in tokenizer_config["chat_template"]
@@ -100,8 +105,15 @@ def test_the_rebuilt_tokenizer_agrees_with_llama_cpp(folder, gguf_path) -> None:
 
     reference = llama_cpp.Llama(model_path=gguf_path, vocab_only=True, verbose=False)
     ours = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    texts = [GOLDEN_PROMPT, "  two spaces\n\n\ttab", "1234567 and 3.14, 1,000", "café naïve 日本語 😀",
-             "<|im_start|>user\nHi<|im_end|>\n", "don't WE'RE", "fn(x) { return x*2; }"]
+    texts = [
+        GOLDEN_PROMPT,
+        "  two spaces\n\n\ttab",
+        "1234567 and 3.14, 1,000",
+        "café naïve 日本語 😀",
+        "<|im_start|>user\nHi<|im_end|>\n",
+        "don't WE'RE",
+        "fn(x) { return x*2; }",
+    ]
     for text in texts:
         expected = reference.tokenize(text.encode(), add_bos=False, special=True)
         assert ours.encode(text).ids == expected, text
@@ -182,8 +194,9 @@ def test_eight_requests_through_four_slots_equal_each_alone(engine) -> None:
 def chat_request(*turns: str) -> GenerationRequest:
     roles = [Role.USER if i % 2 == 0 else Role.ASSISTANT for i in range(len(turns))]
     messages = tuple(ChatMessage(role=role, content=text) for role, text in zip(roles, turns))
-    return GenerationRequest(model=ModelRef.parse("smollm2"), messages=messages,
-                             sampling=SamplingPolicy.greedy(max_tokens=16))
+    return GenerationRequest(
+        model=ModelRef.parse("smollm2"), messages=messages, sampling=SamplingPolicy.greedy(max_tokens=16)
+    )
 
 
 def test_a_second_chat_turn_reuses_the_cached_conversation(engine) -> None:

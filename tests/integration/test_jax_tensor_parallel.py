@@ -22,14 +22,21 @@ from tests.support import tensor_parallel, tiny_llama
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_TOKENS = (20391, 617, 5732, 288, 1238, 281, 260, 2388, 30, 2306)  # test_jax_smollm2.py's
-WIDE = dict(tiny_llama.CONFIG, hidden_size=64, num_attention_heads=8, num_key_value_heads=4,
-            intermediate_size=128)  # 8 heads, 4 KV heads: splits over 1, 2 and 4 devices
+WIDE = dict(
+    tiny_llama.CONFIG, hidden_size=64, num_attention_heads=8, num_key_value_heads=4, intermediate_size=128
+)  # 8 heads, 4 KV heads: splits over 1, 2 and 4 devices
 
 
 def run_child(spec: dict) -> list[dict]:
     env = {**os.environ, **tensor_parallel.ENV}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "tensor_parallel.py"), json.dumps(spec)],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "support" / "tensor_parallel.py"), json.dumps(spec)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -42,15 +49,33 @@ def by_load(results: list[dict]) -> dict[tuple[int, str], dict]:
 def wide(tmp_path_factory, engine_home) -> dict[tuple[int, str], dict]:
     folder = tiny_llama.build(tmp_path_factory.mktemp("wide-llama"), config=WIDE)
     loads = [[n, q] for q in ("none", "int8", "int4") for n in (1, 2, 4)]
-    return by_load(run_child({"model": str(folder), "home": engine_home, "loads": loads,
-                              "prompt": "the quick brown fox", "max_tokens": 12}))
+    return by_load(
+        run_child(
+            {
+                "model": str(folder),
+                "home": engine_home,
+                "loads": loads,
+                "prompt": "the quick brown fox",
+                "max_tokens": 12,
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def smollm2(engine_home) -> dict[tuple[int, str], dict]:
     loads = [[1, "none"], [3, "none"], [2, "none"], [4, "none"], [3, "int8"]]
-    return by_load(run_child({"model": "smollm2", "home": engine_home, "loads": loads,
-                              "prompt": "Once upon a time, there was a little girl named", "max_tokens": 8}))
+    return by_load(
+        run_child(
+            {
+                "model": "smollm2",
+                "home": engine_home,
+                "loads": loads,
+                "prompt": "Once upon a time, there was a little girl named",
+                "max_tokens": 8,
+            }
+        )
+    )
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8", "int4"])
@@ -103,8 +128,7 @@ def test_every_llama_parameter_has_logical_axes_of_its_rank_and_the_fused_ones_a
     from modelport.adapters.jax.quant import Quantization
     from modelport.adapters.jax.weights import _flatten
 
-    for config in (WIDE, dict(WIDE, model_type="qwen2", tie_word_embeddings=False),
-                   dict(WIDE, model_type="phi3")):
+    for config in (WIDE, dict(WIDE, model_type="qwen2", tie_word_embeddings=False), dict(WIDE, model_type="phi3")):
         cfg = llama.LlamaConfig.from_hf_config(config)
         for quant in (Quantization(), Quantization.of("int4")):
             state = nnx.state(nnx.eval_shape(lambda: llama.LlamaModel(cfg, quant=quant, shards=2)))

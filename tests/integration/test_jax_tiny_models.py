@@ -26,21 +26,57 @@ from modelport.ports import EngineOptions
 
 VOCAB = 260  # 256 byte tokens, <eos>, and spare rows
 EOS = 256
-BASE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-            max_position_embeddings=128, hidden_act="silu", tie_word_embeddings=False, eos_token_id=EOS)
+BASE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    max_position_embeddings=128,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+    eos_token_id=EOS,
+)
 CONFIGS = {
     "llama": dict(BASE, model_type="llama"),
-    "llama3-rope": dict(BASE, model_type="llama", tie_word_embeddings=True, rope_scaling=dict(
-        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_position_embeddings=16)),
+    "llama3-rope": dict(
+        BASE,
+        model_type="llama",
+        tie_word_embeddings=True,
+        rope_scaling=dict(
+            rope_type="llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=16,
+        ),
+    ),
     "qwen2": dict(BASE, model_type="qwen2", tie_word_embeddings=True),
     "mistral": dict(BASE, model_type="mistral", sliding_window=4),
     "phi3": dict(BASE, model_type="phi3", num_key_value_heads=4, hidden_act="silu"),
-    "granite": dict(BASE, model_type="granite", embedding_multiplier=12.0, residual_multiplier=0.22,
-                    attention_multiplier=0.0625, logits_scaling=8.0, tie_word_embeddings=True),
-    "gpt2": dict(model_type="gpt2", vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                 layer_norm_epsilon=1e-5, activation_function="gelu_new", eos_token_id=EOS),
+    "granite": dict(
+        BASE,
+        model_type="granite",
+        embedding_multiplier=12.0,
+        residual_multiplier=0.22,
+        attention_multiplier=0.0625,
+        logits_scaling=8.0,
+        tie_word_embeddings=True,
+    ),
+    "gpt2": dict(
+        model_type="gpt2",
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        layer_norm_epsilon=1e-5,
+        activation_function="gelu_new",
+        eos_token_id=EOS,
+    ),
 }
 
 
@@ -49,6 +85,7 @@ CONFIGS = {
 
 def hf_weights(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Random weights under the Hugging Face names and shapes of ``config``'s family."""
+
     def r(*shape):
         return (rng.standard_normal(shape) * 0.2).astype(np.float32)
 
@@ -57,15 +94,31 @@ def hf_weights(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
     if config["model_type"] == "gpt2":
         d, f = config["n_embd"], 4 * config["n_embd"]
-        w = {"wte.weight": r(VOCAB, d), "wpe.weight": r(config["n_positions"], d),
-             "ln_f.weight": norm(d), "ln_f.bias": r(d)}
+        w = {
+            "wte.weight": r(VOCAB, d),
+            "wpe.weight": r(config["n_positions"], d),
+            "ln_f.weight": norm(d),
+            "ln_f.bias": r(d),
+        }
         for i in range(config["n_layer"]):
             p = f"h.{i}."
-            w.update({p + "ln_1.weight": norm(d), p + "ln_1.bias": r(d), p + "ln_2.weight": norm(d),
-                      p + "ln_2.bias": r(d), p + "attn.c_attn.weight": r(d, 3 * d), p + "attn.c_attn.bias": r(3 * d),
-                      p + "attn.c_proj.weight": r(d, d), p + "attn.c_proj.bias": r(d),
-                      p + "mlp.c_fc.weight": r(d, f), p + "mlp.c_fc.bias": r(f), p + "mlp.c_proj.weight": r(f, d),
-                      p + "mlp.c_proj.bias": r(d), p + "attn.bias": np.tril(np.ones((1, 1, 128, 128), np.float32))})
+            w.update(
+                {
+                    p + "ln_1.weight": norm(d),
+                    p + "ln_1.bias": r(d),
+                    p + "ln_2.weight": norm(d),
+                    p + "ln_2.bias": r(d),
+                    p + "attn.c_attn.weight": r(d, 3 * d),
+                    p + "attn.c_attn.bias": r(3 * d),
+                    p + "attn.c_proj.weight": r(d, d),
+                    p + "attn.c_proj.bias": r(d),
+                    p + "mlp.c_fc.weight": r(d, f),
+                    p + "mlp.c_fc.bias": r(f),
+                    p + "mlp.c_proj.weight": r(f, d),
+                    p + "mlp.c_proj.bias": r(d),
+                    p + "attn.bias": np.tril(np.ones((1, 1, 128, 128), np.float32)),
+                }
+            )
         return w
     d, f = config["hidden_size"], config["intermediate_size"]
     h, k = config["num_attention_heads"], config["num_key_value_heads"]
@@ -75,18 +128,35 @@ def hf_weights(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         w["lm_head.weight"] = r(VOCAB, d)
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        w.update({p + "input_layernorm.weight": norm(d), p + "post_attention_layernorm.weight": norm(d),
-                  p + "self_attn.o_proj.weight": r(d, h * dh), p + "mlp.down_proj.weight": r(d, f)})
+        w.update(
+            {
+                p + "input_layernorm.weight": norm(d),
+                p + "post_attention_layernorm.weight": norm(d),
+                p + "self_attn.o_proj.weight": r(d, h * dh),
+                p + "mlp.down_proj.weight": r(d, f),
+            }
+        )
         if config["model_type"] == "phi3":
             w[p + "self_attn.qkv_proj.weight"] = r((h + 2 * k) * dh, d)
             w[p + "mlp.gate_up_proj.weight"] = r(2 * f, d)
         else:
-            w.update({p + "self_attn.q_proj.weight": r(h * dh, d), p + "self_attn.k_proj.weight": r(k * dh, d),
-                      p + "self_attn.v_proj.weight": r(k * dh, d), p + "mlp.gate_proj.weight": r(f, d),
-                      p + "mlp.up_proj.weight": r(f, d)})
+            w.update(
+                {
+                    p + "self_attn.q_proj.weight": r(h * dh, d),
+                    p + "self_attn.k_proj.weight": r(k * dh, d),
+                    p + "self_attn.v_proj.weight": r(k * dh, d),
+                    p + "mlp.gate_proj.weight": r(f, d),
+                    p + "mlp.up_proj.weight": r(f, d),
+                }
+            )
         if config["model_type"] == "qwen2":
-            w.update({p + "self_attn.q_proj.bias": r(h * dh), p + "self_attn.k_proj.bias": r(k * dh),
-                      p + "self_attn.v_proj.bias": r(k * dh)})
+            w.update(
+                {
+                    p + "self_attn.q_proj.bias": r(h * dh),
+                    p + "self_attn.k_proj.bias": r(k * dh),
+                    p + "self_attn.v_proj.bias": r(k * dh),
+                }
+            )
     return w
 
 
@@ -116,14 +186,19 @@ def write_folder(folder, config: dict, weights: dict[str, np.ndarray], shards: i
     tokenizer.add_special_tokens([AddedToken("<eos>", special=True)])
     tokenizer.save(os.path.join(folder, "tokenizer.json"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as handle:
-        json.dump({"eos_token": "<eos>", "chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
-                   "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"}, handle)
+        json.dump(
+            {
+                "eos_token": "<eos>",
+                "chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+                "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+            },
+            handle,
+        )
     return str(folder)
 
 
 def model_info(folder: str) -> ModelInfo:
-    return ModelInfo(name="tiny:latest", format=ModelFormat.SAFETENSORS, location=folder,
-                     primary_file="config.json")
+    return ModelInfo(name="tiny:latest", format=ModelFormat.SAFETENSORS, location=folder, primary_file="config.json")
 
 
 def load_engine(folder: str, num_ctx: int = 64, **options):
@@ -179,7 +254,8 @@ def _inverse_frequencies(config: dict, head_dim: int) -> np.ndarray:
             out.append(f / scaling["factor"])
         else:
             s = (scaling["original_max_position_embeddings"] / wavelength - scaling["low_freq_factor"]) / (
-                scaling["high_freq_factor"] - scaling["low_freq_factor"])
+                scaling["high_freq_factor"] - scaling["low_freq_factor"]
+            )
             out.append((1 - s) * f / scaling["factor"] + s * f)
     return np.asarray(out)
 
@@ -197,7 +273,7 @@ def llama_family_logits(config: dict, w: dict, tokens: list[int]) -> np.ndarray:
 
     def rope(x, pos):  # x (N, Dh)
         angle = pos * np.concatenate([inv, inv])
-        rotated = np.concatenate([-x[:, dh // 2:], x[:, : dh // 2]], -1)
+        rotated = np.concatenate([-x[:, dh // 2 :], x[:, : dh // 2]], -1)
         return x * np.cos(angle) + rotated * np.sin(angle)
 
     x = w["model.embed_tokens.weight"][tokens] * config.get("embedding_multiplier", 1.0)
@@ -206,10 +282,11 @@ def llama_family_logits(config: dict, w: dict, tokens: list[int]) -> np.ndarray:
         a = _rms(x, w[p + "input_layernorm.weight"], eps)
         if kind == "phi3":
             qkv = a @ w[p + "self_attn.qkv_proj.weight"].T
-            q, k, v = qkv[:, : h * dh], qkv[:, h * dh: (h + kv) * dh], qkv[:, (h + kv) * dh:]
+            q, k, v = qkv[:, : h * dh], qkv[:, h * dh : (h + kv) * dh], qkv[:, (h + kv) * dh :]
         else:
-            q, k, v = (a @ w[p + f"self_attn.{n}_proj.weight"].T + w.get(p + f"self_attn.{n}_proj.bias", 0)
-                       for n in "qkv")
+            q, k, v = (
+                a @ w[p + f"self_attn.{n}_proj.weight"].T + w.get(p + f"self_attn.{n}_proj.bias", 0) for n in "qkv"
+            )
         q, k, v = q.reshape(t, h, dh), k.reshape(t, kv, dh), v.reshape(t, kv, dh)
         q = np.stack([rope(q[s], s) for s in range(t)])
         k = np.stack([rope(k[s], s) for s in range(t)])
@@ -250,8 +327,11 @@ def gpt2_logits(config: dict, w: dict, tokens: list[int]) -> np.ndarray:
         att = _softmax(np.where(causal, q @ k.transpose(0, 2, 1) / np.sqrt(dh), -np.inf)) @ v
         x = x + att.transpose(1, 0, 2).reshape(t, d) @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
         m = _layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
-        x = x + gelu_new(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"]) @ w[p + "mlp.c_proj.weight"] \
+        x = (
+            x
+            + gelu_new(m @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"]) @ w[p + "mlp.c_proj.weight"]
             + w[p + "mlp.c_proj.bias"]
+        )
     x = _layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
     return x @ w["wte.weight"].T
 
@@ -315,7 +395,7 @@ def test_decode_with_the_cache_equals_the_full_forward_pass(tiny) -> None:
         steps.append(np.asarray(logits)[:, 0])
     for i, row in enumerate(rows):
         full = decoder.forward(np.asarray([row + extra[i]]))[0]
-        expected = full[len(row) - 1:]
+        expected = full[len(row) - 1 :]
         got = np.stack([step[i] for step in steps])
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -333,8 +413,9 @@ def test_streamed_tokens_agree_with_greedy_full_passes(name, tmp_path) -> None:
     config = CONFIGS[name]
     weights = hf_weights(config, np.random.default_rng(0))
     engine = load_engine(write_folder(tmp_path / name, config, weights))
-    request = GenerationRequest(model=ModelRef.parse("tiny"), prompt="hello there",
-                                sampling=SamplingPolicy.greedy(max_tokens=6))
+    request = GenerationRequest(
+        model=ModelRef.parse("tiny"), prompt="hello there", sampling=SamplingPolicy.greedy(max_tokens=6)
+    )
     streamed = Completion.fold(engine.stream(request))
     again = Completion.fold(engine.stream(request))
     assert again.usage.cached_tokens == len(engine.tokenize("hello there")) - 1
@@ -371,8 +452,13 @@ def test_every_weight_problem_is_reported_at_once(tmp_path) -> None:
     with pytest.raises(ModelLoadError) as caught:
         load_engine(folder)
     message = str(caught.value)
-    for part in ("model.layers.0.mlp.up_proj.weight", "model.norm.weight", "model.extra.weight",
-                 "model.layers.1.self_attn.k_proj.weight", "post_attention_layernorm.weight is int32"):
+    for part in (
+        "model.layers.0.mlp.up_proj.weight",
+        "model.norm.weight",
+        "model.extra.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "post_attention_layernorm.weight is int32",
+    ):
         assert part in message
 
 
@@ -419,10 +505,14 @@ def test_bfloat16_weights_stay_close_to_float32(tmp_path) -> None:
 def test_chat_goes_through_the_model_template(tmp_path) -> None:
     from modelport.domain import system_and_user
 
-    engine = load_engine(write_folder(tmp_path / "chat", CONFIGS["llama"], hf_weights(CONFIGS["llama"],
-                                                                                      np.random.default_rng(5))))
+    engine = load_engine(
+        write_folder(tmp_path / "chat", CONFIGS["llama"], hf_weights(CONFIGS["llama"], np.random.default_rng(5)))
+    )
 
-    request = GenerationRequest(model=ModelRef.parse("tiny"), messages=system_and_user("hi", "be brief"),
-                                sampling=SamplingPolicy.greedy(max_tokens=2))
+    request = GenerationRequest(
+        model=ModelRef.parse("tiny"),
+        messages=system_and_user("hi", "be brief"),
+        sampling=SamplingPolicy.greedy(max_tokens=2),
+    )
     assert engine.render(request) == "<system>be brief<user>hi<assistant>"
     assert engine.prompt_tokens(request) == engine.tokenize("<system>be brief<user>hi<assistant>")

@@ -20,6 +20,8 @@ from modelport.adapters.llamacpp import BUILD_FLAGS, reinstall_command
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements" / "llama-cpp.txt"
+
+
 def needs_llama_cpp(test):
     """CI installs every extra: without llama-cpp-python these tests fail, never skip."""
     return test
@@ -34,7 +36,8 @@ def test_the_installed_llama_cpp_has_no_amx_path() -> None:
     assert "AMX" not in info, (
         f"this llama.cpp build has the AMX path ({info.strip()}), which dies with SIGILL on CPUs "
         f"that report AMX in some VMs; reinstall it: pip install --force-reinstall --no-cache-dir "
-        f"--no-deps -r requirements/llama-cpp.txt")
+        f"--no-deps -r requirements/llama-cpp.txt"
+    )
 
 
 @needs_llama_cpp
@@ -62,8 +65,11 @@ def test_the_requirements_file_pins_the_source_and_the_flags_the_code_names() ->
     words = shlex.split(line)
     assert re.fullmatch(r"llama-cpp-python==[0-9.]+", words[0])
     assert any(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", w) for w in words)
-    defines = [w.removeprefix("--config-settings=cmake.define.") for w in words
-               if w.startswith("--config-settings=cmake.define.")]
+    defines = [
+        w.removeprefix("--config-settings=cmake.define.")
+        for w in words
+        if w.startswith("--config-settings=cmake.define.")
+    ]
     assert ["-D" + d for d in defines] == list(BUILD_FLAGS)
     assert "-DGGML_NATIVE=OFF" in BUILD_FLAGS
     # what the self-check tells a user to run builds with the same flags

@@ -49,8 +49,11 @@ def greedy(prompt: str, n: int) -> GenerationRequest:
 
 
 def sampled(prompt: str, n: int, seed: int | None) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("m"), prompt=prompt,
-                             sampling=SamplingPolicy(temperature=0.9, top_k=40, top_p=0.95, seed=seed, max_tokens=n))
+    return GenerationRequest(
+        model=ModelRef.parse("m"),
+        prompt=prompt,
+        sampling=SamplingPolicy(temperature=0.9, top_k=40, top_p=0.95, seed=seed, max_tokens=n),
+    )
 
 
 def test_eight_concurrent_greedy_requests_equal_each_alone(engine) -> None:
@@ -110,10 +113,15 @@ def test_a_cancelled_stream_leaves_the_others_whole_and_its_slot_is_reused(engin
 def test_the_second_chat_turn_reuses_the_cached_prefix_with_the_same_output(engine) -> None:
     history = system_and_user("Tell me about the history of the city of Paris in a few sentences.")
     policy = SamplingPolicy.greedy(max_tokens=40)
-    first = Completion.fold(engine.stream(GenerationRequest(model=ModelRef.parse("m"), messages=history,
-                                                            sampling=policy)))
-    follow = GenerationRequest(model=ModelRef.parse("m"), sampling=policy, messages=list(history.messages) + [
-        ChatMessage.assistant(first.text), ChatMessage.user("And what about its famous tower?")])
+    first = Completion.fold(
+        engine.stream(GenerationRequest(model=ModelRef.parse("m"), messages=history, sampling=policy))
+    )
+    follow = GenerationRequest(
+        model=ModelRef.parse("m"),
+        sampling=policy,
+        messages=list(history.messages)
+        + [ChatMessage.assistant(first.text), ChatMessage.user("And what about its famous tower?")],
+    )
     cached = Completion.fold(engine.stream(follow))
     assert cached.usage.cached_tokens > first.usage.prompt_tokens // 2
     # the same turn on a fresh engine: nothing cached
@@ -167,7 +175,13 @@ def test_logprobs_are_log_softmax_and_the_greedy_token_is_the_best(engine) -> No
 def test_a_repeat_penalty_changes_a_repetitive_continuation(engine) -> None:
     prompt = "one two one two one two one two one two"
     plain = Completion.fold(engine.stream(greedy(prompt, 8))).token_ids
-    penalized = Completion.fold(engine.stream(GenerationRequest(
-        model=ModelRef.parse("m"), prompt=prompt,
-        sampling=SamplingPolicy.greedy(max_tokens=8, repeat_penalty=1.8, repeat_last_n=64)))).token_ids
+    penalized = Completion.fold(
+        engine.stream(
+            GenerationRequest(
+                model=ModelRef.parse("m"),
+                prompt=prompt,
+                sampling=SamplingPolicy.greedy(max_tokens=8, repeat_penalty=1.8, repeat_last_n=64),
+            )
+        )
+    ).token_ids
     assert penalized != plain

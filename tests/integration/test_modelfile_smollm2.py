@@ -12,10 +12,10 @@ from modelport.entrypoints.config import Settings
 
 pytestmark = pytest.mark.slow
 
-CHATML = '''{{- range .Messages }}<|im_start|>{{ .Role }}
+CHATML = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
-'''
+"""
 MODELFILE = f'''FROM smollm2
 SYSTEM "You are a geography teacher."
 PARAMETER temperature 0
@@ -36,12 +36,16 @@ def test_the_created_model_answers_as_its_base_with_the_same_system_prompt(servi
     modelfile = Modelfile.parse(MODELFILE)
     created = services.create("teacher", modelfile.base, modelfile.defaults)
     assert created.defaults.system == "You are a geography teacher."
-    mine = GenerationRequest(model=ModelRef.parse("teacher"), messages=system_and_user(QUESTION),
-                             sampling=services.sampling_for("teacher"))
+    mine = GenerationRequest(
+        model=ModelRef.parse("teacher"), messages=system_and_user(QUESTION), sampling=services.sampling_for("teacher")
+    )
     same = services.sampling_for("smollm2", {"temperature": 0, "max_tokens": 12})  # repeat_penalty 1.1 too
     assert same == mine.sampling
-    theirs = GenerationRequest(model=ModelRef.parse("smollm2"), sampling=same,
-                               messages=system_and_user(QUESTION, "You are a geography teacher."))
+    theirs = GenerationRequest(
+        model=ModelRef.parse("smollm2"),
+        sampling=same,
+        messages=system_and_user(QUESTION, "You are a geography teacher."),
+    )
     a, b = Completion.fold(services.generate(mine)), Completion.fold(services.generate(theirs))
     assert a.usage.prompt_tokens == b.usage.prompt_tokens and a.token_ids == b.token_ids
     assert "Paris" in a.text and a.usage.completion_tokens <= 12

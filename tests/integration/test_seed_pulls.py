@@ -35,9 +35,11 @@ def repo_files(short: str, seed: int = 0) -> dict[str, bytes]:
     quantization beside it and a README; tiny files under the real names."""
     wanted = RUSTLLM_FILES[short]
     other = wanted.replace("Q4_K_M", "Q8_0")
-    return {wanted: gguf_with_data(64 * KIB, seed=seed, file_type=15),
-            other: gguf_with_data(96 * KIB, seed=seed + 1, file_type=7),
-            "README.md": b"# look-alike\n"}
+    return {
+        wanted: gguf_with_data(64 * KIB, seed=seed, file_type=15),
+        other: gguf_with_data(96 * KIB, seed=seed + 1, file_type=7),
+        "README.md": b"# look-alike\n",
+    }
 
 
 @pytest.fixture
@@ -89,8 +91,10 @@ def test_rustllm_download_route_pulls_the_registry_file_with_its_digest_checked(
     assert again["downloaded"] is False
     forced = client.simulate_post("/rustllm/api/models/phi-2", json={"force": True}).json["data"]
     assert forced["downloaded"] is True
-    reply = client.simulate_post("/rustllm/api/chat", json={
-        "model": "phi-2", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 3})
+    reply = client.simulate_post(
+        "/rustllm/api/chat",
+        json={"model": "phi-2", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 3},
+    )
     assert reply.json["data"]["message"]["content"] == "The"
     assert client.simulate_delete("/rustllm/api/models/phi-2").json["data"]["deleted"] is True
     assert client.simulate_get("/rustllm/api/models").json["data"]["models"] == []
@@ -110,8 +114,9 @@ def test_ollama_pull_streams_downloading_lines_and_takes_a_revision(client, hub)
     hub.add_repo(repo, repo_files("mistral-7b", seed=1))
     tagged = repo_files("mistral-7b", seed=5)
     hub.add_repo(repo, tagged, revision="v2")
-    result = client.simulate_post("/api/pull", json={"model": "mistral-7b", "revision": "v2",
-                                                     "trust_remote_code": True})
+    result = client.simulate_post(
+        "/api/pull", json={"model": "mistral-7b", "revision": "v2", "trust_remote_code": True}
+    )
     assert result.status_code == 200
     lines = [json.loads(text) for text in result.text.splitlines()]
     statuses = [line["status"] for line in lines]

@@ -50,8 +50,7 @@ def test_the_server_cleans_what_a_killed_create_left(tmp_path) -> None:
     settings = Settings(home=str(tmp_path / "home"))
     store = FilesystemModelStore(models_dir, bundled=())
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=FakeEngine)
-    app = create_app(bootstrap(settings, store=store, engines=[spec], sessions=InMemorySessionRepository()),
-                     settings)
+    app = create_app(bootstrap(settings, store=store, engines=[spec], sessions=InMemorySessionRepository()), settings)
     try:
         app.start_reaper()
         assert staging(models_dir) == []
@@ -70,8 +69,13 @@ class FailingSource:
 def test_a_failed_pull_that_fetched_nothing_leaves_no_folder(tmp_path) -> None:
     models_dir = str(tmp_path / "models")
     store = FilesystemModelStore(models_dir, bundled=())
-    services = bootstrap(Settings(home=str(tmp_path)), store=store, engines=[], source=FailingSource(),
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        Settings(home=str(tmp_path)),
+        store=store,
+        engines=[],
+        source=FailingSource(),
+        sessions=InMemorySessionRepository(),
+    )
     with pytest.raises(DownloadError):
         services.pull(ModelRef.parse("org/repo"))
     assert staging(models_dir) == []

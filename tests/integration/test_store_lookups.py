@@ -71,19 +71,23 @@ def client(services, settings) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/api/chat", {"messages": MESSAGES, "stream": False, "options": {"temperature": 0, "num_predict": 4}}),
-    ("/api/chat", {"messages": MESSAGES, "options": {"num_predict": 4}, "logprobs": True, "top_logprobs": 2}),
-    ("/api/generate", {"prompt": "hi", "options": {"num_predict": 4}}),
-    ("/api/generate", {}),  # only loads the model
-    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "temperature": 0}),
-    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "n": 2, "stream": True}),
-    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "logprobs": True, "top_logprobs": 1}),
-    ("/v1/completions", {"prompt": ["one", "two"], "max_tokens": 4}),
-    ("/v1/responses", {"input": "hi", "max_output_tokens": 4}),
-    ("/v1/generate", {"prompt": "hi", "options": {"num_predict": 4}}),
-    ("/v1/generate_batch", {"prompts": ["one", "two", "three"], "options": {"num_predict": 4}}),
-], ids=lambda value: value if isinstance(value, str) else "")
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/chat", {"messages": MESSAGES, "stream": False, "options": {"temperature": 0, "num_predict": 4}}),
+        ("/api/chat", {"messages": MESSAGES, "options": {"num_predict": 4}, "logprobs": True, "top_logprobs": 2}),
+        ("/api/generate", {"prompt": "hi", "options": {"num_predict": 4}}),
+        ("/api/generate", {}),  # only loads the model
+        ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "temperature": 0}),
+        ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "n": 2, "stream": True}),
+        ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "logprobs": True, "top_logprobs": 1}),
+        ("/v1/completions", {"prompt": ["one", "two"], "max_tokens": 4}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 4}),
+        ("/v1/generate", {"prompt": "hi", "options": {"num_predict": 4}}),
+        ("/v1/generate_batch", {"prompts": ["one", "two", "three"], "options": {"num_predict": 4}}),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
 def test_an_http_request_looks_its_model_up_once(client, store, path, body) -> None:
     result = client.simulate_post(path, json={"model": "mine", **body})
     assert result.status_code == 200, result.text
@@ -99,8 +103,9 @@ def test_an_unknown_model_is_one_lookup_and_a_404(client, store) -> None:
 def test_cli_generate_looks_its_model_up_once(services, store, monkeypatch) -> None:
     monkeypatch.setenv("MODELPORT_TEMPERATURE", "0")  # the env defaults need the model's own: same lookup
     out, err = io.StringIO(), io.StringIO()
-    code = main(["generate", "mine", "hi", "--max-tokens", "3"], services=services, out=out, err=err,
-                stdin=io.StringIO())
+    code = main(
+        ["generate", "mine", "hi", "--max-tokens", "3"], services=services, out=out, err=err, stdin=io.StringIO()
+    )
     assert (code, err.getvalue()) == (EXIT_OK, "")
     assert out.getvalue().strip()
     assert store.lookups == ["mine"]

@@ -30,35 +30,83 @@ from modelport.entrypoints.config import Settings
 
 pytestmark = pytest.mark.slow
 
-ENGINES = {"mlx": ("modelport.adapters.mlx", "MlxEngine", "mlx_lm"),
-           "gguf": ("modelport.adapters.llamacpp", "LlamaCppEngine", "llama_cpp"),
-           "jax": ("modelport.adapters.jax", "JaxEngine", "jax")}
+ENGINES = {
+    "mlx": ("modelport.adapters.mlx", "MlxEngine", "mlx_lm"),
+    "gguf": ("modelport.adapters.llamacpp", "LlamaCppEngine", "llama_cpp"),
+    "jax": ("modelport.adapters.jax", "JaxEngine", "jax"),
+}
 
 SCHEMAS = [
-    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24},
-                                      "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-     "required": ["name", "age"], "additionalProperties": False},
-    {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"],
-     "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 24},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        },
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    },
     {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 9}, "minItems": 2, "maxItems": 5},
-    {"type": "object", "properties": {"city": {"type": "object", "properties": {
-        "name": {"type": "string", "maxLength": 20}, "population": {"type": "number", "minimum": 0}},
-        "required": ["name", "population"], "additionalProperties": False}},
-     "required": ["city"], "additionalProperties": False},
-    {"type": "object", "properties": {"ok": {"type": "boolean"},
-                                      "tags": {"type": "array", "items": {"type": "string", "maxLength": 12},
-                                               "maxItems": 3}},
-     "required": ["ok", "tags"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "city": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 20},
+                    "population": {"type": "number", "minimum": 0},
+                },
+                "required": ["name", "population"],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+        },
+        "required": ["ok", "tags"],
+        "additionalProperties": False,
+    },
 ]
-PROMPTS = ["Describe a person as JSON.", "Pick a colour.", "List a few small numbers.",
-           "Describe a city as JSON.", "Is the sky blue? Give tags."]
+PROMPTS = [
+    "Describe a person as JSON.",
+    "Pick a colour.",
+    "List a few small numbers.",
+    "Describe a city as JSON.",
+    "Is the sky blue? Give tags.",
+]
 
-WEATHER = Tool(name="get_weather", description="Get the current weather in a city",
-               parameters_text={"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
-                                "required": ["city"], "additionalProperties": False})
-TIME = Tool(name="get_time", description="Get the time in a time zone",
-            parameters_text={"type": "object", "properties": {"zone": {"type": "string", "maxLength": 30}},
-                             "required": ["zone"], "additionalProperties": False})
+WEATHER = Tool(
+    name="get_weather",
+    description="Get the current weather in a city",
+    parameters_text={
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+)
+TIME = Tool(
+    name="get_time",
+    description="Get the time in a time zone",
+    parameters_text={
+        "type": "object",
+        "properties": {"zone": {"type": "string", "maxLength": 30}},
+        "required": ["zone"],
+        "additionalProperties": False,
+    },
+)
 TOOLS = {t.name: t for t in (WEATHER, TIME)}
 
 
@@ -91,8 +139,12 @@ def settings_of(services):
 
 
 def chat(content: str, max_tokens: int = 160, **fields) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("smollm2"), messages=system_and_user(content),
-                             sampling=SamplingPolicy.greedy(max_tokens=max_tokens), **fields)
+    return GenerationRequest(
+        model=ModelRef.parse("smollm2"),
+        messages=system_and_user(content),
+        sampling=SamplingPolicy.greedy(max_tokens=max_tokens),
+        **fields,
+    )
 
 
 def valid_call(call: ToolCall, names=TOOLS) -> None:
@@ -107,27 +159,33 @@ def test_five_schemas_validate(services, index) -> None:
 
 
 def test_json_mode_gives_an_object(services) -> None:
-    done = services.complete(chat('Answer in JSON, like {"animal": "dog", "legs": 4}: what about a cat?',
-                                  max_tokens=60, format=OutputFormat.json_mode()))
+    done = services.complete(
+        chat(
+            'Answer in JSON, like {"animal": "dog", "legs": 4}: what about a cat?',
+            max_tokens=60,
+            format=OutputFormat.json_mode(),
+        )
+    )
     assert isinstance(json.loads(done.text), dict)
 
 
 def test_required_and_named_calls_validate(services) -> None:
-    required = services.complete(chat("What is the weather in Paris?", tools=(WEATHER, TIME),
-                                      tool_choice=ToolChoice(mode="required")))
+    required = services.complete(
+        chat("What is the weather in Paris?", tools=(WEATHER, TIME), tool_choice=ToolChoice(mode="required"))
+    )
     assert required.tool_calls and required.text.strip() == ""
     for call in required.tool_calls:
         valid_call(call)
-    named = services.complete(chat("What is the weather in Paris?", tools=(WEATHER, TIME),
-                                   tool_choice=ToolChoice.function("get_time")))
+    named = services.complete(
+        chat("What is the weather in Paris?", tools=(WEATHER, TIME), tool_choice=ToolChoice.function("get_time"))
+    )
     assert [c.name for c in named.tool_calls][:1] == ["get_time"]
     for call in named.tool_calls:
         valid_call(call, {"get_time"})
 
 
 def test_none_gives_text_only(services) -> None:
-    done = services.complete(chat("Say hello.", max_tokens=30, tools=(WEATHER,),
-                                  tool_choice=ToolChoice(mode="none")))
+    done = services.complete(chat("Say hello.", max_tokens=30, tools=(WEATHER,), tool_choice=ToolChoice(mode="none")))
     assert done.tool_calls == () and done.text.strip()
 
 
@@ -147,14 +205,24 @@ def test_a_streamed_call_arrives_whole_in_one_event(services) -> None:
 
 
 def test_a_tool_result_round_trip(services) -> None:
-    first = services.complete(chat("What is the weather in Oslo?", tools=(WEATHER,),
-                                   tool_choice=ToolChoice.function("get_weather")))
+    first = services.complete(
+        chat("What is the weather in Oslo?", tools=(WEATHER,), tool_choice=ToolChoice.function("get_weather"))
+    )
     call = first.tool_calls[0]
-    history = Conversation(messages=(
-        ChatMessage.user("What is the weather in Oslo?"), ChatMessage(role="assistant", tool_calls=(call,)),
-        ChatMessage(role="tool", content="Sunny, 21 degrees", tool_name="get_weather", tool_call_id=call.id)))
-    request = GenerationRequest(model=ModelRef.parse("smollm2"), messages=history, tools=(WEATHER,),
-                                tool_choice=ToolChoice(mode="none"), sampling=SamplingPolicy.greedy(max_tokens=40))
+    history = Conversation(
+        messages=(
+            ChatMessage.user("What is the weather in Oslo?"),
+            ChatMessage(role="assistant", tool_calls=(call,)),
+            ChatMessage(role="tool", content="Sunny, 21 degrees", tool_name="get_weather", tool_call_id=call.id),
+        )
+    )
+    request = GenerationRequest(
+        model=ModelRef.parse("smollm2"),
+        messages=history,
+        tools=(WEATHER,),
+        tool_choice=ToolChoice(mode="none"),
+        sampling=SamplingPolicy.greedy(max_tokens=40),
+    )
     answer = services.complete(request)
     assert answer.text.strip() and answer.tool_calls == ()
 
@@ -167,8 +235,11 @@ def test_constrained_and_free_requests_in_one_batch_each_get_theirs(services) ->
     def run(key, request) -> None:
         results[key] = services.complete(request)
 
-    jobs = {"free": free, "schema": chat(PROMPTS[0], format=OutputFormat.from_schema(SCHEMAS[0])),
-            "call": chat("Weather in Lima?", tools=(WEATHER,), tool_choice=ToolChoice(mode="required"))}
+    jobs = {
+        "free": free,
+        "schema": chat(PROMPTS[0], format=OutputFormat.from_schema(SCHEMAS[0])),
+        "call": chat("Weather in Lima?", tools=(WEATHER,), tool_choice=ToolChoice(mode="required")),
+    }
     threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
     for thread in threads:
         thread.start()
@@ -192,16 +263,31 @@ def transport(services, tmp_path_factory):
 def test_openai_client_schema_and_named_tool(transport) -> None:
     import openai
 
-    client = openai.OpenAI(base_url="http://127.0.0.1:11434/v1", api_key="x", max_retries=0,
-                           http_client=httpx.Client(transport=transport, timeout=300))
+    client = openai.OpenAI(
+        base_url="http://127.0.0.1:11434/v1",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx.Client(transport=transport, timeout=300),
+    )
     messages = [{"role": "user", "content": PROMPTS[3]}]
-    answer = client.chat.completions.create(model="smollm2", messages=messages, temperature=0, max_tokens=160,
-                                            response_format={"type": "json_schema", "json_schema": {
-                                                "name": "city", "schema": SCHEMAS[3], "strict": True}})
+    answer = client.chat.completions.create(
+        model="smollm2",
+        messages=messages,
+        temperature=0,
+        max_tokens=160,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMAS[3], "strict": True}},
+    )
     jsonschema.validate(json.loads(answer.choices[0].message.content), SCHEMAS[3])
-    chunks = list(client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Time in Tokyo?"}], temperature=0, stream=True,
-        tools=[TIME.to_dict()], tool_choice={"type": "function", "function": {"name": "get_time"}}))
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Time in Tokyo?"}],
+            temperature=0,
+            stream=True,
+            tools=[TIME.to_dict()],
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
+    )
     calls = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_time"
     jsonschema.validate(json.loads(calls[0].function.arguments), TIME.parameters)
@@ -212,13 +298,22 @@ def test_ollama_client_format_and_tools(transport) -> None:
     import ollama
 
     client = ollama.Client(host="http://127.0.0.1:11434", transport=transport, timeout=300)
-    reply = client.chat(model="smollm2", messages=[{"role": "user", "content": PROMPTS[1]}], format=SCHEMAS[1],
-                        options={"temperature": 0, "num_predict": 60})
+    reply = client.chat(
+        model="smollm2",
+        messages=[{"role": "user", "content": PROMPTS[1]}],
+        format=SCHEMAS[1],
+        options={"temperature": 0, "num_predict": 60},
+    )
     jsonschema.validate(json.loads(reply.message.content), SCHEMAS[1])
-    done = client.generate(model="smollm2", prompt=PROMPTS[2], format=SCHEMAS[2],
-                           options={"temperature": 0, "num_predict": 60})
+    done = client.generate(
+        model="smollm2", prompt=PROMPTS[2], format=SCHEMAS[2], options={"temperature": 0, "num_predict": 60}
+    )
     jsonschema.validate(json.loads(done.response), SCHEMAS[2])
-    called = client.chat(model="smollm2", messages=[{"role": "user", "content": "Weather in Paris? Use the tool."}],
-                         tools=[WEATHER.to_dict()], options={"temperature": 0, "num_predict": 80})
+    called = client.chat(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Weather in Paris? Use the tool."}],
+        tools=[WEATHER.to_dict()],
+        options={"temperature": 0, "num_predict": 80},
+    )
     for call in called.message.tool_calls or []:
         jsonschema.validate(dict(call.function.arguments), WEATHER.parameters)

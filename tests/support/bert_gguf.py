@@ -46,12 +46,17 @@ def build(path: Path) -> Path:
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list([_phantom_space(t) for t in vocab])
-    writer.add_token_types([gguf.TokenType.CONTROL if t.startswith("[") and t.endswith("]")
-                            else gguf.TokenType.NORMAL for t in vocab])
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if t.startswith("[") and t.endswith("]") else gguf.TokenType.NORMAL for t in vocab]
+    )
     writer.add_token_type_count(config.get("type_vocab_size", 2))
-    for add, token in ((writer.add_cls_token_id if hasattr(writer, "add_cls_token_id") else writer.add_bos_token_id,
-                        "[CLS]"), (writer.add_sep_token_id, "[SEP]"), (writer.add_unk_token_id, "[UNK]"),
-                       (writer.add_pad_token_id, "[PAD]"), (writer.add_mask_token_id, "[MASK]")):
+    for add, token in (
+        (writer.add_cls_token_id if hasattr(writer, "add_cls_token_id") else writer.add_bos_token_id, "[CLS]"),
+        (writer.add_sep_token_id, "[SEP]"),
+        (writer.add_unk_token_id, "[UNK]"),
+        (writer.add_pad_token_id, "[PAD]"),
+        (writer.add_mask_token_id, "[MASK]"),
+    ):
         add(vocab.index(token))
 
     for name, tensor in load_file(str(folder / "model.safetensors")).items():

@@ -15,10 +15,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--disable-default-apps", "--remote-allow-origins=*",
-         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--remote-allow-origins=*",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 START_S = 60.0
 
 
@@ -47,16 +58,29 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="modelport-chromium-")
         self._log = open(Path(self._profile) / "chromium.log", "wb")
         self._process = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={self._profile}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                executable,
+                *FLAGS,
+                f"--user-data-dir={self._profile}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         port = self._devtools_port()
         target = self._page_target(port)
         self._socket = websocket.create_connection(target, timeout=30, suppress_origin=True)
         self.call("Page.enable")
         self.call("Runtime.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  width=self.width, height=self.height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

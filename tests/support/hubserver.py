@@ -33,8 +33,13 @@ import attrs
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".onnx", ".h5", ".msgpack")
 STALL_LIMIT_S = 30.0
-_SORT_FIELDS = {"downloads": "downloads", "likes": "likes", "trendingScore": "trendingScore",
-                "createdAt": "createdAt", "lastModified": "lastModified"}
+_SORT_FIELDS = {
+    "downloads": "downloads",
+    "likes": "likes",
+    "trendingScore": "trendingScore",
+    "createdAt": "createdAt",
+    "lastModified": "lastModified",
+}
 
 
 def git_blob_id(data: bytes) -> str:
@@ -108,9 +113,16 @@ class HubServer:
 
     # -- content ---------------------------------------------------------------------------
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, revision: str = "main",
-                 lfs: tuple[str, ...] = LFS_SUFFIXES, advertised_sizes: dict[str, int] | None = None,
-                 **fields: Any) -> str:
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        revision: str = "main",
+        lfs: tuple[str, ...] = LFS_SUFFIXES,
+        advertised_sizes: dict[str, int] | None = None,
+        **fields: Any,
+    ) -> str:
         """Add (or add a revision to) a repository; returns the new commit's sha."""
         repo = self.repos.get(repo_id) or Repo(repo_id=repo_id, **fields)
         self.repos[repo_id] = repo
@@ -124,9 +136,14 @@ class HubServer:
             disk.parent.mkdir(parents=True, exist_ok=True)
             disk.write_bytes(data)
             is_lfs = path.endswith(lfs)
-            file = RepoFile(path=path, disk=disk, size=len(data), blob_id=git_blob_id(data),
-                            sha256=hashlib.sha256(data).hexdigest() if is_lfs else None,
-                            advertised_size=(advertised_sizes or {}).get(path))
+            file = RepoFile(
+                path=path,
+                disk=disk,
+                size=len(data),
+                blob_id=git_blob_id(data),
+                sha256=hashlib.sha256(data).hexdigest() if is_lfs else None,
+                advertised_size=(advertised_sizes or {}).get(path),
+            )
             stored[path] = file
             if file.sha256:
                 self.lfs[file.sha256] = file
@@ -134,18 +151,23 @@ class HubServer:
         repo.revisions[revision] = commit
         return commit
 
-    def requests(self, *, server: str | None = None, method: str | None = None,
-                 file: str | None = None) -> list[Logged]:
+    def requests(
+        self, *, server: str | None = None, method: str | None = None, file: str | None = None
+    ) -> list[Logged]:
         """Logged requests, optionally only those of one server, method or file name."""
         with self._lock:
             entries = list(self.log)
-        return [e for e in entries
-                if (server is None or e.server == server) and (method is None or e.method == method)
-                and (file is None or e.path.endswith("/" + file) or self._lfs_path(e.path) == file)]
+        return [
+            e
+            for e in entries
+            if (server is None or e.server == server)
+            and (method is None or e.method == method)
+            and (file is None or e.path.endswith("/" + file) or self._lfs_path(e.path) == file)
+        ]
 
     def _lfs_path(self, path: str) -> str | None:
         if path.startswith("/lfs/"):
-            found = self.lfs.get(path[len("/lfs/"):])
+            found = self.lfs.get(path[len("/lfs/") :])
             return found.path if found else None
         return None
 
@@ -157,8 +179,7 @@ class HubServer:
             server.daemon_threads = True
             server.hub = self  # type: ignore[attr-defined]
             server.role = name  # type: ignore[attr-defined]
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                             daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(server)
         return self
 
@@ -208,10 +229,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, body: bool) -> None:
         parsed = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(parsed.path)
-        self.entry = Logged(server=self.server.role, method=self.command, path=path,  # type: ignore[attr-defined]
-                            range=self.headers.get("Range"),
-                            authorized=self.headers.get("Authorization") is not None,
-                            query=parsed.query)
+        self.entry = Logged(
+            server=self.server.role,
+            method=self.command,
+            path=path,  # type: ignore[attr-defined]
+            range=self.headers.get("Range"),
+            authorized=self.headers.get("Authorization") is not None,
+            query=parsed.query,
+        )
         self.hub._record(self.entry)
         self.send_body = body
         query = urllib.parse.parse_qs(parsed.query)
@@ -220,11 +245,14 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/api/models":
             return self._search(query)
         if parsed.path.startswith("/api/models/"):
-            return self._model_info(parsed.path[len("/api/models/"):], query)
+            return self._model_info(parsed.path[len("/api/models/") :], query)
         match = re.fullmatch(r"/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", parsed.path)
         if match:
-            return self._resolve(urllib.parse.unquote(match["repo"]), urllib.parse.unquote(match["rev"]),
-                                 urllib.parse.unquote(match["file"]))
+            return self._resolve(
+                urllib.parse.unquote(match["repo"]),
+                urllib.parse.unquote(match["rev"]),
+                urllib.parse.unquote(match["file"]),
+            )
         self._error(404, "not found")
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
@@ -242,8 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             self.entry.sent = len(data)
 
-    def _error(self, status: int, message: str, code: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
+    def _error(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         extra = {"X-Error-Message": message, **(headers or {})}
         if code:
             extra["X-Error-Code"] = code
@@ -253,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self) -> str | None:
         value = self.headers.get("Authorization", "")
-        return value[len("Bearer "):] if value.startswith("Bearer ") else None
+        return value[len("Bearer ") :] if value.startswith("Bearer ") else None
 
     def _repo(self, repo_id: str, *, files: bool) -> Repo | None:
         """The repository if this request may see it; answers the error otherwise."""
@@ -268,11 +295,16 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if files and repo.gated and repo_id not in granted:
             if token is None:
-                self._error(401, f"Access to model {repo_id} is restricted. You must have access to it "
-                                 "and be authenticated to access it. Please log in.", "GatedRepo")
+                self._error(
+                    401,
+                    f"Access to model {repo_id} is restricted. You must have access to it "
+                    "and be authenticated to access it. Please log in.",
+                    "GatedRepo",
+                )
             else:
-                self._error(403, f"Access to model {repo_id} is restricted and you are not in the "
-                                 "authorized list.", "GatedRepo")
+                self._error(
+                    403, f"Access to model {repo_id} is restricted and you are not in the authorized list.", "GatedRepo"
+                )
             return None
         return repo
 
@@ -283,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
         revision = "main"
         if "revision" in parts:
             at = parts.index("revision")
-            parts, revision = parts[:at], "/".join(parts[at + 1:])
+            parts, revision = parts[:at], "/".join(parts[at + 1 :])
         repo = self._repo("/".join(parts), files=False)
         if repo is None:
             return
@@ -300,8 +332,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if file.sha256:
                     sibling["lfs"] = {"sha256": file.sha256, "size": file.listed_size, "pointerSize": 134}
             siblings.append(sibling)
-        self._json(200, {**_summary(repo), "sha": commit, "siblings": siblings,
-                         "lastModified": repo.created_at, "disabled": False})
+        self._json(
+            200,
+            {**_summary(repo), "sha": commit, "siblings": siblings, "lastModified": repo.created_at, "disabled": False},
+        )
 
     def _search(self, query: dict[str, list[str]]) -> None:
         found = [r for r in self.hub.repos.values() if not r.private]
@@ -332,17 +366,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit})
             return
         if file.sha256:
-            self._respond(302, b"", {
-                "Location": f"{self.hub.cdn_url}/lfs/{file.sha256}",
-                "X-Repo-Commit": commit, "X-Linked-Etag": f'"{file.sha256}"',
-                "X-Linked-Size": str(file.listed_size),
-                "ETag": f'"{git_blob_id(b"pointer " + file.sha256.encode())}"',  # the pointer's
-            })
+            self._respond(
+                302,
+                b"",
+                {
+                    "Location": f"{self.hub.cdn_url}/lfs/{file.sha256}",
+                    "X-Repo-Commit": commit,
+                    "X-Linked-Etag": f'"{file.sha256}"',
+                    "X-Linked-Size": str(file.listed_size),
+                    "ETag": f'"{git_blob_id(b"pointer " + file.sha256.encode())}"',  # the pointer's
+                },
+            )
             return
         self._send_file(file, {"X-Repo-Commit": commit, "ETag": f'"{file.blob_id}"'})
 
     def _cdn(self, path: str) -> None:
-        file = self.hub.lfs.get(path[len("/lfs/"):]) if path.startswith("/lfs/") else None
+        file = self.hub.lfs.get(path[len("/lfs/") :]) if path.startswith("/lfs/") else None
         if file is None:
             self._error(404, "no such object")
             return
@@ -385,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
         try:
             for offset in range(0, limit, 64 * 1024):
-                piece = data[offset:min(offset + 64 * 1024, limit)]
+                piece = data[offset : min(offset + 64 * 1024, limit)]
                 self.wfile.write(piece)
                 self.entry.sent += len(piece)
             self.wfile.flush()
@@ -400,10 +439,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _summary(repo: Repo) -> dict[str, Any]:
     return {
-        "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
-        "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else None,
-        "private": repo.private, "gated": "manual" if repo.gated else False,
-        "downloads": repo.downloads, "likes": repo.likes, "trendingScore": repo.likes,
-        "pipeline_tag": repo.pipeline_tag, "tags": list(repo.tags), "createdAt": repo.created_at,
+        "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
+        "id": repo.repo_id,
+        "modelId": repo.repo_id,
+        "author": repo.repo_id.split("/")[0] if "/" in repo.repo_id else None,
+        "private": repo.private,
+        "gated": "manual" if repo.gated else False,
+        "downloads": repo.downloads,
+        "likes": repo.likes,
+        "trendingScore": repo.likes,
+        "pipeline_tag": repo.pipeline_tag,
+        "tags": list(repo.tags),
+        "createdAt": repo.created_at,
         "lastModified": repo.created_at,
     }

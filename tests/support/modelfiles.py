@@ -12,15 +12,16 @@ def _string(text: str) -> bytes:
     return struct.pack("<Q", len(text.encode())) + text.encode()
 
 
-def gguf_bytes(
-    architecture: str = "llama", chat_template: str | None = "{{ messages }}", file_type: int = 2
-) -> bytes:
+def gguf_bytes(architecture: str = "llama", chat_template: str | None = "{{ messages }}", file_type: int = 2) -> bytes:
     """A small GGUF file: a few metadata strings and uint32s, two tensors, 64 data bytes."""
     strings = {"general.architecture": architecture}
     if chat_template:
         strings["tokenizer.chat_template"] = chat_template
-    numbers = {"general.file_type": file_type, f"{architecture}.context_length": 256,
-               f"{architecture}.embedding_length": 16}
+    numbers = {
+        "general.file_type": file_type,
+        f"{architecture}.context_length": 256,
+        f"{architecture}.embedding_length": 16,
+    }
     out = b"GGUF" + struct.pack("<IQQ", 3, 2, len(strings) + len(numbers))
     out += b"".join(_string(k) + struct.pack("<I", 8) + _string(v) for k, v in strings.items())
     out += b"".join(_string(k) + struct.pack("<II", 4, v) for k, v in numbers.items())

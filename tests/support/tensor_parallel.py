@@ -59,26 +59,38 @@ def main(spec: dict) -> list[dict]:
     if spec["model"] == "smollm2":
         model = FilesystemModelStore("/nonexistent-modelport-store").resolve(ModelRef.parse("smollm2"))
     else:
-        model = ModelInfo(name="tiny", format=ModelFormat.SAFETENSORS, location=spec["model"],
-                          primary_file="config.json")
+        model = ModelInfo(
+            name="tiny", format=ModelFormat.SAFETENSORS, location=spec["model"], primary_file="config.json"
+        )
     results = []
     for shards, quantize in spec["loads"]:
         engine = JaxEngine(spec["home"])
-        options = EngineOptions(num_ctx=64, device="cpu", home=spec["home"], slots=2, quantize=quantize,
-                                tensor_parallel=shards)
+        options = EngineOptions(
+            num_ctx=64, device="cpu", home=spec["home"], slots=2, quantize=quantize, tensor_parallel=shards
+        )
         try:
             engine.load(model, options)
         except Exception as exc:  # the message is what the test checks
             results.append({"shards": shards, "quantize": quantize, "error": f"{type(exc).__name__}: {exc}"})
             continue
         try:
-            request = GenerationRequest(model=ModelRef.parse("m"), prompt=spec["prompt"],
-                                        sampling=SamplingPolicy.greedy(max_tokens=spec["max_tokens"]))
+            request = GenerationRequest(
+                model=ModelRef.parse("m"),
+                prompt=spec["prompt"],
+                sampling=SamplingPolicy.greedy(max_tokens=spec["max_tokens"]),
+            )
             tokens = list(Completion.fold(engine.stream(request)).token_ids)
             prompt = np.asarray([engine.tokenize(spec["prompt"])], np.int32)
             logits = engine._rt.decoder.forward(prompt)[0, -1]
-            results.append({"shards": shards, "quantize": quantize, "tokens": tokens,
-                            "logits": [float(x) for x in logits[:64]], **_probe(engine)})
+            results.append(
+                {
+                    "shards": shards,
+                    "quantize": quantize,
+                    "tokens": tokens,
+                    "logits": [float(x) for x in logits[:64]],
+                    **_probe(engine),
+                }
+            )
         finally:
             engine.unload()
     return results

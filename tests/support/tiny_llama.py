@@ -57,13 +57,19 @@ def random_weights(seed: int = 0, config: dict | None = None) -> dict[str, np.nd
     weights = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": 1 + w(d)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        weights.update({
-            p + "self_attn.q_proj.weight": w(d, d), p + "self_attn.k_proj.weight": w(kv, d),
-            p + "self_attn.v_proj.weight": w(kv, d), p + "self_attn.o_proj.weight": w(d, d),
-            p + "mlp.gate_proj.weight": w(f, d), p + "mlp.up_proj.weight": w(f, d),
-            p + "mlp.down_proj.weight": w(d, f),
-            p + "input_layernorm.weight": 1 + w(d), p + "post_attention_layernorm.weight": 1 + w(d),
-        })
+        weights.update(
+            {
+                p + "self_attn.q_proj.weight": w(d, d),
+                p + "self_attn.k_proj.weight": w(kv, d),
+                p + "self_attn.v_proj.weight": w(kv, d),
+                p + "self_attn.o_proj.weight": w(d, d),
+                p + "mlp.gate_proj.weight": w(f, d),
+                p + "mlp.up_proj.weight": w(f, d),
+                p + "mlp.down_proj.weight": w(d, f),
+                p + "input_layernorm.weight": 1 + w(d),
+                p + "post_attention_layernorm.weight": 1 + w(d),
+            }
+        )
     return weights
 
 

@@ -52,8 +52,7 @@ def test_generate_streams_the_answer(services, engine_box) -> None:
 def test_generate_flags_reach_the_engine(services) -> None:
     code, out, _ = cli(services, "generate", "fake", "hi", "--temperature", "0", "--max-tokens", "3")
     assert (code, out) == (EXIT_OK, "The\n")
-    code, out, _ = cli(services, "generate", "fake", "hi", "--temperature", "0", "--stop", "capital",
-                       "--stop", "zzz")
+    code, out, _ = cli(services, "generate", "fake", "hi", "--temperature", "0", "--stop", "capital", "--stop", "zzz")
     assert out == "The \n"
 
 
@@ -97,14 +96,20 @@ def test_json_with_stream_prints_one_object_per_line(services) -> None:
 
 def test_format_json_prints_only_the_json(services) -> None:
     import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
+
     code, out, err = cli(services, "run", "fake", "give me JSON", "--format", "json")
     assert code == EXIT_OK and isinstance(json.loads(out), dict)
 
 
 def test_format_takes_a_schema_text_or_file(services, tmp_path) -> None:
     import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 5}},
-              "required": ["n"], "additionalProperties": False}
+
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 5}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
     code, out, _ = cli(services, "generate", "fake", "a number", "--format", json.dumps(schema))
     assert code == EXIT_OK and 3 <= json.loads(out)["n"] <= 5
     path = tmp_path / "schema.json"
@@ -113,8 +118,10 @@ def test_format_takes_a_schema_text_or_file(services, tmp_path) -> None:
     assert code == EXIT_OK and 3 <= json.loads(out)["n"] <= 5
 
 
-@pytest.mark.parametrize("value, words", [("yaml", "not json"), ("{nope", "valid JSON"),
-                                          ('{"type": "object", "dependentSchemas": {}}', "dependentSchemas")])
+@pytest.mark.parametrize(
+    "value, words",
+    [("yaml", "not json"), ("{nope", "valid JSON"), ('{"type": "object", "dependentSchemas": {}}', "dependentSchemas")],
+)
 def test_a_bad_format_is_one_error_line_before_anything_runs(services, engine_box, value, words) -> None:
     code, out, err = cli(services, "generate", "fake", "give me JSON", "--format", value)
     assert code == EXIT_USAGE and out == "" and words in err and len(err.strip().splitlines()) == 1
@@ -136,8 +143,7 @@ def test_run_uses_the_default_model_and_reads_piped_stdin(services, monkeypatch)
 
 
 def test_run_without_prompt_on_a_terminal_chats(services, engine_box) -> None:
-    code, out, _ = cli(services, "run", "fake", "--temperature", "0",
-                       stdin=Tty("first question\nsecond\n/bye\n"))
+    code, out, _ = cli(services, "run", "fake", "--temperature", "0", stdin=Tty("first question\nsecond\n/bye\n"))
     assert code == EXIT_OK and out.count("Paris.") == 2 and out.count(">>> ") == 3
     assert "<|assistant|>The capital of France is Paris.\n<|user|>second" in engine_box.last.prompts[-1]
 
@@ -213,10 +219,20 @@ def test_info_describes_this_installation(services, settings) -> None:
 
 
 def test_info_about_a_model_estimates_its_memory(services, fake_store) -> None:
-    fake_store.add(fake_model("shaped:latest", architecture="llama", embedding_length=64, size=1000,
-                              context_length=2048, metadata=(("llama.block_count", 2),
-                                                             ("llama.attention.head_count", 4),
-                                                             ("llama.attention.head_count_kv", 2))))
+    fake_store.add(
+        fake_model(
+            "shaped:latest",
+            architecture="llama",
+            embedding_length=64,
+            size=1000,
+            context_length=2048,
+            metadata=(
+                ("llama.block_count", 2),
+                ("llama.attention.head_count", 4),
+                ("llama.attention.head_count_kv", 2),
+            ),
+        )
+    )
     code, out, _ = cli(services, "info", "shaped", "--json", "--num-ctx", "4096")
     memory = json.loads(out)["memory"]
     # 2 (K and V) x 2 layers x 2 KV heads x 16 (64 / 4) x 2048 tokens (the model's limit) x 2 bytes
@@ -264,14 +280,23 @@ def test_config_shows_where_each_setting_came_from(services, monkeypatch, tmp_pa
         (["generate", "fake", "hi", "--max-tokens", "-5"], EXIT_USAGE, "--max-tokens must be at least 1"),
         (["generate", "fake", "hi", "--num-ctx", "16"], EXIT_USAGE, "num_ctx must be >= 256"),
         (["generate", "fake", "hi", "--tensor-parallel", "0"], EXIT_USAGE, "tensor_parallel must be at least 1"),
-        (["generate", "fake", "hi", "--tensor-parallel", "2", "--url", "http://127.0.0.1:9"], EXIT_USAGE,
-         "--tensor-parallel chooses how this machine runs a model"),
+        (
+            ["generate", "fake", "hi", "--tensor-parallel", "2", "--url", "http://127.0.0.1:9"],
+            EXIT_USAGE,
+            "--tensor-parallel chooses how this machine runs a model",
+        ),
         (["serve", "--num-processes", "2"], EXIT_USAGE, "--num-processes above 1 needs --coordinator"),
-        (["serve", "--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"], EXIT_USAGE,
-         "--process-id must be 0 to 1 for 2 processes"),
+        (
+            ["serve", "--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"],
+            EXIT_USAGE,
+            "--process-id must be 0 to 1 for 2 processes",
+        ),
         (["serve", "--coordinator", "nohost"], EXIT_USAGE, "coordinator must be HOST:PORT"),
-        (["serve", "--num-processes", "2", "--coordinator", "h:1", "--engine", "gguf"], EXIT_USAGE,
-         "with the jax engine only"),
+        (
+            ["serve", "--num-processes", "2", "--coordinator", "h:1", "--engine", "gguf"],
+            EXIT_USAGE,
+            "with the jax engine only",
+        ),
         (["generate", "fake", "hi", "--process-id", "1"], EXIT_USAGE, "--process-id does not apply to 'generate'"),
         (["generate"], EXIT_USAGE, "Usage:"),
     ],
@@ -289,8 +314,9 @@ def test_tensor_parallel_reaches_the_engine_options_from_a_flag_or_the_environme
     from modelport.entrypoints.config import Settings
 
     def options(flags: dict, environ: dict):
-        settings = Settings.load(flags=setting_flags(flags), environ={"MODELPORT_HOME": str(tmp_path), **environ},
-                                 dotenv=None)
+        settings = Settings.load(
+            flags=setting_flags(flags), environ={"MODELPORT_HOME": str(tmp_path), **environ}, dotenv=None
+        )
         return bootstrap(settings, engines=[]).engine_options
 
     assert options({}, {}).tensor_parallel == 1
@@ -320,6 +346,14 @@ def test_help_and_version(services) -> None:
 
 
 def test_stats_format() -> None:
-    text = format_stats(Usage(prompt_tokens=10, completion_tokens=20, prompt_eval_ns=10**8,
-                              eval_ns=2 * 10**9, load_ns=5 * 10**6, total_ns=3 * 10**9))
+    text = format_stats(
+        Usage(
+            prompt_tokens=10,
+            completion_tokens=20,
+            prompt_eval_ns=10**8,
+            eval_ns=2 * 10**9,
+            load_ns=5 * 10**6,
+            total_ns=3 * 10**9,
+        )
+    )
     assert "prompt eval rate:     100.00 tokens/s" in text and "eval rate:            10.00 tokens/s" in text

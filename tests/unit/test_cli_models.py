@@ -33,8 +33,10 @@ class FakeSource:
         self.searches: list[tuple[str, dict]] = []
 
     def fetch(self, ref, folder, progress):
-        files = {"config.json": json.dumps({"model_type": "llama", "hidden_size": 8}).encode(),
-                 "model.safetensors": safetensors({"w": [4, 8]})}
+        files = {
+            "config.json": json.dumps({"model_type": "llama", "hidden_size": 8}).encode(),
+            "model.safetensors": safetensors({"w": [4, 8]}),
+        }
         written = []
         for name, data in files.items():
             progress(PullProgress(status="pulling", file=name, completed=0, total=len(data)))
@@ -47,9 +49,16 @@ class FakeSource:
 
     def search(self, query, *, author=None, filter=None, sort="downloads", limit=20):
         self.searches.append((query, {"author": author, "filter": filter, "sort": sort, "limit": limit}))
-        hits = [SearchHit(repo_id="org/tiny-llama-GGUF", downloads=1200, likes=7, pipeline_tag="text-generation",
-                          tags=("gguf", "llama")),
-                SearchHit(repo_id="org/other", downloads=3)]
+        hits = [
+            SearchHit(
+                repo_id="org/tiny-llama-GGUF",
+                downloads=1200,
+                likes=7,
+                pipeline_tag="text-generation",
+                tags=("gguf", "llama"),
+            ),
+            SearchHit(repo_id="org/other", downloads=3),
+        ]
         return hits[:limit]
 
 
@@ -80,8 +89,7 @@ def source() -> FakeSource:
 @pytest.fixture
 def with_source(settings, fake_store, engine_box, source):
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    return bootstrap(settings, store=fake_store, engines=[spec], source=source,
-                     sessions=InMemorySessionRepository())
+    return bootstrap(settings, store=fake_store, engines=[spec], source=source, sessions=InMemorySessionRepository())
 
 
 @pytest.fixture
@@ -109,8 +117,7 @@ def test_download_is_pull_and_json_describes_the_model(on_disk) -> None:
     code, out, _ = run(on_disk, "download", "org/tiny:v1", "--json")
     info = json.loads(out)
     assert code == EXIT_OK and info["name"] == "org/tiny:v1" and info["format"] == "safetensors"
-    assert info["size"] == len(safetensors({"w": [4, 8]})) + len(json.dumps({"model_type": "llama",
-                                                                            "hidden_size": 8}))
+    assert info["size"] == len(safetensors({"w": [4, 8]})) + len(json.dumps({"model_type": "llama", "hidden_size": 8}))
 
 
 def test_a_failed_pull_installs_nothing(settings, engine_box, tmp_path) -> None:
@@ -124,18 +131,22 @@ def test_a_failed_pull_installs_nothing(settings, engine_box, tmp_path) -> None:
     assert sorted(os.listdir(tmp_path / "models" / ".staging")) == ["org--tiny.pull", "org--tiny.pull.lock"]
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["pull", "./local.gguf"], EXIT_USAGE, "is a local path; use create"),
-    (["pull", "org//x"], EXIT_USAGE, "invalid model name"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["pull", "./local.gguf"], EXIT_USAGE, "is a local path; use create"),
+        (["pull", "org//x"], EXIT_USAGE, "invalid model name"),
+    ],
+)
 def test_pull_refuses_what_it_cannot_pull(with_source, argv, code, message) -> None:
     status, _, err = run(with_source, *argv)
     assert status == code and message in err
 
 
 def test_search_prints_a_table_and_passes_the_filters(with_source, source) -> None:
-    code, out, _ = run(with_source, "search", "tiny", "llama", "--author", "org", "--filter", "gguf",
-                       "--sort", "likes", "--limit", "1")
+    code, out, _ = run(
+        with_source, "search", "tiny", "llama", "--author", "org", "--filter", "gguf", "--sort", "likes", "--limit", "1"
+    )
     assert code == EXIT_OK and out.splitlines()[0].split() == ["MODEL", "DOWNLOADS", "LIKES", "TASK", "TAGS"]
     assert "org/tiny-llama-GGUF" in out and "org/other" not in out
     assert source.searches == [("tiny llama", {"author": "org", "filter": "gguf", "sort": "likes", "limit": 1})]
@@ -280,10 +291,17 @@ def test_every_catalog_entry_names_what_to_pull() -> None:
     assert len({e.name for e in CATALOG}) == len(CATALOG)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("24GB", 24 * 10**9), ("24G", 24 * 10**9), ("16 GiB", 16 * 2**30), ("512MB", 512 * 10**6),
-    ("1.5t", int(1.5 * 10**12)), ("8", 8 * 10**9),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("24GB", 24 * 10**9),
+        ("24G", 24 * 10**9),
+        ("16 GiB", 16 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("1.5t", int(1.5 * 10**12)),
+        ("8", 8 * 10**9),
+    ],
+)
 def test_memory_sizes(text, expected) -> None:
     assert parse_size(text) == expected
 
@@ -295,7 +313,9 @@ def test_hardware_parsers() -> None:
     # The first line is what nvidia-smi printed on an H100 machine for this query.
     gpus = parse_nvidia_smi("0, NVIDIA H100 80GB HBM3, 81559, 81079\n1, NVIDIA A10, 23028, [N/A]\ngarbage\n")
     assert [(g.index, g.name, g.total // 2**20, g.free) for g in gpus] == [
-        (0, "NVIDIA H100 80GB HBM3", 81559, 81079 * 2**20), (1, "NVIDIA A10", 23028, None)]
+        (0, "NVIDIA H100 80GB HBM3", 81559, 81079 * 2**20),
+        (1, "NVIDIA A10", 23028, None),
+    ]
 
 
 class Tty(io.StringIO):

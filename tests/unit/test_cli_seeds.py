@@ -29,9 +29,20 @@ def cli(services, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
-    for name in ("MODELPORT_TEMPERATURE", "MODELPORT_TOP_P", "MODELPORT_TOP_K", "MODELPORT_REPEAT_PENALTY",
-                 "MODELPORT_MAX_TOKENS", "MODELPORT_MODEL_PATH", "MODELPORT_OUTPUT_DIR", "MODELPORT_PORT",
-                 "OLLAMA_LOCAL_PORT", "MODELPORT_HOST", "OLLAMA_HOST", "MODELPORT_API"):
+    for name in (
+        "MODELPORT_TEMPERATURE",
+        "MODELPORT_TOP_P",
+        "MODELPORT_TOP_K",
+        "MODELPORT_REPEAT_PENALTY",
+        "MODELPORT_MAX_TOKENS",
+        "MODELPORT_MODEL_PATH",
+        "MODELPORT_OUTPUT_DIR",
+        "MODELPORT_PORT",
+        "OLLAMA_LOCAL_PORT",
+        "MODELPORT_HOST",
+        "OLLAMA_HOST",
+        "MODELPORT_API",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # .env files written by `cache` land here
 
@@ -92,12 +103,12 @@ def test_model_list_and_model_remove_are_list_and_remove(services) -> None:
 
 
 def test_models_path_is_the_store_folder(tmp_path) -> None:
-    settings = Settings.load(flags={"home": str(tmp_path / "home"), "models_path": str(tmp_path / "m")},
-                             environ={}, dotenv=None)
+    settings = Settings.load(
+        flags={"home": str(tmp_path / "home"), "models_path": str(tmp_path / "m")}, environ={}, dotenv=None
+    )
     assert settings.models_dir == tmp_path / "m"
     assert Settings.load(flags={"home": str(tmp_path)}, environ={}, dotenv=None).models_dir == tmp_path / "models"
-    env = Settings.load(environ={"MODELPORT_HOME": str(tmp_path), "MODELPORT_MODELS_PATH": "/srv/models"},
-                        dotenv=None)
+    env = Settings.load(environ={"MODELPORT_HOME": str(tmp_path), "MODELPORT_MODELS_PATH": "/srv/models"}, dotenv=None)
     assert str(env.models_dir) == "/srv/models"
 
 
@@ -110,8 +121,9 @@ def test_environment_sampling_defaults_sit_under_the_model_and_the_flags(monkeyp
     from modelport.entrypoints.bootstrap import bootstrap
     from modelport.ports import EngineSpec
 
-    store = InMemoryModelStore([fake_model("fake:latest", aliases=("fake",)),
-                                fake_model("own:latest", default_options=(("num_predict", 5),))])
+    store = InMemoryModelStore(
+        [fake_model("fake:latest", aliases=("fake",)), fake_model("own:latest", default_options=(("num_predict", 5),))]
+    )
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
     services = bootstrap(settings, store=store, engines=[spec], sessions=InMemorySessionRepository())
     monkeypatch.setenv("MODELPORT_TEMPERATURE", "0")
@@ -201,9 +213,13 @@ def test_run_with_only_a_question_uses_the_default_model(monkeypatch, services, 
 def test_the_option_table_is_read_from_the_docstring() -> None:
     from modelport.entrypoints.cli_help import options_of
 
-    doc = ("Usage:\n  x a\n\nWhich command takes which option (a note):\n"
-           "  <g>   --one --two\n  a     <g> --three\n  a     --four\n  b     a --five\n\nExit\n")
-    assert options_of(doc) == {"a": {"--one", "--two", "--three", "--four"},
-                               "b": {"--one", "--two", "--three", "--four", "--five"}}
+    doc = (
+        "Usage:\n  x a\n\nWhich command takes which option (a note):\n"
+        "  <g>   --one --two\n  a     <g> --three\n  a     --four\n  b     a --five\n\nExit\n"
+    )
+    assert options_of(doc) == {
+        "a": {"--one", "--two", "--three", "--four"},
+        "b": {"--one", "--two", "--three", "--four", "--five"},
+    }
     with pytest.raises(ValueError, match="<h>"):
         options_of(doc.replace("a     --four", "a     <h>"))

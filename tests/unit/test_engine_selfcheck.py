@@ -24,8 +24,9 @@ from modelport.entrypoints import cli
 from modelport.entrypoints.bootstrap import bootstrap
 from modelport.ports import EngineCheck, EngineRegistry, EngineSpec
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGILL") or os.name != "posix",
-                                reason="signals as exit statuses are POSIX")
+pytestmark = pytest.mark.skipif(
+    not hasattr(signal, "SIGILL") or os.name != "posix", reason="signals as exit statuses are POSIX"
+)
 
 FIX = "pip install --force-reinstall --no-cache-dir --no-deps -r requirements/llama-cpp.txt"
 
@@ -51,8 +52,14 @@ def fake_library(folder: Path) -> Library:
 
 
 def make_check(tmp_path: Path, argv: list[str], **kwargs) -> LibraryCheck:
-    return LibraryCheck(engine="gguf", library=lambda: fake_library(tmp_path), argv=argv, fix=FIX,
-                        folder=tmp_path / "home" / "checks", **kwargs)
+    return LibraryCheck(
+        engine="gguf",
+        library=lambda: fake_library(tmp_path),
+        argv=argv,
+        fix=FIX,
+        folder=tmp_path / "home" / "checks",
+        **kwargs,
+    )
 
 
 def ran(marker: Path) -> int:
@@ -99,9 +106,14 @@ def test_an_error_exit_or_a_timeout_does_not_rule_the_engine_out(tmp_path) -> No
     result = failed.result()
     assert result.outcome == "failed" and result.usable
     assert "cannot load libggml.so" in result.summary()
-    slow = LibraryCheck(engine="slow", library=lambda: fake_library(tmp_path),
-                        argv=child("import time; time.sleep(30)"), fix=FIX,
-                        folder=tmp_path / "home" / "checks", timeout=0.5)
+    slow = LibraryCheck(
+        engine="slow",
+        library=lambda: fake_library(tmp_path),
+        argv=child("import time; time.sleep(30)"),
+        fix=FIX,
+        folder=tmp_path / "home" / "checks",
+        timeout=0.5,
+    )
     assert slow.result().outcome == "timed out" and slow().usable
     # neither is remembered: the next process asks again
     assert [p.name.split("-")[0] for p in (tmp_path / "home" / "checks").glob("*.json")] == []
@@ -138,10 +150,14 @@ def crashing(tmp_path: Path, marker: Path | None = None) -> LibraryCheck:
 
 def specs(tmp_path: Path, box_gguf, box_jax, jax_available: bool = True) -> list[EngineSpec]:
     return [
-        EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=box_gguf, extra="gguf",
-                   check=crashing(tmp_path)),
-        EngineSpec(name="jax", formats={ModelFormat.SAFETENSORS, ModelFormat.GGUF}, factory=box_jax,
-                   available=lambda: jax_available, extra="jax"),
+        EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=box_gguf, extra="gguf", check=crashing(tmp_path)),
+        EngineSpec(
+            name="jax",
+            formats={ModelFormat.SAFETENSORS, ModelFormat.GGUF},
+            factory=box_jax,
+            available=lambda: jax_available,
+            extra="jax",
+        ),
     ]
 
 
@@ -176,10 +192,12 @@ def test_with_no_engine_to_fall_back_on_the_crash_is_the_error(tmp_path) -> None
 
 def test_an_engine_not_chosen_is_never_checked(tmp_path) -> None:
     marker = tmp_path / "runs.txt"
-    registry = EngineRegistry([
-        EngineSpec(name="jax", formats={ModelFormat.GGUF}, factory=FakeEngine),
-        EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=never, check=crashing(tmp_path, marker)),
-    ])
+    registry = EngineRegistry(
+        [
+            EngineSpec(name="jax", formats={ModelFormat.GGUF}, factory=FakeEngine),
+            EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=never, check=crashing(tmp_path, marker)),
+        ]
+    )
     assert registry.select(fake_model("m")).name == "jax"
     assert ran(marker) == 0
 
@@ -197,9 +215,12 @@ def crash_app(tmp_path: Path, home: str):
     from modelport.entrypoints.config import Settings
 
     store = InMemoryModelStore([fake_model("smollm2:135m", aliases=("smollm2",))])
-    return bootstrap(Settings(home=home), store=store,
-                     engines=specs(tmp_path, never, lambda: FakeEngine(reply="Paris.")),
-                     sessions=InMemorySessionRepository())
+    return bootstrap(
+        Settings(home=home),
+        store=store,
+        engines=specs(tmp_path, never, lambda: FakeEngine(reply="Paris.")),
+        sessions=InMemorySessionRepository(),
+    )
 
 
 def run_cli(argv, services):

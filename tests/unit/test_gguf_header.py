@@ -13,8 +13,19 @@ from modelport.adapters.filesystem import SkippedArray, read_gguf_header
 from modelport.adapters.filesystem.gguf_header import ValueType as T
 from modelport.domain import InvalidRequest
 
-_CODES = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
-          T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
+_CODES = {
+    T.UINT8: "B",
+    T.INT8: "b",
+    T.UINT16: "H",
+    T.INT16: "h",
+    T.UINT32: "I",
+    T.INT32: "i",
+    T.FLOAT32: "f",
+    T.BOOL: "?",
+    T.UINT64: "Q",
+    T.INT64: "q",
+    T.FLOAT64: "d",
+}
 
 
 def _string(text: str) -> bytes:
@@ -32,7 +43,8 @@ def _value(kind: T, value: Any) -> bytes:
 
 
 def gguf_bytes(
-    metadata: list[tuple[str, T, Any]] = (), tensors: list[tuple[str, tuple[int, ...], int]] = (),
+    metadata: list[tuple[str, T, Any]] = (),
+    tensors: list[tuple[str, tuple[int, ...], int]] = (),
     version: int = 3,
 ) -> bytes:
     """A GGUF header (no tensor data), written the way the format describes it."""
@@ -54,8 +66,11 @@ LLAMA_METADATA = [
     ("llama.embedding_length", T.UINT32, 64),
     ("tokenizer.chat_template", T.STRING, "{{ messages }}"),
 ]
-LLAMA_TENSORS = [("token_embd.weight", (64, 100), 12), ("blk.0.attn_norm.weight", (64,), 0),
-                 ("output.weight", (64, 100), 14)]
+LLAMA_TENSORS = [
+    ("token_embd.weight", (64, 100), 12),
+    ("blk.0.attn_norm.weight", (64,), 0),
+    ("output.weight", (64, 100), 14),
+]
 
 
 def write(tmp_path, data: bytes, name: str = "model.gguf") -> str:
@@ -65,10 +80,20 @@ def write(tmp_path, data: bytes, name: str = "model.gguf") -> str:
 
 
 def test_reads_every_scalar_type_and_strings(tmp_path) -> None:
-    values = [("u8", T.UINT8, 255), ("i8", T.INT8, -128), ("u16", T.UINT16, 65535), ("i16", T.INT16, -2),
-              ("u32", T.UINT32, 2**32 - 1), ("i32", T.INT32, -(2**31)), ("f32", T.FLOAT32, 0.5),
-              ("bool", T.BOOL, True), ("u64", T.UINT64, 2**64 - 1), ("i64", T.INT64, -(2**63)),
-              ("f64", T.FLOAT64, 1e-300), ("text", T.STRING, "héllo <|im_start|>")]
+    values = [
+        ("u8", T.UINT8, 255),
+        ("i8", T.INT8, -128),
+        ("u16", T.UINT16, 65535),
+        ("i16", T.INT16, -2),
+        ("u32", T.UINT32, 2**32 - 1),
+        ("i32", T.INT32, -(2**31)),
+        ("f32", T.FLOAT32, 0.5),
+        ("bool", T.BOOL, True),
+        ("u64", T.UINT64, 2**64 - 1),
+        ("i64", T.INT64, -(2**63)),
+        ("f64", T.FLOAT64, 1e-300),
+        ("text", T.STRING, "héllo <|im_start|>"),
+    ]
     header = read_gguf_header(write(tmp_path, gguf_bytes(values)))
     assert dict(header.metadata) == {key: value for key, _, value in values}
     assert header.version == 3 and header.tensors == ()
@@ -116,7 +141,8 @@ def test_answers_the_usual_questions(tmp_path) -> None:
     assert header.quantization == "Q4_K_M"
     assert header.parameter_count == 64 * 100 * 2 + 64
     assert [(t.name, t.shape, t.type_name) for t in header.tensors] == [
-        ("token_embd.weight", (64, 100), "Q4_K"), ("blk.0.attn_norm.weight", (64,), "F32"),
+        ("token_embd.weight", (64, 100), "Q4_K"),
+        ("blk.0.attn_norm.weight", (64,), "F32"),
         ("output.weight", (64, 100), "Q6_K"),
     ]
     assert header.tensors[2].offset == 64  # offsets are read, the data is not
@@ -143,8 +169,7 @@ def test_reads_version_2(tmp_path) -> None:
         (b"GGUF" + struct.pack("<IQQ", 1, 0, 0), "version 1"),
         (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian"),
         (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**40), "damaged"),
-        (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _string("k") + struct.pack("<I", 99) + bytes(8),
-         "value type 99"),
+        (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _string("k") + struct.pack("<I", 99) + bytes(8), "value type 99"),
     ],
 )
 def test_rejects_files_that_are_not_usable_gguf(tmp_path, data: bytes, message: str) -> None:
@@ -155,8 +180,10 @@ def test_rejects_files_that_are_not_usable_gguf(tmp_path, data: bytes, message: 
 
 
 def test_every_truncation_is_a_clear_error(tmp_path) -> None:
-    metadata = LLAMA_METADATA + [("words", T.ARRAY, (T.STRING, ["a"] * 12)),
-                                 ("nested", T.ARRAY, (T.ARRAY, [(T.STRING, ["ab"])] * 3))]
+    metadata = LLAMA_METADATA + [
+        ("words", T.ARRAY, (T.STRING, ["a"] * 12)),
+        ("nested", T.ARRAY, (T.ARRAY, [(T.STRING, ["ab"])] * 3)),
+    ]
     data = gguf_bytes(metadata, LLAMA_TENSORS)
     assert read_gguf_header(write(tmp_path, data), max_items=8).architecture == "llama"
     for length in range(len(data)):

@@ -37,8 +37,9 @@ def eventually(condition, limit: float = WAIT_S) -> None:
 
 def start_stream(app, model: str = "fake"):
     """A streamed generation that has sent its first line and holds the model."""
-    environ = falcon.testing.create_environ(method="POST", path="/api/generate", host="localhost",
-                                            body=json.dumps({"model": model, "prompt": "hi"}))
+    environ = falcon.testing.create_environ(
+        method="POST", path="/api/generate", host="localhost", body=json.dumps({"model": model, "prompt": "hi"})
+    )
     body = app(environ, lambda status, headers, exc_info=None: None)
     assert json.loads(next(iter(body)))["done"] is False
     return body
@@ -65,12 +66,15 @@ def busy(settings, fake_store):
     body.close()
 
 
-@pytest.mark.parametrize("path, body, shape", [
-    ("/api/generate", {"model": "fake", "prompt": "hi"}, str),
-    ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}, str),
-    ("/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}, dict),
-    ("/v1/generate", {"model": "fake", "prompt": "hi"}, dict),
-])
+@pytest.mark.parametrize(
+    "path, body, shape",
+    [
+        ("/api/generate", {"model": "fake", "prompt": "hi"}, str),
+        ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}, str),
+        ("/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}, dict),
+        ("/v1/generate", {"model": "fake", "prompt": "hi"}, dict),
+    ],
+)
 def test_a_full_queue_is_503_with_retry_after(busy, path, body, shape) -> None:
     _, client = busy
     result = client.simulate_post(path, json=body)
@@ -116,11 +120,14 @@ def test_concurrent_requests_each_get_their_whole_answer(settings, fake_store) -
 
     def ask(number: int) -> str:
         if number % 2:
-            result = client.simulate_post("/v1/chat/completions", json={
-                "model": "fake", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]})
+            result = client.simulate_post(
+                "/v1/chat/completions",
+                json={"model": "fake", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]},
+            )
             return result.json["choices"][0]["message"]["content"]
-        result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "hi",
-                                                             "options": {"temperature": 0}})
+        result = client.simulate_post(
+            "/api/generate", json={"model": "fake", "prompt": "hi", "options": {"temperature": 0}}
+        )
         return "".join(json.loads(line)["response"] for line in result.text.splitlines())
 
     with ThreadPoolExecutor(max_workers=6) as pool:

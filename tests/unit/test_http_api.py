@@ -23,8 +23,14 @@ GREEDY = {"temperature": 0}
 NOW = 1_700_000_000.0
 NOW_TEXT = "2023-11-14T22:13:20.000000Z"
 LOCAL = {"Host": "localhost:11434"}  # the server is bound to loopback: only local names are served
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
-           "eval_count", "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
 @pytest.fixture
@@ -51,8 +57,7 @@ def generate(client, **body: Any) -> falcon.testing.Result:
 
 def chat(client, content: str = "Capital of France?", **body: Any) -> falcon.testing.Result:
     messages = [{"role": "user", "content": content}]
-    return client.simulate_post("/api/chat", json={"model": "fake", "messages": messages,
-                                                   "options": GREEDY, **body})
+    return client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "options": GREEDY, **body})
 
 
 def answer(client, path: str, stream: bool, **body: Any) -> tuple[str, dict[str, Any]]:
@@ -110,8 +115,13 @@ def test_tags_lists_models_in_ollama_shape(client) -> None:
     assert fake["model"] == "fake:latest" and fake["size"] == 1024 and len(fake["digest"]) == 64
     assert datetime.fromisoformat(fake["modified_at"]).tzinfo is not None
     assert fake["details"] == {
-        "parent_model": "", "format": "gguf", "family": "fake", "families": ["fake"],
-        "parameter_size": "1M", "quantization_level": "F32", "context_length": 4096,
+        "parent_model": "",
+        "format": "gguf",
+        "family": "fake",
+        "families": ["fake"],
+        "parameter_size": "1M",
+        "quantization_level": "F32",
+        "context_length": 4096,
     }
     assert fake["capabilities"] == ["completion"]
     embedder = models["embedder:latest"]
@@ -128,7 +138,9 @@ def test_models_is_a_deprecated_alias_of_tags(client) -> None:
 def test_show_describes_the_model(client) -> None:
     shown = client.simulate_post("/api/show", json={"model": "fake"}).json
     assert shown["model_info"] == {
-        "general.architecture": "fake", "general.parameter_count": 1_000_000, "fake.context_length": 4096,
+        "general.architecture": "fake",
+        "general.parameter_count": 1_000_000,
+        "fake.context_length": 4096,
     }
     assert "temperature 0.8" in shown["parameters"].splitlines()
     assert shown["template"] == "" and shown["license"] == ""
@@ -139,8 +151,11 @@ def test_show_describes_the_model(client) -> None:
 
 
 def test_show_gives_the_template_and_the_stored_metadata(client, fake_store) -> None:
-    fake_store.add(fake_model("templated:latest", chat_template="{{ messages }}", license="MIT",
-                              metadata=(("general.name", "Templated"),)))
+    fake_store.add(
+        fake_model(
+            "templated:latest", chat_template="{{ messages }}", license="MIT", metadata=(("general.name", "Templated"),)
+        )
+    )
     shown = client.simulate_post("/api/show", json={"model": "templated"}).json
     assert (shown["template"], shown["license"]) == ("{{ messages }}", "MIT")
     assert shown["model_info"]["general.name"] == "Templated"
@@ -200,8 +215,9 @@ def test_stop_strings_end_the_reply(client, path: str, stream: bool) -> None:
 
 
 def test_unknown_options_are_ignored(client) -> None:
-    result = generate(client, prompt="hi", stream=False,
-                      options={**GREEDY, "numa": False, "mirostat": 0, "penalize_newline": True})
+    result = generate(
+        client, prompt="hi", stream=False, options={**GREEDY, "numa": False, "mirostat": 0, "penalize_newline": True}
+    )
     assert result.json["response"] == REPLY
 
 
@@ -221,11 +237,15 @@ def test_a_raw_prompt_is_sent_as_is(client, engine_box) -> None:
     assert body["prompt_eval_count"] == len("Capital?")
 
 
-@pytest.mark.parametrize("field, value", [("system", "Be brief."), ("template", "{{ .Prompt }}"),
-                                          ("context", [1, 2, 3])])
+@pytest.mark.parametrize(
+    "field, value", [("system", "Be brief."), ("template", "{{ .Prompt }}"), ("context", [1, 2, 3])]
+)
 def test_raw_mode_refuses_system_template_and_context(client, field: str, value: Any) -> None:
     result = generate(client, prompt="hi", raw=True, **{field: value})
-    assert (result.status_code, result.json) == (400, {"error": "raw mode does not support template, system, or context"})
+    assert (result.status_code, result.json) == (
+        400,
+        {"error": "raw mode does not support template, system, or context"},
+    )
 
 
 def test_template_and_context_are_ignored_without_raw(client) -> None:
@@ -235,8 +255,7 @@ def test_template_and_context_are_ignored_without_raw(client) -> None:
 
 def test_an_empty_prompt_loads_the_model(client, services) -> None:
     result = generate(client, prompt="")
-    assert result.json == {"model": "fake", "created_at": NOW_TEXT, "response": "", "done": True,
-                           "done_reason": "load"}
+    assert result.json == {"model": "fake", "created_at": NOW_TEXT, "response": "", "done": True, "done_reason": "load"}
     assert [r.model.name for r in services.loaded()] == ["fake:latest"]
 
 
@@ -269,26 +288,49 @@ def test_an_unknown_model_is_404_before_its_images_are_refused(client) -> None:
     assert result.status_code == 404
 
 
-@pytest.mark.parametrize("field, value, capability", [
-    ("suffix", "return x", "insert"),
-])
+@pytest.mark.parametrize(
+    "field, value, capability",
+    [
+        ("suffix", "return x", "insert"),
+    ],
+)
 def test_features_no_model_offers_are_refused(client, field: str, value: Any, capability: str) -> None:
     result = generate(client, prompt="hi", **{field: value})
     assert result.status_code == 400
     assert "does not support" in result.json["error"] and capability in result.json["error"]
 
 
-@pytest.mark.parametrize("fields", [{"think": False}, {"think": True}, {"think": "high"}, {"format": ""},
-                                    {"images": []}, {"suffix": ""},
-                                    {"truncate": True, "shift": False, "logprobs": False}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"think": False},
+        {"think": True},
+        {"think": "high"},
+        {"format": ""},
+        {"images": []},
+        {"suffix": ""},
+        {"truncate": True, "shift": False, "logprobs": False},
+    ],
+)
 def test_features_switched_off_are_accepted(client, fields: dict[str, Any]) -> None:
     assert generate(client, prompt="hi", stream=False, **fields).json["response"] == REPLY
 
 
-@pytest.mark.parametrize("field, value", [
-    ("model", 3), ("prompt", 5), ("system", ["a"]), ("raw", "true"), ("stream", "yes"),
-    ("options", [1]), ("images", "aGVsbG8="), ("think", "very"), ("format", 1), ("context", "1,2"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model", 3),
+        ("prompt", 5),
+        ("system", ["a"]),
+        ("raw", "true"),
+        ("stream", "yes"),
+        ("options", [1]),
+        ("images", "aGVsbG8="),
+        ("think", "very"),
+        ("format", 1),
+        ("context", "1,2"),
+    ],
+)
 def test_a_field_of_the_wrong_type_is_400_and_named(client, field: str, value: Any) -> None:
     result = generate(client, **{"prompt": "hi", field: value})
     assert result.status_code == 400 and field in result.json["error"], result.json
@@ -367,8 +409,12 @@ def test_chat_without_streaming_answers_one_object(client) -> None:
 
 
 def test_chat_sends_every_message_through_the_template(client, engine_box) -> None:
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello"}, {"role": "USER", "content": "Capital?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "USER", "content": "Capital?"},
+    ]
     client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
     assert engine_box.last.prompts[-1] == (
         "<|system|>Be brief.\n<|user|>Hi\n<|assistant|>Hello\n<|user|>Capital?\n<|assistant|>"
@@ -383,10 +429,16 @@ def test_chat_without_messages_loads_and_with_keep_alive_zero_unloads(client, se
     assert unloaded["done_reason"] == "unload" and services.loaded() == []
 
 
-@pytest.mark.parametrize("messages, word", [
-    ("hi", "messages"), (["hi"], "object"), ([{"content": "hi"}], "role"),
-    ([{"role": "wizard", "content": "hi"}], "role"), ([{"role": "user", "content": 3}], "content"),
-])
+@pytest.mark.parametrize(
+    "messages, word",
+    [
+        ("hi", "messages"),
+        (["hi"], "object"),
+        ([{"content": "hi"}], "role"),
+        ([{"role": "wizard", "content": "hi"}], "role"),
+        ([{"role": "user", "content": 3}], "content"),
+    ],
+)
 def test_malformed_messages_are_400(client, messages: Any, word: str) -> None:
     result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages})
     assert result.status_code == 400 and word in result.json["error"], result.json
@@ -402,8 +454,9 @@ def test_chat_accepts_tool_results_in_the_history(client, engine_box) -> None:
     messages = [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "sunny", "tool_name": "w"}]
     result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
     assert result.status_code == 200
-    assert engine_box.last.prompts[-1] == ('<|user|>Weather?\n<|user|><tool_response>\n'
-                                           '{"name":"w","content":"sunny"}\n</tool_response>\n<|assistant|>')
+    assert engine_box.last.prompts[-1] == (
+        '<|user|>Weather?\n<|user|><tool_response>\n{"name":"w","content":"sunny"}\n</tool_response>\n<|assistant|>'
+    )
 
 
 # -- routing -----------------------------------------------------------------------------
@@ -414,8 +467,9 @@ def test_an_unknown_path_is_a_json_404(client) -> None:
     assert (result.status_code, result.json) == (404, {"error": "not found: GET /api/nothing"})
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/api/generate"), ("DELETE", "/api/tags"),
-                                          ("POST", "/api/version"), ("GET", "/api/show")])
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/api/generate"), ("DELETE", "/api/tags"), ("POST", "/api/version"), ("GET", "/api/show")]
+)
 def test_a_wrong_method_is_a_json_405(client, method: str, path: str) -> None:
     result = client.simulate_request(method, path)
     assert result.status_code == 405 and "not allowed" in result.json["error"]
@@ -441,10 +495,13 @@ class BreaksWithModelportError(BreaksAfterOneToken):
     error = ModelLoadError("the weights are corrupt")
 
 
-@pytest.mark.parametrize("engine, message", [
-    (BreaksAfterOneToken, "internal error: RuntimeError"),
-    (BreaksWithModelportError, "the weights are corrupt"),
-])
+@pytest.mark.parametrize(
+    "engine, message",
+    [
+        (BreaksAfterOneToken, "internal error: RuntimeError"),
+        (BreaksWithModelportError, "the weights are corrupt"),
+    ],
+)
 def test_an_error_after_streaming_began_is_the_last_line(settings, fake_store, engine, message) -> None:
     client = client_over(settings, fake_store, engine)
     result = generate(client, prompt="hi")
@@ -494,7 +551,8 @@ def test_closing_the_response_cancels_the_generation(services, settings) -> None
     """What gunicorn does when the client goes away: close the body iterable."""
     app = create_app(services, settings)
     environ = falcon.testing.create_environ(
-        method="POST", path="/api/generate", host="localhost", body=json.dumps({"model": "fake", "prompt": "hi"}))
+        method="POST", path="/api/generate", host="localhost", body=json.dumps({"model": "fake", "prompt": "hi"})
+    )
     body = app(environ, lambda status, headers, exc_info=None: None)
     first = next(iter(body))
     assert json.loads(first)["done"] is False
@@ -509,8 +567,7 @@ def test_closing_the_response_cancels_the_generation(services, settings) -> None
 
 
 def test_generate_logprobs_streamed_and_whole(client, engine_box) -> None:
-    streamed = lines(generate(client, prompt="hi", logprobs=True, top_logprobs=2, options={**GREEDY,
-                                                                                          "num_predict": 3}))
+    streamed = lines(generate(client, prompt="hi", logprobs=True, top_logprobs=2, options={**GREEDY, "num_predict": 3}))
     tokens = [entry for line in streamed[:-1] for entry in line["logprobs"]]
     assert [t["token"] for t in tokens] == list("The")
     assert tokens[0]["logprob"] == pytest.approx(engine_box.last.distribution(0)[ord("T")])
@@ -542,20 +599,36 @@ def test_an_alias_is_listed_under_its_own_name_with_the_same_digest(settings, fa
     assert tags["smollm2:latest"]["alias_of"] == "smollm2:135m" and "alias_of" not in tags["smollm2:135m"]
     ids = [m["id"] for m in client.simulate_get("/v1/models").json["data"]]
     assert "smollm2:latest" in ids and len(ids) == len(set(ids))
-    answer = client.simulate_post("/api/chat", json={"model": "smollm2:latest", "stream": False, "options": GREEDY,
-                                                     "messages": [{"role": "user", "content": "hi"}]})
+    answer = client.simulate_post(
+        "/api/chat",
+        json={
+            "model": "smollm2:latest",
+            "stream": False,
+            "options": GREEDY,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     assert answer.json["message"]["content"] == REPLY
 
 
-@pytest.mark.parametrize("ollama, openai", [
-    (("/api/chat", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
-     ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]})),
-    (("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
-     ("/v1/responses", {"model": "embedder", "input": "hi"})),
-    (("/api/embed", {"model": "fake", "input": "a"}), ("/v1/embeddings", {"model": "fake", "input": "a"})),
-    (("/api/generate", {"model": "fake", "prompt": "x", "suffix": "y"}),
-     ("/v1/completions", {"model": "fake", "prompt": "x", "suffix": "y"})),
-])
+@pytest.mark.parametrize(
+    "ollama, openai",
+    [
+        (
+            ("/api/chat", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            ("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/responses", {"model": "embedder", "input": "hi"}),
+        ),
+        (("/api/embed", {"model": "fake", "input": "a"}), ("/v1/embeddings", {"model": "fake", "input": "a"})),
+        (
+            ("/api/generate", {"model": "fake", "prompt": "x", "suffix": "y"}),
+            ("/v1/completions", {"model": "fake", "prompt": "x", "suffix": "y"}),
+        ),
+    ],
+)
 def test_errors_name_a_model_the_same_way_on_api_and_v1(client, ollama, openai) -> None:
     mine = client.simulate_post(ollama[0], json=ollama[1])
     theirs = client.simulate_post(openai[0], json=openai[1])

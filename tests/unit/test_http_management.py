@@ -30,8 +30,9 @@ class FakeSource:
     ``fail_after`` raises a DownloadError after that many bytes; ``endless`` repositories
     report progress until the reporting raises (the client went away)."""
 
-    def __init__(self, repos: dict[str, dict[str, bytes]], endless: tuple[str, ...] = (),
-                 fail_after: int | None = None) -> None:
+    def __init__(
+        self, repos: dict[str, dict[str, bytes]], endless: tuple[str, ...] = (), fail_after: int | None = None
+    ) -> None:
         self.repos = repos
         self.endless = endless
         self.fail_after = fail_after
@@ -49,8 +50,11 @@ class FakeSource:
             for done in (0, len(data) // 2, len(data)):
                 if self.fail_after is not None and done > self.fail_after:
                     raise DownloadError(f"connection lost while fetching {name}")
-                progress(PullProgress(status=f"pulling {digest[:12]}", file=name, digest=digest,
-                                      total=len(data), completed=done))
+                progress(
+                    PullProgress(
+                        status=f"pulling {digest[:12]}", file=name, digest=digest, total=len(data), completed=done
+                    )
+                )
             with open(os.path.join(folder, name), "wb") as out:
                 out.write(data)
             files.append(ModelFile(path=name, size=len(data), sha256=digest))
@@ -81,8 +85,9 @@ def source() -> FakeSource:
 @pytest.fixture
 def client(settings, fake_store, engine_box, source) -> falcon.testing.TestClient:
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    services = bootstrap(settings, store=fake_store, engines=[spec], source=source,
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        settings, store=fake_store, engines=[spec], source=source, sessions=InMemorySessionRepository()
+    )
     return falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
 
 
@@ -103,8 +108,10 @@ def test_pull_streams_progress_then_success(client) -> None:
     digest = hashlib.sha256(WEIGHTS).hexdigest()
     assert steps[0] == {"status": "pulling manifest"}
     assert steps[1] == {"status": "downloading", "path": "model.gguf"}  # Hugging Llama's line, once per file
-    assert steps[2:5] == [{"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000,
-                           "completed": done} for done in (0, 500, 1000)]
+    assert steps[2:5] == [
+        {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": 1000, "completed": done}
+        for done in (0, 500, 1000)
+    ]
     assert steps[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
     assert any(name.startswith("org/tiny") for name in tags(client))
 
@@ -124,8 +131,7 @@ def test_pulling_what_the_source_lacks(client) -> None:
 
 def test_a_download_that_fails_midway_ends_with_an_error_and_installs_nothing(settings, fake_store) -> None:
     source = FakeSource({"org/tiny": {"model.gguf": WEIGHTS}}, fail_after=600)
-    services = bootstrap(settings, store=fake_store, engines=[], source=source,
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(settings, store=fake_store, engines=[], source=source, sessions=InMemorySessionRepository())
     client = falcon.testing.TestClient(create_app(services, settings), headers=LOCAL)
     steps = lines(client.simulate_post("/api/pull", json={"model": "org/tiny"}))
     assert steps[-1] == {"error": "connection lost while fetching model.gguf"}
@@ -135,11 +141,11 @@ def test_a_download_that_fails_midway_ends_with_an_error_and_installs_nothing(se
 
 
 def test_a_client_that_leaves_stops_the_download(settings, fake_store, source) -> None:
-    services = bootstrap(settings, store=fake_store, engines=[], source=source,
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(settings, store=fake_store, engines=[], source=source, sessions=InMemorySessionRepository())
     app = create_app(services, settings)
-    environ = falcon.testing.create_environ(method="POST", path="/api/pull", host="localhost",
-                                            body=json.dumps({"model": "org/endless"}))
+    environ = falcon.testing.create_environ(
+        method="POST", path="/api/pull", host="localhost", body=json.dumps({"model": "org/endless"})
+    )
     body = app(environ, lambda status, headers, exc_info=None: None)
     chunks = iter(body)
     assert json.loads(next(chunks)) == {"status": "pulling manifest"}
@@ -149,10 +155,15 @@ def test_a_client_that_leaves_stops_the_download(settings, fake_store, source) -
     assert "went away" in str(source.stopped_by)
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({}, 400, "model is required"), ({"model": "not a name"}, 400, "invalid model name"),
-    ({"model": "./local.gguf"}, 400, "not by a path"), ({"model": "org/tiny", "stream": "no"}, 400, "stream"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({}, 400, "model is required"),
+        ({"model": "not a name"}, 400, "invalid model name"),
+        ({"model": "./local.gguf"}, 400, "not by a path"),
+        ({"model": "org/tiny", "stream": "no"}, 400, "stream"),
+    ],
+)
 def test_bad_pull_requests(client, body, status, words) -> None:
     result = client.simulate_post("/api/pull", json=body)
     assert result.status_code == status and words in result.json["error"]
@@ -189,10 +200,15 @@ def test_delete_unloads_a_loaded_model(client) -> None:
     assert client.simulate_get("/api/ps").json == {"models": []}
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"source": "nope", "destination": "x"}, 404), ({"source": "fake"}, 400),
-    ({"source": "fake", "destination": "bad name"}, 400), ({"source": 1, "destination": "x"}, 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"source": "nope", "destination": "x"}, 404),
+        ({"source": "fake"}, 400),
+        ({"source": "fake", "destination": "bad name"}, 400),
+        ({"source": 1, "destination": "x"}, 400),
+    ],
+)
 def test_bad_copies(client, body, status) -> None:
     assert client.simulate_post("/api/copy", json=body).status_code == status
 
@@ -226,8 +242,9 @@ def disk(tmp_path, settings, engine_box):
 
 def upload(client, data: bytes, digest: str | None = None) -> tuple[str, falcon.testing.Result]:
     digest = digest or f"sha256:{hashlib.sha256(data).hexdigest()}"
-    return digest, client.simulate_post(f"/api/blobs/{digest}", body=data,
-                                        headers={"Content-Type": "application/octet-stream"})
+    return digest, client.simulate_post(
+        f"/api/blobs/{digest}", body=data, headers={"Content-Type": "application/octet-stream"}
+    )
 
 
 def test_a_blob_is_stored_under_its_digest(disk) -> None:
@@ -261,13 +278,17 @@ def test_create_from_an_uploaded_gguf(disk) -> None:
     client, blobs, store = disk
     digest, _ = upload(client, tiny_gguf())
     result = client.simulate_post("/api/create", json={"model": "tiny:q", "files": {"tiny.gguf": digest}})
-    assert lines(result) == [{"status": f"using existing layer {digest}"}, {"status": "writing manifest"},
-                             {"status": "success"}]
+    assert lines(result) == [
+        {"status": f"using existing layer {digest}"},
+        {"status": "writing manifest"},
+        {"status": "success"},
+    ]
     shown = client.simulate_post("/api/show", json={"model": "tiny:q"}).json
     assert shown["details"]["format"] == "gguf" and shown["model_info"]["general.architecture"] == "llama"
     assert sorted(os.listdir(blobs)) == [".used.json", digest.replace(":", "-")]  # no leftovers
-    generated = client.simulate_post("/api/generate", json={"model": "tiny:q", "prompt": "hi", "raw": True,
-                                                                     "stream": False})
+    generated = client.simulate_post(
+        "/api/generate", json={"model": "tiny:q", "prompt": "hi", "raw": True, "stream": False}
+    )
     assert generated.status_code == 200
 
 
@@ -278,8 +299,9 @@ def test_create_from_blobs_refuses_a_folder_no_engine_could_load(disk) -> None:
     assert result.status_code == 400 and "config.json is not valid JSON" in result.json["error"]
     good_config, _ = upload(client, json.dumps({"model_type": "llama"}).encode())
     weights, _ = upload(client, b"not safetensors")
-    result = client.simulate_post("/api/create", json={
-        "model": "broken", "files": {"config.json": good_config, "model.safetensors": weights}})
+    result = client.simulate_post(
+        "/api/create", json={"model": "broken", "files": {"config.json": good_config, "model.safetensors": weights}}
+    )
     assert result.status_code == 400 and "not a safetensors file" in result.json["error"]
     assert "broken:latest" not in tags(client)
 
@@ -295,24 +317,27 @@ def test_create_from_a_local_file_and_from_an_installed_model(disk, tmp_path) ->
     assert {"local:latest", "again:latest"} <= set(tags(client))
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"model": "x"}, 400, "needs 'from'"),
-    ({"model": "x", "from": "fake", "quantize": "q4_K_M"}, 400, "quantize"),
-    ({"model": "x", "from": "fake", "adapters": {"a.gguf": "sha256:" + "1" * 64}}, 400, "adapters"),
-    ({"model": "x", "from": "fake", "parameters": {"mirostat": 1}}, 400, "parameter 'mirostat' is not supported"),
-    ({"model": "x", "from": "fake", "parameters": {"wibble": 1}}, 400, "unknown parameter 'wibble'"),
-    ({"model": "x", "from": "fake", "parameters": {"temperature": "hot"}}, 400, "temperature"),
-    ({"model": "x", "from": "fake", "template": "{{ .Tools }}"}, 400, ".Tools"),
-    ({"model": "x", "from": "fake", "template": "{% if %}"}, 400, "does not compile"),
-    ({"model": "x", "from": "fake", "messages": [{"content": "hi"}]}, 400, "role"),
-    ({"model": "x", "modelfile": "FROM fake\nADAPTER ./lora.gguf"}, 400, "ADAPTER"),
-    ({"model": "x", "modelfile": "SYSTEM hi"}, 400, "FROM"),
-    ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "not found; upload it first"),
-    ({"model": "x", "files": {"m.gguf": "nope"}}, 400, "sha256"),
-    ({"model": "x", "from": "/no/such/file.gguf"}, 403, "MODELPORT_ALLOWED_PATHS"),
-    ({"model": "x", "from": "absent"}, 404, "not found"),
-    ({"from": "fake"}, 400, "model is required"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"model": "x"}, 400, "needs 'from'"),
+        ({"model": "x", "from": "fake", "quantize": "q4_K_M"}, 400, "quantize"),
+        ({"model": "x", "from": "fake", "adapters": {"a.gguf": "sha256:" + "1" * 64}}, 400, "adapters"),
+        ({"model": "x", "from": "fake", "parameters": {"mirostat": 1}}, 400, "parameter 'mirostat' is not supported"),
+        ({"model": "x", "from": "fake", "parameters": {"wibble": 1}}, 400, "unknown parameter 'wibble'"),
+        ({"model": "x", "from": "fake", "parameters": {"temperature": "hot"}}, 400, "temperature"),
+        ({"model": "x", "from": "fake", "template": "{{ .Tools }}"}, 400, ".Tools"),
+        ({"model": "x", "from": "fake", "template": "{% if %}"}, 400, "does not compile"),
+        ({"model": "x", "from": "fake", "messages": [{"content": "hi"}]}, 400, "role"),
+        ({"model": "x", "modelfile": "FROM fake\nADAPTER ./lora.gguf"}, 400, "ADAPTER"),
+        ({"model": "x", "modelfile": "SYSTEM hi"}, 400, "FROM"),
+        ({"model": "x", "files": {"m.gguf": "sha256:" + "1" * 64}}, 400, "not found; upload it first"),
+        ({"model": "x", "files": {"m.gguf": "nope"}}, 400, "sha256"),
+        ({"model": "x", "from": "/no/such/file.gguf"}, 403, "MODELPORT_ALLOWED_PATHS"),
+        ({"model": "x", "from": "absent"}, 404, "not found"),
+        ({"from": "fake"}, 400, "model is required"),
+    ],
+)
 def test_bad_creates(disk, body, status, words) -> None:
     client, _, _ = disk
     result = client.simulate_post("/api/create", json=body)
@@ -326,8 +351,14 @@ def test_paths_outside_the_allowed_folders_get_one_answer_whether_or_not_they_ex
     escape = tmp_path / "imports" / "link.gguf"
     escape.symlink_to(real)
     answers = set()
-    for source in (str(real), str(tmp_path / "absent.gguf"), str(escape), str(tmp_path / "imports/../secret.gguf"),
-                   "/etc/passwd", "/etc/absent"):
+    for source in (
+        str(real),
+        str(tmp_path / "absent.gguf"),
+        str(escape),
+        str(tmp_path / "imports/../secret.gguf"),
+        "/etc/passwd",
+        "/etc/absent",
+    ):
         result = client.simulate_post("/api/create", json={"model": "x", "from": source, "stream": False})
         assert result.status_code == 403, result.text
         answers.add(result.json["error"].replace(source, "SOURCE"))
@@ -336,21 +367,24 @@ def test_paths_outside_the_allowed_folders_get_one_answer_whether_or_not_they_ex
     assert inside.status_code == 400 and "cannot import" in inside.json["error"]
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("POST", "/api/show", {"model": "/etc/passwd"}),
-    ("POST", "/api/show", {"model": "/etc/absent"}),
-    ("POST", "/api/generate", {"model": "/etc/passwd", "prompt": "hi"}),
-    ("POST", "/api/chat", {"model": "./model.gguf", "messages": [{"role": "user", "content": "hi"}]}),
-    ("POST", "/api/embed", {"model": "/etc/passwd", "input": "hi"}),
-    ("POST", "/api/copy", {"source": "/etc/passwd", "destination": "mine"}),
-    ("DELETE", "/api/delete", {"model": "../models/x.gguf"}),
-    ("POST", "/api/create", {"model": "/tmp/x.gguf", "from": "fake"}),
-    ("POST", "/v1/chat/completions", {"model": "/etc/passwd", "messages": [{"role": "user", "content": "hi"}]}),
-    ("POST", "/v1/completions", {"model": "~/x.gguf", "prompt": "hi"}),
-    ("POST", "/v1/embeddings", {"model": "/etc/passwd", "input": "hi"}),
-    ("POST", "/v1/generate", {"model": "/etc/passwd", "prompt": "hi"}),
-    ("GET", "/v1/models//etc/passwd", None),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/api/show", {"model": "/etc/passwd"}),
+        ("POST", "/api/show", {"model": "/etc/absent"}),
+        ("POST", "/api/generate", {"model": "/etc/passwd", "prompt": "hi"}),
+        ("POST", "/api/chat", {"model": "./model.gguf", "messages": [{"role": "user", "content": "hi"}]}),
+        ("POST", "/api/embed", {"model": "/etc/passwd", "input": "hi"}),
+        ("POST", "/api/copy", {"source": "/etc/passwd", "destination": "mine"}),
+        ("DELETE", "/api/delete", {"model": "../models/x.gguf"}),
+        ("POST", "/api/create", {"model": "/tmp/x.gguf", "from": "fake"}),
+        ("POST", "/v1/chat/completions", {"model": "/etc/passwd", "messages": [{"role": "user", "content": "hi"}]}),
+        ("POST", "/v1/completions", {"model": "~/x.gguf", "prompt": "hi"}),
+        ("POST", "/v1/embeddings", {"model": "/etc/passwd", "input": "hi"}),
+        ("POST", "/v1/generate", {"model": "/etc/passwd", "prompt": "hi"}),
+        ("GET", "/v1/models//etc/passwd", None),
+    ],
+)
 def test_a_model_over_http_is_a_store_name_never_a_path(disk, method, path, body) -> None:
     client, _, _ = disk
     result = client.simulate_request(method, path, json=body)
@@ -397,20 +431,24 @@ def test_legacy_embeddings_answers_one_vector(client) -> None:
 
 def test_empty_inputs_give_empty_answers(client) -> None:
     assert client.simulate_post("/api/embed", json={"model": "embedder", "input": []}).json == {
-        "model": "embedder", "embeddings": []}
-    assert client.simulate_post("/api/embeddings", json={"model": "embedder", "prompt": ""}).json == {
-        "embedding": []}
+        "model": "embedder",
+        "embeddings": [],
+    }
+    assert client.simulate_post("/api/embeddings", json={"model": "embedder", "prompt": ""}).json == {"embedding": []}
 
 
-@pytest.mark.parametrize("path, body, status, words", [
-    ("/api/embed", {"model": "embedder", "input": 5}, 400, "invalid input type"),
-    ("/api/embed", {"model": "embedder", "input": ["a", 1]}, 400, "invalid input type"),
-    ("/api/embed", {"model": "embedder", "input": "a", "dimensions": 0}, 400, "dimensions"),
-    ("/api/embed", {"model": "fake", "input": "a"}, 400, "does not support embeddings"),
-    ("/api/embed", {"model": "nope", "input": "a"}, 404, "not found"),
-    ("/api/embeddings", {"model": "fake", "prompt": "a"}, 400, "does not support embeddings"),
-    ("/api/embeddings", {"model": "embedder", "prompt": 3}, 400, "prompt"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, words",
+    [
+        ("/api/embed", {"model": "embedder", "input": 5}, 400, "invalid input type"),
+        ("/api/embed", {"model": "embedder", "input": ["a", 1]}, 400, "invalid input type"),
+        ("/api/embed", {"model": "embedder", "input": "a", "dimensions": 0}, 400, "dimensions"),
+        ("/api/embed", {"model": "fake", "input": "a"}, 400, "does not support embeddings"),
+        ("/api/embed", {"model": "nope", "input": "a"}, 404, "not found"),
+        ("/api/embeddings", {"model": "fake", "prompt": "a"}, 400, "does not support embeddings"),
+        ("/api/embeddings", {"model": "embedder", "prompt": 3}, 400, "prompt"),
+    ],
+)
 def test_bad_embedding_requests(client, path, body, status, words) -> None:
     result = client.simulate_post(path, json=body)
     assert result.status_code == status and words in result.json["error"], result.text
@@ -421,8 +459,12 @@ def test_deleting_the_last_model_that_uses_a_blob_removes_the_blob(disk) -> None
     digest, _ = upload(client, tiny_gguf())
     spare, _ = upload(client, b"not used by any model")
     blob = os.path.join(blobs, digest.replace(":", "-"))
-    assert client.simulate_post("/api/create", json={"model": "one", "files": {"m.gguf": digest},
-                                                     "stream": False}).status_code == 200
+    assert (
+        client.simulate_post(
+            "/api/create", json={"model": "one", "files": {"m.gguf": digest}, "stream": False}
+        ).status_code
+        == 200
+    )
     assert client.simulate_post("/api/copy", json={"source": "one", "destination": "two"}).status_code == 200
     assert client.simulate_delete("/api/delete", json={"model": "one"}).status_code == 200
     assert os.path.exists(blob)  # "two" still uses it
@@ -437,13 +479,20 @@ def test_create_with_a_modelfiles_defaults_then_show_and_chat(disk, tmp_path, en
     path = tmp_path / "imports" / "base.gguf"  # inside MODELPORT_ALLOWED_PATHS
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(tiny_gguf())
-    assert client.simulate_post("/api/create", json={"model": "base", "from": str(path),
-                                                     "stream": False}).status_code == 200
-    body = {"model": "mario", "from": "base", "system": "You are Mario.", "stream": False,
-            "parameters": {"temperature": 0, "stop": ["<|end|>", "User:"], "num_ctx": 2048},
-            "template": "{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}\n",
-            "messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Mario!"}],
-            "license": ["MIT", "and more"]}
+    assert (
+        client.simulate_post("/api/create", json={"model": "base", "from": str(path), "stream": False}).status_code
+        == 200
+    )
+    body = {
+        "model": "mario",
+        "from": "base",
+        "system": "You are Mario.",
+        "stream": False,
+        "parameters": {"temperature": 0, "stop": ["<|end|>", "User:"], "num_ctx": 2048},
+        "template": "{{ if .System }}S:{{ .System }}\n{{ end }}U:{{ .Prompt }}\nA:{{ .Response }}\n",
+        "messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Mario!"}],
+        "license": ["MIT", "and more"],
+    }
     result = client.simulate_post("/api/create", json=body)
     assert result.status_code == 200, result.text
     shown = client.simulate_post("/api/show", json={"model": "mario"}).json
@@ -452,16 +501,24 @@ def test_create_with_a_modelfiles_defaults_then_show_and_chat(disk, tmp_path, en
     lines = set(shown["parameters"].splitlines())
     assert {"temperature 0.0", 'stop "<|end|>"', 'stop "User:"', "num_ctx 2048"} <= lines
     assert 'SYSTEM "You are Mario."' in shown["modelfile"] and 'MESSAGE assistant "Mario!"' in shown["modelfile"]
-    answer = client.simulate_post("/api/chat", json={"model": "mario", "stream": False,
-                                                     "messages": [{"role": "user", "content": "Hi"}]}).json
+    answer = client.simulate_post(
+        "/api/chat", json={"model": "mario", "stream": False, "messages": [{"role": "user", "content": "Hi"}]}
+    ).json
     assert answer["message"]["content"] == "The capital of France is Paris."
     assert engine_box.last.prompts[-1] == "S:You are Mario.\nU:Who are you?\nA:Mario!\nU:Hi\nA:"
     assert engine_box.last.options.num_ctx == 2048
-    client.simulate_post("/api/chat", json={"model": "mario", "stream": False, "messages": [
-        {"role": "system", "content": "You are Luigi."}, {"role": "user", "content": "Hi"}]})
+    client.simulate_post(
+        "/api/chat",
+        json={
+            "model": "mario",
+            "stream": False,
+            "messages": [{"role": "system", "content": "You are Luigi."}, {"role": "user", "content": "Hi"}],
+        },
+    )
     assert engine_box.last.prompts[-1].startswith("S:You are Luigi.\nU:Who are you?")
-    derived = client.simulate_post("/api/create", json={"model": "luigi", "from": "mario", "stream": False,
-                                                        "system": "You are Luigi."})
+    derived = client.simulate_post(
+        "/api/create", json={"model": "luigi", "from": "mario", "stream": False, "system": "You are Luigi."}
+    )
     assert derived.status_code == 200
     again = client.simulate_post("/api/show", json={"model": "luigi"}).json
     assert again["system"] == "You are Luigi." and again["template"] == body["template"]
@@ -473,10 +530,15 @@ def test_create_from_a_modelfile_text(disk, tmp_path, engine_box) -> None:
     path = tmp_path / "imports" / "base.gguf"  # inside MODELPORT_ALLOWED_PATHS
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(tiny_gguf())
-    text = (f'FROM {path}\nSYSTEM """Be brief."""\nPARAMETER temperature 0\nMESSAGE user hello\n'
-            'TEMPLATE """{{- range .Messages }}<{{ .Role }}>{{ .Content }}\n{{ end }}<assistant>"""\n')
-    assert client.simulate_post("/api/create", json={"model": "brief", "modelfile": text,
-                                                     "stream": False}).status_code == 200
-    client.simulate_post("/api/chat", json={"model": "brief", "stream": False,
-                                            "messages": [{"role": "user", "content": "Hi"}]})
+    text = (
+        f'FROM {path}\nSYSTEM """Be brief."""\nPARAMETER temperature 0\nMESSAGE user hello\n'
+        'TEMPLATE """{{- range .Messages }}<{{ .Role }}>{{ .Content }}\n{{ end }}<assistant>"""\n'
+    )
+    assert (
+        client.simulate_post("/api/create", json={"model": "brief", "modelfile": text, "stream": False}).status_code
+        == 200
+    )
+    client.simulate_post(
+        "/api/chat", json={"model": "brief", "stream": False, "messages": [{"role": "user", "content": "Hi"}]}
+    )
     assert engine_box.last.prompts[-1] == "<system>Be brief.\n<user>hello\n<user>Hi\n<assistant>"

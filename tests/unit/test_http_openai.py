@@ -26,13 +26,15 @@ def client(services, settings) -> falcon.testing.TestClient:
 
 
 def chat(client, **body: Any) -> falcon.testing.Result:
-    return client.simulate_post("/v1/chat/completions",
-                                json={"model": "fake", "messages": USER, "temperature": 0, **body})
+    return client.simulate_post(
+        "/v1/chat/completions", json={"model": "fake", "messages": USER, "temperature": 0, **body}
+    )
 
 
 def complete(client, **body: Any) -> falcon.testing.Result:
-    return client.simulate_post("/v1/completions", json={"model": "fake", "prompt": "Capital?",
-                                                         "temperature": 0, **body})
+    return client.simulate_post(
+        "/v1/completions", json={"model": "fake", "prompt": "Capital?", "temperature": 0, **body}
+    )
 
 
 def events(result: falcon.testing.Result) -> list[Any]:
@@ -59,8 +61,9 @@ def test_chat_completion_has_openai_shape(client) -> None:
     body = chat(client).json
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
     assert body["created"] == int(NOW) and body["model"] == "fake"
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": REPLY},
-                                "logprobs": None, "finish_reason": "stop"}]
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": REPLY}, "logprobs": None, "finish_reason": "stop"}
+    ]
     usage = body["usage"]
     assert usage["completion_tokens"] == len(REPLY)
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -78,8 +81,7 @@ def test_chat_stream_is_sse_ending_with_done(client) -> None:
 
 
 def test_include_usage_adds_a_usage_chunk_without_choices(client) -> None:
-    *chunks, usage, done = events(chat(client, stream=True, stream_options={"include_usage": True},
-                                       max_tokens=4))
+    *chunks, usage, done = events(chat(client, stream=True, stream_options={"include_usage": True}, max_tokens=4))
     assert all(c["usage"] is None for c in chunks)
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
@@ -99,8 +101,10 @@ def test_stop_as_a_string_or_a_list(client, stop) -> None:
 
 
 def test_text_parts_and_developer_messages_are_understood(client, engine_box) -> None:
-    messages = [{"role": "developer", "content": "Be brief."},
-                {"role": "user", "content": [{"type": "text", "text": "Capital "}, {"type": "text", "text": "?"}]}]
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Capital "}, {"type": "text", "text": "?"}]},
+    ]
     assert chat(client, messages=messages).status_code == 200
     assert engine_box.last.prompts[-1] == "<|system|>Be brief.\n<|user|>Capital ?\n<|assistant|>"
 
@@ -112,30 +116,47 @@ def test_the_models_own_defaults_are_the_base(client, fake_store, engine_box) ->
     assert chat(client, model="greedy", max_tokens=5).json["choices"][0]["message"]["content"] == "The c"
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"messages": []}, "messages"),
-    ({"messages": "hi"}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
-    ({"n": 0}, "'n' must be an integer from 1 to 16"),
-    ({"n": 17}, "'n'"),
-    ({"top_logprobs": 3}, "needs 'logprobs': true"),
-    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"logprobs": "yes"}, "'logprobs' must be a boolean"),
-    ({"response_format": {"type": "xml"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"strict": True, "schema": {
-        "type": "object", "dependentSchemas": {}}}}}, "dependentSchemas"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {
-        "type": "function", "function": {"name": "g"}}}, "not one of the tools"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}, "tool_choice"),
-    ({"tool_choice": "required"}, "needs tools"),
-    ({"temperature": -1}, "temperature"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"stop": [1]}, "stop"),
-    ({"stream": "yes"}, "stream"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:;base64,"}}]}]},
-     "images"),
-    ({"model": 7}, "model"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+        ({"n": 0}, "'n' must be an integer from 1 to 16"),
+        ({"n": 17}, "'n'"),
+        ({"top_logprobs": 3}, "needs 'logprobs': true"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": "yes"}, "'logprobs' must be a boolean"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"strict": True, "schema": {"type": "object", "dependentSchemas": {}}},
+                }
+            },
+            "dependentSchemas",
+        ),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "not one of the tools",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tool_choice": "required"}, "needs tools"),
+        ({"temperature": -1}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": [1]}, "stop"),
+        ({"stream": "yes"}, "stream"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:;base64,"}}]}]},
+            "images",
+        ),
+        ({"model": 7}, "model"),
+    ],
+)
 def test_bad_chat_requests_are_400_in_openai_shape(client, body, words) -> None:
     assert_openai_error(chat(client, **body), 400, words, "invalid_request_error")
 
@@ -243,24 +264,34 @@ def test_completion_sends_the_prompt_raw(client, engine_box) -> None:
 def test_completion_of_several_prompts_gives_one_choice_each(client) -> None:
     body = complete(client, prompt=["a", "bb"], max_tokens=3).json
     assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "The"), (1, "The")]
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9,
-                             "prompt_tokens_details": {"cached_tokens": 0}}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 6,
+        "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def test_completion_stream(client) -> None:
-    *chunks, usage, done = events(complete(client, stream=True, max_tokens=4,
-                                           stream_options={"include_usage": True}))
+    *chunks, usage, done = events(complete(client, stream=True, max_tokens=4, stream_options={"include_usage": True}))
     assert "".join(c["choices"][0]["text"] for c in chunks) == "The "
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert all(c["object"] == "text_completion" for c in chunks)
     assert (usage["choices"], usage["usage"]["completion_tokens"], done) == ([], 4, "[DONE]")
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"prompt": [1, 2, 3]}, "token arrays"), ({"prompt": None}, "prompt"), ({"suffix": "x"}, "insert"),
-    ({"echo": True}, "echo"), ({"best_of": 2}, "best_of"), ({"logprobs": 21}, "logprobs"),
-    ({"prompt": ["a", "b"], "stream": True}, "single prompt"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"prompt": [1, 2, 3]}, "token arrays"),
+        ({"prompt": None}, "prompt"),
+        ({"suffix": "x"}, "insert"),
+        ({"echo": True}, "echo"),
+        ({"best_of": 2}, "best_of"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"prompt": ["a", "b"], "stream": True}, "single prompt"),
+    ],
+)
 def test_bad_completion_requests_are_400(client, body, words) -> None:
     assert_openai_error(complete(client, **body), 400, words, "invalid_request_error")
 
@@ -275,8 +306,9 @@ def floats(text: str) -> list[float]:
 
 def test_embeddings_as_floats_and_as_base64_agree(client) -> None:
     plain = client.simulate_post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"]}).json
-    packed = client.simulate_post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"],
-                                                         "encoding_format": "base64"}).json
+    packed = client.simulate_post(
+        "/v1/embeddings", json={"model": "embedder", "input": ["a", "b"], "encoding_format": "base64"}
+    ).json
     assert plain["object"] == "list" and plain["model"] == "embedder"
     assert [d["index"] for d in plain["data"]] == [0, 1]
     assert all(d["object"] == "embedding" and len(d["embedding"]) == 16 for d in plain["data"])
@@ -291,14 +323,17 @@ def test_embeddings_with_dimensions_are_cut_and_normalised(client) -> None:
     assert len(vector) == 4 and math.isclose(sum(v * v for v in vector), 1.0)
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"input": []}, 400, "invalid input"),
-    ({"input": [[1, 2]]}, 400, "token arrays"),
-    ({"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
-    ({"input": "a", "dimensions": 99}, 400, "dimensions"),
-    ({"model": "fake", "input": "a"}, 400, "does not support embeddings"),
-    ({"model": "nope", "input": "a"}, 404, "not found"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"input": []}, 400, "invalid input"),
+        ({"input": [[1, 2]]}, 400, "token arrays"),
+        ({"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "a", "dimensions": 99}, 400, "dimensions"),
+        ({"model": "fake", "input": "a"}, 400, "does not support embeddings"),
+        ({"model": "nope", "input": "a"}, 404, "not found"),
+    ],
+)
 def test_bad_embedding_requests(client, body, status, words) -> None:
     result = client.simulate_post("/v1/embeddings", json={"model": "embedder", **body})
     assert result.status_code == status and words in result.json["error"]["message"], result.text
@@ -312,8 +347,12 @@ def test_models_list_and_retrieve(client, fake_store) -> None:
     listed = client.simulate_get("/v1/models").json
     assert listed["object"] == "list"
     entries = {m["id"]: m for m in listed["data"]}
-    assert entries["someorg/thing:q4"] == {"id": "someorg/thing:q4", "object": "model",
-                                            "created": 1_600_000_000, "owned_by": "someorg"}
+    assert entries["someorg/thing:q4"] == {
+        "id": "someorg/thing:q4",
+        "object": "model",
+        "created": 1_600_000_000,
+        "owned_by": "someorg",
+    }
     assert entries["fake:latest"]["owned_by"] == "library"
     assert client.simulate_get("/v1/models/someorg/thing:q4").json == entries["someorg/thing:q4"]
     assert client.simulate_get("/v1/models/fake").json["id"] == "fake:latest"
@@ -332,5 +371,6 @@ def test_retrieving_an_unknown_model_is_404(client) -> None:
 def test_routing_errors_under_v1_have_the_openai_shape(client) -> None:
     assert_openai_error(client.simulate_get("/v1/nothing"), 404, "not found", "not_found_error")
     assert_openai_error(client.simulate_get("/v1/chat/completions"), 405, "not allowed", "invalid_request_error")
-    assert_openai_error(client.simulate_post("/v1/chat/completions", body="{"), 400, "invalid JSON",
-                        "invalid_request_error")
+    assert_openai_error(
+        client.simulate_post("/v1/chat/completions", body="{"), 400, "invalid JSON", "invalid_request_error"
+    )

@@ -40,15 +40,22 @@ class TinySource:
 
 
 def build_app():
-    store = InMemoryModelStore([
-        fake_model("fake:latest", aliases=("fake",)),
-        fake_model("embedder:latest", format=ModelFormat.SAFETENSORS, capabilities={Capability.EMBEDDING},
-                   embedding_length=16),
-    ])
+    store = InMemoryModelStore(
+        [
+            fake_model("fake:latest", aliases=("fake",)),
+            fake_model(
+                "embedder:latest",
+                format=ModelFormat.SAFETENSORS,
+                capabilities={Capability.EMBEDDING},
+                embedding_length=16,
+            ),
+        ]
+    )
     settings = Settings(home=tempfile.mkdtemp(prefix="modelport-openapi-"))
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=FakeEngine)
-    services = bootstrap(settings, store=store, engines=[spec], source=TinySource(),
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        settings, store=store, engines=[spec], source=TinySource(), sessions=InMemorySessionRepository()
+    )
     return create_app(services, settings)
 
 
@@ -63,10 +70,15 @@ def template(path: str) -> str:
 def test_every_route_and_method_is_documented() -> None:
     document = falcon.testing.TestClient(APP, headers=LOCAL).simulate_get("/openapi.json").json
     assert document["openapi"].startswith("3.")
-    documented = {(path, method.upper()) for path, item in document["paths"].items()
-                  for method in item if method != "parameters"}
-    served = {(template(route.path), method.method) for route in falcon.inspect.inspect_routes(APP)
-              for method in route.methods if not method.internal and method.method not in NOT_DOCUMENTED}
+    documented = {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item if method != "parameters"
+    }
+    served = {
+        (template(route.path), method.method)
+        for route in falcon.inspect.inspect_routes(APP)
+        for method in route.methods
+        if not method.internal and method.method not in NOT_DOCUMENTED
+    }
     assert served - documented == set()
     assert documented - served == set()
 
@@ -76,8 +88,9 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", APP).exclude(path="/api
 
 @pytest.mark.slow  # about 30 s for every operation together
 @schema.parametrize()
-@hypothesis.settings(max_examples=30, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 def test_generated_requests_never_get_a_server_error(case) -> None:
     case.call_and_validate(headers=LOCAL, checks=[not_a_server_error])
 

@@ -72,8 +72,7 @@ def test_the_watch_asks_the_socket_at_most_every_interval() -> None:
 
 def test_folding_stops_the_generation_when_the_client_leaves(services) -> None:
     server, peer = socket.socketpair()
-    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="hi",
-                                sampling=SamplingPolicy.greedy())
+    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="hi", sampling=SamplingPolicy.greedy())
     stream = services.generate(request)
     with server:
         watch = disconnect.ClientWatch(server, interval=0.0)
@@ -95,18 +94,21 @@ def test_without_a_socket_nothing_is_watched(services) -> None:
 # -- when has a request arrived (the worker's main loop) ---------------------------------------
 
 
-@pytest.mark.parametrize("data, arrived", [
-    (b"", False),
-    (b"GET /health HTTP/1.1\r\nHost: x\r\n", False),
-    (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", True),
-    (b"POST /api/generate HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345", False),
-    (b"POST /api/generate HTTP/1.1\r\ncontent-length: 10\r\n\r\n1234567890", True),
-    (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", True),  # a big body is the app's to read
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),
-    (b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", True),  # it waits for 100
-    (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", True),  # the parser refuses it
-    (b"GET /" + b"a" * (worker.MAX_HEAD_BYTES + 1), True),  # likewise
-])
+@pytest.mark.parametrize(
+    "data, arrived",
+    [
+        (b"", False),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n", False),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"POST /api/generate HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345", False),
+        (b"POST /api/generate HTTP/1.1\r\ncontent-length: 10\r\n\r\n1234567890", True),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", True),  # a big body is the app's to read
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        (b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", True),  # it waits for 100
+        (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", True),  # the parser refuses it
+        (b"GET /" + b"a" * (worker.MAX_HEAD_BYTES + 1), True),  # likewise
+    ],
+)
 def test_a_request_has_arrived_when_its_head_and_small_body_are_in(data: bytes, arrived: bool) -> None:
     assert worker.request_arrived(data) is arrived
 
@@ -135,9 +137,11 @@ def test_a_prompt_longer_than_any_tokenization_could_fit_is_refused_by_its_size(
     with pytest.raises(PromptTooLong):  # bytes count, not characters
         GenerationRequest(model=ref, prompt="é" * (limit // 2 + 1), sampling=SamplingPolicy(num_ctx=256))
     with pytest.raises(PromptTooLong):  # and every message of a chat
-        GenerationRequest(model=ref, messages=[{"role": "user", "content": "x" * limit},
-                                               {"role": "user", "content": "y"}],
-                          sampling=SamplingPolicy(num_ctx=256))
+        GenerationRequest(
+            model=ref,
+            messages=[{"role": "user", "content": "x" * limit}, {"role": "user", "content": "y"}],
+            sampling=SamplingPolicy(num_ctx=256),
+        )
 
 
 def test_the_models_own_context_bounds_the_prompt_too(services, fake_store) -> None:
@@ -167,16 +171,28 @@ def test_text_that_is_not_unicode_is_a_400(client) -> None:
 # -- 400s, not 500s ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path, body, words", [
-    ("/api/generate", {"model": "fake", "prompt": "hi", "options": {"num_ctx": 16}}, "num_ctx must be >= 256"),
-    ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 100}},
-     "num_ctx must be >= 256"),
-    ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi", "images": 5}]},
-     'field "images" of a message must be an array'),
-    ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": "hi", "images": "abc"}]},
-     'field "images" of a message must be an array'),
-    ("/v1/completions", {"model": "fake", "prompt": ["hi"] * 65}, "at most 64 prompts"),
-])
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        ("/api/generate", {"model": "fake", "prompt": "hi", "options": {"num_ctx": 16}}, "num_ctx must be >= 256"),
+        (
+            "/api/chat",
+            {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 100}},
+            "num_ctx must be >= 256",
+        ),
+        (
+            "/api/chat",
+            {"model": "fake", "messages": [{"role": "user", "content": "hi", "images": 5}]},
+            'field "images" of a message must be an array',
+        ),
+        (
+            "/api/chat",
+            {"model": "fake", "messages": [{"role": "user", "content": "hi", "images": "abc"}]},
+            'field "images" of a message must be an array',
+        ),
+        ("/v1/completions", {"model": "fake", "prompt": ["hi"] * 65}, "at most 64 prompts"),
+    ],
+)
 def test_bad_values_are_400s_with_a_message(client, path, body, words) -> None:
     result = client.simulate_post(path, json=body)
     assert result.status_code == 400, result.text
@@ -185,8 +201,9 @@ def test_bad_values_are_400s_with_a_message(client, path, body, words) -> None:
 
 
 def test_allowed_paths_must_be_absolute(tmp_path) -> None:
-    assert Settings.load({}, environ={"MODELPORT_ALLOWED_PATHS": f"{tmp_path}:/srv/models"},
-                         dotenv=None).allowed_folders == (str(tmp_path), "/srv/models")
+    assert Settings.load(
+        {}, environ={"MODELPORT_ALLOWED_PATHS": f"{tmp_path}:/srv/models"}, dotenv=None
+    ).allowed_folders == (str(tmp_path), "/srv/models")
     assert Settings.load({}, environ={}, dotenv=None).allowed_folders == ()
     with pytest.raises(InvalidRequest, match="absolute folders only"):
         Settings.load({}, environ={"MODELPORT_ALLOWED_PATHS": "models"}, dotenv=None)
@@ -195,5 +212,6 @@ def test_allowed_paths_must_be_absolute(tmp_path) -> None:
 def test_settings_carry_allowed_paths_into_create(services, settings, tmp_path) -> None:
     app = create_app(services, attrs.evolve(settings, allowed_paths=str(tmp_path)))
     result = falcon.testing.TestClient(app, headers=LOCAL).simulate_post(
-        "/api/create", json={"model": "x", "from": str(tmp_path / "absent.gguf"), "stream": False})
+        "/api/create", json={"model": "x", "from": str(tmp_path / "absent.gguf"), "stream": False}
+    )
     assert result.status_code == 400 and "cannot import" in result.json["error"]  # allowed: the store judges

@@ -33,8 +33,9 @@ def resident(engine_box, clock) -> ResidentModels:
 
 @pytest.fixture
 def services(fake_store, resident) -> Services:
-    return Services(store=fake_store, engines=resident._registry, resident=resident,
-                    sessions=InMemorySessionRepository())
+    return Services(
+        store=fake_store, engines=resident._registry, resident=resident, sessions=InMemorySessionRepository()
+    )
 
 
 def client_for(services, settings, clock, **changes) -> falcon.testing.TestClient:
@@ -48,8 +49,9 @@ def client(services, settings, clock) -> falcon.testing.TestClient:
 
 
 def generate(client, **body) -> falcon.testing.Result:
-    result = client.simulate_post("/api/generate", json={"model": "fake", "prompt": "hi", "stream": False,
-                                                         "options": GREEDY, **body})
+    result = client.simulate_post(
+        "/api/generate", json={"model": "fake", "prompt": "hi", "stream": False, "options": GREEDY, **body}
+    )
     assert result.status_code == 200, result.text
     return result
 
@@ -142,11 +144,14 @@ def test_request_keep_alive_overrides_the_default(client, services, clock, keep_
     assert services.loaded() == []
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False}),
-    ("/api/embed", {"model": "embedder", "input": "hi"}),
-    ("/api/embeddings", {"model": "embedder", "prompt": "hi"}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False}),
+        ("/api/embed", {"model": "embedder", "input": "hi"}),
+        ("/api/embeddings", {"model": "embedder", "prompt": "hi"}),
+    ],
+)
 def test_keep_alive_zero_unloads_after_chat_and_embeddings(client, services, path, body) -> None:
     result = client.simulate_post(path, json={"model": "fake", "keep_alive": 0, **body})
     assert result.status_code == 200, result.text

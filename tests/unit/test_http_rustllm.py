@@ -15,8 +15,12 @@ from modelport.entrypoints.http.chatpage import PROBE_ANSWER
 LOCAL = {"Host": "localhost:11434"}
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 REPLY = "The capital of France is Paris."
-BODY = {"model": "fake", "messages": [{"role": "user", "content": "Capital of France?"}],
-        "temperature": 0, "max_tokens": 100}
+BODY = {
+    "model": "fake",
+    "messages": [{"role": "user", "content": "Capital of France?"}],
+    "temperature": 0,
+    "max_tokens": 100,
+}
 
 
 @pytest.fixture(params=["/rustllm", ""], ids=["prefixed", "root"])
@@ -77,7 +81,7 @@ def test_chat_stream(profile) -> None:
     client, p = profile
     result = client.simulate_post(f"{p}/api/chat/stream", json=BODY)
     assert result.status_code == 200 and result.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(block[len("data: "):]) for block in result.text.split("\n\n") if block]
+    events = [json.loads(block[len("data: ") :]) for block in result.text.split("\n\n") if block]
     assert all(e["success"] for e in events)
     assert "".join(e["data"].get("delta", "") for e in events[:-1]) == REPLY
     final = events[-1]["data"]

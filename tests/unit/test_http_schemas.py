@@ -10,10 +10,23 @@ from modelport.domain import InvalidRequest
 from modelport.entrypoints.http.schemas import parse_duration, parse_keep_alive, rfc3339
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("0", 0.0), ("10", 10.0), ("1.5", 1.5), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0),
-    ("250ms", 0.25), ("1.5h", 5400.0), ("2m3s", 123.0), ("-1m", -60.0), ("+10s", 10.0), ("1us", 1e-6),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("0", 0.0),
+        ("10", 10.0),
+        ("1.5", 1.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("1.5h", 5400.0),
+        ("2m3s", 123.0),
+        ("-1m", -60.0),
+        ("+10s", 10.0),
+        ("1us", 1e-6),
+    ],
+)
 def test_durations_read_as_go_writes_them(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -24,9 +37,18 @@ def test_malformed_durations_are_refused(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("value, seconds", [
-    (None, None), (0, 0.0), (300, 300.0), (2.5, 2.5), ("5m", 300.0), (-1, math.inf), ("-1s", math.inf),
-])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        (None, None),
+        (0, 0.0),
+        (300, 300.0),
+        (2.5, 2.5),
+        ("5m", 300.0),
+        (-1, math.inf),
+        ("-1s", math.inf),
+    ],
+)
 def test_keep_alive_is_seconds_and_negative_means_forever(value, seconds) -> None:
     assert parse_keep_alive(value) == seconds
 

@@ -25,15 +25,26 @@ def client(services, settings) -> falcon.testing.TestClient:
 # -- CORS --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("origin", ["http://localhost", "http://localhost:3000", "https://127.0.0.1:8080",
-                                    "http://0.0.0.0:1", "app://x", "tauri://localhost", "vscode-webview://abc",
-                                    "file://"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://localhost",
+        "http://localhost:3000",
+        "https://127.0.0.1:8080",
+        "http://0.0.0.0:1",
+        "app://x",
+        "tauri://localhost",
+        "vscode-webview://abc",
+        "file://",
+    ],
+)
 def test_local_origins_are_allowed_by_default(origin) -> None:
     assert origin_allowed(origin, origin_patterns())
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "http://localhost.evil.example",
-                                    "chrome-extension://abc", "http://127.0.0.2"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://localhost.evil.example", "chrome-extension://abc", "http://127.0.0.2"]
+)
 def test_other_origins_are_not(origin) -> None:
     assert not origin_allowed(origin, origin_patterns())
 
@@ -47,9 +58,14 @@ def test_extra_origins_and_the_wildcard() -> None:
 
 
 def test_a_preflight_is_answered_with_the_allowed_headers(client) -> None:
-    result = client.simulate_options("/v1/chat/completions", headers={
-        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Content-Type, X-Stainless-OS, X-Evil"})
+    result = client.simulate_options(
+        "/v1/chat/completions",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type, X-Stainless-OS, X-Evil",
+        },
+    )
     assert result.status_code == 204
     assert result.headers["access-control-allow-origin"] == "http://localhost:5173"
     allowed = {h.strip() for h in result.headers["access-control-allow-headers"].split(",")}
@@ -81,8 +97,22 @@ def test_configured_origins_are_allowed(services, settings) -> None:
 # -- Host check ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "10.1.2.3", "192.168.0.4", "0.0.0.0",
-                                  "mybox", "MyBox", "app.localhost", "printer.local", "db.internal"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "10.1.2.3",
+        "192.168.0.4",
+        "0.0.0.0",
+        "mybox",
+        "MyBox",
+        "app.localhost",
+        "printer.local",
+        "db.internal",
+    ],
+)
 def test_local_hosts_are_allowed(host) -> None:
     assert host_allowed(host, "mybox")
 
@@ -104,8 +134,17 @@ def test_any_host_is_served_when_bound_to_all_interfaces(services, settings) -> 
     assert client.simulate_get("/api/tags").status_code == 200
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                            ("0.0.0.0", False), ("192.168.1.2", False), ("example.com", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("192.168.1.2", False),
+        ("example.com", False),
+    ],
+)
 def test_loopback_binds(host, loopback) -> None:
     assert is_loopback(host) is loopback
 
@@ -143,8 +182,9 @@ def test_the_openai_routes_answer_401_in_their_shape(keyed) -> None:
 
 
 def test_a_preflight_needs_no_key(keyed) -> None:
-    result = keyed.simulate_options("/api/chat", headers={
-        "Origin": "http://localhost", "Access-Control-Request-Method": "POST"})
+    result = keyed.simulate_options(
+        "/api/chat", headers={"Origin": "http://localhost", "Access-Control-Request-Method": "POST"}
+    )
     assert result.status_code == 204
 
 

@@ -11,8 +11,11 @@ from modelport.domain import InvalidRequest
 
 
 def test_a_step_goes_over_the_wire_as_arrays_and_json() -> None:
-    arrays = {"tokens": np.arange(5, dtype=np.int32), "mask": np.ones((2, 7), bool),
-              "keys": np.zeros((2, 2), np.uint32)}
+    arrays = {
+        "tokens": np.arange(5, dtype=np.int32),
+        "mask": np.ones((2, 7), bool),
+        "keys": np.zeros((2, 2), np.uint32),
+    }
     op, meta, back = distributed._unpack(distributed._pack("sample", {"mode": [True, False]}, arrays))
     assert (op, meta) == ("sample", {"mode": [True, False]})
     assert set(back) == set(arrays)
@@ -26,11 +29,14 @@ def test_a_step_never_carries_a_pickle() -> None:
         distributed._unpack(data)
 
 
-@pytest.mark.parametrize("coordinator, processes, process, message", [
-    ("", 2, 0, "needs --coordinator"),
-    ("127.0.0.1:1234", 2, 2, "--process-id must be 0 to 1"),
-    ("127.0.0.1:1234", 3, -1, "--process-id must be 0 to 2"),
-])
+@pytest.mark.parametrize(
+    "coordinator, processes, process, message",
+    [
+        ("", 2, 0, "needs --coordinator"),
+        ("127.0.0.1:1234", 2, 2, "--process-id must be 0 to 1"),
+        ("127.0.0.1:1234", 3, -1, "--process-id must be 0 to 2"),
+    ],
+)
 def test_a_group_that_cannot_be_is_refused_before_jax_starts(coordinator, processes, process, message) -> None:
     with pytest.raises(InvalidRequest, match=message):
         distributed.initialize(coordinator, processes, process)

@@ -19,8 +19,12 @@ def _random_blocks(kind: str, rows: int, cols: int, rng: np.random.Generator) ->
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
     raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
     halves = {"Q8_0": 1, "Q4_0": 1, "Q4_1": 2, "Q4_K": 2}[kind]  # leading f16 fields
-    raw[..., : 2 * halves] = rng.uniform(-0.05, 0.05, (rows, cols // block, halves)).astype(np.float16).view(
-        np.uint8).reshape(rows, cols // block, 2 * halves)
+    raw[..., : 2 * halves] = (
+        rng.uniform(-0.05, 0.05, (rows, cols // block, halves))
+        .astype(np.float16)
+        .view(np.uint8)
+        .reshape(rows, cols // block, 2 * halves)
+    )
     return raw.reshape(rows, -1)
 
 
@@ -113,8 +117,7 @@ def test_the_programs_dequantization_matches_numpy(bits) -> None:
     if bits == 4:
         linear.kernel.offsets[...] = jnp.asarray(blocks.offsets.T)
     x = rng.standard_normal((2, 3, 96)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(linear(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(linear(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4, atol=1e-4)
     table = Embedding(48, 96, dtype=jnp.float32, bits=bits)
     table.table.values[...] = jnp.asarray(blocks.values)
     table.table.scales[...] = jnp.asarray(blocks.scales)
@@ -122,5 +125,6 @@ def test_the_programs_dequantization_matches_numpy(bits) -> None:
         table.table.offsets[...] = jnp.asarray(blocks.offsets)
     ids = jnp.asarray([[0, 5, 47]])
     np.testing.assert_allclose(np.asarray(table(ids)), blocks.dequantize()[[0, 5, 47]][None], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(table.attend(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(table.attend(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4, atol=1e-4
+    )

@@ -14,10 +14,18 @@ from modelport.domain import EngineUnavailable, ModelFormat, ModelInfo, ModelLoa
 from modelport.ports import EngineOptions
 
 
-@pytest.mark.parametrize("model_type, family", [
-    ("llama", "llama"), ("mistral", "llama"), ("qwen2", "llama"), ("phi3", "llama"), ("granite", "llama"),
-    ("gpt2", "gpt2"), ("bert", "bert"),
-])
+@pytest.mark.parametrize(
+    "model_type, family",
+    [
+        ("llama", "llama"),
+        ("mistral", "llama"),
+        ("qwen2", "llama"),
+        ("phi3", "llama"),
+        ("granite", "llama"),
+        ("gpt2", "gpt2"),
+        ("bert", "bert"),
+    ],
+)
 def test_model_types_map_to_family_files(model_type: str, family: str) -> None:
     assert family_name(model_type) == family
 

@@ -14,9 +14,11 @@ from modelport.domain import InvalidRequest
 
 def _qkv_labels(heads: int, kv_heads: int, head_dim: int) -> list[tuple[str, int]]:
     """(kind, head) of each column of a fused [q | k | v] kernel."""
-    return ([("q", h) for h in range(heads) for _ in range(head_dim)]
-            + [("k", h) for h in range(kv_heads) for _ in range(head_dim)]
-            + [("v", h) for h in range(kv_heads) for _ in range(head_dim)])
+    return (
+        [("q", h) for h in range(heads) for _ in range(head_dim)]
+        + [("k", h) for h in range(kv_heads) for _ in range(head_dim)]
+        + [("v", h) for h in range(kv_heads) for _ in range(head_dim)]
+    )
 
 
 @pytest.mark.parametrize("heads, kv_heads, shards", [(9, 3, 3), (8, 4, 2), (8, 4, 4), (8, 2, 2), (4, 4, 4)])
@@ -53,10 +55,10 @@ def test_split_kernels_compute_the_same_as_the_whole_one() -> None:
     kernel = rng.standard_normal((d, (heads + 2 * kv_heads) * dh))
     x = rng.standard_normal((2, d))
     whole = x @ kernel
-    q, k = whole[:, : heads * dh].reshape(2, heads, dh), whole[:, heads * dh: (heads + kv_heads) * dh]
+    q, k = whole[:, : heads * dh].reshape(2, heads, dh), whole[:, heads * dh : (heads + kv_heads) * dh]
     split = (x @ kernel[:, qkv_order(n, heads, kv_heads, dh)]).reshape(2, n, -1)
     q_split = split[..., : heads // n * dh].reshape(2, heads, dh)
-    k_split = split[..., heads // n * dh: (heads + kv_heads) // n * dh].reshape(2, kv_heads * dh)
+    k_split = split[..., heads // n * dh : (heads + kv_heads) // n * dh].reshape(2, kv_heads * dh)
     assert np.allclose(q_split, q) and np.allclose(k_split, k)
 
 
@@ -79,5 +81,7 @@ def test_a_count_that_does_not_divide_is_refused_with_those_that_do() -> None:
     check_shards(3, counts)
     with pytest.raises(InvalidRequest) as caught:
         check_shards(2, counts, "'smollm2'")
-    assert str(caught.value) == ("--tensor-parallel 2 does not divide the 9 attention heads and 3 key/value "
-                                 "heads of 'smollm2'; it can be split over 1 or 3 devices")
+    assert str(caught.value) == (
+        "--tensor-parallel 2 does not divide the 9 attention heads and 3 key/value "
+        "heads of 'smollm2'; it can be split over 1 or 3 devices"
+    )

@@ -45,8 +45,9 @@ def test_last_turns_keeps_the_system_prompt_and_the_last_n_turns() -> None:
 
 
 def test_session_keeps_ten_turns_by_default_and_round_trips_json() -> None:
-    session = ChatSession(id="s1", model="smollm2", conversation=turns(12),
-                          sampling=SamplingPolicy(temperature=0.1, seed=4))
+    session = ChatSession(
+        id="s1", model="smollm2", conversation=turns(12), sampling=SamplingPolicy(temperature=0.1, seed=4)
+    )
     assert len(session.context) == 21
     again = ChatSession.from_json(session.to_json())
     assert again == session
@@ -75,8 +76,11 @@ def test_request_takes_a_prompt_or_messages_not_both() -> None:
 
 def test_completion_folds_events() -> None:
     usage = Usage(prompt_tokens=3, completion_tokens=2, eval_ns=2_000_000_000)
-    events = [TokenEvent(text="Hel", token_id=1), TokenEvent(text="lo", token_id=2),
-              TokenEvent(finish_reason=FinishReason.LENGTH, usage=usage)]
+    events = [
+        TokenEvent(text="Hel", token_id=1),
+        TokenEvent(text="lo", token_id=2),
+        TokenEvent(finish_reason=FinishReason.LENGTH, usage=usage),
+    ]
     completion = Completion.fold(events)
     assert (completion.text, completion.token_ids, completion.finish_reason) == ("Hello", (1, 2), FinishReason.LENGTH)
     assert completion.usage.eval_rate == 1.0 and completion.usage.total_tokens == 5

@@ -38,9 +38,29 @@ def test_paths_are_kept_verbatim(text) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "a/../b", "org/..", "..", "a//b", "a/b/c", "a b", "a:b:c", "a--b/c", "org/na--me",
-     ":tag", "name:", "name@", "-name", "org/.hidden", "na\\me", "name:ta g", "name@..", "org/name@a..b",
-     "x" * 97],
+    [
+        "",
+        "   ",
+        "a/../b",
+        "org/..",
+        "..",
+        "a//b",
+        "a/b/c",
+        "a b",
+        "a:b:c",
+        "a--b/c",
+        "org/na--me",
+        ":tag",
+        "name:",
+        "name@",
+        "-name",
+        "org/.hidden",
+        "na\\me",
+        "name:ta g",
+        "name@..",
+        "org/name@a..b",
+        "x" * 97,
+    ],
 )
 def test_rejects_bad_names(text) -> None:
     if text == "..":
@@ -83,8 +103,12 @@ def test_any_text_parses_or_fails_cleanly(text) -> None:
 
 @pytest.mark.parametrize(
     "text, canonical",
-    [("smollm2", "smollm2:latest"), ("smollm2:135m", "smollm2:135m"), ("org/m@main", "org/m:latest"),
-     ("org/m:Q4_K_M@v2", "org/m:Q4_K_M")],
+    [
+        ("smollm2", "smollm2:latest"),
+        ("smollm2:135m", "smollm2:135m"),
+        ("org/m@main", "org/m:latest"),
+        ("org/m:Q4_K_M@v2", "org/m:Q4_K_M"),
+    ],
 )
 def test_canonical_name(text, canonical) -> None:
     assert ModelRef.parse(text).canonical == canonical

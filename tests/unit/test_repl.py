@@ -30,8 +30,7 @@ def test_a_conversation_keeps_its_turns(services, engine_box) -> None:
     code, out, err = chat(services, "hello\nand then?\n/quit\n", "fake", "--temperature", "0")
     assert code == EXIT_OK and out.count(REPLY) == 2
     assert "Chatting with fake" in err
-    assert engine_box.last.prompts[-1] == (
-        f"<|user|>hello\n<|assistant|>{REPLY}\n<|user|>and then?\n<|assistant|>")
+    assert engine_box.last.prompts[-1] == (f"<|user|>hello\n<|assistant|>{REPLY}\n<|user|>and then?\n<|assistant|>")
 
 
 def test_only_the_last_ten_turns_reach_the_model(services, engine_box) -> None:
@@ -65,8 +64,15 @@ def test_set_stop_adds_stop_strings(services) -> None:
 
 
 def test_show_history_clear_and_help(services) -> None:
-    code, out, err = chat(services, "/show\nhello\n/history\n/clear\n/history\n/help\n/nope\n", "fake",
-                          "--temperature", "0", "--system", "be nice")
+    code, out, err = chat(
+        services,
+        "/show\nhello\n/history\n/clear\n/history\n/help\n/nope\n",
+        "fake",
+        "--temperature",
+        "0",
+        "--system",
+        "be nice",
+    )
     assert code == EXIT_OK
     assert "architecture    fake" in out and "system          be nice" in out
     assert f"user: hello\nassistant: {REPLY}" in out and "system: be nice" in out
@@ -76,8 +82,7 @@ def test_show_history_clear_and_help(services) -> None:
 
 
 def test_model_switches_and_refuses_unknown_models(services, engine_box) -> None:
-    code, out, err = chat(services, "/model nope\n/model embedder\nhi\n/model fake\nhi\n", "fake",
-                          "--temperature", "0")
+    code, out, err = chat(services, "/model nope\n/model embedder\nhi\n/model fake\nhi\n", "fake", "--temperature", "0")
     assert code == EXIT_OK
     assert "model 'nope' not found" in err and "Now talking to embedder:latest" in err
     assert "'embedder:latest' does not support chat" in err
@@ -128,8 +133,7 @@ def test_a_missing_model_or_session_stops_before_the_chat(services) -> None:
 
 
 def test_as_a_pipe_it_prints_replies_only_and_reports_errors_in_its_status(services) -> None:
-    code, out, err = chat(services, "hello\n/set top_p 9\nagain\n", "fake", "--temperature", "0",
-                          terminal=False)
+    code, out, err = chat(services, "hello\n/set top_p 9\nagain\n", "fake", "--temperature", "0", terminal=False)
     assert out == f"{REPLY}\n{REPLY}\n" and "\x1b" not in out + err
     assert ">>>" not in out and "Chatting" not in err
     assert code == EXIT_USAGE and "top_p must be in (0, 1]" in err
@@ -181,6 +185,7 @@ def test_a_saved_session_is_plain_json(services, tmp_path) -> None:
 def test_chat_format_makes_every_reply_json(services) -> None:
 
     import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
+
     code, out, err = chat(services, "a person\nanother\n/quit\n", "fake", "--format", "json", terminal=False)
     assert code == EXIT_OK, err
     assert [isinstance(json.loads(line), dict) for line in out.splitlines() if line.strip()] == [True, True]
@@ -192,16 +197,23 @@ def test_tool_calls_are_shown_on_a_line_of_their_own(services, engine_box) -> No
     from modelport.entrypoints.repl import ChatRepl
 
     import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
-    weather = Tool(name="get_weather", parameters_text={"type": "object", "properties": {
-        "city": {"enum": ["Oslo"]}}, "required": ["city"], "additionalProperties": False})
+
+    weather = Tool(
+        name="get_weather",
+        parameters_text={
+            "type": "object",
+            "properties": {"city": {"enum": ["Oslo"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    )
 
     class WithTools:  # the services, offering a tool on every turn
         def __getattr__(self, name):
             return getattr(services, name)
 
         def chat(self, session, message, **output):
-            return services.chat(session, message, tools=(weather,), tool_choice=ToolChoice(mode="required"),
-                                 **output)
+            return services.chat(session, message, tools=(weather,), tool_choice=ToolChoice(mode="required"), **output)
 
     out, err = io.StringIO(), io.StringIO()
     session = services.new_session("fake", sampling=SamplingPolicy.greedy())

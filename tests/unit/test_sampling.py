@@ -23,8 +23,18 @@ def test_greedy() -> None:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("temperature", -0.1), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5), ("min_p", 2.0),
-     ("repeat_penalty", 0.0), ("repeat_last_n", -2), ("seed", -5), ("max_tokens", 0), ("num_ctx", 8)],
+    [
+        ("temperature", -0.1),
+        ("top_k", -1),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("min_p", 2.0),
+        ("repeat_penalty", 0.0),
+        ("repeat_last_n", -2),
+        ("seed", -5),
+        ("max_tokens", 0),
+        ("num_ctx", 8),
+    ],
 )
 def test_out_of_range_values_are_rejected_with_the_field_named(field, value) -> None:
     with pytest.raises(InvalidRequest, match=field):
@@ -33,8 +43,17 @@ def test_out_of_range_values_are_rejected_with_the_field_named(field, value) -> 
 
 def test_ollama_options_map_and_unknown_keys_are_ignored() -> None:
     policy = parameter_policy(
-        {"temperature": 0, "top_k": 5.0, "num_predict": 12, "seed": 7, "stop": ["\n"],
-         "num_ctx": 2048, "mirostat": 2, "numa": False, "penalize_newline": True}
+        {
+            "temperature": 0,
+            "top_k": 5.0,
+            "num_predict": 12,
+            "seed": 7,
+            "stop": ["\n"],
+            "num_ctx": 2048,
+            "mirostat": 2,
+            "numa": False,
+            "penalize_newline": True,
+        }
     )
     assert (policy.temperature, policy.top_k, policy.max_tokens, policy.seed) == (0.0, 5, 12, 7)
     assert policy.stop == ("\n",) and policy.num_ctx == 2048
@@ -46,8 +65,9 @@ def test_ollama_sentinels() -> None:
     assert parameter_policy({"num_predict": -2}).max_tokens is None
 
 
-@pytest.mark.parametrize("options", [{"top_k": "5"}, {"top_k": 1.5}, {"temperature": True}, {"stop": 3},
-                                     {"stop": [""]}, {"num_predict": 0}])
+@pytest.mark.parametrize(
+    "options", [{"top_k": "5"}, {"top_k": 1.5}, {"temperature": True}, {"stop": 3}, {"stop": [""]}, {"num_predict": 0}]
+)
 def test_ollama_wrong_types_are_rejected(options) -> None:
     with pytest.raises(InvalidRequest):
         parameter_policy(options)
@@ -59,10 +79,19 @@ def test_options_must_be_an_object() -> None:
 
 
 def test_openai_fields() -> None:
-    policy = layered(sampling_changes({"temperature": 0.2, "max_completion_tokens": 9, "stop": "END",
-                                       "top_p": 0.5, "seed": 3, "presence_penalty": 1}))
-    assert (policy.temperature, policy.max_tokens, policy.stop, policy.top_p, policy.seed) == (
-        0.2, 9, ("END",), 0.5, 3)
+    policy = layered(
+        sampling_changes(
+            {
+                "temperature": 0.2,
+                "max_completion_tokens": 9,
+                "stop": "END",
+                "top_p": 0.5,
+                "seed": 3,
+                "presence_penalty": 1,
+            }
+        )
+    )
+    assert (policy.temperature, policy.max_tokens, policy.stop, policy.top_p, policy.seed) == (0.2, 9, ("END",), 0.5, 3)
     assert sampling_changes({}) == {}  # the model's own defaults and modelport's stand
 
 

@@ -29,8 +29,9 @@ from modelport.ports import EngineRegistry, EngineSpec
 
 
 def ask(prompt: str = "capital of France?", **sampling) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("fake"), messages=system_and_user(prompt),
-                             sampling=SamplingPolicy.greedy(**sampling))
+    return GenerationRequest(
+        model=ModelRef.parse("fake"), messages=system_and_user(prompt), sampling=SamplingPolicy.greedy(**sampling)
+    )
 
 
 def test_generate_streams_through_the_chat_template(services, engine_box) -> None:
@@ -79,8 +80,7 @@ def test_unknown_model_and_missing_capability(services) -> None:
 
 
 def test_context_overflow_is_raised_before_streaming(services) -> None:
-    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="x" * 300,
-                                sampling=SamplingPolicy(num_ctx=256))
+    request = GenerationRequest(model=ModelRef.parse("fake"), prompt="x" * 300, sampling=SamplingPolicy(num_ctx=256))
     with pytest.raises(ContextOverflow):
         services.generate(request)
     assert services.loaded()[0].in_use == 0
@@ -130,10 +130,12 @@ def test_engine_selection() -> None:
     def never():
         raise AssertionError("not built")
 
-    registry = EngineRegistry([
-        EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=never, available=lambda: False, extra="gguf"),
-        EngineSpec(name="jax", formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS}, factory=never),
-    ])
+    registry = EngineRegistry(
+        [
+            EngineSpec(name="gguf", formats={ModelFormat.GGUF}, factory=never, available=lambda: False, extra="gguf"),
+            EngineSpec(name="jax", formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS}, factory=never),
+        ]
+    )
     gguf = fake_model("m", format=ModelFormat.GGUF)
     assert registry.select(gguf).name == "jax"
     with pytest.raises(EngineUnavailable, match=r"pip install 'modelport\[gguf\]'"):
@@ -152,8 +154,9 @@ def test_resident_models_evict_the_least_recently_used(settings, engine_box) -> 
 
     store = InMemoryModelStore([fake_model(f"m{i}:latest") for i in range(3)])
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    services = bootstrap(attrs.evolve(settings, max_resident_models=2), store=store, engines=[spec],
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        attrs.evolve(settings, max_resident_models=2), store=store, engines=[spec], sessions=InMemorySessionRepository()
+    )
     for name in ("m0", "m1", "m2"):
         services.complete(GenerationRequest(model=ModelRef.parse(name), prompt="x"))
     assert sorted(r.model.name for r in services.loaded()) == ["m1:latest", "m2:latest"]
@@ -193,8 +196,13 @@ def test_an_embedder_is_never_given_an_engine_that_cannot_embed() -> None:
     def never():
         raise AssertionError("not built")
 
-    chat_only = EngineSpec(name="mlx", formats={ModelFormat.SAFETENSORS}, factory=never,
-                           capabilities={Capability.CHAT, Capability.COMPLETION}, extra="mlx")
+    chat_only = EngineSpec(
+        name="mlx",
+        formats={ModelFormat.SAFETENSORS},
+        factory=never,
+        capabilities={Capability.CHAT, Capability.COMPLETION},
+        extra="mlx",
+    )
     registry = EngineRegistry([chat_only])
     embedder = fake_model("e", format=ModelFormat.SAFETENSORS, capabilities={Capability.EMBEDDING})
     with pytest.raises(EngineUnavailable, match="no engine"):
@@ -209,8 +217,9 @@ def test_a_model_decodes_its_warm_up_tokens_when_it_loads(settings, fake_store, 
     from modelport.entrypoints.bootstrap import bootstrap
 
     spec = EngineSpec(name="fake", formats=set(ModelFormat), factory=engine_box)
-    services = bootstrap(attrs.evolve(settings, warmup_tokens=3), store=fake_store, engines=[spec],
-                         sessions=InMemorySessionRepository())
+    services = bootstrap(
+        attrs.evolve(settings, warmup_tokens=3), store=fake_store, engines=[spec], sessions=InMemorySessionRepository()
+    )
     assert services.complete(ask()).text == "The capital of France is Paris."
     fake = engine_box.last
     assert fake.prompts == ["Hello", "<|user|>capital of France?\n<|assistant|>"]

@@ -29,31 +29,59 @@ from modelport.domain.messages import without_native_tools
 
 import llguidance  # noqa: F401  (CI installs every extra: a missing library fails)
 
-WEATHER = Tool(name="get_weather", description="The weather in a city",
-               parameters_text={"type": "object", "properties": {"city": {"type": "string"},
-                                                                 "unit": {"enum": ["c", "f"]}},
-                                "required": ["city", "unit"], "additionalProperties": False})
-TIME = Tool(name="get_time", parameters_text={"type": "object", "properties": {"zone": {"type": "string"}},
-                                              "required": ["zone"]})
+WEATHER = Tool(
+    name="get_weather",
+    description="The weather in a city",
+    parameters_text={
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+)
+TIME = Tool(
+    name="get_time",
+    parameters_text={"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+)
 
 SCHEMAS = [
-    {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-     "required": ["name", "age"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    },
     {"type": "array", "items": {"type": "integer", "minimum": 3, "maximum": 7}, "minItems": 2, "maxItems": 4},
     {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"]},
-    {"type": "object", "properties": {"point": {"type": "object", "properties": {
-        "x": {"type": "number", "minimum": -1, "maximum": 1}, "y": {"type": "number"}},
-        "required": ["x", "y"], "additionalProperties": False}}, "required": ["point"],
-     "additionalProperties": False},
-    {"type": "object", "properties": {"ok": {"type": "boolean"}, "tags": {"type": "array", "items": {"type": "string"}}},
-     "required": ["ok", "tags"]},
+    {
+        "type": "object",
+        "properties": {
+            "point": {
+                "type": "object",
+                "properties": {"x": {"type": "number", "minimum": -1, "maximum": 1}, "y": {"type": "number"}},
+                "required": ["x", "y"],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["point"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["ok", "tags"],
+    },
     {"type": "integer", "minimum": 10, "maximum": 20},
 ]
 
 
 def ask(content: str = "hi", **fields) -> GenerationRequest:
-    return GenerationRequest(model=ModelRef.parse("fake"), messages=system_and_user(content),
-                             sampling=SamplingPolicy.greedy(max_tokens=200), **fields)
+    return GenerationRequest(
+        model=ModelRef.parse("fake"),
+        messages=system_and_user(content),
+        sampling=SamplingPolicy.greedy(max_tokens=200),
+        **fields,
+    )
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: s["type"] + str(len(json.dumps(s))))
@@ -113,8 +141,9 @@ def test_auto_text_stays_text(services, engine_box) -> None:
 
 
 def test_auto_a_call_the_model_starts_is_parsed(services, engine_box) -> None:
-    engine_box.reply = 'Let me look.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}' \
-                       '\n</tool_call>'
+    engine_box.reply = (
+        'Let me look.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}\n</tool_call>'
+    )
     done = services.complete(ask(tools=(WEATHER,)))
     assert done.text == "Let me look."
     assert [(c.name, c.arguments) for c in done.tool_calls] == [("get_weather", {"city": "Oslo", "unit": "c"})]
@@ -129,13 +158,16 @@ def test_auto_a_started_call_is_forced_into_valid_arguments(services, engine_box
 
 def test_a_tool_result_round_trip_is_rendered_into_the_next_prompt(services, engine_box) -> None:
     call = ToolCall(name="get_weather", arguments_text={"city": "Oslo", "unit": "c"})
-    messages = Conversation(messages=(
-        ChatMessage.user("Weather in Oslo?"),
-        ChatMessage(role="assistant", tool_calls=(call,)),
-        ChatMessage(role="tool", content="-3 and snow", tool_name="get_weather", tool_call_id=call.id),
-    ))
-    request = GenerationRequest(model=ModelRef.parse("fake"), messages=messages, tools=(WEATHER,),
-                                sampling=SamplingPolicy.greedy())
+    messages = Conversation(
+        messages=(
+            ChatMessage.user("Weather in Oslo?"),
+            ChatMessage(role="assistant", tool_calls=(call,)),
+            ChatMessage(role="tool", content="-3 and snow", tool_name="get_weather", tool_call_id=call.id),
+        )
+    )
+    request = GenerationRequest(
+        model=ModelRef.parse("fake"), messages=messages, tools=(WEATHER,), sampling=SamplingPolicy.greedy()
+    )
     done = services.complete(request)
     prompt = engine_box.last.prompts[-1]
     assert '<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}\n</tool_call>' in prompt
@@ -159,8 +191,12 @@ def test_constrained_and_free_requests_share_a_batch(services, engine_box) -> No
     def run(key: str, request: GenerationRequest) -> None:
         results[key] = services.complete(request)
 
-    requests = {"free": ask(), "schema": ask(format=OutputFormat.from_schema(SCHEMAS[0])),
-                "call": ask(tools=(WEATHER,), tool_choice=ToolChoice(mode="required")), "free2": ask("again")}
+    requests = {
+        "free": ask(),
+        "schema": ask(format=OutputFormat.from_schema(SCHEMAS[0])),
+        "call": ask(tools=(WEATHER,), tool_choice=ToolChoice(mode="required")),
+        "free2": ask("again"),
+    }
     threads = [threading.Thread(target=run, args=item) for item in requests.items()]
     for t in threads:
         t.start()
@@ -170,8 +206,9 @@ def test_constrained_and_free_requests_share_a_batch(services, engine_box) -> No
     jsonschema.validate(json.loads(results["schema"].text), SCHEMAS[0])
     jsonschema.validate(results["call"].tool_calls[0].arguments, WEATHER.parameters)
     steps = engine_box.last.steps
-    assert any(len(s.decode) >= 3 and s.pending and len(s.pending) < len(s.decode) for s in steps), \
+    assert any(len(s.decode) >= 3 and s.pending and len(s.pending) < len(s.decode) for s in steps), (
         "constrained and free slots decoded in the same steps"
+    )
 
 
 # -- the values -----------------------------------------------------------------------------
@@ -206,8 +243,10 @@ def test_the_fallback_prompt_describes_the_tools_once() -> None:
     assert system.content.startswith("be brief\n\n") and system.content.count("get_weather") == 1
 
 
-QWEN_LIKE = ("{%- if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>"
-             "\nReturn <tool_call>{...}</tool_call><|im_end|>{% endif %}{% for m in messages %}...{% endfor %}")
+QWEN_LIKE = (
+    "{%- if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>"
+    "\nReturn <tool_call>{...}</tool_call><|im_end|>{% endif %}{% for m in messages %}...{% endfor %}"
+)
 
 
 class RendersTools:
@@ -225,6 +264,7 @@ def test_tools_go_through_a_template_that_teaches_tool_call_blocks() -> None:
     assert fallback.tools == () and "<tools>" in fallback.messages.messages[0].content
     not_rendering = prompted(request, fake_model(chat_template=QWEN_LIKE), object())
     assert not_rendering.tools == () and "<tools>" in not_rendering.messages.messages[0].content
-    hidden = prompted(ask(tools=(WEATHER,), tool_choice=ToolChoice(mode="none")),
-                      fake_model(chat_template=QWEN_LIKE), RendersTools())
+    hidden = prompted(
+        ask(tools=(WEATHER,), tool_choice=ToolChoice(mode="none")), fake_model(chat_template=QWEN_LIKE), RendersTools()
+    )
     assert hidden.tools == ()

@@ -106,8 +106,11 @@ def weight_rules(cfg: BertConfig) -> list[Rule]:
         ours, theirs = ("layers", i), f"encoder.layer.{i}."
         attn = theirs + "attention."
         rules += [
-            Rule((*ours, "qkv", "kernel"), tuple(f"{attn}self.{p}.weight" for p in ("query", "key", "value")),
-                 concat_linear_t),
+            Rule(
+                (*ours, "qkv", "kernel"),
+                tuple(f"{attn}self.{p}.weight" for p in ("query", "key", "value")),
+                concat_linear_t,
+            ),
             Rule((*ours, "qkv", "bias"), tuple(f"{attn}self.{p}.bias" for p in ("query", "key", "value")), concat),
             Rule((*ours, "o", "kernel"), (attn + "output.dense.weight",), linear_t),
             Rule((*ours, "o", "bias"), (attn + "output.dense.bias",), vector),

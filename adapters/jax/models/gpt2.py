@@ -89,8 +89,9 @@ class GPT2Model(nnx.Module):
         self.layers = nnx.List([Block(cfg, dtype) for _ in range(cfg.num_layers)])
         self.ln_f = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int,
-                 row: jax.Array | None = None):
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int, row: jax.Array | None = None
+    ):
         """tokens, positions: (B, T) -> hidden (B, T, D), updated cache (its row
         ``row`` only, when it is set: B = 1)."""
         x = self.wte(tokens) + self.wpe(jnp.minimum(positions, self.cfg.max_position_embeddings - 1))
@@ -115,8 +116,14 @@ def weight_rules(cfg: GPT2Config) -> list[Rule]:
         Rule(("ln_f", "weight"), ("ln_f.weight",), vector),
         Rule(("ln_f", "bias"), ("ln_f.bias",), vector),
     ]
-    names = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj", "ln_2": "ln_2",
-             "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
+    names = {
+        "ln_1": "ln_1",
+        "c_attn": "attn.c_attn",
+        "attn_proj": "attn.c_proj",
+        "ln_2": "ln_2",
+        "c_fc": "mlp.c_fc",
+        "mlp_proj": "mlp.c_proj",
+    }
     for i in range(cfg.num_layers):
         for ours, theirs in names.items():
             weight = "weight" if ours.startswith("ln") else "kernel"

@@ -123,8 +123,9 @@ class LlamaConfig:
 class Attention(nnx.Module):
     def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
         q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.qkv = Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype,
-                          bits=quant.bits_for(cfg.hidden_size))  # D -> (H + 2K) * Dh
+        self.qkv = Linear(
+            cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype, bits=quant.bits_for(cfg.hidden_size)
+        )  # D -> (H + 2K) * Dh
         self.o = Linear(q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype, bits=quant.bits_for(q))  # H * Dh -> D
         self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.shards = shards
@@ -143,10 +144,20 @@ class Attention(nnx.Module):
 
 class MLP(nnx.Module):
     def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
-        self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype,
-                              bits=quant.bits_for(cfg.hidden_size))
-        self.down = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype,
-                           bits=quant.bits_for(cfg.intermediate_size))
+        self.gate_up = Linear(
+            cfg.hidden_size,
+            2 * cfg.intermediate_size,
+            bias=cfg.mlp_bias,
+            dtype=dtype,
+            bits=quant.bits_for(cfg.hidden_size),
+        )
+        self.down = Linear(
+            cfg.intermediate_size,
+            cfg.hidden_size,
+            bias=cfg.mlp_bias,
+            dtype=dtype,
+            bits=quant.bits_for(cfg.intermediate_size),
+        )
         self.act = ACTIVATIONS[cfg.hidden_act]
         self.shards = shards
 
@@ -163,8 +174,9 @@ class DecoderLayer(nnx.Module):
         self.post_norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.mlp = MLP(cfg, dtype, quant, shards)
 
-    def __call__(self, x: jax.Array, positions: jax.Array, k_cache: jax.Array, v_cache: jax.Array, span: int,
-                 ctx: "_Context"):
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, k_cache: jax.Array, v_cache: jax.Array, span: int, ctx: "_Context"
+    ):
         """One block. Writes this step's keys and values at ``positions`` (B, T) into
         the layer's caches (rows, S, K, Dh) and attends over their first ``span``
         positions (of cache row ``ctx.row`` only, when it is set). x: (B, T, D)."""
@@ -194,26 +206,36 @@ class LlamaModel(nnx.Module):
     table); norms stay float. ``shards``: the devices it is split over (their fused
     projections' column order; :func:`shard_counts` must divide by it)."""
 
-    def __init__(self, cfg: LlamaConfig, *, dtype: Any = jnp.float32, quant: Quantization = Quantization(),
-                 shards: int = 1) -> None:
+    def __init__(
+        self, cfg: LlamaConfig, *, dtype: Any = jnp.float32, quant: Quantization = Quantization(), shards: int = 1
+    ) -> None:
         self.cfg = cfg
         table_bits = quant.bits_for(cfg.hidden_size, embedding=True)
         self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, bits=table_bits)
         self.layers = nnx.List([DecoderLayer(cfg, dtype, quant, shards) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False,
-                                                                   dtype=dtype, bits=table_bits)
+        self.lm_head = (
+            None
+            if cfg.tie_word_embeddings
+            else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, bits=table_bits)
+        )
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int,
-                 row: jax.Array | None = None):
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array, cache: KVCache, span: int, row: jax.Array | None = None
+    ):
         """tokens, positions: (B, T) -> hidden (B, T, D), updated cache. With ``row``
         (B = 1), the tokens go into that row of the cache, the others untouched."""
         cfg = self.cfg
         x = self.embed(tokens)
         if cfg.embedding_multiplier != 1.0:
             x = x * cfg.embedding_multiplier
-        ctx = _Context(jnp.asarray(_inv_freq(cfg)), causal_mask(positions, span, cfg.sliding_window),
-                       cfg.attention_scale, cfg.residual_multiplier, row)
+        ctx = _Context(
+            jnp.asarray(_inv_freq(cfg)),
+            causal_mask(positions, span, cfg.sliding_window),
+            cfg.attention_scale,
+            cfg.residual_multiplier,
+            row,
+        )
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, positions, *cache.layer(i), span, ctx)
             cache = cache.replace(i, k, v)
@@ -237,8 +259,7 @@ def cache_shape(cfg: LlamaConfig) -> tuple[int, int, int]:
 def shard_counts(cfg: LlamaConfig) -> dict[str, int]:
     """What tensor parallelism splits in whole pieces: the number of devices must
     divide each (the vocabulary is split only where it divides, else replicated)."""
-    return {"attention heads": cfg.num_heads, "key/value heads": cfg.num_kv_heads,
-            "MLP width": cfg.intermediate_size}
+    return {"attention heads": cfg.num_heads, "key/value heads": cfg.num_kv_heads, "MLP width": cfg.intermediate_size}
 
 
 def weight_rules(cfg: LlamaConfig) -> list[Rule]:
@@ -267,23 +288,35 @@ def _layer_rules(cfg: LlamaConfig, i: int) -> list[Rule]:
         gate_up_keys, gate_up_fuse = (mlp + "gate_proj.weight", mlp + "up_proj.weight"), concat_linear_t
     rules = [
         Rule((*ours, "input_norm", "weight"), (theirs + "input_layernorm.weight",), vector, axes=("embed",)),
-        Rule((*ours, "post_norm", "weight"), (theirs + "post_attention_layernorm.weight",), vector,
-             axes=("embed",)),
+        Rule((*ours, "post_norm", "weight"), (theirs + "post_attention_layernorm.weight",), vector, axes=("embed",)),
         Rule((*ours, "attn", "qkv", "kernel"), qkv_keys, qkv_fuse, axes=("embed", "heads"), order=qkv_cols),
         Rule((*ours, "attn", "o", "kernel"), (attn + "o_proj.weight",), linear_t, axes=("heads", "embed")),
-        Rule((*ours, "mlp", "gate_up", "kernel"), gate_up_keys, gate_up_fuse, axes=("embed", "mlp"),
-             order=gate_up_cols),
+        Rule(
+            (*ours, "mlp", "gate_up", "kernel"), gate_up_keys, gate_up_fuse, axes=("embed", "mlp"), order=gate_up_cols
+        ),
         Rule((*ours, "mlp", "down", "kernel"), (mlp + "down_proj.weight",), linear_t, axes=("mlp", "embed")),
     ]
     if cfg.qkv_bias:
-        rules.append(Rule((*ours, "attn", "qkv", "bias"), tuple(attn + f"{p}_proj.bias" for p in "qkv"), concat,
-                          axes=("heads",), order=qkv_cols))
+        rules.append(
+            Rule(
+                (*ours, "attn", "qkv", "bias"),
+                tuple(attn + f"{p}_proj.bias" for p in "qkv"),
+                concat,
+                axes=("heads",),
+                order=qkv_cols,
+            )
+        )
     if cfg.o_bias:
         rules.append(Rule((*ours, "attn", "o", "bias"), (attn + "o_proj.bias",), vector, axes=("embed",)))
     if cfg.mlp_bias:
         rules += [
-            Rule((*ours, "mlp", "gate_up", "bias"), (mlp + "gate_proj.bias", mlp + "up_proj.bias"), concat,
-                 axes=("mlp",), order=gate_up_cols),
+            Rule(
+                (*ours, "mlp", "gate_up", "bias"),
+                (mlp + "gate_proj.bias", mlp + "up_proj.bias"),
+                concat,
+                axes=("mlp",),
+                order=gate_up_cols,
+            ),
             Rule((*ours, "mlp", "down", "bias"), (mlp + "down_proj.bias",), vector, axes=("embed",)),
         ]
     return rules
