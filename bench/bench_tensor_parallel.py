@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 MODELS = ("smollm2", "llama-160m")
@@ -64,81 +63,13 @@ def wide_folder() -> Path:
     """The random 160M Llama, written once (config, safetensors, the bundled tokenizer)."""
     import sys
 
-    import numpy as np
-    from safetensors.numpy import save_file
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny-model helper
     from tests.support import tiny_llama
 
     folder = Path(tempfile.gettempdir()) / "modelport-bench" / "llama-160m"
-    if (folder / "model.safetensors").is_file():
-        return folder
-    tiny_llama.build(folder, config={**WIDE, "vocab_size": 30522})  # the tokenizer files
-    rng = np.random.default_rng(0)
-    c = WIDE
-    d, f, v, dh = (
-        c["hidden_size"],
-        c["intermediate_size"],
-        c["vocab_size"],
-        c["hidden_size"] // c["num_attention_heads"],
-    )
-    kv = c["num_key_value_heads"] * dh
-
-    def w(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape, np.float32) * 0.02).astype(np.float32)
-
-    weights = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": 1 + w(d), "lm_head.weight": w(v, d)}
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        weights.update(
-            {
-                p + "self_attn.q_proj.weight": w(d, d),
-                p + "self_attn.k_proj.weight": w(kv, d),
-                p + "self_attn.v_proj.weight": w(kv, d),
-                p + "self_attn.o_proj.weight": w(d, d),
-                p + "mlp.gate_proj.weight": w(f, d),
-                p + "mlp.up_proj.weight": w(f, d),
-                p + "mlp.down_proj.weight": w(d, f),
-                p + "input_layernorm.weight": 1 + w(d),
-                p + "post_attention_layernorm.weight": 1 + w(d),
-            }
-        )
-    (folder / "config.json").write_text(json.dumps(WIDE))
-    save_file(weights, str(folder / "model.safetensors"))
+    if not (folder / "model.safetensors").is_file():
+        tiny_llama.build(folder, config=WIDE, scale=0.02)
     return folder
-
-
-class Stepper:
-    """One load's decode step (and the greedy sampling after it) at ``batch`` rows."""
-
-    def __init__(self, model, options, home: str, batch: int) -> None:
-        import numpy as np
-
-        from modelport.adapters.jax import runtime
-        from modelport.adapters.jax.sampling import SampleMode, pack
-        from modelport.domain import SamplingPolicy
-
-        self.rt = runtime.load(model, options, home, slots=batch)
-        self.batch, self.np = batch, np
-        floats, ints = pack(SamplingPolicy.greedy())
-        self.floats = np.tile(np.asarray(floats, np.float32), (batch, 1))
-        self.ints = np.tile(np.asarray(ints, np.int32), (batch, 1))
-        self.keys = np.tile(self.rt.decoder.key_data(0), (batch, 1))
-        self.mode = SampleMode()
-        self.rate(4)  # compile
-
-    def rate(self, steps: int) -> float:
-        np, decoder = self.np, self.rt.decoder
-        tokens = np.full((self.batch,), 100, np.int32)
-        lengths = np.full((self.batch,), 64, np.int32)
-        started = time.perf_counter()
-        for i in range(steps):
-            positions = np.full((self.batch,), 64 + i, np.int32)
-            decoder.decode(tokens, positions, 64 + i + 1)
-            tokens = decoder.sample(
-                lengths + i + 1, self.floats, self.ints, self.keys, None, self.mode, logprobs=False
-            )[0]
-        return self.batch * steps / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -150,6 +81,7 @@ def main() -> None:
         ).strip()
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
+    from bench_jax import Stepper  # the decode step timed as bench_jax times it
 
     from modelport.adapters.filesystem import FilesystemModelStore
     from modelport.domain import InvalidRequest, ModelFormat, ModelInfo, ModelRef

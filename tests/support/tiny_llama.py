@@ -44,7 +44,9 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def random_weights(seed: int = 0, config: dict | None = None) -> dict[str, np.ndarray]:
+def random_weights(seed: int = 0, config: dict | None = None, scale: float = 0.2) -> dict[str, np.ndarray]:
+    """Normal weights times ``scale`` (norms 1 plus that); an untied ``config`` gets
+    an ``lm_head`` of its own."""
     rng = np.random.default_rng(seed)
     c = config or CONFIG
     d, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
@@ -52,9 +54,11 @@ def random_weights(seed: int = 0, config: dict | None = None) -> dict[str, np.nd
     kv = c["num_key_value_heads"] * head
 
     def w(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     weights = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": 1 + w(d)}
+    if not c.get("tie_word_embeddings", True):
+        weights["lm_head.weight"] = w(v, d)
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         weights.update(
@@ -73,14 +77,15 @@ def random_weights(seed: int = 0, config: dict | None = None) -> dict[str, np.nd
     return weights
 
 
-def build(folder: Path, seed: int = 0, config: dict | None = None) -> Path:
+def build(folder: Path, seed: int = 0, config: dict | None = None, scale: float = 0.2) -> Path:
     """Write config.json, model.safetensors and the tokenizer files into ``folder``
-    (``config``: CONFIG changed, for the engine only; :func:`logits` reads CONFIG)."""
+    (``config``: CONFIG changed, for the engine only; :func:`logits` reads CONFIG;
+    ``scale``: as for :func:`random_weights`)."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config or CONFIG))
-    save_file(random_weights(seed, config), str(folder / "model.safetensors"))
+    save_file(random_weights(seed, config, scale), str(folder / "model.safetensors"))
     source = minilm_folder()
     for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(source / name, folder / name)
