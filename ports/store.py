@@ -6,6 +6,7 @@ from typing import Callable, ContextManager, Iterable, Protocol
 
 from modelport.domain import (
     DiskUsage,
+    ModelDefaults,
     ModelFile,
     ModelFormat,
     ModelInfo,
@@ -25,14 +26,23 @@ class ModelStore(Protocol):
         """The installed model ``ref`` names; raises ModelNotFound."""
         ...
 
-    def copy(self, source: ModelRef, destination: ModelRef) -> ModelInfo: ...
+    def copy(
+        self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
+        """``source``'s files under ``destination`` with ``defaults`` (None: the
+        source's); a taken name raises InvalidRequest unless ``replace`` (a bundled
+        model's name always does)."""
+        ...
 
     def remove(self, ref: ModelRef) -> None: ...
 
     def verify(self, ref: ModelRef) -> VerifyReport: ...
 
-    def import_path(self, name: ModelRef, path: str) -> ModelInfo:
-        """Add a local GGUF file or Hugging Face folder under ``name``."""
+    def import_path(
+        self, name: ModelRef, path: str, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
+        """Add a local GGUF file or Hugging Face folder under ``name``; ``replace`` as
+        for :meth:`copy`."""
         ...
 
     def materialize(self, model: ModelInfo, format: ModelFormat) -> ModelInfo:

@@ -198,24 +198,34 @@ class Services:
     def disk_usage(self) -> DiskUsage:
         return self.store.disk_usage()
 
-    def import_model(self, name: str | ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+    def import_model(
+        self, name: str | ModelRef, path: str, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
+        """A local GGUF file or model folder installed as ``name``; ``replace`` as
+        for :meth:`create`."""
         if defaults is not None and defaults.template is not None:
             self._require_templates().check(chat_template(defaults.template))
-        return self.store.import_path(_ref(name), path, defaults)
+        model = self.store.import_path(_ref(name), path, defaults, replace=replace)
+        self.resident.unload(model.name)  # a replaced model's old weights go with it
+        return model
 
     def create(self, name: str | ModelRef, base: str, defaults: ModelDefaults | None = None) -> ModelInfo:
-        """A new model ``name`` from ``base`` (an installed model, a GGUF file or a
-        model folder) with ``defaults`` (a Modelfile's) on top of the base model's
-        own: the files are shared with the base, nothing is copied."""
+        """A model ``name`` from ``base`` (an installed model, a GGUF file or a model
+        folder) with ``defaults`` (a Modelfile's) on top of the base model's own: the
+        files are shared with the base, nothing is copied. As ``ollama create`` does,
+        an installed model of that name is replaced (a bundled one's name is refused),
+        so a Modelfile can be edited and created again."""
         defaults = defaults or ModelDefaults()
         ref = _ref(base)
         if ref.is_path:
-            return self.import_model(name, ref.path or base, defaults)
+            return self.import_model(name, ref.path or base, defaults, replace=True)
         if defaults.template is not None:
             self._require_templates().check(chat_template(defaults.template))
         model = self.store.resolve(ref)
         inherited = attrs.evolve(model.defaults, parameters={k: v for k, v in model.default_options if k in PARAMETERS})
-        return self.store.copy(ref, _ref(name), defaults.over(inherited))
+        created = self.store.copy(ref, _ref(name), defaults.over(inherited), replace=True)
+        self.resident.unload(created.name)
+        return created
 
     def modelfile(self, name: str | ModelRef) -> Modelfile:
         """What ``modelport create`` would need to make the model again."""

@@ -94,15 +94,19 @@ class InMemoryModelStore:
             raise ModelNotFound(str(ref))
         return model
 
-    def copy(self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None) -> ModelInfo:
+    def copy(
+        self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
         """``source`` under a new name; ``defaults`` (None: the source's) become its own,
-        their parameters its sampling defaults, as the filesystem store does."""
+        their parameters its sampling defaults, and a taken name is replaced only when
+        ``replace``, as the filesystem store does."""
         model = self.resolve(source)
         if defaults is not None:
             model = with_defaults(model, defaults)
         model = attrs.evolve(model, name=str(destination), aliases=(), read_only=False)
         with self._lock:
-            if destination.canonical in self.models:
+            taken = self.models.get(destination.canonical)
+            if taken is not None and (taken.read_only or not replace):
                 raise InvalidRequest(f"a model named '{destination.canonical}' already exists")
         self.add(model)
         return model
@@ -125,7 +129,9 @@ class InMemoryModelStore:
         self.conversions.append((model.name, format))
         return converted
 
-    def import_path(self, name: ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+    def import_path(
+        self, name: ModelRef, path: str, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
         raise InvalidRequest("the in-memory store cannot import files")
 
     def disk_usage(self) -> DiskUsage:

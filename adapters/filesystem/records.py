@@ -152,7 +152,7 @@ def model_info(record: Record) -> ModelInfo:
         size=sum(f.size for f in record.files),
         files=record.files,
         modified_at=max(mtimes.values(), default=0.0),
-        digest=_digest(record.files, mtimes),
+        digest=_digest(record.files, mtimes, record.defaults),
         read_only=record.read_only,
         aliases=record.aliases,
         defaults=record.defaults,
@@ -175,7 +175,12 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _digest(files: tuple[ModelFile, ...], mtimes: dict[str, float]) -> str:
-    """A cheap identity of the files: sha256 where recorded, else size and mtime."""
-    listing = sorted([f.path, f.size, f.sha256 or mtimes.get(f.path, 0.0)] for f in files)
-    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+def _digest(files: tuple[ModelFile, ...], mtimes: dict[str, float], defaults: ModelDefaults) -> str:
+    """A cheap identity of the model: its files (sha256 where recorded, else size and
+    mtime) and the defaults a Modelfile gave it. Two models over the same files with
+    different defaults differ, as Ollama's manifests do (llm-ollama folds models of one
+    digest into one, which would lose a created model's system prompt)."""
+    listing: list = sorted([f.path, f.size, f.sha256 or mtimes.get(f.path, 0.0)] for f in files)
+    if not defaults.empty:
+        listing.append(defaults.to_dict())
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":"), sort_keys=True).encode()).hexdigest()

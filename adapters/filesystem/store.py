@@ -131,10 +131,13 @@ class FilesystemModelStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def copy(self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None) -> ModelInfo:
+    def copy(
+        self, source: ModelRef, destination: ModelRef, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
         """A new model ``destination`` sharing ``source``'s files (hard links), with
-        ``defaults`` (None: the source's own)."""
-        self._check_new_name(destination)
+        ``defaults`` (None: the source's own); an installed ``destination`` is
+        replaced when ``replace`` (Ollama's create), else refused."""
+        self._check_new_name(destination, replace=replace)
         info = self.resolve(source)
         with self._scratch(destination) as folder:
             link_model(info, folder)
@@ -142,19 +145,21 @@ class FilesystemModelStore:
                 destination,
                 folder,
                 info.files,
-                replace=False,
+                replace=replace,
                 primary_file=info.primary_file,
                 defaults=info.defaults if defaults is None else defaults,
             )
 
-    def import_path(self, name: ModelRef, path: str, defaults: ModelDefaults | None = None) -> ModelInfo:
+    def import_path(
+        self, name: ModelRef, path: str, defaults: ModelDefaults | None = None, *, replace: bool = False
+    ) -> ModelInfo:
         """Add a local GGUF file or Hugging Face folder, hard-linked when possible,
-        with ``defaults`` (a Modelfile's) stored beside it."""
-        self._check_new_name(name)
+        with ``defaults`` (a Modelfile's) stored beside it; ``replace`` as for :meth:`copy`."""
+        self._check_new_name(name, replace=replace)
         sources = import_sources(path)
         with self._scratch(name) as folder:
             files = link_hashed(sources, folder)
-            return self._install(name, folder, files, replace=False, defaults=defaults or ModelDefaults())
+            return self._install(name, folder, files, replace=replace, defaults=defaults or ModelDefaults())
 
     def remove(self, ref: ModelRef) -> None:
         """Drop the model from the index, then delete its folder (only ever inside the store)."""
@@ -267,11 +272,16 @@ class FilesystemModelStore:
             raise ModelNotFound(str(ref), hint=f"installed: {names}")
         raise ModelNotFound(str(ref), hint=f"pull it first with: modelport pull {ref}")
 
-    def _check_new_name(self, ref: ModelRef, entries: dict[str, IndexEntry] | None = None) -> None:
+    def _check_new_name(
+        self, ref: ModelRef, entries: dict[str, IndexEntry] | None = None, *, replace: bool = False
+    ) -> None:
+        """Refuse a path, a bundled model's name, and (unless ``replace``) an installed one."""
         if ref.is_path:
             raise InvalidRequest(f"'{ref}' is a path; name the new model, e.g. 'mymodel:latest'")
         name = canonical_name(ref)
-        entries = self._index.read() if entries is None else entries
         bundled = (r for r in map(bundled_record, self.bundled) if r is not None)
-        if name in entries or any(record.answers_to(name) for record in bundled):
+        if any(record.answers_to(name) for record in bundled):
+            raise InvalidRequest(f"'{name}' is the name of a model bundled with modelport; choose another name")
+        entries = self._index.read() if entries is None else entries
+        if name in entries and not replace:
             raise InvalidRequest(f"a model named '{name}' already exists; remove it first or choose another name")

@@ -183,7 +183,7 @@ def create(cli: Cli) -> int:
     path = cli.args["<path>"]
     if not os.path.exists(os.path.expanduser(path)):
         raise InvalidRequest(f"cannot import '{path}': no such file or folder")
-    info = cli.services.import_model(cli.model, path)
+    info = cli.services.import_model(cli.model, path, replace=True)  # as create -f, and Ollama's create
     if cli.args["--json"]:
         cli.print_json(model_json(info))
     else:

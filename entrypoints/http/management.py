@@ -210,7 +210,8 @@ def _prepend(first: PullProgress, rest: Iterator[PullProgress]) -> Iterator[Pull
 
 class Create:
     """``/api/create``: a model from a local file or folder, from an installed model
-    (a copy), or from uploaded blobs (``files``)."""
+    (a copy), or from uploaded blobs (``files``). As with Ollama, an installed model
+    of the same name is replaced."""
 
     def __init__(
         self, services: Services, blobs: BlobStore, max_body: int = MAX_BODY_BYTES, *, allowed: Sequence[str] = ()
@@ -223,6 +224,7 @@ class Create:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         call = model_schemas.parse_create(read_json(req, self._max_body))
         steps = self._create(call) + [{"status": "success"}]
+        self._blobs.prune()  # the blobs only a replaced model used
         if call.stream:
             resp.content_type = NDJSON
             resp.text = b"".join(line(step) for step in steps).decode()
@@ -233,7 +235,8 @@ class Create:
         defaults = [{"status": "writing model defaults"}] if not call.defaults.empty else []
         if call.files:
             with self._blobs.assembled(call.files) as folder:
-                self._services.import_model(call.model, str(_importable(folder, call.files)), call.defaults)
+                path = str(_importable(folder, call.files))
+                self._services.import_model(call.model, path, call.defaults, replace=True)
             self._blobs.record_use(call.model, [digest for _, digest in call.files])
             steps = [{"status": f"using existing layer sha256:{digest}"} for _, digest in call.files]
             return steps + defaults + [{"status": "writing manifest"}]

@@ -81,3 +81,20 @@ def test_llm_runs_the_bundled_model_by_its_short_name(bundled_url: str, tmp_path
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() == "The capital of France is Paris."
+
+
+def test_a_created_model_is_a_model_of_its_own_to_llm(bundled_url: str, tmp_path: Path) -> None:
+    """A model created over the bundled file with its own system prompt has a digest
+    of its own, so llm-ollama lists it apart instead of folding it into smollm2's
+    aliases (and answering with smollm2's defaults)."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"model": "pirate", "from": "smollm2", "system": "You are a pirate.", "stream": False})
+    request = urllib.request.Request(f"{bundled_url}/api/create", data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert json.load(answer)["status"] == "success"
+    listing = llm(bundled_url, tmp_path, "models", "list")
+    assert listing.returncode == 0, listing.stderr
+    [pirate] = [line for line in listing.stdout.splitlines() if "pirate" in line]
+    assert pirate.startswith("Ollama: ollama/pirate:latest") and "smollm2" not in pirate

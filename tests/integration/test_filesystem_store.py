@@ -21,6 +21,7 @@ from modelport.domain import (
     ChatSession,
     EngineUnavailable,
     InvalidRequest,
+    ModelDefaults,
     ModelFile,
     ModelFormat,
     ModelNotFound,
@@ -215,12 +216,17 @@ def test_imports_a_gguf_file_as_a_hard_link_with_its_sha256(store, models_dir, g
     assert staging_leftovers(models_dir) == []
 
 
-def test_import_refuses_taken_names_and_things_that_are_not_models(store, gguf, tmp_path) -> None:
+def test_import_refuses_taken_names_and_things_that_are_not_models(store, models_dir, gguf, tmp_path) -> None:
     store.import_path(ref("mine"), gguf)
     with pytest.raises(InvalidRequest, match="already exists"):
         store.import_path(ref("mine:latest"), gguf)
-    with pytest.raises(InvalidRequest, match="already exists"):
+    with pytest.raises(InvalidRequest, match="bundled with modelport"):
         store.import_path(ref("tiny"), gguf)  # a bundled alias
+    with pytest.raises(InvalidRequest, match="bundled with modelport"):
+        store.import_path(ref("tiny"), gguf, replace=True)
+    replaced = store.import_path(ref("mine"), gguf, ModelDefaults(system="again"), replace=True)
+    assert replaced.defaults.system == "again" and names(store) == ["mine:latest", "tiny:1m"]
+    assert staging_leftovers(models_dir) == []
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
     for path in (tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "nowhere.gguf"):

@@ -401,14 +401,26 @@ def test_create_refuses_file_names_that_leave_the_folder(disk) -> None:
         assert result.status_code == 400 and "invalid file name" in result.json["error"]
 
 
-def test_create_refuses_a_taken_name(disk, tmp_path) -> None:
+def test_create_replaces_a_model_of_the_same_name_as_ollama_does(disk, tmp_path) -> None:
+    """Editing a Modelfile and creating again is Ollama's workflow: the second create
+    replaces the first (the store's tests check that a bundled model's name is refused)."""
     client, _, _ = disk
     path = tmp_path / "imports" / "local.gguf"
     path.write_bytes(tiny_gguf())
-    body = {"model": "local", "from": str(path), "stream": False}
+    body = {"model": "local", "from": str(path), "stream": False, "system": "first"}
     assert client.simulate_post("/api/create", json=body).status_code == 200
-    result = client.simulate_post("/api/create", json=body)
-    assert result.status_code == 400 and "already exists" in result.json["error"]
+    again = client.simulate_post("/api/create", json={**body, "system": "second"})
+    assert again.status_code == 200, again.text
+    assert client.simulate_post("/api/show", json={"model": "local"}).json["system"] == "second"
+    copied = client.simulate_post("/api/create", json={"model": "local", "from": "local", "system": "third"})
+    assert copied.status_code == 200, copied.text
+    assert client.simulate_post("/api/show", json={"model": "local"}).json["system"] == "third"
+    tags = [m["name"] for m in client.simulate_get("/api/tags").json["models"]]
+    assert tags.count("local:latest") == 1
+    plain = client.simulate_post("/api/create", json={"model": "plain", "from": str(path)})
+    assert plain.status_code == 200, plain.text
+    digests = {m["name"]: m["digest"] for m in client.simulate_get("/api/tags").json["models"]}
+    assert digests["local:latest"] != digests["plain:latest"]  # same files, other defaults
 
 
 # -- embeddings --------------------------------------------------------------------------------
@@ -472,6 +484,20 @@ def test_deleting_the_last_model_that_uses_a_blob_removes_the_blob(disk) -> None
     assert not os.path.exists(blob)
     assert client.simulate_head(f"/api/blobs/{digest}").status_code == 404
     assert client.simulate_head(f"/api/blobs/{spare}").status_code == 200  # uploaded, never used: kept
+
+
+def test_replacing_the_last_model_that_uses_a_blob_removes_the_blob(disk, tmp_path) -> None:
+    client, blobs, _ = disk
+    digest, _ = upload(client, tiny_gguf())
+    blob = os.path.join(blobs, digest.replace(":", "-"))
+    body = {"model": "one", "files": {"m.gguf": digest}, "stream": False}
+    assert client.simulate_post("/api/create", json=body).status_code == 200
+    path = tmp_path / "imports" / "other.gguf"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(tiny_gguf())
+    again = client.simulate_post("/api/create", json={"model": "one", "from": str(path), "stream": False})
+    assert again.status_code == 200, again.text
+    assert not os.path.exists(blob)
 
 
 def test_create_with_a_modelfiles_defaults_then_show_and_chat(disk, tmp_path, engine_box) -> None:
