@@ -17,42 +17,43 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import kernels
 from .quant import BLOCK
 
 Array = jax.Array
 
 
 class QuantizedWeight(nnx.Module):
-    """A quantized matrix (see :mod:`..quant`): ``values`` int8, or uint8 holding two
-    4-bit values, ``scales`` and (4 bits) ``offsets`` float32, one per block of
-    BLOCK values along ``axis``, the matrix's input axis (0 for a Linear's kernel
-    (in, out), 1 for an embedding table (count, dim)). It is dequantized inside the
-    jitted program that reads it, to ``dtype``: the float matrix is a temporary of
-    that program, never a buffer that stays."""
+    """A quantized (rows, cols) matrix (see :mod:`..quant`), blocks of BLOCK values
+    along each row: ``values`` int8, or uint8 holding two 4-bit values, ``scales``
+    and (4 bits) ``offsets`` float32 (rows, cols // BLOCK). A Linear's kernel is
+    kept as (out, in), an embedding table as (count, dim): the orientation of
+    torch, of GGUF, and of the native kernel, which reads each row's bytes in order.
 
-    def __init__(self, shape: tuple[int, int], bits: int, *, axis: int, dtype: Any) -> None:
-        if bits not in (8, 4) or shape[axis] % BLOCK:
-            raise ValueError(f"cannot quantize {shape} to {bits} bits along axis {axis}")
-        packed = list(shape)
-        packed[axis] //= 2 if bits == 4 else 1
-        groups = list(shape)
-        groups[axis] //= BLOCK
-        self.values = nnx.Param(jnp.zeros(packed, jnp.int8 if bits == 8 else jnp.uint8))
-        self.scales = nnx.Param(jnp.zeros(groups, jnp.float32))
-        self.offsets = nnx.Param(jnp.zeros(groups, jnp.float32)) if bits == 4 else None
-        self.bits, self.axis, self.shape, self.dtype = bits, axis, tuple(shape), dtype
+    ``contract`` multiplies without a float copy through :mod:`..kernels` when
+    ``native`` (the engine turns it on for one CPU device) and the input has few
+    rows (a decode step); otherwise, and for ``rows``, the matrix is dequantized
+    inside the jitted program that reads it: a temporary, never a buffer that stays."""
+
+    def __init__(self, shape: tuple[int, int], bits: int, *, dtype: Any, native: bool = False) -> None:
+        if bits not in (8, 4) or shape[1] % BLOCK:
+            raise ValueError(f"cannot quantize {shape} to {bits} bits in blocks of {BLOCK}")
+        rows, cols = shape
+        self.values = nnx.Param(
+            jnp.zeros((rows, cols // 2 if bits == 4 else cols), jnp.int8 if bits == 8 else jnp.uint8)
+        )
+        self.scales = nnx.Param(jnp.zeros((rows, cols // BLOCK), jnp.float32))
+        self.offsets = nnx.Param(jnp.zeros((rows, cols // BLOCK), jnp.float32)) if bits == 4 else None
+        self.bits, self.shape, self.dtype, self.native = bits, tuple(shape), dtype, native
 
     def dequantize(
         self, values: Array | None = None, scales: Array | None = None, offsets: Array | None = None
     ) -> Array:
-        """The float matrix (or the rows given of an axis-1 one)."""
+        """The float matrix (or the rows given)."""
         values = self.values[...] if values is None else values
         scales = self.scales[...] if scales is None else scales
         if offsets is None and self.offsets is not None:
             offsets = self.offsets[...]
-        if self.axis == 0:  # a kernel (in, out) is read as (out, in): blocks along the last axis
-            values, scales = jnp.moveaxis(values, 0, -1), jnp.moveaxis(scales, 0, -1)
-            offsets = None if offsets is None else jnp.moveaxis(offsets, 0, -1)
         lead = values.shape[:-1]
         groups = scales.shape[-1]
         if self.bits == 4:  # per block, 16 bytes: values j (low nibble) and j + 16 (high)
@@ -63,39 +64,44 @@ class QuantizedWeight(nnx.Module):
         w = q.astype(self.dtype) * scales[..., None].astype(self.dtype)
         if offsets is not None:
             w = w + offsets[..., None].astype(self.dtype)
-        w = w.reshape(*lead, groups * BLOCK)
-        return jnp.moveaxis(w, -1, 0) if self.axis == 0 else w
+        return w.reshape(*lead, groups * BLOCK)
 
     def rows(self, ids: Array) -> Array:
-        """Rows ``ids`` (any shape) of an axis-1 matrix, dequantized: (*ids, dim)."""
+        """Rows ``ids`` (any shape), dequantized: (*ids, cols)."""
         take = functools.partial(jnp.take, indices=ids, axis=0)
         return self.dequantize(
             take(self.values[...]), take(self.scales[...]), None if self.offsets is None else take(self.offsets[...])
         )
 
-    def matmul(self, x: Array) -> Array:
-        """x (..., in) @ the axis-0 matrix (in, out), dequantized in the program."""
-        return jnp.dot(x.astype(self.dtype), self.dequantize())
-
-    def contract_rows(self, x: Array) -> Array:
-        """x (N, dim) against every row of an axis-1 matrix: (N, count)."""
-        return jnp.dot(self.dequantize(), x.astype(self.dtype).T, preferred_element_type=jnp.float32).T
+    def contract(self, x: Array) -> Array:
+        """x (..., cols) against every row: (..., rows), float32 accumulation."""
+        flat = x.reshape(-1, x.shape[-1])
+        if self.native and flat.shape[0] <= kernels.MAX_ROWS:
+            offsets = None if self.offsets is None else self.offsets[...]
+            y = kernels.qmatmul(flat, self.values[...], self.scales[...], offsets, self.bits)
+        else:  # W @ x.T reads the (rows, cols) matrix row by row: no transposed copy
+            w = self.dequantize()
+            y = jnp.dot(w, flat.astype(self.dtype).T, preferred_element_type=jnp.float32).T
+        return y.reshape(*x.shape[:-1], self.shape[0])
 
 
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias); kernel (in, out), the transpose of torch's Linear.
-    With ``bits`` (8 or 4) the kernel is a :class:`QuantizedWeight`."""
+    With ``bits`` (8 or 4) the kernel is a :class:`QuantizedWeight` kept as
+    (out, in), torch's orientation; ``native`` as there."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, bias: bool, dtype: Any, bits: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, *, bias: bool, dtype: Any, bits: int | None = None, native: bool = False
+    ) -> None:
         if bits is None:
             self.kernel = nnx.Param(jnp.zeros((in_dim, out_dim), dtype))
         else:
-            self.kernel = QuantizedWeight((in_dim, out_dim), bits, axis=0, dtype=dtype)
+            self.kernel = QuantizedWeight((out_dim, in_dim), bits, dtype=dtype, native=native)
         self.bias = nnx.Param(jnp.zeros((out_dim,), dtype)) if bias else None
 
     def __call__(self, x: Array) -> Array:  # (..., in) -> (..., out)
         if isinstance(self.kernel, QuantizedWeight):
-            y = self.kernel.matmul(x)
+            y = self.kernel.contract(x).astype(self.kernel.dtype)
         else:
             y = jnp.dot(x.astype(self.kernel.dtype), self.kernel[...])
         return y + self.bias[...] if self.bias is not None else y
@@ -105,11 +111,11 @@ class Embedding(nnx.Module):
     """Token (or position) embeddings, table (V, D); ``attend`` is the tied head.
     With ``bits`` the table is a :class:`QuantizedWeight` (blocks along D)."""
 
-    def __init__(self, count: int, dim: int, *, dtype: Any, bits: int | None = None) -> None:
+    def __init__(self, count: int, dim: int, *, dtype: Any, bits: int | None = None, native: bool = False) -> None:
         if bits is None:
             self.table = nnx.Param(jnp.zeros((count, dim), dtype))
         else:
-            self.table = QuantizedWeight((count, dim), bits, axis=1, dtype=dtype)
+            self.table = QuantizedWeight((count, dim), bits, dtype=dtype, native=native)
 
     def __call__(self, ids: Array) -> Array:  # (B, T) -> (B, T, D)
         if isinstance(self.table, QuantizedWeight):
@@ -117,11 +123,10 @@ class Embedding(nnx.Module):
         return jnp.take(self.table[...], ids, axis=0)
 
     def attend(self, x: Array) -> Array:  # (..., D) -> (..., V)
-        flat = x.reshape(-1, x.shape[-1])
         if isinstance(self.table, QuantizedWeight):
-            return self.table.contract_rows(flat).reshape(*x.shape[:-1], -1)
+            return self.table.contract(x)
         # table @ x.T reads the (V, D) table row by row: no transposed copy of it
-        flat = flat.astype(self.table.dtype)
+        flat = x.reshape(-1, x.shape[-1]).astype(self.table.dtype)
         return jnp.dot(self.table[...], flat.T).T.reshape(*x.shape[:-1], -1)
 
 

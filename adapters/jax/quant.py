@@ -11,9 +11,9 @@ holds ``w = scale[g, n] * q + offset[g, n]``:
   GGUF's Q4_0 and Q4_1 blocks load as they are and Q4_K's are only repacked.
 
 On the numpy side (loading) a :class:`Blocks` holds a matrix as (rows, cols), blocks
-along each row, the orientation of torch's Linear and of GGUF. In the model a
-:class:`QuantizedWeight` holds it in the orientation the layer reads: a Linear's
-kernel (in, out), an embedding's table (count, dim).
+along each row, the orientation of torch's Linear and of GGUF; in the model a
+:class:`~.layers.QuantizedWeight` holds it the same way (a Linear's kernel as
+(out, in), an embedding's table as (count, dim)), so a GGUF's blocks load as they are.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Quantization:
 
     linear: int | None = None
     embed: int | None = None
+    native: bool = False  # multiply through the native kernel (:mod:`.kernels`) where it applies
 
     @classmethod
     def of(cls, mode: str) -> "Quantization":

@@ -24,7 +24,7 @@ from modelport.domain import (
 )
 from modelport.ports import EngineOptions
 
-from . import registry, sharding
+from . import kernels, registry, sharding
 from .decode import Decoder
 from .encode import Encoder
 from .tokenizer import TextTokenizer
@@ -84,6 +84,8 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
         raise ModelLoadError(f"'{model.name}': config.json does not describe a {model_type} model: {exc}") from None
     quant = select_quantization(getattr(options, "quantize", "auto"), device, family)
     mesh = select_mesh(getattr(options, "tensor_parallel", 1), device, family, cfg, model.name)
+    if quant.active and device.platform == "cpu" and mesh is None and kernels.available(home):
+        quant = dataclasses.replace(quant, native=True)  # a sharded matrix keeps XLA's dot, which splits
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quant.active:
         kwargs["quant"] = quant

@@ -222,9 +222,11 @@ def load_model(
         target = targets.get(rule.path)
         if target is None and rule.path + ("values",) in targets:
             parts = _assemble_quantized(rule, targets, checkpoint, problems, used, shards)
+            # a kernel's rule names its (in, out) axes; its blocks are held (out, in)
+            held = rule if rule.transform is identity else dataclasses.replace(rule, axes=tuple(reversed(rule.axes)))
             for name, value in (parts or {}).items():
                 problems.covered.add(rule.path + (name,))
-                filled[rule.path + (name,)] = put(value, rule)
+                filled[rule.path + (name,)] = put(value, held)
             if parts is None:
                 problems.covered.update(p for p in targets if p[:-1] == rule.path)
             continue
@@ -276,7 +278,7 @@ def _assemble_quantized(
 ) -> dict[str, np.ndarray] | None:
     """``values``, ``scales`` (and ``offsets``) of a quantized parameter: each
     checkpoint tensor (out, in) as blocks of the parameter's width, stacked by
-    outputs for a fused one, and turned (in, out) for a kernel."""
+    outputs for a fused one, kept (out, in) (see :class:`~.layers.QuantizedWeight`)."""
     from .quant import Blocks, concat_rows, to_blocks
 
     missing = [name for name in rule.keys if name not in checkpoint]
@@ -303,14 +305,13 @@ def _assemble_quantized(
     merged = parts[0] if len(parts) == 1 else concat_rows(parts)
     if rule.order is not None and shards > 1:  # whole block rows (outputs) move
         merged = merged.take_rows(rule.order(shards))
-    kernel = rule.transform is not identity  # a Linear's (in, out) kernel, else an (count, dim) table
     values = {"values": merged.values, "scales": merged.scales, "offsets": merged.offsets}
     out: dict[str, np.ndarray] = {}
     for name, value in values.items():
         target = targets.get(rule.path + (name,))
         if value is None or target is None:
             continue
-        value = np.ascontiguousarray(value.T if kernel else value)
+        value = np.ascontiguousarray(value)
         if tuple(value.shape) != tuple(target.shape):
             problems.shapes.append(
                 f"{rule.name}.{name} from {', '.join(rule.keys)}: the checkpoint gives "

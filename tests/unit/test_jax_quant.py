@@ -102,29 +102,33 @@ def test_modes() -> None:
         quant.Quantization.of("int3")
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["xla", "native"])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_the_programs_dequantization_matches_numpy(bits) -> None:
+def test_the_programs_dequantization_matches_numpy(bits, native, tmp_path) -> None:
+    """The layers' products equal numpy's on the dequantized matrix, through XLA's
+    dequantize-then-dot and through the native kernel (a decode step's few rows; a
+    prefill's many rows take XLA's dot even then)."""
     import jax.numpy as jnp
 
+    from modelport.adapters.jax import kernels
     from modelport.adapters.jax.layers import Embedding, Linear
 
+    if native:
+        assert kernels.available(str(tmp_path)), kernels.why_not()
     rng = np.random.default_rng(5)
-    w = rng.standard_normal((48, 96)).astype(np.float32)  # torch (out, in)
+    w = rng.standard_normal((48, 96)).astype(np.float32)  # torch (out, in), as the layers keep it
     blocks = quant.quantize(w, bits)
-    linear = Linear(96, 48, bias=False, dtype=jnp.float32, bits=bits)
-    linear.kernel.values[...] = jnp.asarray(blocks.values.T)
-    linear.kernel.scales[...] = jnp.asarray(blocks.scales.T)
-    if bits == 4:
-        linear.kernel.offsets[...] = jnp.asarray(blocks.offsets.T)
-    x = rng.standard_normal((2, 3, 96)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(linear(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4, atol=1e-4)
-    table = Embedding(48, 96, dtype=jnp.float32, bits=bits)
-    table.table.values[...] = jnp.asarray(blocks.values)
-    table.table.scales[...] = jnp.asarray(blocks.scales)
-    if bits == 4:
-        table.table.offsets[...] = jnp.asarray(blocks.offsets)
+    linear = Linear(96, 48, bias=False, dtype=jnp.float32, bits=bits, native=native)
+    table = Embedding(48, 96, dtype=jnp.float32, bits=bits, native=native)
+    for matrix in (linear.kernel, table.table):
+        matrix.values[...] = jnp.asarray(blocks.values)
+        matrix.scales[...] = jnp.asarray(blocks.scales)
+        if bits == 4:
+            matrix.offsets[...] = jnp.asarray(blocks.offsets)
+    expected = blocks.dequantize()
+    for rows in ((2, 3), (1, 1), (3, 7)):  # 6 and 1 rows: the native kernel when on; 21: XLA's dot
+        x = rng.standard_normal((*rows, 96)).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(linear(jnp.asarray(x))), x @ expected.T, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(table.attend(jnp.asarray(x))), x @ expected.T, rtol=1e-4, atol=1e-4)
     ids = jnp.asarray([[0, 5, 47]])
-    np.testing.assert_allclose(np.asarray(table(ids)), blocks.dequantize()[[0, 5, 47]][None], atol=1e-5)
-    np.testing.assert_allclose(
-        np.asarray(table.attend(jnp.asarray(x))), x @ blocks.dequantize().T, rtol=1e-4, atol=1e-4
-    )
+    np.testing.assert_allclose(np.asarray(table(ids)), expected[[0, 5, 47]][None], atol=1e-5)

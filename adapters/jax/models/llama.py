@@ -124,9 +124,16 @@ class Attention(nnx.Module):
     def __init__(self, cfg: LlamaConfig, dtype: Any, quant: Quantization, shards: int = 1) -> None:
         q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv = Linear(
-            cfg.hidden_size, q + 2 * kv, bias=cfg.qkv_bias, dtype=dtype, bits=quant.bits_for(cfg.hidden_size)
+            cfg.hidden_size,
+            q + 2 * kv,
+            bias=cfg.qkv_bias,
+            dtype=dtype,
+            bits=quant.bits_for(cfg.hidden_size),
+            native=quant.native,
         )  # D -> (H + 2K) * Dh
-        self.o = Linear(q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype, bits=quant.bits_for(q))  # H * Dh -> D
+        self.o = Linear(
+            q, cfg.hidden_size, bias=cfg.o_bias, dtype=dtype, bits=quant.bits_for(q), native=quant.native
+        )  # H * Dh -> D
         self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.shards = shards
 
@@ -150,6 +157,7 @@ class MLP(nnx.Module):
             bias=cfg.mlp_bias,
             dtype=dtype,
             bits=quant.bits_for(cfg.hidden_size),
+            native=quant.native,
         )
         self.down = Linear(
             cfg.intermediate_size,
@@ -157,6 +165,7 @@ class MLP(nnx.Module):
             bias=cfg.mlp_bias,
             dtype=dtype,
             bits=quant.bits_for(cfg.intermediate_size),
+            native=quant.native,
         )
         self.act = ACTIVATIONS[cfg.hidden_act]
         self.shards = shards
@@ -211,13 +220,13 @@ class LlamaModel(nnx.Module):
     ) -> None:
         self.cfg = cfg
         table_bits = quant.bits_for(cfg.hidden_size, embedding=True)
-        self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, bits=table_bits)
+        self.embed = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, bits=table_bits, native=quant.native)
         self.layers = nnx.List([DecoderLayer(cfg, dtype, quant, shards) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.lm_head = (
             None
             if cfg.tie_word_embeddings
-            else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, bits=table_bits)
+            else Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, bits=table_bits, native=quant.native)
         )
 
     def __call__(
