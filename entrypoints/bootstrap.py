@@ -198,8 +198,10 @@ def bootstrap(
     source: ModelSource | None = None,
     sessions: SessionRepository | None = None,
     constraints: ConstraintCompiler | None = None,
+    warm: bool = True,
 ) -> Services:
-    """Wire the services. Every argument left out gets the production adapter."""
+    """Wire the services. Every argument left out gets the production adapter.
+    ``warm``: engines compile everything at load (a server), else as needed (the CLI)."""
     settings = settings or Settings.load()
     registry = EngineRegistry(default_engines(settings.home) if engines is None else engines)
     store = store if store is not None else build_store(settings)
@@ -224,6 +226,7 @@ def bootstrap(
             threads=settings.num_thread,
             quantize=settings.quantize,
             tensor_parallel=settings.tensor_parallel,
+            warm=warm,
         ),
         templates=build_templates(),
         constraints=constraints if constraints is not None else build_constraints(),

@@ -50,7 +50,10 @@ class EngineOptions:
     engine's default. ``quantize`` is how engines that choose it (jax) keep the
     weights: ``none`` (float), ``int8`` or ``int4``; ``auto`` is the engine's
     default for the device. ``tensor_parallel`` is how many devices an engine that
-    can (jax, the Llama family) splits one model over (1: one device).
+    can (jax, the Llama family) splits one model over (1: one device). ``warm``:
+    an engine that compiles programs (jax) compiles all of them at load, so that
+    no request waits for one (a server); False compiles each when a request first
+    needs it, which reaches a one-shot command's first token sooner.
     """
 
     num_ctx: int = 4096
@@ -62,6 +65,7 @@ class EngineOptions:
     slots: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
     quantize: str = attrs.field(default="auto", converter=_quantize)
     tensor_parallel: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    warm: bool = True
 
 
 @runtime_checkable

@@ -102,7 +102,8 @@ class JaxEngine:
         )
         self.scheduler = Scheduler(self)
         self._widest = max(decoder.chunk_buckets(self.scheduler.chunk_tokens))
-        decoder.warm(self.scheduler.chunk_tokens)
+        if options.warm:
+            decoder.warm(self.scheduler.chunk_tokens)
 
     def unload(self) -> None:
         if self.scheduler is not None:

@@ -62,7 +62,7 @@ class Cli:
         if self._services is None:
             from ..bootstrap import bootstrap
 
-            self._services = bootstrap(self.settings)
+            self._services = bootstrap(self.settings, warm=False)  # a first reply sooner, see EngineOptions
         return self._services
 
     @property
