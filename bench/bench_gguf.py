@@ -36,10 +36,8 @@ def ours(services, prompt: str, max_tokens: int) -> tuple[float, float]:
         sampling=SamplingPolicy.greedy(max_tokens=max_tokens, seed=0, num_ctx=2048),
     )
     usage = Completion.fold(services.generate(request)).usage
-    # eval_ns runs from the first token to the last: count the steps between them,
-    # as the llama.cpp side does
-    decode = (usage.completion_tokens - 1) / usage.eval_ns * 1e9 if usage.completion_tokens > 1 else 0.0
-    return usage.prompt_rate, decode
+    # eval_rate counts the steps between the first token and the last, as the llama.cpp side does
+    return usage.prompt_rate, usage.eval_rate
 
 
 def anchor(llm, prompt: str, max_tokens: int, cpu: dict[str, list[float]] | None = None) -> tuple[float, float]:

@@ -58,9 +58,7 @@ def jax_run(engine: JaxEngine, prompt: str, max_tokens: int) -> tuple[float, flo
     )
     completion = Completion.fold(engine.stream(request))
     usage = completion.usage
-    # eval_ns runs from the first token to the last: count the steps between them
-    decode = (usage.completion_tokens - 1) / usage.eval_ns * 1e9 if usage.completion_tokens > 1 else 0.0
-    return usage.prompt_rate, decode
+    return usage.prompt_rate, usage.eval_rate  # the rates `modelport generate --verbose` prints
 
 
 def cpp_run(llm: Any, prompt: str, max_tokens: int) -> tuple[float, float]:

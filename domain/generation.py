@@ -42,8 +42,11 @@ class Usage:
 
     @property
     def eval_rate(self) -> float:
-        """Generated tokens per second (0 when not measured)."""
-        return _rate(self.completion_tokens, self.eval_ns)
+        """Decode steps per second (0 when not measured): ``eval_ns`` runs from the
+        first generated token, which comes with the prompt's evaluation, to the
+        last, so it holds one step fewer than the tokens. The CLI's --verbose and
+        the benches report this one rate."""
+        return _rate(max(0, self.completion_tokens - 1), self.eval_ns)
 
     @property
     def total_tokens(self) -> int:

@@ -83,6 +83,6 @@ def test_completion_folds_events() -> None:
     ]
     completion = Completion.fold(events)
     assert (completion.text, completion.token_ids, completion.finish_reason) == ("Hello", (1, 2), FinishReason.LENGTH)
-    assert completion.usage.eval_rate == 1.0 and completion.usage.total_tokens == 5
+    assert completion.usage.eval_rate == 0.5 and completion.usage.total_tokens == 5  # one step in 2 s
     with pytest.raises(RuntimeError):
         Completion.fold(events[:2])
