@@ -50,7 +50,7 @@ TINY = b"GGUF" + bytes(4092)
 
 
 class ImportingStore(InMemoryModelStore):
-    def import_path(self, name, path, defaults=None):
+    def import_path(self, name, path, defaults=None, *, replace=False):
         with open(path, "rb") as handle:
             data = handle.read()
         if not data.startswith(b"GGUF"):
