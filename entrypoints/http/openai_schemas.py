@@ -116,7 +116,7 @@ def parse_chat(body: Body, policy: OpenAIPolicy = default_policy, shown: str | N
         raise InvalidRequest("'messages' is required and must be an array")
     if not raw:
         raise InvalidRequest("'messages' must not be empty")
-    messages = Conversation(messages=tuple(_message(m, i) for i, m in enumerate(raw)))
+    messages = Conversation(messages=tool_wire.name_tool_results([_message(m, i) for i, m in enumerate(raw)]))
     _refuse_unsupported(body, shown)
     top = chat_logprobs(body)
     request = GenerationRequest(
@@ -222,7 +222,7 @@ def _message(data: object, index: int) -> ChatMessage:
     role = data.get("role")
     if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(f"messages[{index}].role must be one of: {', '.join(ROLES)}")
-    tool_name = data.get("name") or data.get("tool_call_id") if role == "tool" else None
+    tool_name = data.get("name") if role == "tool" else None  # else the call it answers names it
     call_id = data.get("tool_call_id") if role == "tool" else None
     return ChatMessage(
         role=ROLES[role],

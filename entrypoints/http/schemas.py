@@ -126,7 +126,8 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     ``format`` as in :func:`parse_generate`, and ``tools`` (the model decides
     whether to call one: Ollama has no ``tool_choice``). Messages may carry
     ``tool_calls`` (arguments an object); ``tool`` messages name their tool with
-    ``tool_name`` (and may give ``tool_call_id``). Images are refused.
+    ``tool_name`` (and may give ``tool_call_id``; without a name, the call they
+    answer names it: :func:`tools.name_tool_results`). Images are refused.
     """
     model = _model(body)
     raw_messages = _optional(body, "messages", list, [])
@@ -134,7 +135,7 @@ def parse_chat(body: Body, policy: Policy = default_policy) -> Call:
     needs = _needs(body, images=images)
     fmt = tool_wire.ollama_format(body.get("format"))
     tools = tool_wire.parse_tools(body.get("tools"))
-    messages = Conversation(messages=tuple(ChatMessage.from_dict(m) for m in raw_messages))
+    messages = Conversation(messages=tool_wire.name_tool_results([ChatMessage.from_dict(m) for m in raw_messages]))
     request = None
     if len(messages):
         request = GenerationRequest(

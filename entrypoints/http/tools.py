@@ -15,7 +15,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from modelport.domain import InvalidRequest, OutputFormat, Tool, ToolCall, ToolChoice, canonical_json_text
+import attrs
+
+from modelport.domain import (
+    ChatMessage,
+    InvalidRequest,
+    OutputFormat,
+    Role,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    canonical_json_text,
+)
 
 # -- requests -------------------------------------------------------------------------------
 
@@ -165,6 +176,30 @@ def responses_tool_choice(value: object) -> ToolChoice:
     if kind not in (None, "function"):
         raise InvalidRequest(f"tool_choice {kind!r} is not supported; only function tools are")
     raise InvalidRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "name": ...}')
+
+
+def name_tool_results(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """``messages`` with each tool result that does not name its tool given the name
+    of the call it answers, so that the model is told which tool it came from: the
+    earlier call whose id is its ``tool_call_id`` (what the OpenAI clients and
+    litellm's ``ollama_chat`` send), else the call in its place among the calls of
+    the assistant message before it (langchain-ollama sends neither a name nor an
+    id: the k-th result after that message answers its k-th call). A result that
+    matches no call stays unnamed."""
+    names: dict[str, str] = {}
+    in_order: list[str] = []  # the last assistant message's calls, in order, while its results follow
+    out = []
+    for message in messages:
+        if message.role is not Role.TOOL:
+            in_order = [call.name for call in message.tool_calls]
+            names.update((call.id, call.name) for call in message.tool_calls)
+        else:
+            by_place = in_order.pop(0) if in_order else None
+            if message.tool_name is None:
+                name = names.get(message.tool_call_id or "") or by_place
+                message = attrs.evolve(message, tool_name=name)
+        out.append(message)
+    return tuple(out)
 
 
 # -- answers --------------------------------------------------------------------------------

@@ -7,9 +7,11 @@
 ``slow`` answers a reply of 10,000 tokens at 100 tokens a second, so a test can
 tell whether a generation was cancelled; ``chatty`` answers up to 1.6 million tokens
 at once, to fill a client's socket; ``embedder`` embeds; ``smollm2:135m`` (alias
-``smollm2``) is ``fake`` under the bundled model's names. The source has one
-repository to pull, ``org/tiny``, and the store "imports" any GGUF file (it records
-a fake model for it), so that create works. Settings come from the environment
+``smollm2``) is ``fake`` under the bundled model's names; ``weather`` calls a
+``get_weather`` tool and, once the prompt holds a tool's result, answers with that
+result as the server rendered it (so a client's tool round trip can be checked).
+The source has one repository to pull, ``org/tiny``, and the store "imports" any
+GGUF file (it records a fake model for it), so that create works. Settings come from the environment
 (MODELPORT_HOME, MODELPORT_API_KEY ...), bound to 127.0.0.1.
 """
 
@@ -46,11 +48,30 @@ class SlowEngine(FakeEngine):
             self.reply, self.token_delay = "chatter " * 200_000, 0.0
 
 
+WEATHER_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+
+
+class FakeAppEngine(FakeEngine):
+    """``fake``, and ``weather`` (see the module's docstring), whose reply is chosen
+    when a prompt is read: it serves one request at a time."""
+
+    def __init__(self) -> None:
+        super().__init__(token_delay=0.001)
+
+    def prompt_tokens(self, request):
+        tokens = super().prompt_tokens(request)
+        if self.model is not None and self.model.name.startswith("weather"):
+            last_turn = self.prompts[-1].rsplit("<|user|>", 1)[-1]
+            result = last_turn.partition("<tool_response>\n")[2].partition("\n</tool_response>")[0]
+            self.reply = f"Result: {result}" if result else WEATHER_CALL
+        return tokens
+
+
 TINY = b"GGUF" + bytes(4092)
 
 
 class ImportingStore(InMemoryModelStore):
-    def import_path(self, name, path, defaults=None):
+    def import_path(self, name, path, defaults=None, *, replace=False):
         with open(path, "rb") as handle:
             data = handle.read()
         if not data.startswith(b"GGUF"):
@@ -99,6 +120,7 @@ def store() -> InMemoryModelStore:
             fake_model("slow:latest", format=ModelFormat.MLX),
             fake_model("smollm2:135m", aliases=("smollm2",)),  # named like the bundled model, for llm-ollama
             fake_model("chatty:latest", format=ModelFormat.MLX),
+            fake_model("weather:latest"),
         ]
     )
 
@@ -109,7 +131,7 @@ def engines() -> list[EngineSpec]:
         EngineSpec(
             name="fake",
             formats={ModelFormat.GGUF, ModelFormat.SAFETENSORS},
-            factory=lambda: FakeEngine(token_delay=0.001),
+            factory=FakeAppEngine,
         ),
         EngineSpec(name="slow", formats={ModelFormat.MLX}, factory=SlowEngine),
     ]

@@ -74,6 +74,7 @@ def test_list(client: ollama.Client) -> None:
         "slow:latest",
         "smollm2:135m",
         "smollm2:latest",
+        "weather:latest",
     ]
     assert models["fake:latest"].details.family == "fake"
     assert models["fake:latest"].modified_at is not None

@@ -459,6 +459,53 @@ def test_chat_accepts_tool_results_in_the_history(client, engine_box) -> None:
     )
 
 
+CALLS = [
+    {"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+    {"id": "call_2", "function": {"name": "get_time", "arguments": {"zone": "CET"}}},
+]
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        # litellm's ollama_chat: the id of the call each result answers
+        [
+            {"role": "tool", "content": "noon", "tool_call_id": "call_2"},
+            {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+        ],
+        # langchain-ollama: neither a name nor an id (its calls have no id either), in the calls' order
+        [{"role": "tool", "content": "sunny"}, {"role": "tool", "content": "noon"}],
+    ],
+    ids=["by-call-id", "in-order"],
+)
+def test_a_tool_result_without_a_name_is_named_after_its_call(client, engine_box, results) -> None:
+    calls = CALLS if "tool_call_id" in results[0] else [{"function": c["function"]} for c in CALLS]
+    messages = [
+        {"role": "user", "content": "Weather and time?"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        *results,
+    ]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
+    assert result.status_code == 200, result.json
+    prompt = engine_box.last.prompts[-1]
+    assert '{"name":"get_weather","content":"sunny"}' in prompt and '{"name":"get_time","content":"noon"}' in prompt
+
+
+def test_a_tool_result_that_answers_no_call_stays_unnamed(client, engine_box) -> None:
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": CALLS[:1]},
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        {"role": "tool", "content": "extra"},  # one result more than there were calls
+        {"role": "tool", "content": "other", "tool_call_id": "call_9"},
+    ]
+    result = client.simulate_post("/api/chat", json={"model": "fake", "messages": messages, "stream": False})
+    assert result.status_code == 200, result.json
+    prompt = engine_box.last.prompts[-1]
+    assert '{"name":"get_weather","content":"sunny"}' in prompt
+    assert '{"content":"extra"}' in prompt and '{"content":"other"}' in prompt
+
+
 # -- routing -----------------------------------------------------------------------------
 
 

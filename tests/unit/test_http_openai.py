@@ -239,6 +239,21 @@ def test_tools_with_tool_choice_none_are_ignored(client) -> None:
     assert chat(client, tools=tools, tool_choice="none").json["choices"][0]["message"]["content"] == REPLY
 
 
+def test_a_tool_result_is_named_after_the_call_its_id_answers(client, engine_box) -> None:
+    """What LangChain's ChatOpenAI sends back: the result with the call's id, no name.
+    The model is told the tool's name, never the call's id."""
+    call = {"id": "call_ab12", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+    messages = USER + [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_ab12", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_zz99", "content": "stray"},  # answers no call: no name
+    ]
+    assert chat(client, messages=messages).status_code == 200
+    prompt = engine_box.last.prompts[-1]
+    assert '{"name":"get_weather","content":"sunny"}' in prompt and '{"content":"stray"}' in prompt
+    assert "call_ab12" not in prompt
+
+
 def test_unknown_model_is_404_with_a_code(client) -> None:
     result = chat(client, model="nope")
     assert_openai_error(result, 404, "model 'nope' not found", "not_found_error")
