@@ -132,7 +132,7 @@ Global options:
   --device=<device>        auto, cpu or gpu (default: auto, or MODELPORT_DEVICE).
   --device-index=<i>       Which GPU to use (default: 0, or MODELPORT_DEVICE_INDEX).
   --quantize=<kind>        The jax engine's weights: none, int8 or int4 (default: auto,
-                           float weights; or MODELPORT_QUANTIZE).
+                           int8 on a CPU, float on a GPU; or MODELPORT_QUANTIZE).
   --tensor-parallel=<n>    The jax engine splits a model over n devices (default: 1, or
                            MODELPORT_TENSOR_PARALLEL); see docs/scaling.md.
   --home=<dir>             Where models live (default: MODELPORT_HOME, or the user cache).

@@ -117,7 +117,9 @@ def test_the_engine_runs_a_converted_gguf_like_the_original(weights, tmp_path) -
     write_gguf(str(path), CONFIG, weights, quantize=False)
     info = ModelInfo(name="tiny-gguf:latest", format=ModelFormat.GGUF, location=str(tmp_path), primary_file="tiny.gguf")
     engine = JaxEngine()
-    engine.load(info, EngineOptions(num_ctx=64, device="cpu", home=str(tmp_path / "home")))
+    engine.load(
+        info, EngineOptions(num_ctx=64, device="cpu", home=str(tmp_path / "home"), quantize="none")
+    )  # float, as the reference (auto is int8 on a CPU)
     assert os.listdir(tmp_path / "home" / "cache" / "hf-from-gguf")
     ours = engine._rt.decoder.forward(np.asarray([TOKENS]))[0]
     expected = reference_logits(CONFIG, weights, TOKENS)

@@ -62,7 +62,9 @@ def tiny_model():
 
 def load(model, engine_home, slots: int):
     engine = recording_engine()
-    engine.load(model, EngineOptions(num_ctx=256, device="cpu", home=engine_home, slots=slots))
+    engine.load(
+        model, EngineOptions(num_ctx=256, device="cpu", home=engine_home, slots=slots, quantize="none")
+    )  # float, as the reference (auto is int8 on a CPU)
     return engine
 
 

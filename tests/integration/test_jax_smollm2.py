@@ -50,7 +50,9 @@ def folder(gguf_path, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def engine(smollm2, engine_home):
     engine = JaxEngine()
-    engine.load(smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home, slots=4))
+    engine.load(
+        smollm2, EngineOptions(num_ctx=1024, device="cpu", home=engine_home, slots=4, quantize="none")
+    )  # float, as the reference (auto is int8 on a CPU)
     yield engine
     engine.unload()
 

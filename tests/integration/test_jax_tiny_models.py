@@ -205,6 +205,7 @@ def load_engine(folder: str, num_ctx: int = 64, **options):
     from modelport.adapters.jax import JaxEngine
 
     engine = JaxEngine()
+    options = {"quantize": "none", **options}  # the float forward pass the numpy references compute
     engine.load(model_info(folder), EngineOptions(num_ctx=num_ctx, device="cpu", home=folder + "-home", **options))
     return engine
 

@@ -74,6 +74,8 @@ void rows_kernel(const float* x, int64_t k, const uint8_t* values, const float* 
         hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
       }
       const __m512 scale = _mm512_set1_ps(s[g]);
+      // The same operations for every row whatever R is, so that a row's result
+      // does not depend on how many rows are multiplied with it.
       for (int r = 0; r < R; ++r) {
         const float* xr = x + r * k + g * kBlock;
         __m512 t = _mm512_mul_ps(lo, _mm512_loadu_ps(xr));
