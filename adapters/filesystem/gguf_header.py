@@ -170,6 +170,9 @@ class GGUFHeader:
     version: int
     metadata: Mapping[str, Any] = attrs.field(converter=types.MappingProxyType, hash=False)
     tensors: tuple[TensorInfo, ...] = attrs.field(converter=tuple)
+    # Where the tensor data begins (the tensors' offsets count from here): the end of
+    # the header, rounded up to ``general.alignment`` (32 unless the file says).
+    data_offset: int = 0
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -280,7 +283,9 @@ class _Parser:
             kind = self._value_type(self._scalar(_U32))
             metadata[key] = self._value(kind, key in self.keep)
         tensors = tuple(self._tensor() for _ in range(tensor_count))
-        return GGUFHeader(path=self.path, version=version, metadata=metadata, tensors=tensors)
+        alignment = _integer(metadata.get("general.alignment")) or 32
+        data_offset = -(-self.pos // alignment) * alignment
+        return GGUFHeader(path=self.path, version=version, metadata=metadata, tensors=tensors, data_offset=data_offset)
 
     # -- primitives -------------------------------------------------------------------
 

@@ -128,17 +128,17 @@ class GGUFCheckpoint:
     a time. Q and K rows are un-permuted from llama.cpp's RoPE layout."""
 
     def __init__(self, path: str, heads: int, kv_heads: int) -> None:
-        import gguf
-
+        from modelport.adapters.filesystem.gguf_header import read_gguf_header
         from modelport.adapters.ggufconvert import llama_tensor_name
 
         self.folder = path
-        try:
-            reader = gguf.GGUFReader(path)
-        except (ValueError, OSError, IndexError) as exc:
+        try:  # the store's header reader skips the vocabulary, which gguf.GGUFReader parses (2 s for SmolLM2)
+            header = read_gguf_header(path)
+            tensors = _mapped_tensors(path, header)
+        except (InvalidRequest, ValueError, OSError) as exc:
             raise ModelLoadError(f"cannot read the GGUF file {path}: {exc}") from None
         self._tensors: dict[str, tuple[Any, Callable[[np.ndarray], np.ndarray]]] = {}
-        for tensor in reader.tensors:
+        for tensor in tensors:
             name, fix = llama_tensor_name(tensor.name, heads, kv_heads)
             if name is None:
                 raise ModelLoadError(f"the GGUF holds a tensor the loader does not know: {tensor.name}")
@@ -173,6 +173,43 @@ class GGUFCheckpoint:
             return None
         order = fix(np.arange(shape[0]).reshape(shape[0], 1))[:, 0]
         return blocks if np.array_equal(order, np.arange(shape[0])) else blocks.take_rows(order)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GGUFTensor:
+    """One tensor of a memory-mapped GGUF, shaped as gguf-py's ReaderTensor is (what
+    ``dequantize_tensor`` and ``quant.from_gguf`` read): ``shape`` in GGUF order
+    (inputs first), ``data`` float32/float16 in numpy order, or the raw bytes
+    (rows, bytes per row) of a block type."""
+
+    name: str
+    shape: tuple[int, ...]
+    tensor_type: Any
+    data: np.ndarray
+
+
+def _mapped_tensors(path: str, header: Any) -> list[_GGUFTensor]:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    tensors = []
+    for info in header.tensors:
+        kind = GGMLQuantizationType(info.ggml_type)
+        block, size = GGML_QUANT_SIZES[kind]
+        rows = tuple(reversed(info.shape[1:]))
+        row_bytes = info.shape[0] // block * size
+        start = header.data_offset + info.offset
+        raw = mapped[start : start + row_bytes * int(np.prod(rows, dtype=np.int64))]
+        if len(raw) != row_bytes * int(np.prod(rows, dtype=np.int64)):
+            raise ValueError(f"tensor {info.name} runs past the end of the file")
+        if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            data = raw.view(np.float32 if kind is GGMLQuantizationType.F32 else np.float16).reshape(
+                *rows, info.shape[0]
+            )
+        else:
+            data = raw.reshape(*rows, row_bytes)
+        tensors.append(_GGUFTensor(info.name, tuple(info.shape), kind, data))
+    return tensors
 
 
 def _read_header(path: str) -> tuple[dict[str, Any], int]:

@@ -5,6 +5,8 @@ the golden greedy tokens and on the perplexity of a fixed text."""
 from __future__ import annotations
 
 
+import os
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,26 @@ def test_the_setting_reaches_the_engine_options(tmp_path) -> None:
     assert from_env.quantize == "int8"
     with pytest.raises(InvalidRequest, match="quantize"):
         Settings.load(environ={"MODELPORT_QUANTIZE": "fp4", "MODELPORT_HOME": str(tmp_path)}, dotenv=None)
+
+
+def test_the_gguf_tensors_are_read_as_gguf_py_reads_them(smollm2) -> None:
+    """The checkpoint maps the file through the store's header reader (which skips the
+    vocabulary gguf.GGUFReader parses); every tensor's name, type, shape and bytes
+    equal gguf-py's."""
+    import gguf
+
+    from modelport.adapters.filesystem.gguf_header import read_gguf_header
+    from modelport.adapters.jax.weights import _mapped_tensors
+
+    path = os.path.join(smollm2.location, smollm2.primary_file)
+    ours = _mapped_tensors(path, read_gguf_header(path))
+    theirs = gguf.GGUFReader(path).tensors
+    assert len(ours) == len(theirs) == 272
+    for mine, reference in zip(ours, theirs):
+        assert (mine.name, mine.tensor_type, mine.shape) == (
+            reference.name,
+            reference.tensor_type,
+            tuple(int(d) for d in reference.shape),
+        )
+        assert mine.data.dtype == reference.data.dtype and mine.data.shape == reference.data.shape
+        assert np.array_equal(mine.data, reference.data), mine.name
