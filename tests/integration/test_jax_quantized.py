@@ -4,7 +4,6 @@ the golden greedy tokens and on the perplexity of a fixed text."""
 
 from __future__ import annotations
 
-
 import os
 
 import numpy as np
