@@ -83,11 +83,17 @@ def load(model: ModelInfo, options: EngineOptions, home: str, *, slots: int = 1,
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"'{model.name}': config.json does not describe a {model_type} model: {exc}") from None
     mesh = select_mesh(getattr(options, "tensor_parallel", 1), device, family, cfg, model.name)
-    quantizable = getattr(family, "QUANTIZABLE", False)
-    native = quantizable and device.platform == "cpu" and mesh is None and kernels.available(home)
-    quant = select_quantization(getattr(options, "quantize", "auto"), device, family, native)
-    if quant.active and native:
-        quant = dataclasses.replace(quant, native=True)  # a sharded matrix keeps XLA's dot, which splits
+    mode = getattr(options, "quantize", "auto")
+    # the native kernel on one CPU device (a sharded matrix keeps XLA's dot, which
+    # splits), built only when the weights may be quantized
+    native = (
+        mode != "none"
+        and getattr(family, "QUANTIZABLE", False)
+        and device.platform == "cpu"
+        and mesh is None
+        and kernels.available(home)
+    )
+    quant = select_quantization(mode, family, native)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quant.active:
         kwargs["quant"] = quant
@@ -158,20 +164,19 @@ def model_folder(model: ModelInfo, home: str) -> str:
     raise EngineUnavailable("jax", f"it runs safetensors and GGUF models and '{model.name}' is {model.format.value}")
 
 
-def select_quantization(mode: str, device: Any, family: Any, native: bool = False) -> Quantization:
-    """``none``, ``int8`` or ``int4`` (see :class:`.quant.Quantization`). ``auto`` is
-    int8 on a CPU with the native kernel (``native``: it decodes about twice as fast
-    as float32 there, see docs/engines-jax.md) and none (float weights) elsewhere.
-    Families without quantized layers (GPT-2, BERT) refuse int8 and int4 and take
-    auto as none."""
+def select_quantization(mode: str, family: Any, native: bool = False) -> Quantization:
+    """``none``, ``int8`` or ``int4`` (see :class:`.quant.Quantization`), through the
+    native kernel when ``native`` (one CPU device where it builds). ``auto`` is int8
+    where it is native (it decodes about twice as fast as float32 there, see
+    docs/engines-jax.md) and none (float weights) elsewhere. Families without
+    quantized layers (GPT-2, BERT) refuse int8 and int4 and take auto as none."""
     if mode in ("auto", None):
-        if native and device.platform == "cpu" and getattr(family, "QUANTIZABLE", False):
-            return Quantization.of("int8")
-        return Quantization()
-    quant = Quantization.of(mode)
-    if quant.active and not getattr(family, "QUANTIZABLE", False):
-        raise InvalidRequest(f"--quantize {mode} is for Llama-family decoders; use --quantize none")
-    return quant
+        quant = Quantization.of("int8") if native else Quantization()
+    else:
+        quant = Quantization.of(mode)
+        if quant.active and not getattr(family, "QUANTIZABLE", False):
+            raise InvalidRequest(f"--quantize {mode} is for Llama-family decoders; use --quantize none")
+    return dataclasses.replace(quant, native=True) if quant.active and native else quant
 
 
 def select_mesh(shards: int, device: Any, family: Any, cfg: Any, name: str) -> Any:

@@ -198,9 +198,9 @@ def _mapped_tensors(path: str, header: Any) -> list[_GGUFTensor]:
         block, size = GGML_QUANT_SIZES[kind]
         rows = tuple(reversed(info.shape[1:]))
         row_bytes = info.shape[0] // block * size
-        start = header.data_offset + info.offset
-        raw = mapped[start : start + row_bytes * int(np.prod(rows, dtype=np.int64))]
-        if len(raw) != row_bytes * int(np.prod(rows, dtype=np.int64)):
+        start, length = header.data_offset + info.offset, row_bytes * int(np.prod(rows, dtype=np.int64))
+        raw = mapped[start : start + length]
+        if len(raw) != length:
             raise ValueError(f"tensor {info.name} runs past the end of the file")
         if kind in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
             data = raw.view(np.float32 if kind is GGMLQuantizationType.F32 else np.float16).reshape(

@@ -101,8 +101,8 @@ def test_a_family_without_quantized_layers_refuses_int8(engine_home) -> None:
     from modelport.adapters.jax import runtime
 
     with pytest.raises(InvalidRequest, match="Llama-family"):
-        runtime.select_quantization("int8", None, runtime.registry.family("bert"))
-    assert not runtime.select_quantization("auto", None, runtime.registry.family("bert")).active
+        runtime.select_quantization("int8", runtime.registry.family("bert"))
+    assert not runtime.select_quantization("auto", runtime.registry.family("bert")).active
 
 
 def test_quantize_is_validated() -> None:
