@@ -62,6 +62,14 @@ NAMES = {
     "cpp-f32": "llama.cpp F32",
     "cpp-f16": "llama.cpp F16",
 }
+# the ratios printed: each JAX side against torch f32 and against its own precision
+RATIOS = (
+    ("jax", "torch"),
+    ("jax", "cpp-f32"),
+    ("jax-bf16", "torch"),
+    ("jax-bf16", "torch-bf16"),
+    ("jax-bf16", "cpp-f16"),
+)
 CPP_BATCH = 512  # llama.cpp's batch (and context) in tokens: texts are packed into it
 
 
@@ -262,8 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"all-MiniLM-L6-v2 embeddings, {args.reps} reps, medians; {described}; {threads} threads; load average {load}"
     )
-    ours = [s for s in sides if s.startswith("jax")]
-    pairs = [(a, b) for a in ours for b in sides if not b.startswith("jax")]
+    pairs = [p for p in RATIOS if p[0] in sides and p[1] in sides]
     columns = [NAMES[s] for s in sides] + [f"{NAMES[a]}/{NAMES[b]}" for a, b in pairs]
     width = max(16, *(len(c) + 2 for c in columns))
     print(f"{'':28}" + "".join(f"{c:>{width}}" for c in columns))
