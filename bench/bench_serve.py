@@ -73,11 +73,9 @@ def wait_up(port: int, path: str, proc: subprocess.Popen, timeout: float = 300) 
     raise SystemExit(f"the server on port {port} did not come up in {timeout:.0f} s")
 
 
-def build_llama_server() -> Path:
-    """llama-server from the vendored llama.cpp of the llama-cpp-python sdist, built once."""
-    binary = CACHE / "build" / "bin" / "llama-server"
-    if binary.is_file():
-        return binary
+def vendored_llama_cpp() -> Path:
+    """The llama.cpp tree vendored in the llama-cpp-python sdist, downloaded and
+    unpacked once into the bench cache."""
     CACHE.mkdir(parents=True, exist_ok=True)
     sdist = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
     if not sdist.is_file():
@@ -99,12 +97,21 @@ def build_llama_server() -> Path:
     source = CACHE / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
     if not source.is_dir():
         shutil.unpack_archive(str(sdist), str(CACHE))
+    return source / "vendor" / "llama.cpp"
+
+
+def build_llama_server() -> Path:
+    """llama-server from the vendored llama.cpp of the llama-cpp-python sdist, built once."""
+    binary = CACHE / "build" / "bin" / "llama-server"
+    if binary.is_file():
+        return binary
+    source = vendored_llama_cpp()
     print("building llama-server (5-10 minutes) ...", file=sys.stderr)
     subprocess.run(
         [
             "cmake",
             "-S",
-            str(source / "vendor" / "llama.cpp"),
+            str(source),
             "-B",
             str(CACHE / "build"),
             "-DCMAKE_BUILD_TYPE=Release",

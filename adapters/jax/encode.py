@@ -4,8 +4,12 @@ The pooling comes from ``modules.json`` and its Pooling module's ``config.json``
 (CLS, mean, max, mean/sqrt(length); several are concatenated in
 sentence-transformers' order), and the vectors are L2-normalized when
 ``modules.json`` lists a Normalize module. A folder without ``modules.json`` gets
-mean pooling and normalization (as Ollama returns embeddings). Batches are padded
-to power-of-two shapes and the padding is masked out of attention and pooling.
+mean pooling and normalization (as Ollama returns embeddings).
+
+A batch is sorted by length and cut into calls of about ``TOKENS_PER_CALL`` tokens:
+each call's texts have similar lengths, padded to the next of ``WIDTHS`` (steps of
+at most 1.5x), and its row count is a power of two, so no row is padding and the
+compiled shapes stay few. The padding is masked out of attention and pooling.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from flax import nnx
 
 from modelport.domain import ModelLoadError
 
-from .decode import Structure, bucket
+from .decode import Structure
 
 POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")
-MAX_BATCH = 32
+WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # padded lengths
+TOKENS_PER_CALL = 4096  # rows x width of one call, at most (a longer text goes alone)
 
 
 def sentence_transformers_setup(folder: str) -> tuple[tuple[str, ...], bool, int | None]:
@@ -66,19 +71,41 @@ class Encoder:
 
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """Token lists (each at most ``max_length``) -> vectors (N, D') float32."""
-        vectors = [self._chunk(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
-        return np.concatenate(vectors, axis=0)
+        calls = plan([len(t) for t in batch], self.max_length)
+        results = [self._call(batch, rows, width) for rows, width in calls]  # all dispatched, then read
+        parts = [np.asarray(r) for r in results]
+        out = np.empty((len(batch), parts[0].shape[1]), np.float32)
+        for (rows, _), part in zip(calls, parts):
+            out[rows] = part
+        return out
 
-    def _chunk(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        rows = bucket(len(batch), MAX_BATCH, minimum=1)
-        width = bucket(max(len(t) for t in batch), self.max_length)
-        tokens = np.zeros((rows, width), np.int32)
-        valid = np.zeros((rows, width), bool)
-        for i, ids in enumerate(batch):
+    def _call(self, batch: Sequence[Sequence[int]], rows: Sequence[int], width: int) -> jax.Array:
+        tokens = np.zeros((len(rows), width), np.int32)
+        valid = np.zeros((len(rows), width), bool)
+        for i, row in enumerate(rows):
+            ids = batch[row]
             tokens[i, : len(ids)], valid[i, : len(ids)] = ids, True
-        valid[len(batch) :, 0] = True  # padding rows: one visible token keeps the math finite
-        out = embed_jit(self.state, tokens, valid, graph=self.graph, modes=self.modes, normalize=self.normalize)
-        return np.asarray(out)[: len(batch)]
+        return embed_jit(self.state, tokens, valid, graph=self.graph, modes=self.modes, normalize=self.normalize)
+
+
+def plan(lengths: Sequence[int], limit: int) -> list[tuple[list[int], int]]:
+    """The calls that embed texts of these token ``lengths``: (the texts' indices,
+    padded width) each. Longest first; a call takes the largest power of two of the
+    texts left that fits ``TOKENS_PER_CALL`` at the width of its longest."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    calls, start = [], 0
+    while start < len(order):
+        width = padded_width(lengths[order[start]], limit)
+        fit = min(max(1, TOKENS_PER_CALL // width), len(order) - start)
+        rows = 1 << (fit.bit_length() - 1)
+        calls.append((order[start : start + rows], width))
+        start += rows
+    return calls
+
+
+def padded_width(n: int, limit: int) -> int:
+    """The first of ``WIDTHS`` that holds n tokens (``limit`` past the last), at most ``limit``."""
+    return min(next((w for w in WIDTHS if w >= n), limit), limit)
 
 
 def _embed(state, tokens, valid, *, graph: Structure, modes: tuple[str, ...], normalize: bool):
