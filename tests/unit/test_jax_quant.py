@@ -102,88 +102,33 @@ def test_modes() -> None:
         quant.Quantization.of("int3")
 
 
-def _layers(blocks, native: bool):
-    """A Linear and an Embedding holding ``blocks`` (torch's (out, in))."""
+@pytest.mark.parametrize("native", [False, True], ids=["xla", "native"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_programs_dequantization_matches_numpy(bits, native, tmp_path) -> None:
+    """The layers' products equal numpy's on the dequantized matrix, through XLA's
+    dequantize-then-dot and through the native kernel (a decode step's few rows; a
+    prefill's many rows take XLA's dot even then)."""
     import jax.numpy as jnp
 
+    from modelport.adapters.jax import kernels
     from modelport.adapters.jax.layers import Embedding, Linear
 
-    rows, cols = blocks.shape
-    linear = Linear(cols, rows, bias=False, dtype=jnp.float32, bits=blocks.bits, native=native)
-    table = Embedding(rows, cols, dtype=jnp.float32, bits=blocks.bits, native=native)
+    if native:
+        assert kernels.available(str(tmp_path)), kernels.why_not()
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((48, 96)).astype(np.float32)  # torch (out, in), as the layers keep it
+    blocks = quant.quantize(w, bits)
+    linear = Linear(96, 48, bias=False, dtype=jnp.float32, bits=bits, native=native)
+    table = Embedding(48, 96, dtype=jnp.float32, bits=bits, native=native)
     for matrix in (linear.kernel, table.table):
         matrix.values[...] = jnp.asarray(blocks.values)
         matrix.scales[...] = jnp.asarray(blocks.scales)
-        if blocks.bits == 4:
+        if bits == 4:
             matrix.offsets[...] = jnp.asarray(blocks.offsets)
-    return linear, table
-
-
-@pytest.mark.parametrize("bits", [8, 4])
-def test_xlas_dequantization_matches_numpy(bits) -> None:
-    """Without the native kernel the layers multiply by the dequantized matrix
-    exactly as numpy does, and an embedding's rows are the dequantized rows."""
-    import jax.numpy as jnp
-
-    rng = np.random.default_rng(5)
-    blocks = quant.quantize(rng.standard_normal((48, 96)).astype(np.float32), bits)
-    linear, table = _layers(blocks, native=False)
     expected = blocks.dequantize()
-    for rows in ((2, 3), (1, 1), (3, 7)):
+    for rows in ((2, 3), (1, 1), (3, 7)):  # 6 and 1 rows: the native kernel when on; 21: XLA's dot
         x = rng.standard_normal((*rows, 96)).astype(np.float32)
         np.testing.assert_allclose(np.asarray(linear(jnp.asarray(x))), x @ expected.T, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(table.attend(jnp.asarray(x))), x @ expected.T, rtol=1e-4, atol=1e-4)
     ids = jnp.asarray([[0, 5, 47]])
     np.testing.assert_allclose(np.asarray(table(ids)), expected[[0, 5, 47]][None], atol=1e-5)
-
-
-def _int8_activations_product(x: np.ndarray, blocks) -> np.ndarray:
-    """The native kernel's arithmetic in numpy (llama.cpp's): each row of x in
-    blocks of 32 quantized to int8 with the scale max|x| / 127, integer dot products
-    per block, scaled by both scales, plus the int4 offsets times x's block sums."""
-    m, k = x.shape
-    xb = x.reshape(m, k // quant.BLOCK, quant.BLOCK).astype(np.float32)
-    d = (np.abs(xb).max(axis=-1) / np.float32(127)).astype(np.float32)
-    inverse = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
-    xq = np.rint(xb * inverse[..., None]).astype(np.int64)
-    q = quant.unpack4(blocks.values) if blocks.bits == 4 else blocks.values
-    q = q.reshape(blocks.shape[0], k // quant.BLOCK, quant.BLOCK).astype(np.int64)
-    dots = np.einsum("mgj,ngj->mng", xq, q).astype(np.float64)
-    y = (dots * blocks.scales[None].astype(np.float64) * d[:, None, :]).sum(axis=-1)
-    if blocks.offsets is not None:
-        y += (blocks.offsets[None].astype(np.float64) * xb.sum(axis=-1)[:, None, :]).sum(axis=-1)
-    return y
-
-
-@pytest.mark.parametrize("shape", [(48, 96), (1040, 320)], ids=["odd-blocks", "threaded"])
-@pytest.mark.parametrize("bits", [8, 4])
-def test_the_native_kernel_computes_llama_cpps_arithmetic(bits, shape, tmp_path) -> None:
-    """A decode step's few rows (1 to 16, one pass of 8 and a second) through the
-    native kernel equal the same integer arithmetic in numpy; an odd number of
-    blocks (96 inputs) takes the kernel's tail, 1040 x 320 its threads. Every row's
-    result is the same whatever rows run beside it, and within int8 rounding of the
-    float product; a prefill's many rows take XLA's dot."""
-    import jax.numpy as jnp
-
-    from modelport.adapters.jax import kernels
-
-    assert kernels.available(str(tmp_path)), kernels.why_not()
-    rng = np.random.default_rng(7)
-    blocks = quant.quantize(rng.standard_normal(shape).astype(np.float32), bits)
-    linear, table = _layers(blocks, native=True)
-    x = rng.standard_normal((kernels.MAX_ROWS, shape[1])).astype(np.float32)
-    x[3, :32] = 0.0  # an all-zero block
-    x[4] *= 100.0
-    expected = _int8_activations_product(x, blocks)
-    for count in (1, 5, 11, kernels.MAX_ROWS):
-        for layer in (linear, table.attend):
-            ours = np.asarray(layer(jnp.asarray(x[:count])))
-            np.testing.assert_allclose(ours, expected[:count], rtol=2e-5, atol=2e-5 * np.abs(expected).max())
-            alone = np.asarray(layer(jnp.asarray(x[count - 1 : count])))
-            np.testing.assert_array_equal(alone[0], ours[count - 1])
-    exact = x @ blocks.dequantize().T
-    assert np.linalg.norm(expected - exact) <= 0.02 * np.linalg.norm(exact)
-    many = rng.standard_normal((kernels.MAX_ROWS + 1, shape[1])).astype(np.float32)
-    np.testing.assert_allclose(
-        np.asarray(linear(jnp.asarray(many))), many @ blocks.dequantize().T, rtol=1e-4, atol=1e-3
-    )
